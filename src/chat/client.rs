@@ -1,0 +1,684 @@
+//! The HTTP client for the Chat REST API.
+//!
+//! One [`ChatClient`] per worker, cheap to clone. Every attempt of every call:
+//! 1. waits for a token from the API's [`Limiter`] (retries spend vendor quota too);
+//! 2. takes the cached admin UserSig, regenerated well before expiry or when the previous attempt
+//!    got a UserSig error;
+//! 3. POSTs JSON to `{base}/v4/im_open_login_svc/{api}?sdkappid=…&identifier=…&usersig=…&random=…&contenttype=json`
+//!    with a fresh `random`, on a keep-alive pool;
+//! 4. turns whatever happened into `Ok` or a classified [`ChatError`] — with no URL in it, since the
+//!    URL carries the UserSig.
+//!
+//! Retry decisions are not made here but in [`super::retry`].
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::header::{HeaderValue, CONTENT_TYPE};
+use reqwest::Url;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::api::{
+    self, AccountStatus, Api, CheckRequest, CheckResponse, ImportRequest, MultiImportRequest,
+    MultiImportResponse, PlainResponse, Status, UserIdItem,
+};
+use super::error::{describe_transport_error, ChatError, FailureClass};
+pub use super::retry::Attempted;
+use super::retry::{with_retries, Attempt, RetryPolicy};
+use super::usersig::{self, SecretKey, UserSig};
+use crate::limiter::Limiter;
+
+/// The vendor's regional API domains (REFERENCE.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Region {
+    China,
+    Singapore,
+    Seoul,
+    Tokyo,
+    Frankfurt,
+    SiliconValley,
+    Jakarta,
+}
+
+impl Region {
+    /// Every region, for help texts.
+    pub const ALL: [Region; 7] = [
+        Region::China,
+        Region::Singapore,
+        Region::Seoul,
+        Region::Tokyo,
+        Region::Frankfurt,
+        Region::SiliconValley,
+        Region::Jakarta,
+    ];
+
+    /// The name used in configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            Region::China => "china",
+            Region::Singapore => "singapore",
+            Region::Seoul => "seoul",
+            Region::Tokyo => "tokyo",
+            Region::Frankfurt => "frankfurt",
+            Region::SiliconValley => "silicon-valley",
+            Region::Jakarta => "jakarta",
+        }
+    }
+
+    /// The API domain.
+    pub fn domain(self) -> &'static str {
+        match self {
+            Region::China => "console.tim.qq.com",
+            Region::Singapore => "adminapisgp.im.qcloud.com",
+            Region::Seoul => "adminapikr.im.qcloud.com",
+            Region::Tokyo => "adminapijpn.im.qcloud.com",
+            Region::Frankfurt => "adminapiger.im.qcloud.com",
+            Region::SiliconValley => "adminapiusa.im.qcloud.com",
+            Region::Jakarta => "adminapiidn.im.qcloud.com",
+        }
+    }
+
+    /// `https://{domain}`.
+    pub fn base_url(self) -> Url {
+        Url::parse(&format!("https://{}", self.domain())).expect("static domains are valid URLs")
+    }
+}
+
+impl FromStr for Region {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Region::ALL
+            .into_iter()
+            .find(|r| r.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                let names: Vec<_> = Region::ALL.iter().map(|r| r.name()).collect();
+                format!("unknown region {s:?}; expected one of {}", names.join(", "))
+            })
+    }
+}
+
+impl fmt::Display for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Checks an explicit API base URL: `https://` anywhere; plain `http://` only on loopback (the
+/// emulator) unless `allow_insecure_http`, because the UserSig travels in the query string.
+pub fn parse_base_url(raw: &str, allow_insecure_http: bool) -> Result<Url, String> {
+    let url = Url::parse(raw.trim()).map_err(|e| format!("invalid API base URL {raw:?}: {e}"))?;
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "API base URL {raw:?} must not have a query string or fragment"
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("API base URL must not carry credentials".into());
+    }
+    match url.scheme() {
+        "https" => {}
+        "http" => {
+            let loopback = url.host_str().is_some_and(|h| {
+                h.eq_ignore_ascii_case("localhost")
+                    || h.trim_matches(['[', ']'])
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            });
+            if !loopback {
+                if !allow_insecure_http {
+                    return Err(format!(
+                        "API base URL {raw:?} uses plain http:// on a non-loopback host; the UserSig \
+                         would travel in clear text. Use https://, or set --allow-insecure-http"
+                    ));
+                }
+                tracing::warn!(
+                    base_url = %url,
+                    "plain http:// to a non-loopback host: the admin UserSig travels in clear text"
+                );
+            }
+        }
+        other => {
+            return Err(format!(
+                "API base URL scheme must be https (or http on loopback), not {other:?}"
+            ))
+        }
+    }
+    Ok(url)
+}
+
+/// Everything the client needs. Built from the worker's configuration.
+#[derive(Debug, Clone)]
+pub struct ChatConfig {
+    /// The app's SDKAppID.
+    pub sdkappid: u64,
+    /// The app admin's identifier (UserID of an admin account).
+    pub identifier: String,
+    /// The app's secret key, for generating the UserSig locally.
+    pub secret_key: SecretKey,
+    /// `https://{regional domain}` or an explicit base (the emulator).
+    pub base_url: Url,
+    /// Per-request timeout; above the vendor's own ~3 s backend timeout.
+    pub request_timeout: Duration,
+    /// Validity written into each generated UserSig.
+    pub usersig_validity: Duration,
+    /// Regenerate the cached UserSig this long before it expires.
+    pub usersig_refresh_margin: Duration,
+    /// Retry budget and backoff.
+    pub retry: RetryPolicy,
+    /// Idle keep-alive connections kept per host.
+    pub pool_max_idle_per_host: usize,
+}
+
+impl ChatConfig {
+    /// Defaults for everything but the app's identity and endpoint.
+    pub fn new(
+        sdkappid: u64,
+        identifier: impl Into<String>,
+        secret_key: SecretKey,
+        base_url: Url,
+    ) -> Self {
+        ChatConfig {
+            sdkappid,
+            identifier: identifier.into(),
+            secret_key,
+            base_url,
+            request_timeout: Duration::from_secs(10),
+            usersig_validity: Duration::from_secs(180 * 86_400),
+            usersig_refresh_margin: Duration::from_secs(3_600),
+            retry: RetryPolicy::default(),
+            pool_max_idle_per_host: 256,
+        }
+    }
+
+    /// Checks the settings; each message names the setting and why.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.sdkappid == 0 {
+            return Err("sdkappid must be set (the app's SDKAppID from the console)".into());
+        }
+        if self.identifier.is_empty() || !api::is_valid_user_id(&self.identifier) {
+            return Err(format!(
+                "identifier {:?} is not a valid admin UserID (1-32 characters of A-Z a-z 0-9 _ -)",
+                self.identifier
+            ));
+        }
+        if self.secret_key.is_empty() {
+            return Err(
+                "secret key is empty: set ACCOUNT_SYNC_SECRET_KEY or --secret-key-file".into(),
+            );
+        }
+        if self.request_timeout <= Duration::from_secs(3) {
+            return Err(format!(
+                "request timeout {:?} must be longer than the vendor's 3 s backend timeout",
+                self.request_timeout
+            ));
+        }
+        if self.usersig_refresh_margin >= self.usersig_validity {
+            return Err("UserSig refresh margin must be shorter than the UserSig validity".into());
+        }
+        if self.usersig_validity < Duration::from_secs(300) {
+            return Err("UserSig validity must be at least 5 minutes".into());
+        }
+        self.retry.validate()
+    }
+}
+
+/// The rate limiters the client passes every attempt through, one per rate-limited API.
+#[derive(Debug, Clone)]
+pub struct ApiLimiters {
+    /// `account_check` (vendor: 100 calls/s).
+    pub check: Arc<Limiter>,
+    /// `account_import` (vendor: 200 calls/s).
+    pub import: Arc<Limiter>,
+    /// `multiaccount_import` (vendor: 100 calls/s).
+    pub multi_import: Arc<Limiter>,
+}
+
+impl ApiLimiters {
+    /// No limits at all (tests, the limits-off benchmark).
+    pub fn unlimited() -> Self {
+        ApiLimiters {
+            check: Arc::new(Limiter::unlimited()),
+            import: Arc::new(Limiter::unlimited()),
+            multi_import: Arc::new(Limiter::unlimited()),
+        }
+    }
+
+    /// The limiter for `api`; `None` for APIs the worker does not rate-limit.
+    pub fn for_api(&self, api: Api) -> Option<&Limiter> {
+        match api {
+            Api::AccountCheck => Some(&self.check),
+            Api::AccountImport => Some(&self.import),
+            Api::MultiaccountImport => Some(&self.multi_import),
+            Api::AccountDelete => None,
+        }
+    }
+}
+
+/// Hooks the worker uses to watch calls (metrics); every method has a no-op default.
+pub trait CallObserver: Send + Sync + 'static {
+    /// One attempt finished: `Ok` or the error's class, and how long the HTTP exchange took.
+    fn attempt(&self, _api: Api, _result: Result<(), &ChatError>, _latency: Duration) {}
+    /// An attempt waited this long for a limiter token.
+    fn limiter_wait(&self, _api: Api, _waited: Duration) {}
+    /// A new UserSig was generated; it expires at this Unix time.
+    fn usersig_generated(&self, _expires_at: u64) {}
+}
+
+/// The default observer: watches nothing.
+#[derive(Debug, Default)]
+pub struct NoObserver;
+impl CallObserver for NoObserver {}
+
+/// An account to import.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImportAccount<'a> {
+    /// The UserID (already validated by the decoder).
+    pub user_id: &'a str,
+    /// Optional nickname.
+    pub nick: Option<&'a str>,
+    /// Optional avatar URL.
+    pub face_url: Option<&'a str>,
+}
+
+/// The result for one UserID of an `account_check` call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckOutcome {
+    /// The account exists.
+    Imported,
+    /// The account must be imported.
+    NotImported,
+    /// The vendor could not check this one UserID (non-zero per-item `ResultCode`).
+    Failed { code: i64, info: String },
+}
+
+/// The cached admin UserSig.
+struct CachedSig {
+    sig: UserSig,
+    /// Unix second at which the sig expires.
+    expires_at: u64,
+}
+
+struct Inner {
+    config: ChatConfig,
+    http: reqwest::Client,
+    limiters: ApiLimiters,
+    observer: Arc<dyn CallObserver>,
+    sig: Mutex<Option<CachedSig>>,
+}
+
+/// The Chat REST client. Clones share one connection pool, one UserSig cache and the limiters.
+#[derive(Clone)]
+pub struct ChatClient {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for ChatClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChatClient")
+            .field("base_url", &self.inner.config.base_url.as_str())
+            .field("sdkappid", &self.inner.config.sdkappid)
+            .field("identifier", &self.inner.config.identifier)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChatClient {
+    /// Builds the client (validates the config, builds the connection pool).
+    pub fn new(
+        config: ChatConfig,
+        limiters: ApiLimiters,
+        observer: Arc<dyn CallObserver>,
+    ) -> Result<Self, String> {
+        config.validate()?;
+        let http = reqwest::Client::builder()
+            .timeout(config.request_timeout)
+            .connect_timeout(config.request_timeout.min(Duration::from_secs(5)))
+            .pool_max_idle_per_host(config.pool_max_idle_per_host)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .user_agent(concat!("account-sync/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| {
+                format!(
+                    "cannot build the HTTP client: {}",
+                    describe_transport_error(e)
+                )
+            })?;
+        Ok(ChatClient {
+            inner: Arc::new(Inner {
+                config,
+                http,
+                limiters,
+                observer,
+                sig: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &ChatConfig {
+        &self.inner.config
+    }
+
+    /// The limiters in use (the worker adjusts their ceilings on rebalance).
+    pub fn limiters(&self) -> &ApiLimiters {
+        &self.inner.limiters
+    }
+
+    /// Unix time at which the cached UserSig expires (generating one if none is cached yet).
+    pub fn usersig_expires_at(&self) -> u64 {
+        self.usersig(false).1
+    }
+
+    /// The cached UserSig, regenerated when `force`, missing, or within the refresh margin of expiry.
+    fn usersig(&self, force: bool) -> (UserSig, u64) {
+        let cfg = &self.inner.config;
+        let now = usersig::unix_now();
+        let mut cache = self.inner.sig.lock().unwrap_or_else(|e| e.into_inner());
+        let fresh_enough =
+            |c: &CachedSig| now + cfg.usersig_refresh_margin.as_secs() < c.expires_at;
+        match cache.as_ref() {
+            Some(c) if !force && fresh_enough(c) => (c.sig.clone(), c.expires_at),
+            _ => {
+                let expire = cfg.usersig_validity.as_secs();
+                let sig =
+                    usersig::generate(&cfg.secret_key, cfg.sdkappid, &cfg.identifier, now, expire);
+                let expires_at = now + expire;
+                *cache = Some(CachedSig {
+                    sig: sig.clone(),
+                    expires_at,
+                });
+                drop(cache);
+                self.inner.observer.usersig_generated(expires_at);
+                tracing::debug!(expires_at, "generated a new admin UserSig");
+                (sig, expires_at)
+            }
+        }
+    }
+
+    /// The request URL for `api`. Contains the UserSig: never log it, never let it into an error.
+    fn url(&self, api: Api, sig: &UserSig) -> Url {
+        let cfg = &self.inner.config;
+        let mut url = cfg.base_url.clone();
+        url.set_path(&format!(
+            "{}{}",
+            cfg.base_url.path().trim_end_matches('/'),
+            api.path()
+        ));
+        url.query_pairs_mut()
+            .append_pair("sdkappid", &cfg.sdkappid.to_string())
+            .append_pair("identifier", &cfg.identifier)
+            .append_pair("usersig", sig.expose())
+            .append_pair("random", &fastrand::u32(..).to_string())
+            .append_pair("contenttype", "json");
+        url
+    }
+
+    /// One attempt: limiter, UserSig, POST, parse, classify.
+    async fn attempt<Req, Resp>(
+        &self,
+        api: Api,
+        body: &Req,
+        attempt: Attempt,
+    ) -> Result<Resp, ChatError>
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned + HasStatus,
+    {
+        if let Some(limiter) = self.inner.limiters.for_api(api) {
+            let waited = limiter.acquire().await;
+            self.inner.observer.limiter_wait(api, waited);
+        }
+        let (sig, _) = self.usersig(attempt.fresh_usersig);
+        let url = self.url(api, &sig);
+        let body = serde_json::to_vec(body).map_err(|e| ChatError::InvalidRequest {
+            api,
+            detail: e.to_string(),
+        })?;
+        let started = tokio::time::Instant::now();
+        let result = self.send::<Resp>(api, url, body).await;
+        let latency = started.elapsed();
+        self.inner
+            .observer
+            .attempt(api, result.as_ref().map(|_| ()), latency);
+        if let Err(err) = &result {
+            if err.class() == FailureClass::FrequencyLimited {
+                if let Some(limiter) = self.inner.limiters.for_api(api) {
+                    let rate = limiter.on_frequency_limited();
+                    tracing::warn!(%api, code = err.vendor_code(), new_rate = rate, "frequency limit answer; slowing down");
+                }
+            }
+        }
+        result
+    }
+
+    async fn send<Resp>(&self, api: Api, url: Url, body: Vec<u8>) -> Result<Resp, ChatError>
+    where
+        Resp: DeserializeOwned + HasStatus,
+    {
+        let timeout_ms = self.inner.config.request_timeout.as_millis() as u64;
+        let transport = |e: reqwest::Error| {
+            if e.is_timeout() {
+                ChatError::Timeout { api, timeout_ms }
+            } else {
+                ChatError::Connect {
+                    api,
+                    detail: describe_transport_error(e),
+                }
+            }
+        };
+        let response = self
+            .inner
+            .http
+            .post(url)
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .body(body)
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            return Err(ChatError::Http { api, status });
+        }
+        let bytes = response.bytes().await.map_err(transport)?;
+        let parsed: Resp = serde_json::from_slice(&bytes).map_err(|e| ChatError::BadResponse {
+            api,
+            detail: format!(
+                "{e} (body starts {:?})",
+                String::from_utf8_lossy(&bytes[..bytes.len().min(120)])
+            ),
+        })?;
+        let st = parsed.status();
+        if !st.is_ok() {
+            return Err(ChatError::Vendor {
+                api,
+                code: st.error_code,
+                info: st.error_info.clone(),
+            });
+        }
+        Ok(parsed)
+    }
+
+    /// `account_check` for up to 100 UserIDs, with retries. The result has one entry per requested
+    /// UserID, in request order (duplicates included).
+    pub async fn account_check(&self, user_ids: &[&str]) -> Attempted<Vec<CheckOutcome>> {
+        let api = Api::AccountCheck;
+        if user_ids.is_empty() || user_ids.len() > api::MAX_IDS_PER_CALL {
+            return Attempted {
+                result: Err(ChatError::InvalidRequest {
+                    api,
+                    detail: format!(
+                        "{} UserIDs; a call takes 1 to {}",
+                        user_ids.len(),
+                        api::MAX_IDS_PER_CALL
+                    ),
+                }),
+                attempts: 0,
+            };
+        }
+        let request = CheckRequest {
+            check_item: user_ids
+                .iter()
+                .map(|id| UserIdItem {
+                    user_id: (*id).into(),
+                })
+                .collect(),
+        };
+        with_retries(&self.inner.config.retry, |attempt| {
+            let request = &request;
+            async move {
+                let resp: CheckResponse = self.attempt(api, request, attempt).await?;
+                match_check_items(user_ids, resp)
+            }
+        })
+        .await
+    }
+
+    /// `account_import` of one account, with retries. Importing an existing account succeeds.
+    pub async fn account_import(&self, account: ImportAccount<'_>) -> Attempted<()> {
+        let request = ImportRequest {
+            user_id: account.user_id.into(),
+            nick: account.nick.map(Into::into),
+            face_url: account.face_url.map(Into::into),
+        };
+        with_retries(&self.inner.config.retry, |attempt| {
+            let request = &request;
+            async move {
+                let _: PlainResponse = self.attempt(Api::AccountImport, request, attempt).await?;
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    /// `multiaccount_import` of up to 100 accounts, with retries. Returns the UserIDs the vendor
+    /// reports in `FailAccounts` (it gives no per-account reason).
+    pub async fn multiaccount_import(
+        &self,
+        accounts: &[ImportAccount<'_>],
+    ) -> Attempted<Vec<String>> {
+        let api = Api::MultiaccountImport;
+        if accounts.is_empty() || accounts.len() > api::MAX_IDS_PER_CALL {
+            return Attempted {
+                result: Err(ChatError::InvalidRequest {
+                    api,
+                    detail: format!(
+                        "{} accounts; a call takes 1 to {}",
+                        accounts.len(),
+                        api::MAX_IDS_PER_CALL
+                    ),
+                }),
+                attempts: 0,
+            };
+        }
+        let request = MultiImportRequest {
+            account_list: Some(
+                accounts
+                    .iter()
+                    .map(|a| ImportRequest {
+                        user_id: a.user_id.into(),
+                        nick: a.nick.map(Into::into),
+                        face_url: a.face_url.map(Into::into),
+                    })
+                    .collect(),
+            ),
+            accounts: None,
+        };
+        with_retries(&self.inner.config.retry, |attempt| {
+            let request = &request;
+            async move {
+                let resp: MultiImportResponse = self.attempt(api, request, attempt).await?;
+                Ok(resp.fail_accounts)
+            }
+        })
+        .await
+    }
+
+    /// A single `account_check` attempt without retries: the systemic-fault probe. It still goes
+    /// through the limiter and regenerates the UserSig first, since a probe is about "would it work
+    /// now".
+    pub async fn probe(&self, user_id: &str) -> Result<(), ChatError> {
+        let request = CheckRequest {
+            check_item: vec![UserIdItem {
+                user_id: user_id.into(),
+            }],
+        };
+        let _: CheckResponse = self
+            .attempt(
+                Api::AccountCheck,
+                &request,
+                Attempt {
+                    number: 1,
+                    fresh_usersig: true,
+                },
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+/// Maps check result items back to the requested UserIDs. A response that leaves a requested
+/// UserID unanswered is unreadable (retryable), never silently "not imported".
+fn match_check_items(
+    user_ids: &[&str],
+    resp: CheckResponse,
+) -> Result<Vec<CheckOutcome>, ChatError> {
+    let api = Api::AccountCheck;
+    let mut by_id: std::collections::HashMap<&str, &api::CheckResultItem> =
+        std::collections::HashMap::with_capacity(resp.result_item.len());
+    for item in &resp.result_item {
+        by_id.insert(item.user_id.as_str(), item);
+    }
+    user_ids
+        .iter()
+        .map(|id| {
+            let item = by_id.get(id).ok_or_else(|| ChatError::BadResponse {
+                api,
+                detail: format!("no ResultItem for UserID {id:?}"),
+            })?;
+            Ok(match (item.result_code, item.account_status) {
+                (0, Some(AccountStatus::Imported)) => CheckOutcome::Imported,
+                (0, Some(AccountStatus::NotImported)) => CheckOutcome::NotImported,
+                (0, None) => {
+                    return Err(ChatError::BadResponse {
+                        api,
+                        detail: format!("ResultItem for {id:?} has no AccountStatus"),
+                    })
+                }
+                (code, _) => CheckOutcome::Failed {
+                    code,
+                    info: item.result_info.clone(),
+                },
+            })
+        })
+        .collect()
+}
+
+/// Responses whose common status the client checks.
+pub trait HasStatus {
+    /// The `ActionStatus` / `ErrorCode` / `ErrorInfo` triple.
+    fn status(&self) -> &Status;
+}
+
+impl HasStatus for CheckResponse {
+    fn status(&self) -> &Status {
+        &self.status
+    }
+}
+impl HasStatus for PlainResponse {
+    fn status(&self) -> &Status {
+        &self.status
+    }
+}
+impl HasStatus for MultiImportResponse {
+    fn status(&self) -> &Status {
+        &self.status
+    }
+}
+
+#[cfg(test)]
+#[path = "client_tests.rs"]
+mod tests;

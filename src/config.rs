@@ -1,0 +1,420 @@
+//! All settings of `account-sync run`: flags, each also read from an `ACCOUNT_SYNC_*` environment
+//! variable, with defaults and validation that says which setting is wrong and why.
+//!
+//! The secret key is deliberately not a flag (flags show in `ps`): it comes from
+//! `ACCOUNT_SYNC_SECRET_KEY` or from the file named by `--secret-key-file` (a mounted Kubernetes
+//! Secret).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use crate::chat::client::{parse_base_url, ApiLimiters};
+use crate::chat::{ChatConfig, Region, RetryPolicy, SecretKey};
+use crate::event::{Decoder, InputFormat};
+use crate::limiter::Limiter;
+
+/// Environment variable holding the app's secret key.
+pub const SECRET_KEY_ENV: &str = "ACCOUNT_SYNC_SECRET_KEY";
+
+/// A duration flag: humantime syntax (`250ms`, `10s`, `180days`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 250ms, 10s, 5m, 180days)"))
+}
+
+/// Where the secret key comes from; shared by every subcommand that needs it.
+#[derive(Debug, Clone, Args)]
+pub struct SecretKeyArgs {
+    /// File holding the app's secret key (e.g. a mounted Kubernetes Secret). Without it the key is
+    /// read from ACCOUNT_SYNC_SECRET_KEY.
+    #[arg(long, env = "ACCOUNT_SYNC_SECRET_KEY_FILE", value_name = "PATH")]
+    pub secret_key_file: Option<PathBuf>,
+}
+
+impl SecretKeyArgs {
+    /// Loads the key: the file if given, else the environment. Errors name the source.
+    pub fn load(&self) -> Result<SecretKey, String> {
+        let key = match &self.secret_key_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("--secret-key-file {}: {e}", path.display()))?;
+                SecretKey::new(text)
+            }
+            None => SecretKey::new(std::env::var(SECRET_KEY_ENV).map_err(|_| {
+                format!("the app's secret key is not set: set {SECRET_KEY_ENV} or --secret-key-file")
+            })?),
+        };
+        if key.is_empty() {
+            return Err(match &self.secret_key_file {
+                Some(p) => format!("--secret-key-file {} is empty", p.display()),
+                None => format!("{SECRET_KEY_ENV} is empty"),
+            });
+        }
+        Ok(key)
+    }
+}
+
+/// Payload format of input records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InputFormatArg {
+    /// A JSON object; fields found by JSON pointers.
+    Json,
+    /// The whole payload is the UserID.
+    Plain,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable (default on a terminal).
+    Text,
+    /// One JSON object per line (for log shippers).
+    Json,
+}
+
+/// One `key=value` librdkafka property.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaProperty {
+    /// librdkafka property name.
+    pub key: String,
+    /// Its value, passed through verbatim.
+    pub value: String,
+}
+
+impl FromStr for KafkaProperty {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (k, v) = s
+            .split_once('=')
+            .ok_or_else(|| format!("kafka property {s:?} must be key=value"))?;
+        let key = k.trim();
+        if key.is_empty() {
+            return Err(format!("kafka property {s:?} has an empty key"));
+        }
+        Ok(KafkaProperty { key: key.to_owned(), value: v.trim().to_owned() })
+    }
+}
+
+/// The Chat API connection settings (shared by `run` and the demo).
+#[derive(Debug, Clone, Args)]
+pub struct ChatArgs {
+    /// The app's SDKAppID.
+    #[arg(long, env = "ACCOUNT_SYNC_SDKAPPID")]
+    pub sdkappid: u64,
+    /// The app admin's identifier (an admin UserID).
+    #[arg(long, env = "ACCOUNT_SYNC_IDENTIFIER", default_value = "administrator")]
+    pub identifier: String,
+    /// Vendor region: china, singapore, seoul, tokyo, frankfurt, silicon-valley, jakarta.
+    #[arg(long, env = "ACCOUNT_SYNC_REGION", default_value = "china", value_parser = Region::from_str)]
+    pub region: Region,
+    /// Explicit API base URL (overrides --region), e.g. the emulator's http://127.0.0.1:PORT.
+    #[arg(long, env = "ACCOUNT_SYNC_API_BASE_URL")]
+    pub api_base_url: Option<String>,
+    /// Allow a plain http:// base URL on a non-loopback host (the UserSig then travels in clear text).
+    #[arg(long, env = "ACCOUNT_SYNC_ALLOW_INSECURE_HTTP")]
+    pub allow_insecure_http: bool,
+    /// Per-request timeout (must exceed the vendor's 3 s backend timeout).
+    #[arg(long, env = "ACCOUNT_SYNC_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+    /// Validity of each generated admin UserSig.
+    #[arg(long, env = "ACCOUNT_SYNC_USERSIG_VALIDITY", default_value = "180days", value_parser = parse_duration)]
+    pub usersig_validity: Duration,
+    /// Regenerate the UserSig this long before it expires.
+    #[arg(long, env = "ACCOUNT_SYNC_USERSIG_REFRESH_MARGIN", default_value = "1h", value_parser = parse_duration)]
+    pub usersig_refresh_margin: Duration,
+    /// account_check calls per second for the whole app (vendor limit 100); 0 = unlimited.
+    #[arg(long, env = "ACCOUNT_SYNC_CHECK_RATE", default_value_t = 100.0)]
+    pub check_rate: f64,
+    /// Token bucket capacity for account_check.
+    #[arg(long, env = "ACCOUNT_SYNC_CHECK_BURST", default_value_t = 10)]
+    pub check_burst: u32,
+    /// account_import calls per second for the whole app (vendor limit 200); 0 = unlimited.
+    #[arg(long, env = "ACCOUNT_SYNC_IMPORT_RATE", default_value_t = 200.0)]
+    pub import_rate: f64,
+    /// Token bucket capacity for account_import.
+    #[arg(long, env = "ACCOUNT_SYNC_IMPORT_BURST", default_value_t = 20)]
+    pub import_burst: u32,
+    /// Attempts per API call, the first included.
+    #[arg(long, env = "ACCOUNT_SYNC_RETRY_MAX_ATTEMPTS", default_value_t = 8)]
+    pub retry_max_attempts: u32,
+    /// Attempts for vendor error codes account-sync does not know.
+    #[arg(long, env = "ACCOUNT_SYNC_RETRY_UNKNOWN_CODE_ATTEMPTS", default_value_t = 3)]
+    pub retry_unknown_code_attempts: u32,
+    /// No retry starts after this much time since the first attempt.
+    #[arg(long, env = "ACCOUNT_SYNC_RETRY_MAX_ELAPSED", default_value = "60s", value_parser = parse_duration)]
+    pub retry_max_elapsed: Duration,
+    /// First retry delay (doubles each time, with jitter).
+    #[arg(long, env = "ACCOUNT_SYNC_RETRY_INITIAL_BACKOFF", default_value = "100ms", value_parser = parse_duration)]
+    pub retry_initial_backoff: Duration,
+    /// Longest retry delay.
+    #[arg(long, env = "ACCOUNT_SYNC_RETRY_MAX_BACKOFF", default_value = "5s", value_parser = parse_duration)]
+    pub retry_max_backoff: Duration,
+    #[command(flatten)]
+    pub secret: SecretKeyArgs,
+}
+
+impl ChatArgs {
+    /// The client configuration; errors name the setting.
+    pub fn chat_config(&self) -> Result<ChatConfig, String> {
+        let base_url = match &self.api_base_url {
+            Some(raw) => parse_base_url(raw, self.allow_insecure_http)?,
+            None => self.region.base_url(),
+        };
+        let mut c = ChatConfig::new(self.sdkappid, self.identifier.clone(), self.secret.load()?, base_url);
+        c.request_timeout = self.request_timeout;
+        c.usersig_validity = self.usersig_validity;
+        c.usersig_refresh_margin = self.usersig_refresh_margin;
+        c.retry = RetryPolicy {
+            max_attempts: self.retry_max_attempts,
+            unknown_code_attempts: self.retry_unknown_code_attempts,
+            max_elapsed: self.retry_max_elapsed,
+            initial_backoff: self.retry_initial_backoff,
+            max_backoff: self.retry_max_backoff,
+        };
+        c.validate().map_err(|e| format!("chat API settings: {e}"))?;
+        Ok(c)
+    }
+
+    /// The limiters for the configured rates (0 = unlimited).
+    pub fn limiters(&self) -> Result<ApiLimiters, String> {
+        let make = |name: &str, rate: f64, burst: u32| -> Result<std::sync::Arc<Limiter>, String> {
+            if !rate.is_finite() || rate < 0.0 {
+                return Err(format!("--{name}-rate must be a non-negative number, got {rate}"));
+            }
+            if burst == 0 {
+                return Err(format!("--{name}-burst must be at least 1"));
+            }
+            Ok(std::sync::Arc::new(if rate == 0.0 { Limiter::unlimited() } else { Limiter::new(rate, burst) }))
+        };
+        Ok(ApiLimiters {
+            check: make("check", self.check_rate, self.check_burst)?,
+            import: make("import", self.import_rate, self.import_burst)?,
+            // multiaccount_import shares the vendor's 100/s check-class limit.
+            multi_import: make("check", self.check_rate, self.check_burst)?,
+        })
+    }
+}
+
+/// Settings of `account-sync run`.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    /// Kafka bootstrap servers (host:port,…).
+    #[arg(long, env = "ACCOUNT_SYNC_BROKERS")]
+    pub brokers: String,
+    /// Consumer group id; replicas of one deployment share it.
+    #[arg(long, env = "ACCOUNT_SYNC_GROUP_ID", default_value = "account-sync")]
+    pub group_id: String,
+    /// Topic of signup events.
+    #[arg(long, env = "ACCOUNT_SYNC_INPUT_TOPIC", default_value = "signups")]
+    pub input_topic: String,
+    /// Topic for one outcome record per decoded input record.
+    #[arg(long, env = "ACCOUNT_SYNC_OUTCOME_TOPIC", default_value = "account-outcomes")]
+    pub outcome_topic: String,
+    /// Topic for dead-letter records.
+    #[arg(long, env = "ACCOUNT_SYNC_DLQ_TOPIC", default_value = "account-dlq")]
+    pub dlq_topic: String,
+    /// Extra librdkafka property for consumer and producer, key=value (repeatable), e.g.
+    /// security.protocol=SASL_SSL. In the environment variable, separate them with `;`.
+    #[arg(long = "kafka-property", env = "ACCOUNT_SYNC_KAFKA_PROPERTIES", value_delimiter = ';')]
+    pub kafka_properties: Vec<KafkaProperty>,
+    /// Input payload format.
+    #[arg(long, env = "ACCOUNT_SYNC_INPUT_FORMAT", value_enum, default_value = "json")]
+    pub input_format: InputFormatArg,
+    /// JSON pointer to the UserID.
+    #[arg(long, env = "ACCOUNT_SYNC_USER_ID_POINTER", default_value = "/UserID")]
+    pub user_id_pointer: String,
+    /// JSON pointer to the optional nickname.
+    #[arg(long, env = "ACCOUNT_SYNC_NICK_POINTER", default_value = "/Nick")]
+    pub nick_pointer: String,
+    /// JSON pointer to the optional avatar URL.
+    #[arg(long, env = "ACCOUNT_SYNC_FACE_URL_POINTER", default_value = "/FaceUrl")]
+    pub face_url_pointer: String,
+    /// Most distinct UserIDs per account_check window (1-100).
+    #[arg(long, env = "ACCOUNT_SYNC_WINDOW_SIZE", default_value_t = 100)]
+    pub window_size: usize,
+    /// Longest a window waits to fill up before it is checked anyway.
+    #[arg(long, env = "ACCOUNT_SYNC_WINDOW_LINGER", default_value = "250ms", value_parser = parse_duration)]
+    pub window_linger: Duration,
+    /// Windows being checked/imported at once.
+    #[arg(long, env = "ACCOUNT_SYNC_MAX_WINDOWS_IN_FLIGHT", default_value_t = 32)]
+    pub max_windows_in_flight: usize,
+    /// Input records held at once (received, not yet committed-ready); above it the partitions pause.
+    #[arg(long, env = "ACCOUNT_SYNC_MAX_EVENTS_IN_FLIGHT", default_value_t = 10_000)]
+    pub max_events_in_flight: usize,
+    /// account_import calls in flight at once, across windows.
+    #[arg(long, env = "ACCOUNT_SYNC_MAX_IMPORTS_IN_FLIGHT", default_value_t = 256)]
+    pub max_imports_in_flight: usize,
+    /// How often stored offsets are committed.
+    #[arg(long, env = "ACCOUNT_SYNC_COMMIT_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub commit_interval: Duration,
+    /// On shutdown, how long in-flight windows may take to finish before the worker exits anyway
+    /// (their offsets stay uncommitted and are replayed).
+    #[arg(long, env = "ACCOUNT_SYNC_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    /// First delay before probing the API again after a systemic fault (doubles up to 5 minutes).
+    #[arg(long, env = "ACCOUNT_SYNC_SYSTEMIC_PROBE_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub systemic_probe_interval: Duration,
+    #[command(flatten)]
+    pub chat: ChatArgs,
+    /// Admin HTTP listen address (/metrics, /healthz, /readyz).
+    #[arg(long, env = "ACCOUNT_SYNC_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
+    pub admin_listen: SocketAddr,
+}
+
+impl WorkerArgs {
+    /// Checks everything that can be checked before connecting; errors name the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.brokers.trim().is_empty() {
+            return Err("--brokers (ACCOUNT_SYNC_BROKERS) is empty".into());
+        }
+        for (flag, topic) in [
+            ("--input-topic", &self.input_topic),
+            ("--outcome-topic", &self.outcome_topic),
+            ("--dlq-topic", &self.dlq_topic),
+        ] {
+            validate_topic(flag, topic)?;
+        }
+        if self.input_topic == self.outcome_topic || self.input_topic == self.dlq_topic {
+            return Err("--input-topic must differ from --outcome-topic and --dlq-topic (it would consume its own output)".into());
+        }
+        if self.group_id.trim().is_empty() {
+            return Err("--group-id is empty".into());
+        }
+        if !(1..=crate::chat::api::MAX_IDS_PER_CALL).contains(&self.window_size) {
+            return Err(format!("--window-size must be 1 to 100 (account_check takes at most 100 UserIDs), got {}", self.window_size));
+        }
+        if self.window_linger.is_zero() {
+            return Err("--window-linger must be greater than 0".into());
+        }
+        if self.max_windows_in_flight == 0 || self.max_events_in_flight == 0 || self.max_imports_in_flight == 0 {
+            return Err("--max-windows-in-flight, --max-events-in-flight and --max-imports-in-flight must be at least 1".into());
+        }
+        if self.max_events_in_flight < self.window_size {
+            return Err(format!(
+                "--max-events-in-flight ({}) must be at least --window-size ({}), or no window could ever fill",
+                self.max_events_in_flight, self.window_size
+            ));
+        }
+        if self.commit_interval.is_zero() {
+            return Err("--commit-interval must be greater than 0".into());
+        }
+        for p in &self.kafka_properties {
+            if MANAGED_KAFKA_PROPERTIES.contains(&p.key.as_str()) {
+                return Err(format!(
+                    "--kafka-property {}: account-sync manages this property itself (it is what makes the delivery guarantees hold)",
+                    p.key
+                ));
+            }
+        }
+        self.decoder()?;
+        self.chat.limiters()?;
+        Ok(())
+    }
+
+    /// The input decoder for the configured format and pointers.
+    pub fn decoder(&self) -> Result<Decoder, String> {
+        let format = match self.input_format {
+            InputFormatArg::Json => InputFormat::Json,
+            InputFormatArg::Plain => InputFormat::Plain,
+        };
+        Decoder::new(format, &self.user_id_pointer, &self.nick_pointer, &self.face_url_pointer)
+    }
+}
+
+/// librdkafka properties whose values the guarantees depend on; `--kafka-property` may not override them.
+pub const MANAGED_KAFKA_PROPERTIES: &[&str] = &[
+    "enable.auto.offset.store",
+    "enable.auto.commit",
+    "group.id",
+    "bootstrap.servers",
+    "enable.idempotence",
+    "isolation.level",
+];
+
+fn validate_topic(flag: &str, topic: &str) -> Result<(), String> {
+    let ok = !topic.is_empty()
+        && topic.len() <= 249
+        && topic != "."
+        && topic != ".."
+        && topic.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{flag} {topic:?} is not a valid Kafka topic name (1-249 characters of a-z A-Z 0-9 . _ -)"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        worker: WorkerArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<WorkerArgs, String> {
+        let mut all = vec!["test", "--brokers", "localhost:9092", "--sdkappid", "1400000000"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all).map(|c| c.worker).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let w = parse(&[]).unwrap();
+        assert_eq!(w.window_size, 100);
+        assert_eq!(w.window_linger, Duration::from_millis(250));
+        assert_eq!(w.chat.check_rate, 100.0);
+        assert_eq!(w.chat.import_rate, 200.0);
+        assert_eq!(w.input_topic, "signups");
+        assert_eq!(w.chat.request_timeout, Duration::from_secs(10));
+        assert_eq!(w.chat.region, Region::China);
+        w.validate().unwrap();
+    }
+
+    #[test]
+    fn bad_settings_name_themselves() {
+        let w = parse(&["--window-size", "101"]).unwrap();
+        assert!(w.validate().unwrap_err().contains("--window-size"));
+        let w = parse(&["--input-topic", "bad topic"]).unwrap();
+        assert!(w.validate().unwrap_err().contains("--input-topic"));
+        let w = parse(&["--kafka-property", "enable.auto.commit=false"]).unwrap();
+        assert!(w.validate().unwrap_err().contains("enable.auto.commit"));
+        let w = parse(&["--check-rate=-1"]).unwrap();
+        assert!(w.validate().unwrap_err().contains("--check-rate"));
+        let w = parse(&["--user-id-pointer", "UserID"]).unwrap();
+        assert!(w.validate().unwrap_err().contains("pointer"));
+        let w = parse(&["--outcome-topic", "signups"]).unwrap();
+        assert!(w.validate().unwrap_err().contains("--input-topic"));
+        assert!(parse(&["--window-linger", "soon"]).unwrap_err().contains("window-linger"));
+        assert!(parse(&["--region", "mars"]).unwrap_err().contains("mars"));
+        assert!(parse(&["--kafka-property", "novalue"]).unwrap_err().contains("key=value"));
+    }
+
+    #[test]
+    fn kafka_properties_are_repeatable() {
+        let w = parse(&["--kafka-property", "security.protocol=SASL_SSL", "--kafka-property", "sasl.mechanism=PLAIN"])
+            .unwrap();
+        assert_eq!(w.kafka_properties.len(), 2);
+        assert_eq!(w.kafka_properties[1], KafkaProperty { key: "sasl.mechanism".into(), value: "PLAIN".into() });
+    }
+
+    #[test]
+    fn secret_key_from_file_is_trimmed_and_errors_name_the_source() {
+        let dir = std::env::temp_dir().join(format!("as-key-{}", std::process::id()));
+        std::fs::write(&dir, "s3cret\n").unwrap();
+        let args = SecretKeyArgs { secret_key_file: Some(dir.clone()) };
+        let key = args.load().unwrap();
+        assert!(!format!("{key:?}").contains("s3cret"));
+        std::fs::write(&dir, "\n").unwrap();
+        assert!(args.load().unwrap_err().contains("is empty"));
+        std::fs::remove_file(&dir).unwrap();
+        assert!(args.load().unwrap_err().contains("--secret-key-file"));
+    }
+}

@@ -1,0 +1,137 @@
+//! Fault injection: the ways the real service misbehaves that the worker must survive.
+//!
+//! Every decision draws from one seeded [`fastrand::Rng`], so a single-threaded sequence of requests
+//! sees the same faults on every run with the same `--seed`. A rate is only drawn for when it is
+//! non-zero, so switching one fault on does not reshuffle the others' decisions.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// The fault knobs that can change while the emulator runs (see
+/// [`super::EmulatorHandle::set_faults`]), so a test can script "outage, then recovery".
+///
+/// Rates are probabilities per request; values at or above 1 always fire, values at or below 0
+/// (and NaN) never do, so no value can make the emulator panic.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Faults {
+    /// Base delay of every API request, to model the network and the vendor's processing time.
+    pub latency_ms: u64,
+    /// Uniform ± spread around `latency_ms` (the result is never negative), so concurrent
+    /// requests finish out of order as they do against the real service.
+    pub latency_jitter_ms: u64,
+    /// Share of requests answered 70169 or 70500 (HTTP 200): the vendor's "retry later" errors.
+    pub transient_error_rate: f64,
+    /// Share of requests answered HTTP 502 before any checking, like a gateway in front of the
+    /// service: exercises the worker's handling of non-JSON, non-200 answers.
+    pub http_502_rate: f64,
+    /// Share of requests held for `hang_ms` before being processed: exercises client timeouts,
+    /// including "the import happened although the client gave up".
+    pub hang_rate: f64,
+    /// How long a hung request is held.
+    pub hang_ms: u64,
+}
+
+/// The seeded random source behind every fault decision.
+#[derive(Debug)]
+pub(crate) struct Dice {
+    rng: Mutex<fastrand::Rng>,
+}
+
+impl Dice {
+    pub(crate) fn new(seed: Option<u64>) -> Self {
+        let rng = match seed {
+            Some(seed) => fastrand::Rng::with_seed(seed),
+            None => fastrand::Rng::new(),
+        };
+        Dice {
+            rng: Mutex::new(rng),
+        }
+    }
+
+    fn rng(&self) -> std::sync::MutexGuard<'_, fastrand::Rng> {
+        // Poisoning needs a panic inside fastrand; recover rather than take the server down.
+        self.rng.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// True with probability `rate`; no draw at all for a rate of 0 (or less, or NaN).
+    pub(crate) fn roll(&self, rate: f64) -> bool {
+        if rate.is_nan() || rate <= 0.0 {
+            return false;
+        }
+        if rate >= 1.0 {
+            return true;
+        }
+        self.rng().f64() < rate
+    }
+
+    /// `latency ± jitter`, clamped at zero.
+    pub(crate) fn latency(&self, faults: &Faults) -> Duration {
+        let base = i128::from(faults.latency_ms);
+        let jitter = i128::from(faults.latency_jitter_ms);
+        let ms = if jitter == 0 {
+            base
+        } else {
+            let j = i64::try_from(jitter).unwrap_or(i64::MAX);
+            base + i128::from(self.rng().i64(-j..=j))
+        };
+        Duration::from_millis(u64::try_from(ms.max(0)).unwrap_or(u64::MAX))
+    }
+
+    /// One of the two transient codes, at random, so the worker sees both.
+    pub(crate) fn transient_code(&self) -> i64 {
+        if self.rng().bool() {
+            70169
+        } else {
+            70500
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeded_decisions_repeat() {
+        let draw = |seed| {
+            let dice = Dice::new(Some(seed));
+            (0..64).map(|_| dice.roll(0.3)).collect::<Vec<_>>()
+        };
+        assert_eq!(draw(7), draw(7));
+        assert_ne!(draw(7), draw(8));
+        let hits = draw(7).iter().filter(|b| **b).count();
+        assert!((5..=35).contains(&hits), "{hits} of 64 at 30 %");
+    }
+
+    #[test]
+    fn extreme_rates_never_draw_wrong() {
+        let dice = Dice::new(Some(1));
+        assert!((0..100).all(|_| dice.roll(1.0)));
+        assert!((0..100).all(|_| !dice.roll(0.0)));
+        assert!(!dice.roll(f64::NAN));
+        assert!(dice.roll(2.0));
+    }
+
+    #[test]
+    fn latency_stays_in_range_and_non_negative() {
+        let dice = Dice::new(Some(3));
+        let f = Faults {
+            latency_ms: 10,
+            latency_jitter_ms: 30,
+            ..Faults::default()
+        };
+        for _ in 0..200 {
+            assert!(dice.latency(&f) <= Duration::from_millis(40));
+        }
+        assert!(
+            (0..200).any(|_| dice.latency(&f).is_zero()),
+            "negative draws clamp to zero"
+        );
+        let fixed = Faults {
+            latency_ms: 25,
+            ..Faults::default()
+        };
+        assert_eq!(dice.latency(&fixed), Duration::from_millis(25));
+        assert!((0..50).all(|_| [70169, 70500].contains(&dice.transient_code())));
+    }
+}

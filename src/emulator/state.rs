@@ -1,0 +1,257 @@
+//! What the emulated service remembers: the accounts and the counters behind `GET /stats`.
+//!
+//! Accounts live behind one `std::sync::Mutex`, held only for set look-ups (never across an
+//! `.await`). Per-API counters are atomics because every request touches them; the per-code maps
+//! sit behind their own small mutexes because only failures touch them.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::chat::api::Api;
+
+use super::is_preexisting;
+
+/// Counters of one emulator run, as served by `GET /stats` and [`super::EmulatorHandle::stats`].
+///
+/// Tests and benchmarks compare these with what the worker believes it did, so every answer the
+/// emulator gives is counted exactly once in one of `accepted`, `rejected_by_code` or `http_502`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Stats {
+    /// Requests per API name that reached the handler, whatever their fate: the load the worker
+    /// put on the "vendor". Every API appears, with 0 when unused, so dashboards need no defaults.
+    pub calls: BTreeMap<String, u64>,
+    /// Requests per API answered with ErrorCode 0: the calls that did useful work.
+    pub accepted: BTreeMap<String, u64>,
+    /// Requests per API answered 60007: shows whether the worker's limiter stays under the budget.
+    pub rate_limited: BTreeMap<String, u64>,
+    /// Answers per non-zero ErrorCode (decimal string key), all APIs together, 60007 included:
+    /// which failure paths a test actually exercised.
+    pub rejected_by_code: BTreeMap<String, u64>,
+    /// Per-item failures (check/delete `ResultCode`s, `FailAccounts` of multiaccount_import) by
+    /// code: these hide inside successful calls, so they need their own tally.
+    pub item_failures_by_code: BTreeMap<String, u64>,
+    /// Requests answered with HTTP 502 by the fault injector (not in `rejected_by_code`: there is
+    /// no ErrorCode).
+    pub http_502: u64,
+    /// Requests the fault injector held for `hang_ms` (they are processed afterwards).
+    pub hung: u64,
+    /// Requests answered 70169 / 70500 by the fault injector (also in `rejected_by_code`).
+    pub transient_errors: u64,
+    /// Accounts imported during this run and still present; preexisting ones are not counted.
+    /// This is also the count the edition limit (`max_accounts`) applies to.
+    pub imported_accounts: u64,
+}
+
+/// Index of an API in the per-API counter arrays.
+fn idx(api: Api) -> usize {
+    match api {
+        Api::AccountCheck => 0,
+        Api::AccountImport => 1,
+        Api::MultiaccountImport => 2,
+        Api::AccountDelete => 3,
+    }
+}
+
+/// The live counters; [`Counters::snapshot`] turns them into [`Stats`].
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    calls: [AtomicU64; 4],
+    accepted: [AtomicU64; 4],
+    rate_limited: [AtomicU64; 4],
+    rejected_by_code: Mutex<HashMap<i64, u64>>,
+    item_failures_by_code: Mutex<HashMap<i64, u64>>,
+    http_502: AtomicU64,
+    hung: AtomicU64,
+    transient_errors: AtomicU64,
+}
+
+/// Bumps a code counter. Poisoning needs a panic inside `+= 1`; recover rather than cascade.
+fn bump(map: &Mutex<HashMap<i64, u64>>, code: i64, n: u64) {
+    *map.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(code)
+        .or_default() += n;
+}
+
+fn by_code(map: &Mutex<HashMap<i64, u64>>) -> BTreeMap<String, u64> {
+    let map = map.lock().unwrap_or_else(|e| e.into_inner());
+    map.iter().map(|(code, n)| (code.to_string(), *n)).collect()
+}
+
+impl Counters {
+    pub(crate) fn call(&self, api: Api) {
+        self.calls[idx(api)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records the ErrorCode a request was answered with.
+    pub(crate) fn answered(&self, api: Api, code: i64) {
+        if code == 0 {
+            self.accepted[idx(api)].fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if code == super::handlers::CODE_FREQUENCY_LIMIT {
+            self.rate_limited[idx(api)].fetch_add(1, Ordering::Relaxed);
+        }
+        bump(&self.rejected_by_code, code, 1);
+    }
+
+    pub(crate) fn item_failure(&self, code: i64) {
+        bump(&self.item_failures_by_code, code, 1);
+    }
+
+    pub(crate) fn http_502(&self) {
+        self.http_502.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn hung(&self) {
+        self.hung.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn transient(&self) {
+        self.transient_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self, imported_accounts: u64) -> Stats {
+        let per_api = |arr: &[AtomicU64; 4]| {
+            Api::ALL
+                .iter()
+                .map(|api| {
+                    (
+                        api.name().to_owned(),
+                        arr[idx(*api)].load(Ordering::Relaxed),
+                    )
+                })
+                .collect()
+        };
+        Stats {
+            calls: per_api(&self.calls),
+            accepted: per_api(&self.accepted),
+            rate_limited: per_api(&self.rate_limited),
+            rejected_by_code: by_code(&self.rejected_by_code),
+            item_failures_by_code: by_code(&self.item_failures_by_code),
+            http_502: self.http_502.load(Ordering::Relaxed),
+            hung: self.hung.load(Ordering::Relaxed),
+            transient_errors: self.transient_errors.load(Ordering::Relaxed),
+            imported_accounts,
+        }
+    }
+}
+
+/// Why an import was refused (the caller maps it to a vendor code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ImportRefused {
+    /// The edition's account limit is reached (70398).
+    EditionLimit,
+}
+
+/// The account store.
+///
+/// Preexisting accounts are not stored at all: they are a pure function of the UserID
+/// ([`is_preexisting`]), so `existing_fraction` costs no memory however many IDs a benchmark uses.
+/// Deleting one records it in `deleted`.
+#[derive(Debug)]
+pub(crate) struct Accounts {
+    /// Share of all UserIDs that existed before the run.
+    existing_fraction: f64,
+    /// Edition limit on `imported.len()`.
+    max_accounts: Option<u64>,
+    /// Accounts created during this run and not deleted.
+    imported: HashSet<String>,
+    /// Preexisting accounts deleted during this run.
+    deleted: HashSet<String>,
+}
+
+impl Accounts {
+    pub(crate) fn new(existing_fraction: f64, max_accounts: Option<u64>) -> Self {
+        Accounts {
+            existing_fraction,
+            max_accounts,
+            imported: HashSet::new(),
+            deleted: HashSet::new(),
+        }
+    }
+
+    fn preexisting(&self, user_id: &str) -> bool {
+        is_preexisting(user_id, self.existing_fraction) && !self.deleted.contains(user_id)
+    }
+
+    pub(crate) fn exists(&self, user_id: &str) -> bool {
+        self.imported.contains(user_id) || self.preexisting(user_id)
+    }
+
+    /// Idempotent: importing an existing account succeeds without changing anything, as the
+    /// vendor promises. Only a *new* account can hit the edition limit.
+    pub(crate) fn import(&mut self, user_id: &str) -> Result<(), ImportRefused> {
+        if self.exists(user_id) {
+            return Ok(());
+        }
+        if self
+            .max_accounts
+            .is_some_and(|max| self.imported.len() as u64 >= max)
+        {
+            return Err(ImportRefused::EditionLimit);
+        }
+        // A deleted preexisting account that comes back is an import of this run: it stays in
+        // `deleted` and counts in `imported`, which keeps `exists` a simple "or".
+        self.imported.insert(user_id.to_owned());
+        Ok(())
+    }
+
+    /// Removes an account; false when there was none.
+    pub(crate) fn delete(&mut self, user_id: &str) -> bool {
+        if self.imported.remove(user_id) {
+            return true;
+        }
+        if self.preexisting(user_id) {
+            self.deleted.insert(user_id.to_owned());
+            return true;
+        }
+        false
+    }
+
+    pub(crate) fn imported_count(&self) -> u64 {
+        self.imported.len() as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accounts_model() {
+        // Find one preexisting and one fresh ID at 50 %.
+        let pre = (0..)
+            .map(|i| format!("u{i}"))
+            .find(|u| is_preexisting(u, 0.5))
+            .unwrap();
+        let mut fresh_ids = (0..)
+            .map(|i| format!("u{i}"))
+            .filter(|u| !is_preexisting(u, 0.5));
+        let (fresh, fresh2) = (fresh_ids.next().unwrap(), fresh_ids.next().unwrap());
+        let mut a = Accounts::new(0.5, Some(1));
+        assert!(a.exists(&pre));
+        assert!(!a.exists(&fresh));
+        assert_eq!(a.import(&pre), Ok(()));
+        assert_eq!(
+            a.imported_count(),
+            0,
+            "re-import of a preexisting account creates nothing"
+        );
+        assert_eq!(a.import(&fresh), Ok(()));
+        assert_eq!(a.import(&fresh), Ok(()));
+        assert_eq!(a.imported_count(), 1);
+        assert_eq!(a.import(&fresh2), Err(ImportRefused::EditionLimit));
+        assert!(a.delete(&pre));
+        assert!(!a.exists(&pre));
+        assert!(!a.delete(&pre));
+        assert!(a.delete(&fresh));
+        assert_eq!(a.imported_count(), 0);
+        assert_eq!(a.import(&pre), Ok(()));
+        assert!(a.exists(&pre));
+        assert_eq!(a.imported_count(), 1);
+    }
+}

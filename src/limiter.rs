@@ -1,0 +1,234 @@
+//! Token buckets: the worker's guard against the vendor's per-app call limits, and the emulator's
+//! enforcement of them.
+//!
+//! A bucket holds up to `burst` tokens and refills at `rate` tokens per second. [`Limiter::acquire`]
+//! waits for a token; waiters are served strictly in arrival order (they queue on a FIFO
+//! `tokio::sync::Mutex`, and only the head of the queue sleeps on the clock), so a burst of imports
+//! cannot starve a window's check call.
+//!
+//! The rate can change at run time, for two reasons:
+//! - [`Limiter::set_ceiling`]: the replica's share of the app budget changed on a rebalance;
+//! - [`Limiter::on_frequency_limited`]: the vendor answered "too frequent", so the rate drops
+//!   multiplicatively and then recovers additively (AIMD) back up to the ceiling.
+//!
+//! Time is `tokio::time::Instant`, so tests drive it with `tokio::time::pause()`.
+
+use std::sync::Mutex as SyncMutex;
+use std::time::Duration;
+
+use tokio::sync::{Mutex, Notify};
+use tokio::time::Instant;
+
+/// Lowest rate AIMD may fall to, as a fraction of the ceiling: never stall completely.
+const MIN_RATE_FRACTION: f64 = 0.05;
+/// Multiplicative decrease on a frequency-limit answer.
+const DECREASE_FACTOR: f64 = 0.5;
+/// Additive increase per second without frequency-limit answers, as a fraction of the ceiling.
+const RECOVERY_PER_SECOND: f64 = 0.05;
+/// Answers that arrive within this time of a decrease belong to the same overload episode (many
+/// requests were in flight together) and do not decrease the rate again.
+const DECREASE_COOLDOWN: Duration = Duration::from_secs(1);
+
+/// A token bucket with an async, fair `acquire`. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct Limiter {
+    /// Queue of waiters: whoever holds it is the next to get a token.
+    queue: Mutex<()>,
+    /// Bucket state; a plain mutex, held only for arithmetic, never across an await.
+    state: SyncMutex<Bucket>,
+    /// Wakes the head waiter when the rate changes, so it recomputes its wait.
+    rate_changed: Notify,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    /// None = unlimited: acquire never waits.
+    ceiling: Option<f64>,
+    /// Current refill rate (≤ ceiling), tokens per second.
+    rate: f64,
+    /// Capacity.
+    burst: f64,
+    /// Tokens available at `updated`.
+    tokens: f64,
+    /// Last time `tokens` and `rate` were brought up to date.
+    updated: Instant,
+    /// When the rate was last decreased (for the cooldown).
+    last_decrease: Option<Instant>,
+}
+
+impl Bucket {
+    /// Brings tokens and rate up to `now`: refill, and AIMD recovery.
+    fn advance(&mut self, now: Instant) {
+        let Some(ceiling) = self.ceiling else { return };
+        let dt = now.saturating_duration_since(self.updated).as_secs_f64();
+        if dt <= 0.0 {
+            return;
+        }
+        // Refill at the rate in force over the interval (recovery is applied after, a negligible
+        // under-estimate that errs on the safe side).
+        self.tokens = (self.tokens + dt * self.rate).min(self.burst);
+        if self.rate < ceiling {
+            self.rate = (self.rate + dt * RECOVERY_PER_SECOND * ceiling).min(ceiling);
+        }
+        self.updated = now;
+    }
+
+    /// Time until one token is available, after `advance(now)`.
+    fn wait_for_token(&self) -> Duration {
+        if self.ceiling.is_none() || self.tokens >= 1.0 {
+            return Duration::ZERO;
+        }
+        Duration::from_secs_f64((1.0 - self.tokens) / self.rate)
+    }
+}
+
+impl Limiter {
+    /// A bucket refilling at `rate` per second, holding at most `burst` tokens (at least 1), full at
+    /// the start.
+    pub fn new(rate: f64, burst: u32) -> Self {
+        assert!(
+            rate > 0.0 && rate.is_finite(),
+            "limiter rate must be positive, got {rate}"
+        );
+        let burst = f64::from(burst.max(1));
+        Self::with_bucket(Bucket {
+            ceiling: Some(rate),
+            rate,
+            burst,
+            tokens: burst,
+            updated: Instant::now(),
+            last_decrease: None,
+        })
+    }
+
+    /// A limiter that never waits (limits switched off).
+    pub fn unlimited() -> Self {
+        Self::with_bucket(Bucket {
+            ceiling: None,
+            rate: f64::INFINITY,
+            burst: f64::INFINITY,
+            tokens: f64::INFINITY,
+            updated: Instant::now(),
+            last_decrease: None,
+        })
+    }
+
+    fn with_bucket(bucket: Bucket) -> Self {
+        Limiter {
+            queue: Mutex::new(()),
+            state: SyncMutex::new(bucket),
+            rate_changed: Notify::new(),
+        }
+    }
+
+    fn bucket(&self) -> std::sync::MutexGuard<'_, Bucket> {
+        // Poisoning needs a panic while holding the lock, which only arithmetic does; recover.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits for one token. Waiters are served in the order they called.
+    ///
+    /// Returns how long the call waited (for the limiter-wait histogram).
+    pub async fn acquire(&self) -> Duration {
+        let start = Instant::now();
+        if self.bucket().ceiling.is_none() {
+            return Duration::ZERO;
+        }
+        let _head = self.queue.lock().await;
+        loop {
+            let wait = {
+                let mut b = self.bucket();
+                b.advance(Instant::now());
+                let wait = b.wait_for_token();
+                if wait.is_zero() {
+                    b.tokens -= 1.0;
+                    return start.elapsed();
+                }
+                wait
+            };
+            // Register for rate changes before sleeping so a change between the computation and
+            // the sleep is not missed.
+            let changed = self.rate_changed.notified();
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = changed => {}
+            }
+        }
+    }
+
+    /// Takes a token if one is available now, without waiting. The emulator's admission check.
+    pub fn try_acquire(&self) -> bool {
+        let mut b = self.bucket();
+        if b.ceiling.is_none() {
+            return true;
+        }
+        b.advance(Instant::now());
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The vendor said "too frequent": halve the rate (not below 5 % of the ceiling), at most once
+    /// per second. Returns the new rate.
+    pub fn on_frequency_limited(&self) -> f64 {
+        let mut b = self.bucket();
+        let Some(ceiling) = b.ceiling else {
+            return f64::INFINITY;
+        };
+        let now = Instant::now();
+        b.advance(now);
+        let recent = b
+            .last_decrease
+            .is_some_and(|t| now.duration_since(t) < DECREASE_COOLDOWN);
+        if !recent {
+            b.rate = (b.rate * DECREASE_FACTOR).max(ceiling * MIN_RATE_FRACTION);
+            b.last_decrease = Some(now);
+            // Drop saved-up tokens too: the vendor just told us we are over.
+            b.tokens = b.tokens.min(1.0);
+        }
+        let rate = b.rate;
+        drop(b);
+        self.rate_changed.notify_waiters();
+        rate
+    }
+
+    /// Sets the ceiling (the configured rate, or this replica's share of it). The current rate
+    /// follows it down at once, and recovers towards it if it went up.
+    pub fn set_ceiling(&self, ceiling: f64) {
+        assert!(
+            ceiling > 0.0 && ceiling.is_finite(),
+            "limiter rate must be positive"
+        );
+        let mut b = self.bucket();
+        if b.ceiling.is_none() {
+            return;
+        }
+        b.advance(Instant::now());
+        let was_at_ceiling = b.ceiling.is_some_and(|c| b.rate >= c);
+        b.ceiling = Some(ceiling);
+        if was_at_ceiling || b.rate > ceiling {
+            b.rate = ceiling;
+        }
+        drop(b);
+        self.rate_changed.notify_waiters();
+    }
+
+    /// The current rate in calls per second (infinite when unlimited).
+    pub fn rate(&self) -> f64 {
+        let mut b = self.bucket();
+        b.advance(Instant::now());
+        b.rate
+    }
+
+    /// The ceiling in calls per second; `None` when unlimited.
+    pub fn ceiling(&self) -> Option<f64> {
+        self.bucket().ceiling
+    }
+}
+
+#[cfg(test)]
+#[path = "limiter_tests.rs"]
+mod tests;

@@ -1,0 +1,193 @@
+//! Per-partition "done watermark" tracking.
+//!
+//! Windows finish out of order, so an offset may only be committed once every offset before it is
+//! done. For each assigned partition the tracker keeps the offsets that were read but are not done
+//! yet; the committable position is the lowest of them or, when none is pending, one past the
+//! highest offset read. Offsets that were never read (compacted away, transaction markers) are
+//! skipped naturally because only read offsets are tracked.
+//!
+//! Each assignment of a partition gets a fresh epoch. A completion carrying an older epoch belongs
+//! to a revoked assignment and is ignored, so an offset of a partition that is no longer ours is
+//! never stored.
+
+use std::collections::{BTreeSet, HashMap};
+
+/// Offsets of one assigned partition.
+#[derive(Debug)]
+struct PartitionState {
+    /// Epoch of the current assignment.
+    epoch: u64,
+    /// Read, not yet done.
+    pending: BTreeSet<i64>,
+    /// One past the highest offset read; `None` until the first read.
+    next: Option<i64>,
+    /// The last position handed out for storing, so the same position is not stored twice.
+    stored: Option<i64>,
+}
+
+impl PartitionState {
+    fn watermark(&self) -> Option<i64> {
+        self.pending.first().copied().or(self.next)
+    }
+}
+
+/// The tracker for all partitions of the input topic this worker owns.
+#[derive(Debug, Default)]
+pub struct OffsetTracker {
+    /// Assigned partitions.
+    partitions: HashMap<i32, PartitionState>,
+    /// Source of epochs; never reused.
+    last_epoch: u64,
+}
+
+impl OffsetTracker {
+    /// An empty tracker.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A partition was assigned: returns its new epoch.
+    pub fn assign(&mut self, partition: i32) -> u64 {
+        self.last_epoch += 1;
+        let epoch = self.last_epoch;
+        self.partitions.insert(partition, PartitionState { epoch, pending: BTreeSet::new(), next: None, stored: None });
+        epoch
+    }
+
+    /// A partition was revoked: forget it; later completions of its records are ignored.
+    pub fn revoke(&mut self, partition: i32) {
+        self.partitions.remove(&partition);
+    }
+
+    /// The epoch of an assigned partition.
+    pub fn epoch(&self, partition: i32) -> Option<u64> {
+        self.partitions.get(&partition).map(|p| p.epoch)
+    }
+
+    /// Partitions currently assigned.
+    pub fn assigned(&self) -> Vec<i32> {
+        let mut v: Vec<i32> = self.partitions.keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// A record was read. Returns false (and tracks nothing) when the partition is not assigned
+    /// in that epoch.
+    pub fn read(&mut self, partition: i32, epoch: u64, offset: i64) -> bool {
+        match self.partitions.get_mut(&partition) {
+            Some(p) if p.epoch == epoch => {
+                if p.next.is_none() {
+                    // The position we started from is already committed (that is why we read
+                    // from here): nothing to store until it moves.
+                    p.stored = Some(offset);
+                }
+                p.pending.insert(offset);
+                p.next = Some(p.next.map_or(offset + 1, |n| n.max(offset + 1)));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A record is done (all records it produced are acknowledged). Returns the new committable
+    /// position of its partition when it moved, for storing.
+    pub fn done(&mut self, partition: i32, epoch: u64, offset: i64) -> Option<i64> {
+        let p = self.partitions.get_mut(&partition).filter(|p| p.epoch == epoch)?;
+        if !p.pending.remove(&offset) {
+            return None;
+        }
+        let w = p.watermark()?;
+        if p.stored == Some(w) {
+            return None;
+        }
+        p.stored = Some(w);
+        Some(w)
+    }
+
+    /// Records read and not done, over all partitions.
+    pub fn pending(&self) -> usize {
+        self.partitions.values().map(|p| p.pending.len()).sum()
+    }
+
+    /// Records read and not done in one partition.
+    pub fn pending_in(&self, partition: i32) -> usize {
+        self.partitions.get(&partition).map_or(0, |p| p.pending.len())
+    }
+
+    /// The committable position of every partition that has one.
+    pub fn watermarks(&self) -> Vec<(i32, i64)> {
+        let mut v: Vec<(i32, i64)> =
+            self.partitions.iter().filter_map(|(&k, p)| p.watermark().map(|w| (k, w))).collect();
+        v.sort_unstable();
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watermark_waits_for_the_lowest_pending_offset() {
+        let mut t = OffsetTracker::new();
+        let e = t.assign(0);
+        for o in 10..15 {
+            assert!(t.read(0, e, o));
+        }
+        assert_eq!(t.done(0, e, 12), None, "10 and 11 still pending");
+        assert_eq!(t.done(0, e, 11), None);
+        assert_eq!(t.done(0, e, 10), Some(13), "10, 11, 12 done: commit position 13");
+        assert_eq!(t.done(0, e, 14), None, "13 still pending");
+        assert_eq!(t.done(0, e, 13), Some(15));
+        assert_eq!(t.pending(), 0);
+        assert_eq!(t.watermarks(), [(0, 15)]);
+    }
+
+    #[test]
+    fn gaps_in_offsets_are_skipped() {
+        let mut t = OffsetTracker::new();
+        let e = t.assign(3);
+        t.read(3, e, 5);
+        t.read(3, e, 9); // 6..8 compacted away
+        assert_eq!(t.done(3, e, 5), Some(9));
+        assert_eq!(t.done(3, e, 9), Some(10));
+    }
+
+    #[test]
+    fn partitions_are_independent() {
+        let mut t = OffsetTracker::new();
+        let (e0, e1) = (t.assign(0), t.assign(1));
+        t.read(0, e0, 0);
+        t.read(1, e1, 0);
+        t.read(1, e1, 1);
+        assert_eq!(t.done(1, e1, 1), None);
+        assert_eq!(t.done(0, e0, 0), Some(1));
+        assert_eq!(t.pending_in(1), 1);
+        assert_eq!(t.assigned(), [0, 1]);
+    }
+
+    #[test]
+    fn completions_from_a_revoked_assignment_are_ignored() {
+        let mut t = OffsetTracker::new();
+        let old = t.assign(0);
+        t.read(0, old, 100);
+        t.revoke(0);
+        assert_eq!(t.done(0, old, 100), None, "not ours any more");
+        assert!(!t.read(0, old, 101));
+        // Reassigned: a new epoch; the old completion still does not count.
+        let new = t.assign(0);
+        assert_ne!(old, new);
+        t.read(0, new, 100);
+        assert_eq!(t.done(0, old, 100), None);
+        assert_eq!(t.done(0, new, 100), Some(101));
+    }
+
+    #[test]
+    fn double_completion_is_harmless() {
+        let mut t = OffsetTracker::new();
+        let e = t.assign(0);
+        t.read(0, e, 0);
+        assert_eq!(t.done(0, e, 0), Some(1));
+        assert_eq!(t.done(0, e, 0), None);
+    }
+}

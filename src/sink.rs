@@ -1,0 +1,311 @@
+//! Outcome and dead-letter records: their formats (ARCHITECTURE.md, "Records") and producing them.
+//!
+//! The encoding functions are pure so that tests and benches can check the exact bytes; [`Sink`]
+//! sends them with an idempotent producer and resolves only when the broker has acknowledged.
+
+use std::time::{Duration, SystemTime};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+use serde::Serialize;
+
+use crate::window::SourcePos;
+
+/// Header names of dead-letter records.
+pub mod headers {
+    pub const STAGE: &str = "account-sync.error.stage";
+    pub const CODE: &str = "account-sync.error.code";
+    pub const REASON: &str = "account-sync.error.reason";
+    pub const SOURCE_TOPIC: &str = "account-sync.source.topic";
+    pub const SOURCE_PARTITION: &str = "account-sync.source.partition";
+    pub const SOURCE_OFFSET: &str = "account-sync.source.offset";
+    pub const ATTEMPTS: &str = "account-sync.attempts";
+    pub const FAILED_AT: &str = "account-sync.failed-at";
+}
+
+/// `status` of an outcome record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeStatus {
+    /// account_import succeeded.
+    Imported,
+    /// account_check said Imported.
+    AlreadyImported,
+    /// Failed permanently (also dead-lettered).
+    Failed,
+}
+
+impl OutcomeStatus {
+    /// The JSON / metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutcomeStatus::Imported => "imported",
+            OutcomeStatus::AlreadyImported => "already_imported",
+            OutcomeStatus::Failed => "failed",
+        }
+    }
+}
+
+/// The stage at which a record failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    Decode,
+    Check,
+    Import,
+}
+
+impl Stage {
+    /// Header / metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Decode => "decode",
+            Stage::Check => "check",
+            Stage::Import => "import",
+        }
+    }
+}
+
+/// What happened to one decoded input record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Final status.
+    pub status: OutcomeStatus,
+    /// Vendor ErrorCode / ResultCode; 0 on success or when there is none.
+    pub error_code: i64,
+    /// Why it failed; empty on success.
+    pub error_info: String,
+    /// API attempts of the call that decided the status.
+    pub attempts: u32,
+    /// Stage that failed, for the dead-letter record (None on success).
+    pub failed_stage: Option<Stage>,
+}
+
+/// The outcome record value (field order as in ARCHITECTURE.md).
+#[derive(Serialize)]
+struct OutcomeJson<'a> {
+    user_id: &'a str,
+    status: OutcomeStatus,
+    error_code: i64,
+    error_info: &'a str,
+    attempts: u32,
+    source_topic: &'a str,
+    source_partition: i32,
+    source_offset: i64,
+    processed_at: &'a str,
+}
+
+/// RFC 3339 UTC with milliseconds: `2026-11-22T12:00:00.123Z`.
+pub fn rfc3339_millis(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// Encodes an outcome record value.
+pub fn encode_outcome(user_id: &str, outcome: &Outcome, source_topic: &str, pos: SourcePos, processed_at: &str) -> Vec<u8> {
+    serde_json::to_vec(&OutcomeJson {
+        user_id,
+        status: outcome.status,
+        error_code: outcome.error_code,
+        error_info: &outcome.error_info,
+        attempts: outcome.attempts,
+        source_topic,
+        source_partition: pos.partition,
+        source_offset: pos.offset,
+        processed_at,
+    })
+    .expect("serialising a plain struct cannot fail")
+}
+
+/// What a dead-letter record says about the failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Where it failed.
+    pub stage: Stage,
+    /// Vendor code; 0 where none.
+    pub code: i64,
+    /// Human-readable reason.
+    pub reason: String,
+    /// API attempts made (0 for decode failures).
+    pub attempts: u32,
+}
+
+/// Builds the dead-letter headers.
+pub fn dead_letter_headers(dl: &DeadLetter, source_topic: &str, pos: SourcePos, failed_at: &str) -> OwnedHeaders {
+    let code = dl.code.to_string();
+    let partition = pos.partition.to_string();
+    let offset = pos.offset.to_string();
+    let attempts = dl.attempts.to_string();
+    let pairs: [(&str, &str); 8] = [
+        (headers::STAGE, dl.stage.as_str()),
+        (headers::CODE, &code),
+        (headers::REASON, &dl.reason),
+        (headers::SOURCE_TOPIC, source_topic),
+        (headers::SOURCE_PARTITION, &partition),
+        (headers::SOURCE_OFFSET, &offset),
+        (headers::ATTEMPTS, &attempts),
+        (headers::FAILED_AT, failed_at),
+    ];
+    pairs.iter().fold(OwnedHeaders::new_with_capacity(pairs.len()), |h, (key, value)| {
+        h.insert(Header { key, value: Some(value.as_bytes()) })
+    })
+}
+
+/// A record could not be delivered, even after librdkafka's own retries.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("could not deliver a record to topic {topic}: {error}")]
+pub struct SinkError {
+    /// Target topic.
+    pub topic: String,
+    /// librdkafka's error.
+    pub error: KafkaError,
+}
+
+/// Produces outcome and dead-letter records.
+pub struct Sink {
+    /// Idempotent producer shared by all windows.
+    producer: FutureProducer,
+    /// Outcome topic name.
+    outcome_topic: String,
+    /// Dead-letter topic name.
+    dlq_topic: String,
+    /// Input topic name (written into records).
+    source_topic: String,
+}
+
+impl Sink {
+    /// Builds the producer: idempotent (no duplicates or reordering from its own retries), acks=all.
+    /// `extra` are the user's librdkafka properties.
+    pub fn new(
+        brokers: &str,
+        extra: &[(String, String)],
+        source_topic: &str,
+        outcome_topic: &str,
+        dlq_topic: &str,
+    ) -> Result<Self, KafkaError> {
+        let mut cfg = ClientConfig::new();
+        cfg.set("bootstrap.servers", brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4");
+        for (k, v) in extra {
+            cfg.set(k, v);
+        }
+        Ok(Sink {
+            producer: cfg.create()?,
+            outcome_topic: outcome_topic.to_owned(),
+            dlq_topic: dlq_topic.to_owned(),
+            source_topic: source_topic.to_owned(),
+        })
+    }
+
+    /// The input topic name, as written into records.
+    pub fn source_topic(&self) -> &str {
+        &self.source_topic
+    }
+
+    /// Sends one outcome record (key = UserID) and waits for the broker's acknowledgement.
+    pub async fn send_outcome(&self, user_id: &str, outcome: &Outcome, pos: SourcePos, processed_at: &str) -> Result<(), SinkError> {
+        let value = encode_outcome(user_id, outcome, &self.source_topic, pos, processed_at);
+        let record = FutureRecord::to(&self.outcome_topic).key(user_id).payload(&value);
+        self.deliver(&self.outcome_topic, record).await
+    }
+
+    /// Sends one dead-letter record: the original key and payload unchanged, plus the headers.
+    pub async fn send_dead_letter(
+        &self,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        pos: SourcePos,
+        dl: &DeadLetter,
+        failed_at: &str,
+    ) -> Result<(), SinkError> {
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.dlq_topic)
+            .headers(dead_letter_headers(dl, &self.source_topic, pos, failed_at));
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        if let Some(p) = payload {
+            record = record.payload(p);
+        }
+        self.deliver(&self.dlq_topic, record).await
+    }
+
+    async fn deliver<K, P>(&self, topic: &str, record: FutureRecord<'_, K, P>) -> Result<(), SinkError>
+    where
+        K: rdkafka::message::ToBytes + ?Sized,
+        P: rdkafka::message::ToBytes + ?Sized,
+    {
+        // Queue-full waits are unbounded: back-pressure, not failure. Delivery itself is bounded by
+        // librdkafka's message.timeout.ms, after its own retries.
+        self.producer
+            .send(record, Timeout::Never)
+            .await
+            .map(|_| ())
+            .map_err(|(error, _)| SinkError { topic: topic.to_owned(), error })
+    }
+
+    /// Waits until everything queued is delivered (shutdown).
+    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.producer.flush(Timeout::After(timeout))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::message::Headers;
+
+    use super::*;
+
+    fn pos() -> SourcePos {
+        SourcePos { partition: 3, offset: 1234, epoch: 1 }
+    }
+
+    #[test]
+    fn outcome_record_is_exactly_the_documented_json() {
+        let o = Outcome { status: OutcomeStatus::Imported, error_code: 0, error_info: String::new(), attempts: 1, failed_stage: None };
+        let bytes = encode_outcome("u1", &o, "signups", pos(), "2026-11-22T12:00:00.123Z");
+        assert_eq!(
+            std::str::from_utf8(&bytes).unwrap(),
+            r#"{"user_id":"u1","status":"imported","error_code":0,"error_info":"","attempts":1,"source_topic":"signups","source_partition":3,"source_offset":1234,"processed_at":"2026-11-22T12:00:00.123Z"}"#
+        );
+        let f = Outcome {
+            status: OutcomeStatus::AlreadyImported,
+            ..o.clone()
+        };
+        assert!(String::from_utf8(encode_outcome("u1", &f, "s", pos(), "t")).unwrap().contains(r#""status":"already_imported""#));
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_millis_utc() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_000_000_123);
+        let s = rfc3339_millis(t);
+        assert!(s.ends_with(".123Z") && s.len() == 24, "{s}");
+    }
+
+    #[test]
+    fn dead_letter_headers_are_complete() {
+        let dl = DeadLetter { stage: Stage::Import, code: 40601, reason: "Nick too long".into(), attempts: 2 };
+        let h = dead_letter_headers(&dl, "signups", pos(), "2026-11-22T12:00:00.123Z");
+        let got: Vec<(String, String)> = h
+            .iter()
+            .map(|h| (h.key.to_owned(), String::from_utf8(h.value.unwrap().to_vec()).unwrap()))
+            .collect();
+        let want: Vec<(String, String)> = [
+            ("account-sync.error.stage", "import"),
+            ("account-sync.error.code", "40601"),
+            ("account-sync.error.reason", "Nick too long"),
+            ("account-sync.source.topic", "signups"),
+            ("account-sync.source.partition", "3"),
+            ("account-sync.source.offset", "1234"),
+            ("account-sync.attempts", "2"),
+            ("account-sync.failed-at", "2026-11-22T12:00:00.123Z"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(got, want);
+    }
+}
