@@ -32,11 +32,17 @@ pub struct SecretKeyArgs {
     /// read from ACCOUNT_SYNC_SECRET_KEY.
     #[arg(long, env = "ACCOUNT_SYNC_SECRET_KEY_FILE", value_name = "PATH")]
     pub secret_key_file: Option<PathBuf>,
+    /// A key given in code (the demo, tests); wins over the file and the environment.
+    #[arg(skip)]
+    pub secret_key: Option<SecretKey>,
 }
 
 impl SecretKeyArgs {
     /// Loads the key: the file if given, else the environment. Errors name the source.
     pub fn load(&self) -> Result<SecretKey, String> {
+        if let Some(key) = &self.secret_key {
+            return if key.is_empty() { Err("the secret key is empty".into()) } else { Ok(key.clone()) };
+        }
         let key = match &self.secret_key_file {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -265,6 +271,24 @@ pub struct WorkerArgs {
 }
 
 impl WorkerArgs {
+    /// Builds the settings from command-line style arguments (without the program name), with
+    /// the key given in code: how the demo and the tests configure workers.
+    pub fn from_args<I, T>(args: I, secret_key: SecretKey) -> Result<Self, String>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            worker: WorkerArgs,
+        }
+        let argv = std::iter::once(std::ffi::OsString::from("account-sync")).chain(args.into_iter().map(Into::into));
+        let mut w = <Wrapper as clap::Parser>::try_parse_from(argv).map_err(|e| e.to_string())?.worker;
+        w.chat.secret.secret_key = Some(secret_key);
+        Ok(w)
+    }
+
     /// Checks everything that can be checked before connecting; errors name the setting.
     pub fn validate(&self) -> Result<(), String> {
         if self.brokers.trim().is_empty() {
@@ -409,7 +433,7 @@ mod tests {
     fn secret_key_from_file_is_trimmed_and_errors_name_the_source() {
         let dir = std::env::temp_dir().join(format!("as-key-{}", std::process::id()));
         std::fs::write(&dir, "s3cret\n").unwrap();
-        let args = SecretKeyArgs { secret_key_file: Some(dir.clone()) };
+        let args = SecretKeyArgs { secret_key_file: Some(dir.clone()), secret_key: None };
         let key = args.load().unwrap();
         assert!(!format!("{key:?}").contains("s3cret"));
         std::fs::write(&dir, "\n").unwrap();

@@ -1,9 +1,42 @@
-//! account-sync
+//! account-sync: makes sure every signed-up user has a Tencent Cloud Chat account.
+//!
+//! Upstream services publish one event per signup to Kafka. The worker groups UserIDs into
+//! windows of up to 100, asks `account_check` which are imported, calls `account_import` for the
+//! others — all under token-bucket limits — and writes one outcome record per event, plus a
+//! dead-letter record for every failure. See `ARCHITECTURE.md` in the shared docs for the design.
+//!
+//! # Module map, in the order data flows
+//!
+//! - [`source`]: the Kafka consumer (consumer group, rebalance events, pause/resume).
+//! - [`event`]: payload → [`event::SignupEvent`], or a decode error that becomes a dead letter.
+//! - [`window`]: up to 100 distinct UserIDs or the linger time, whichever first.
+//! - [`pipeline`]: the check and import stages, for one window.
+//! - [`limiter`]: token buckets with a changeable rate (AIMD on frequency-limit answers).
+//! - [`chat`]: the Chat REST client: UserSig, API types, error classes, retries, HTTP.
+//! - [`sink`]: outcome and dead-letter record formats, and producing them.
+//! - [`offsets`]: per-partition done watermarks: what may be committed.
+//! - [`systemic`]: the gate that pauses everything during a systemic fault, and its prober.
+//! - [`worker`]: all of the above wired together; `account-sync run`.
+//! - [`metrics`]: Prometheus metrics and the admin endpoints (`/metrics`, `/healthz`, `/readyz`).
+//! - [`config`]: every setting, with `ACCOUNT_SYNC_*` environment variables and validation.
+//! - [`shutdown`]: the shutdown signal the worker takes from its caller.
+//! - [`emulator`]: a faithful local Chat API for tests, the demo and benchmarks.
+//! - [`dev`]: the embedded Kafka (librdkafka's mock cluster) for local work and tests.
+//! - [`demo`]: `account-sync demo`, everything in one process.
+
 pub mod chat;
 pub mod config;
+pub mod demo;
+pub mod dev;
 pub mod emulator;
 pub mod event;
 pub mod limiter;
+pub mod metrics;
 pub mod offsets;
+pub mod pipeline;
+pub mod shutdown;
 pub mod sink;
+pub mod source;
+pub mod systemic;
 pub mod window;
+pub mod worker;

@@ -1,1 +1,196 @@
-fn main() {}
+//! `account-sync`: the command line. Thin: parses arguments and calls into the library.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use account_sync::chat::usersig;
+use account_sync::config::{LogFormat, SecretKeyArgs, WorkerArgs};
+use account_sync::demo::DemoArgs;
+use account_sync::dev::{DevKafkaArgs, EmbeddedKafka};
+use account_sync::emulator::{Emulator, EmulatorConfig};
+use account_sync::shutdown::{self, Shutdown};
+use account_sync::worker::Worker;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "account-sync", version, about = "Kafka signups → Tencent Cloud Chat accounts")]
+struct Cli {
+    /// Log format: text (human) or json (one object per line).
+    #[arg(long, global = true, env = "ACCOUNT_SYNC_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Log level or filter (RUST_LOG syntax, e.g. info or account_sync=debug); RUST_LOG wins if set.
+    #[arg(long, global = true, env = "ACCOUNT_SYNC_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the worker (production).
+    Run(Box<WorkerArgs>),
+    /// Everything in one process: embedded Kafka, Chat API emulator, load generator, worker.
+    Demo(DemoArgs),
+    /// Local development services.
+    #[command(subcommand)]
+    Dev(DevCommand),
+    /// Generate (default) or verify an admin UserSig. The key comes from ACCOUNT_SYNC_SECRET_KEY or --secret-key-file.
+    Usersig(UsersigArgs),
+}
+
+#[derive(Subcommand)]
+enum DevCommand {
+    /// A standalone embedded Kafka (librdkafka mock cluster); prints bootstrap servers first.
+    Kafka(DevKafkaArgs),
+    /// A standalone Chat API emulator; prints its base URL first.
+    ChatApi(ChatApiArgs),
+}
+
+#[derive(clap::Args)]
+struct ChatApiArgs {
+    /// Listen address (port 0 picks a free port).
+    #[arg(long, env = "ACCOUNT_SYNC_EMULATOR_LISTEN", default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    emulator: EmulatorConfig,
+    #[command(flatten)]
+    secret: SecretKeyArgs,
+}
+
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct UsersigArgs {
+    #[command(subcommand)]
+    verify: Option<UsersigCommand>,
+    #[command(flatten)]
+    generate: GenerateArgs,
+}
+
+#[derive(clap::Args)]
+struct GenerateArgs {
+    /// The app's SDKAppID.
+    #[arg(long, env = "ACCOUNT_SYNC_SDKAPPID")]
+    sdkappid: Option<u64>,
+    /// The identifier the UserSig is for.
+    #[arg(long, env = "ACCOUNT_SYNC_IDENTIFIER", default_value = "administrator")]
+    identifier: String,
+    /// Validity in seconds.
+    #[arg(long, default_value_t = 180 * 86_400)]
+    expire: u64,
+    /// Issue time (Unix seconds) instead of now, for reproducible output.
+    #[arg(long)]
+    time: Option<u64>,
+    #[command(flatten)]
+    secret: SecretKeyArgs,
+}
+
+#[derive(Subcommand)]
+enum UsersigCommand {
+    /// Decode a UserSig and say whether it is valid for the app and identifier.
+    Verify {
+        /// The UserSig.
+        sig: String,
+        /// The app's SDKAppID.
+        #[arg(long, env = "ACCOUNT_SYNC_SDKAPPID")]
+        sdkappid: u64,
+        /// The identifier the UserSig should be for.
+        #[arg(long, env = "ACCOUNT_SYNC_IDENTIFIER", default_value = "administrator")]
+        identifier: String,
+        #[command(flatten)]
+        secret: SecretKeyArgs,
+    },
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().with_current_span(false).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A shutdown signal fired by SIGINT / SIGTERM.
+fn signal_shutdown() -> Shutdown {
+    let (shutdown, trigger) = Shutdown::new();
+    tokio::spawn(async move {
+        shutdown::os_signal().await;
+        tracing::info!("signal received: shutting down");
+        trigger.trigger();
+    });
+    shutdown
+}
+
+async fn run(command: Command) -> Result<ExitCode, String> {
+    match command {
+        Command::Run(args) => {
+            let admin = account_sync::metrics::bind_admin(args.admin_listen).await?;
+            let worker = Worker::new(*args).map_err(|e| e.to_string())?;
+            worker.run(Some(admin), signal_shutdown()).await.map_err(|e| e.to_string())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo(args) => account_sync::demo::run(args, signal_shutdown()).await,
+        Command::Dev(DevCommand::Kafka(args)) => {
+            let kafka = EmbeddedKafka::start(args.brokers, &args.topics).map_err(|e| format!("mock cluster: {e}"))?;
+            println!("{}", kafka.bootstrap_servers());
+            tracing::info!(bootstrap = kafka.bootstrap_servers(), topics = ?args.topics, "embedded Kafka running; Ctrl-C to stop");
+            signal_shutdown().wait().await;
+            drop(kafka);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dev(DevCommand::ChatApi(mut args)) => {
+            args.emulator.secret_key = Some(args.secret.load()?);
+            let handle = Emulator::start(args.emulator, args.listen).await.map_err(|e| e.to_string())?;
+            println!("{}", handle.base_url());
+            tracing::info!(base_url = %handle.base_url(), "Chat API emulator running; Ctrl-C to stop");
+            signal_shutdown().wait().await;
+            handle.shutdown().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Usersig(UsersigArgs { verify: Some(UsersigCommand::Verify { sig, sdkappid, identifier, secret }), .. }) => {
+            let key = secret.load()?;
+            let decoded = usersig::decode(&sig);
+            if let Ok(doc) = &decoded {
+                println!("{}", serde_json::to_string_pretty(doc).unwrap_or_default());
+            }
+            match usersig::verify(&key, &sig, sdkappid, &identifier, usersig::unix_now()) {
+                Ok(_) => {
+                    println!("valid");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    println!("invalid: {e} (vendor code {})", e.vendor_code());
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        Command::Usersig(UsersigArgs { verify: None, generate: g }) => {
+            let sdkappid = g.sdkappid.ok_or("--sdkappid (ACCOUNT_SYNC_SDKAPPID) is required")?;
+            let key = g.secret.load()?;
+            let time = g.time.unwrap_or_else(usersig::unix_now);
+            println!("{}", usersig::generate(&key, sdkappid, &g.identifier, time, g.expire).expose());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

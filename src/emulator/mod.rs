@@ -234,10 +234,17 @@ pub fn is_preexisting(user_id: &str, fraction: f64) -> bool {
     }
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let hash = user_id
+    let mut h = user_id
         .bytes()
         .fold(OFFSET, |h, b| (h ^ u64::from(b)).wrapping_mul(PRIME));
-    let unit = (hash >> 11) as f64 / (1u64 << 53) as f64;
+    // FNV-1a barely moves its top bits when only the last bytes differ (sequential IDs such as
+    // user-000001, user-000002 would all land on the same side); murmur3's fmix64 spreads them.
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^= h >> 33;
+    let unit = (h >> 11) as f64 / (1u64 << 53) as f64;
     unit < fraction
 }
 

@@ -874,3 +874,16 @@ async fn failure_shape_is_the_plain_response() {
     );
     h.shutdown().await;
 }
+
+#[test]
+fn preexisting_share_holds_for_blocks_of_sequential_ids() {
+    // Demo and bench user IDs are sequential; every block of 100 must see roughly the fraction.
+    for prefix in ["user-", "bulk-", "demo-run1-"] {
+        for block in 0..20 {
+            let hits = (block * 100..block * 100 + 100)
+                .filter(|i| is_preexisting(&format!("{prefix}{i:06}"), 0.5))
+                .count();
+            assert!((25..=75).contains(&hits), "{prefix} block {block}: {hits}/100");
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! The check and import stages: a closed window in, one [`Outcome`] per distinct UserID out.
+//!
+//! - check stage: one `account_check` for the window's distinct UserIDs;
+//! - import stage: one `account_import` per `NotImported` UserID, all of them in flight at once
+//!   (bounded by a worker-wide semaphore), so that the limiter, not latency, sets the pace.
+//!
+//! A systemic error never becomes an outcome: the call waits at the [`SystemicGate`] and is made
+//! again once the gate reopens. If the worker shuts down meanwhile, the window is abandoned
+//! (`None`) and its offsets stay uncommitted, to be replayed.
+
+use std::sync::Arc;
+
+use futures_util::future::join_all;
+use tokio::sync::Semaphore;
+
+use crate::chat::client::{CheckOutcome, ImportAccount};
+use crate::chat::{Attempted, ChatClient, ChatError, FailureClass};
+use crate::shutdown::Shutdown;
+use crate::sink::{Outcome, OutcomeStatus, Stage};
+use crate::systemic::SystemicGate;
+use crate::window::ClosedWindow;
+
+/// What the stages share.
+#[derive(Clone)]
+pub struct Stages {
+    /// The Chat API client (with the limiters inside).
+    pub client: ChatClient,
+    /// Bounds `account_import` calls in flight across all windows.
+    pub import_slots: Arc<Semaphore>,
+    /// Closed during systemic faults.
+    pub gate: Arc<SystemicGate>,
+    /// Abandons waiting windows on shutdown.
+    pub shutdown: Shutdown,
+}
+
+impl Stages {
+    /// Resolves every distinct UserID of `window` (indexed like `window.ids`). `None` when the
+    /// worker shut down while the window waited out a systemic fault.
+    pub async fn resolve(&self, window: &ClosedWindow) -> Option<Vec<Outcome>> {
+        let ids: Vec<&str> = window.ids.iter().map(String::as_str).collect();
+        let checked = self.until_not_systemic(|| self.client.account_check(&ids)).await?;
+        let check_attempts = checked.attempts;
+        let statuses = match checked.result {
+            Ok(statuses) => statuses,
+            Err(err) => {
+                // The whole call failed for good: every user of the window fails at check.
+                let outcome = failed(Stage::Check, &err, check_attempts);
+                return Some(vec![outcome; ids.len()]);
+            }
+        };
+
+        // The first record of each UserID supplies Nick / FaceUrl for its import.
+        let mut first_record = vec![usize::MAX; ids.len()];
+        for (rec, &id) in window.id_of_record.iter().enumerate() {
+            if first_record[id] == usize::MAX {
+                first_record[id] = rec;
+            }
+        }
+        let imports = statuses.iter().enumerate().filter(|(_, s)| **s == CheckOutcome::NotImported).map(|(i, _)| {
+            let event = &window.records[first_record[i]].event;
+            let account =
+                ImportAccount { user_id: &event.user_id, nick: event.nick.as_deref(), face_url: event.face_url.as_deref() };
+            async move {
+                let _slot = self.import_slots.acquire().await.expect("the import semaphore is never closed");
+                (i, self.until_not_systemic(|| self.client.account_import(account)).await)
+            }
+        });
+        let mut outcomes: Vec<Outcome> = statuses
+            .iter()
+            .map(|s| match s {
+                CheckOutcome::Imported => success(OutcomeStatus::AlreadyImported, check_attempts),
+                // Filled in below from the import result.
+                CheckOutcome::NotImported => success(OutcomeStatus::Imported, 0),
+                CheckOutcome::Failed { code, info } => Outcome {
+                    status: OutcomeStatus::Failed,
+                    error_code: *code,
+                    error_info: format!("account_check ResultCode {code}: {info}"),
+                    attempts: check_attempts,
+                    failed_stage: Some(Stage::Check),
+                },
+            })
+            .collect();
+        for (i, imported) in join_all(imports).await {
+            let imported = imported?;
+            outcomes[i] = match imported.result {
+                Ok(()) => success(OutcomeStatus::Imported, imported.attempts),
+                Err(err) => failed(Stage::Import, &err, imported.attempts),
+            };
+        }
+        Some(outcomes)
+    }
+
+    /// Runs `call` until its result is not systemic, waiting at the gate in between.
+    async fn until_not_systemic<T, F, Fut>(&self, mut call: F) -> Option<Attempted<T>>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Attempted<T>>,
+    {
+        let mut attempts = 0;
+        loop {
+            let mut r = call().await;
+            attempts += r.attempts;
+            match &r.result {
+                Err(err) if err.class() == FailureClass::Systemic => {
+                    self.gate.report(err);
+                    if !self.gate.wait_open(&self.shutdown).await {
+                        return None;
+                    }
+                }
+                _ => {
+                    r.attempts = attempts;
+                    return Some(r);
+                }
+            }
+        }
+    }
+}
+
+fn success(status: OutcomeStatus, attempts: u32) -> Outcome {
+    Outcome { status, error_code: 0, error_info: String::new(), attempts, failed_stage: None }
+}
+
+fn failed(stage: Stage, err: &ChatError, attempts: u32) -> Outcome {
+    if err.code_kind() == Some(crate::chat::CodeKind::MalformedRequest) {
+        // The vendor says our request is malformed: a bug on our side. Loud, but only for the
+        // affected users: the rest of the traffic goes on.
+        tracing::error!(code = err.vendor_code(), reason = %err, "the Chat API rejected a request as malformed: this is a bug in account-sync");
+    }
+    Outcome {
+        status: OutcomeStatus::Failed,
+        error_code: err.vendor_code(),
+        error_info: err.to_string(),
+        attempts,
+        failed_stage: Some(stage),
+    }
+}

@@ -1,0 +1,176 @@
+//! The Kafka source: a consumer in a consumer group (cooperative-sticky), offsets stored by hand.
+//!
+//! Rebalance callbacks run inside librdkafka's poll, i.e. inside `recv()`. They do the minimum
+//! there — update the [`OffsetTracker`] so no offset of a revoked partition is ever stored, and
+//! send a [`RebalanceEvent`] to the worker loop, which does the rest (Quickwit style).
+
+use std::sync::{Arc, Mutex};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::KafkaResult;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::ClientContext;
+use tokio::sync::mpsc;
+
+use crate::metrics::Metrics;
+use crate::offsets::OffsetTracker;
+
+/// A change of this worker's partitions of the input topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RebalanceEvent {
+    /// Newly assigned partitions (incremental).
+    Assigned(Vec<i32>),
+    /// Revoked (or lost) partitions.
+    Revoked(Vec<i32>),
+}
+
+/// The consumer's context: rebalance and commit callbacks.
+pub struct SourceContext {
+    /// Input topic; other topics in a callback are ignored.
+    topic: String,
+    /// Shared with the completion path.
+    tracker: Arc<Mutex<OffsetTracker>>,
+    /// To the worker loop.
+    events: mpsc::UnboundedSender<RebalanceEvent>,
+    /// Committed-offset and assignment gauges.
+    metrics: Arc<Metrics>,
+}
+
+impl SourceContext {
+    fn partitions(&self, tpl: &TopicPartitionList) -> Vec<i32> {
+        tpl.elements().iter().filter(|e| e.topic() == self.topic).map(|e| e.partition()).collect()
+    }
+
+    fn tracker(&self) -> std::sync::MutexGuard<'_, OffsetTracker> {
+        self.tracker.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl ClientContext for SourceContext {}
+
+impl ConsumerContext for SourceContext {
+    fn pre_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let parts = self.partitions(tpl);
+            {
+                let mut t = self.tracker();
+                for &p in &parts {
+                    t.revoke(p);
+                }
+                self.metrics.assigned_partitions.set(t.assigned().len() as i64);
+                self.metrics.events_in_flight.set(t.pending() as i64);
+            }
+            tracing::info!(partitions = ?parts, "partitions revoked");
+            let _ = self.events.send(RebalanceEvent::Revoked(parts));
+        }
+    }
+
+    fn post_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let parts = self.partitions(tpl);
+                {
+                    let mut t = self.tracker();
+                    for &p in &parts {
+                        t.assign(p);
+                    }
+                    self.metrics.assigned_partitions.set(t.assigned().len() as i64);
+                }
+                tracing::info!(partitions = ?parts, "partitions assigned");
+                let _ = self.events.send(RebalanceEvent::Assigned(parts));
+            }
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+            Rebalance::Revoke(_) => {}
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => {
+                for e in offsets.elements().iter().filter(|e| e.topic() == self.topic) {
+                    if let Offset::Offset(o) = e.offset() {
+                        self.metrics.committed_offset.with_label_values(&[&e.partition().to_string()]).set(o);
+                    }
+                }
+            }
+            // librdkafka reports "no offset to commit" as an error; it is not one.
+            Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => tracing::warn!(error = %e, "offset commit failed; it is retried at the next commit"),
+        }
+    }
+}
+
+/// The consumer type of the worker.
+pub type SourceConsumer = StreamConsumer<SourceContext>;
+
+/// Settings the source needs.
+pub struct SourceSettings<'a> {
+    /// bootstrap.servers
+    pub brokers: &'a str,
+    /// group.id
+    pub group_id: &'a str,
+    /// Input topic.
+    pub topic: &'a str,
+    /// auto.commit.interval.ms: how often stored offsets are committed.
+    pub commit_interval_ms: u64,
+    /// The user's extra librdkafka properties.
+    pub extra: &'a [(String, String)],
+}
+
+/// Creates the consumer and subscribes it. Offsets are stored only by the worker (after the
+/// broker acknowledged the records they produced) and committed by librdkafka's auto-commit.
+pub fn create_consumer(
+    s: &SourceSettings<'_>,
+    tracker: Arc<Mutex<OffsetTracker>>,
+    events: mpsc::UnboundedSender<RebalanceEvent>,
+    metrics: Arc<Metrics>,
+) -> KafkaResult<SourceConsumer> {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", s.brokers)
+        .set("group.id", s.group_id)
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", s.commit_interval_ms.to_string())
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false");
+    for (k, v) in s.extra {
+        cfg.set(k, v);
+    }
+    let ctx = SourceContext { topic: s.topic.to_owned(), tracker, events, metrics };
+    let consumer: SourceConsumer = cfg.create_with_context(ctx)?;
+    consumer.subscribe(&[s.topic])?;
+    Ok(consumer)
+}
+
+/// Pauses or resumes every currently assigned partition.
+pub fn set_paused(consumer: &SourceConsumer, paused: bool) -> KafkaResult<()> {
+    let assignment = consumer.assignment()?;
+    if assignment.count() == 0 {
+        return Ok(());
+    }
+    if paused {
+        consumer.pause(&assignment)
+    } else {
+        consumer.resume(&assignment)
+    }
+}
+
+/// Pauses the given partitions of `topic` (newly assigned while intake is paused).
+pub fn pause_partitions(consumer: &SourceConsumer, topic: &str, partitions: &[i32]) -> KafkaResult<()> {
+    let mut tpl = TopicPartitionList::new();
+    for &p in partitions {
+        tpl.add_partition(topic, p);
+    }
+    consumer.pause(&tpl)
+}
+
+/// Stores committable positions (`(partition, next offset)`) for the next commit.
+pub fn store_positions(consumer: &SourceConsumer, topic: &str, positions: &[(i32, i64)]) -> KafkaResult<()> {
+    let mut tpl = TopicPartitionList::new();
+    for &(p, o) in positions {
+        tpl.add_partition_offset(topic, p, Offset::Offset(o))?;
+    }
+    consumer.store_offsets(&tpl)
+}

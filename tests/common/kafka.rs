@@ -1,0 +1,299 @@
+//! Kafka helpers for the integration tests: an embedded broker (librdkafka's mock cluster) or an
+//! external one (`ACCOUNT_SYNC_TEST_BROKERS`), topics with unique names, a producer, a reader that
+//! collects outcome and dead-letter records, and a worker runner.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use account_sync::chat::SecretKey;
+use account_sync::config::WorkerArgs;
+use account_sync::dev::EmbeddedKafka;
+use account_sync::shutdown::{Shutdown, Trigger};
+use account_sync::worker::{Worker, WorkerError};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::util::Timeout;
+use serde_json::Value;
+
+use super::emulator::{ADMIN, SDKAPPID, SECRET};
+
+/// Environment variable naming an external broker to test against instead of the mock cluster.
+pub const BROKERS_ENV: &str = "ACCOUNT_SYNC_TEST_BROKERS";
+
+/// A broker for one test: embedded (dropped with the test) or external.
+pub struct TestKafka {
+    /// The embedded cluster, when no external broker is configured.
+    pub embedded: Option<EmbeddedKafka>,
+    /// bootstrap.servers
+    pub brokers: String,
+    /// Prefix that makes this test's topic and group names unique on a shared external broker.
+    pub prefix: String,
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl TestKafka {
+    /// Starts the mock cluster (`brokers` brokers), or connects to `ACCOUNT_SYNC_TEST_BROKERS`.
+    pub fn start(brokers: i32) -> TestKafka {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let prefix = format!("t{}-{}-{}", std::process::id(), n, fastrand::u32(..));
+        match std::env::var(BROKERS_ENV) {
+            Ok(b) if !b.trim().is_empty() => TestKafka { embedded: None, brokers: b, prefix },
+            _ => {
+                let k = EmbeddedKafka::start(brokers, &[]).expect("mock cluster starts");
+                TestKafka { brokers: k.bootstrap_servers().to_owned(), embedded: Some(k), prefix }
+            }
+        }
+    }
+
+    /// A unique topic name for this test.
+    pub fn name(&self, base: &str) -> String {
+        format!("{}-{base}", self.prefix)
+    }
+
+    /// Creates a topic (mock cluster API, or the admin API on an external broker).
+    pub async fn create_topic(&self, name: &str, partitions: i32) {
+        match &self.embedded {
+            Some(k) => k.create_topic(name, partitions).expect("create topic"),
+            None => {
+                let admin: AdminClient<DefaultClientContext> =
+                    ClientConfig::new().set("bootstrap.servers", &self.brokers).create().expect("admin client");
+                let t = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+                let r = admin.create_topics([&t], &AdminOptions::new()).await.expect("create topics");
+                for x in r {
+                    x.expect("topic created");
+                }
+            }
+        }
+    }
+
+    /// The three topics of a worker: input (`partitions`), outcomes (3), dead letters (1).
+    pub async fn worker_topics(&self, partitions: i32) -> Topics {
+        let t = Topics { input: self.name("signups"), outcomes: self.name("outcomes"), dlq: self.name("dlq") };
+        self.create_topic(&t.input, partitions).await;
+        self.create_topic(&t.outcomes, 3).await;
+        self.create_topic(&t.dlq, 1).await;
+        t
+    }
+
+    /// An idempotent producer.
+    pub fn producer(&self) -> FutureProducer {
+        ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .create()
+            .expect("producer")
+    }
+}
+
+/// Topic names of one worker setup.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    pub input: String,
+    pub outcomes: String,
+    pub dlq: String,
+}
+
+/// Produces `(key, payload)` records to `partition` (or by key when None); returns their offsets.
+pub async fn produce(
+    producer: &FutureProducer,
+    topic: &str,
+    partition: Option<i32>,
+    records: &[(Option<&str>, Option<&[u8]>)],
+) -> Vec<(i32, i64)> {
+    let futures = records.iter().map(|(key, payload)| {
+        let mut r: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic);
+        if let Some(k) = key {
+            r = r.key(k);
+        }
+        if let Some(p) = payload {
+            r = r.payload(p);
+        }
+        if let Some(p) = partition {
+            r = r.partition(p);
+        }
+        producer.send(r, Timeout::After(Duration::from_secs(30)))
+    });
+    let delivered = futures_util::future::join_all(futures).await;
+    delivered.into_iter().map(|d| d.map(|d| (d.partition, d.offset)).expect("produced")).collect()
+}
+
+/// Produces JSON signup events for `users` round-robin over `partitions` partitions.
+pub async fn produce_users(producer: &FutureProducer, topic: &str, partitions: i32, users: &[String]) -> Vec<(i32, i64)> {
+    let payloads: Vec<Vec<u8>> = users.iter().map(|u| format!(r#"{{"UserID":"{u}","Nick":"n-{u}"}}"#).into_bytes()).collect();
+    let mut out = Vec::new();
+    for p in 0..partitions {
+        let recs: Vec<(Option<&str>, Option<&[u8]>)> = users
+            .iter()
+            .zip(&payloads)
+            .enumerate()
+            .filter(|(i, _)| (*i as i32) % partitions == p)
+            .map(|(_, (u, pl))| (Some(u.as_str()), Some(pl.as_slice())))
+            .collect();
+        if !recs.is_empty() {
+            out.extend(produce(producer, topic, Some(p), &recs).await);
+        }
+    }
+    out
+}
+
+/// A record read back from the outcome or dead-letter topic.
+#[derive(Debug, Clone)]
+pub struct ReadRecord {
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    pub headers: BTreeMap<String, String>,
+}
+
+impl ReadRecord {
+    /// The payload as JSON (outcome records).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(self.payload.as_deref().unwrap_or(b"null")).expect("outcome payload is JSON")
+    }
+
+    /// The source (partition, offset): from the JSON of an outcome, or the headers of a dead letter.
+    pub fn source(&self) -> (i32, i64) {
+        if let Some(p) = self.headers.get("account-sync.source.partition") {
+            return (p.parse().unwrap(), self.headers["account-sync.source.offset"].parse().unwrap());
+        }
+        let v = self.json();
+        (v["source_partition"].as_i64().unwrap() as i32, v["source_offset"].as_i64().unwrap())
+    }
+}
+
+/// Reads every record of `topic` from the beginning until `expected` have arrived or `within`
+/// passed (then returns what it has). `read_committed` for exactly-once checks.
+pub fn read_all(brokers: &str, topic: &str, expected: usize, within: Duration, read_committed: bool) -> Vec<ReadRecord> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("reader-{}", fastrand::u64(..)))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", if read_committed { "read_committed" } else { "read_uncommitted" })
+        .create()
+        .expect("reader");
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
+    let parts = md.topics()[0].partitions().len() as i32;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..parts {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+    }
+    consumer.assign(&tpl).expect("assign");
+    let deadline = Instant::now() + within;
+    let mut out = Vec::new();
+    while out.len() < expected && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let headers = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|x| (x.key.to_owned(), String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push(ReadRecord { key: m.key().map(<[u8]>::to_vec), payload: m.payload().map(<[u8]>::to_vec), headers });
+        }
+    }
+    out
+}
+
+/// The committed offsets of `group` on `topic`, per partition (absent = nothing committed).
+pub fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
+    let consumer: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", group).create().expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let c = consumer.committed_offsets(tpl, Duration::from_secs(10)).expect("committed offsets");
+    c.elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Worker arguments for the test broker, topics and an emulator, plus `extra` flags.
+pub fn worker_args(kafka: &TestKafka, topics: &Topics, api_base_url: &str, group: &str, extra: &[&str]) -> WorkerArgs {
+    let mut args: Vec<String> = vec![
+        "--brokers".into(),
+        kafka.brokers.clone(),
+        "--group-id".into(),
+        group.into(),
+        "--input-topic".into(),
+        topics.input.clone(),
+        "--outcome-topic".into(),
+        topics.outcomes.clone(),
+        "--dlq-topic".into(),
+        topics.dlq.clone(),
+        "--sdkappid".into(),
+        SDKAPPID.to_string(),
+        "--identifier".into(),
+        ADMIN.into(),
+        "--api-base-url".into(),
+        api_base_url.into(),
+        "--request-timeout".into(),
+        "3500ms".into(),
+        "--retry-initial-backoff".into(),
+        "10ms".into(),
+        "--retry-max-backoff".into(),
+        "100ms".into(),
+        "--window-linger".into(),
+        "50ms".into(),
+        "--commit-interval".into(),
+        "200ms".into(),
+        "--systemic-probe-interval".into(),
+        "100ms".into(),
+        "--kafka-property".into(),
+        "session.timeout.ms=6000".into(),
+        "--kafka-property".into(),
+        "heartbeat.interval.ms=500".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    WorkerArgs::from_args(args, SecretKey::new(SECRET)).expect("valid worker args")
+}
+
+/// A worker running in this process.
+pub struct RunningWorker {
+    trigger: Trigger,
+    task: tokio::task::JoinHandle<Result<(), WorkerError>>,
+    pub metrics: std::sync::Arc<account_sync::metrics::Metrics>,
+}
+
+impl RunningWorker {
+    /// Starts a worker on the current runtime.
+    pub fn start(args: WorkerArgs) -> RunningWorker {
+        let worker = Worker::new(args).expect("worker builds");
+        let metrics = worker.metrics();
+        let (shutdown, trigger) = Shutdown::new();
+        let task = tokio::spawn(worker.run(None, shutdown));
+        RunningWorker { trigger, task, metrics }
+    }
+
+    /// Asks it to stop and waits for it; returns its result.
+    pub async fn stop(self) -> Result<(), WorkerError> {
+        self.trigger.trigger();
+        tokio::time::timeout(Duration::from_secs(60), self.task).await.expect("worker stops within 60 s").expect("worker task")
+    }
+}
+
+/// Polls `f` until it returns true or `within` passes; returns whether it did.
+pub async fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    f()
+}
