@@ -1,18 +1,556 @@
-//! `account-sync demo`: everything in one process.
+//! `account-sync demo`: the whole job in one process — embedded Kafka (librdkafka's mock
+//! cluster), the Chat API emulator, a load generator, the worker — and an independent check.
+//!
+//! The check does not trust the worker's counters: a separate consumer reads the outcome and
+//! dead-letter topics back and matches them to what the load generator produced, offset by
+//! offset. `lost` is an input record with no record of its own; `duplicates` are records beyond
+//! the expected one(s). The demo exits non-zero when anything is lost.
 
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use clap::Args;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::util::Timeout;
+use serde::Serialize;
+
+use crate::chat::SecretKey;
+use crate::config::WorkerArgs;
+use crate::dev::EmbeddedKafka;
+use crate::emulator::{Emulator, EmulatorConfig, EmulatorHandle};
 use crate::shutdown::Shutdown;
+use crate::worker::Worker;
 
-/// Demo settings.
-#[derive(Debug, Clone, clap::Args)]
+const INPUT: &str = "signups";
+const OUTCOMES: &str = "account-outcomes";
+const DLQ: &str = "account-dlq";
+const SDKAPPID: u64 = 1_400_000_000;
+const ADMIN: &str = "administrator";
+
+/// `account-sync demo` settings.
+#[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
-    /// Events to produce.
+    /// Signup events to produce.
     #[arg(long, default_value_t = 20_000)]
     pub events: u64,
+    /// Events produced per second; 0 = as fast as possible.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// Share of users the emulator already knows (they need a check but no import).
+    #[arg(long, default_value_t = 0.8)]
+    pub existing_fraction: f64,
+    /// Share of malformed events (dead-lettered at decode).
+    #[arg(long, default_value_t = 0.01)]
+    pub bad_fraction: f64,
+    /// account_check calls/s, enforced by the emulator and respected by the worker; 0 = unlimited.
+    #[arg(long, default_value_t = 100.0)]
+    pub check_rate: f64,
+    /// account_import calls/s, enforced by the emulator and respected by the worker; 0 = unlimited.
+    #[arg(long, default_value_t = 200.0)]
+    pub import_rate: f64,
+    /// Emulated API latency in ms (± half of it as jitter).
+    #[arg(long, default_value_t = 20)]
+    pub api_latency_ms: u64,
+    /// Share of API calls that fail transiently (70169 / 70500) and are retried.
+    #[arg(long, default_value_t = 0.0)]
+    pub api_error_rate: f64,
+    /// Partitions of the input topic.
+    #[arg(long, default_value_t = 6)]
+    pub partitions: i32,
+    /// Give up waiting for outcomes after this long.
+    #[arg(long, default_value = "10m", value_parser = crate::config::parse_duration)]
+    pub timeout: Duration,
+    /// Admin endpoint of the demo's worker (/metrics, /readyz).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub admin_listen: SocketAddr,
+    /// Write the summary as JSON to this file.
+    #[arg(long)]
+    pub summary_json: Option<PathBuf>,
+    /// No progress bar (for logs and CI).
+    #[arg(long)]
+    pub quiet: bool,
 }
 
-/// Runs the demo.
-pub async fn run(_args: DemoArgs, _shutdown: Shutdown) -> Result<ExitCode, String> {
-    Err("not yet".into())
+/// The demo's result, as written by `--summary-json`.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Summary {
+    pub produced: u64,
+    pub outcomes: u64,
+    pub imported: u64,
+    pub already_imported: u64,
+    pub failed: u64,
+    pub dead_lettered: u64,
+    pub decode_dead_lettered: u64,
+    pub lost: u64,
+    pub duplicates: u64,
+    pub check_calls: u64,
+    pub import_calls: u64,
+    pub frequency_limited: u64,
+    pub elapsed_seconds: f64,
+    pub events_per_second: f64,
+    pub latency_p50_ms: f64,
+    pub latency_p99_ms: f64,
+}
+
+/// What the load generator produced at one input offset.
+#[derive(Debug, Clone, Copy)]
+struct Produced {
+    /// Whether the event is well-formed (expects an outcome) or bad (expects a dead letter).
+    good: bool,
+    /// Produce time, ms since the epoch (also the record's Kafka timestamp).
+    at_ms: i64,
+}
+
+/// Records seen for one input offset.
+#[derive(Debug, Default, Clone, Copy)]
+struct Seen {
+    outcomes: u32,
+    dead_letters: u32,
+    /// Outcome status was failed (expects a dead letter too).
+    failed: bool,
+}
+
+impl DemoArgs {
+    fn validate(&self) -> Result<(), String> {
+        for (flag, v) in [
+            ("--existing-fraction", self.existing_fraction),
+            ("--bad-fraction", self.bad_fraction),
+            ("--api-error-rate", self.api_error_rate),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(format!("{flag} must be between 0 and 1, got {v}"));
+            }
+        }
+        if self.events == 0 {
+            return Err("--events must be at least 1".into());
+        }
+        if !(1..=100).contains(&self.partitions) {
+            return Err("--partitions must be 1 to 100".into());
+        }
+        if self.rate < 0.0 || self.check_rate < 0.0 || self.import_rate < 0.0 {
+            return Err("--rate, --check-rate and --import-rate must not be negative".into());
+        }
+        Ok(())
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Runs the demo; `Ok(FAILURE)` when records were lost.
+pub async fn run(args: DemoArgs, shutdown: Shutdown) -> Result<ExitCode, String> {
+    args.validate()?;
+    // A fresh key per run: nothing secret is hard-coded, and nothing of it is printed.
+    let key = SecretKey::new(format!("demo-{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)));
+    let kafka = EmbeddedKafka::start(1, &[(INPUT.into(), args.partitions), (OUTCOMES.into(), args.partitions), (DLQ.into(), 1)])
+        .map_err(|e| format!("embedded Kafka: {e}"))?;
+    let brokers = kafka.bootstrap_servers().to_owned();
+    let emulator = start_emulator(&args, key.clone()).await?;
+    let worker_args = WorkerArgs::from_args(
+        [
+            "--brokers", &brokers,
+            "--group-id", "account-sync-demo",
+            "--sdkappid", &SDKAPPID.to_string(),
+            "--identifier", ADMIN,
+            "--api-base-url", &emulator.base_url(),
+            "--check-rate", &args.check_rate.to_string(),
+            "--import-rate", &args.import_rate.to_string(),
+            "--admin-listen", &args.admin_listen.to_string(),
+            "--commit-interval", "1s",
+        ],
+        key,
+    )?;
+    let admin = crate::metrics::bind_admin(worker_args.admin_listen).await?;
+    let admin_addr = admin.local_addr().map_err(|e| e.to_string())?;
+    let worker = Worker::new(worker_args).map_err(|e| e.to_string())?;
+    let (worker_stop, worker_trigger) = Shutdown::new();
+    let worker_task = tokio::spawn(worker.run(Some(admin), worker_stop));
+    eprintln!(
+        "account-sync demo: {} events, {} partitions, {:.0}% already imported, {:.1}% malformed, limits {}/s check and {}/s import, API latency {} ms",
+        args.events,
+        args.partitions,
+        args.existing_fraction * 100.0,
+        args.bad_fraction * 100.0,
+        rate_text(args.check_rate),
+        rate_text(args.import_rate),
+        args.api_latency_ms
+    );
+    eprintln!("  Kafka {brokers} · Chat API emulator {} · metrics http://{admin_addr}/metrics", emulator.base_url());
+
+    let started = Instant::now();
+    let producer_task = {
+        let (brokers, args) = (brokers.clone(), args.clone());
+        tokio::spawn(async move { produce_load(&brokers, &args).await })
+    };
+    let verify = {
+        let (brokers, shutdown, args) = (brokers.clone(), shutdown.clone(), args.clone());
+        tokio::task::spawn_blocking(move || collect(&brokers, &args, &shutdown))
+    };
+    let produced = producer_task.await.map_err(|e| e.to_string())??;
+    let seen = verify.await.map_err(|e| e.to_string())?;
+    worker_trigger.trigger();
+    let worker_result = worker_task.await.map_err(|e| e.to_string())?;
+    let stats = emulator.stats();
+    emulator.shutdown().await;
+    drop(kafka);
+
+    let summary = summarize(&produced, &seen, &stats, started.elapsed());
+    print_table(&summary);
+    if let Some(path) = &args.summary_json {
+        let json = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?;
+        std::fs::write(path, json + "\n").map_err(|e| format!("--summary-json {}: {e}", path.display()))?;
+    }
+    worker_result.map_err(|e| format!("worker: {e}"))?;
+    if summary.lost > 0 {
+        eprintln!("LOST {} records", summary.lost);
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn rate_text(r: f64) -> String {
+    if r == 0.0 {
+        "unlimited".into()
+    } else {
+        format!("{r}")
+    }
+}
+
+async fn start_emulator(args: &DemoArgs, key: SecretKey) -> Result<EmulatorHandle, String> {
+    let cfg = EmulatorConfig {
+        sdkappid: SDKAPPID,
+        identifier: ADMIN.into(),
+        secret_key: Some(key),
+        check_rate: args.check_rate,
+        import_rate: args.import_rate,
+        latency_ms: args.api_latency_ms,
+        latency_jitter_ms: args.api_latency_ms / 2,
+        transient_error_rate: args.api_error_rate,
+        existing_fraction: args.existing_fraction,
+        ..EmulatorConfig::default()
+    };
+    Emulator::start(cfg, "127.0.0.1:0".parse().expect("static address"))
+        .await
+        .map_err(|e| format!("Chat API emulator: {e}"))
+}
+
+/// A malformed payload of one of several kinds (`None` = tombstone).
+fn bad_payload(i: u64) -> Option<Vec<u8>> {
+    match i % 6 {
+        0 => Some(b"this is not json".to_vec()),
+        1 => Some(br#"{"UserID":""}"#.to_vec()),
+        2 => Some(br#"{"Nick":"no user id"}"#.to_vec()),
+        3 => Some(br#"{"UserID":"has a space"}"#.to_vec()),
+        4 => Some(format!(r#"{{"UserID":"{}"}}"#, "x".repeat(33)).into_bytes()),
+        _ => None,
+    }
+}
+
+/// Produces the load; returns what was produced at each (partition, offset).
+async fn produce_load(brokers: &str, args: &DemoArgs) -> Result<HashMap<(i32, i64), Produced>, String> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()
+        .map_err(|e| format!("load producer: {e}"))?;
+    let run = fastrand::u32(..);
+    let mut rng = fastrand::Rng::with_seed(u64::from(run));
+    let mut produced = HashMap::with_capacity(args.events as usize);
+    let batch = if args.rate > 0.0 { (args.rate / 20.0).ceil().max(1.0) as u64 } else { 1_000 };
+    let started = Instant::now();
+    let mut i = 0u64;
+    while i < args.events {
+        if args.rate > 0.0 {
+            let due = started + Duration::from_secs_f64(i as f64 / args.rate);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let end = (i + batch).min(args.events);
+        let mut items = Vec::with_capacity((end - i) as usize);
+        for n in i..end {
+            let user = format!("demo-{run:08x}-{n:07}");
+            let good = rng.f64() >= args.bad_fraction;
+            let payload = if good {
+                Some(format!(r#"{{"UserID":"{user}","Nick":"User {n}","FaceUrl":"https://example.com/a/{n}.png"}}"#).into_bytes())
+            } else {
+                bad_payload(n)
+            };
+            items.push((user, payload, good));
+        }
+        let at_ms = now_ms();
+        let sends = items.iter().map(|(user, payload, _)| {
+            let mut r: FutureRecord<'_, str, [u8]> = FutureRecord::to(INPUT).key(user.as_str()).timestamp(at_ms);
+            if let Some(p) = payload {
+                r = r.payload(p.as_slice());
+            }
+            producer.send(r, Timeout::Never)
+        });
+        for (res, (_, _, good)) in futures_util::future::join_all(sends).await.into_iter().zip(&items) {
+            let d = res.map_err(|(e, _)| format!("producing load: {e}"))?;
+            produced.insert((d.partition, d.offset), Produced { good: *good, at_ms });
+        }
+        i = end;
+    }
+    Ok(produced)
+}
+
+/// Reads outcome and dead-letter records until every produced event is accounted for (the
+/// producer's count is `args.events`), `args.timeout` passes, or `shutdown`.
+fn collect(brokers: &str, args: &DemoArgs, shutdown: &Shutdown) -> Result<CollectResult, String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "account-sync-demo-verifier")
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| format!("verifier: {e}"))?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..args.partitions {
+        tpl.add_partition_offset(OUTCOMES, p, Offset::Beginning).map_err(|e| e.to_string())?;
+    }
+    tpl.add_partition_offset(DLQ, 0, Offset::Beginning).map_err(|e| e.to_string())?;
+    consumer.assign(&tpl).map_err(|e| format!("verifier: {e}"))?;
+
+    let mut r = CollectResult::default();
+    let started = Instant::now();
+    let mut last_draw = Instant::now() - Duration::from_secs(1);
+    let target = args.events;
+    loop {
+        let accounted = r.accounted();
+        if accounted >= target || started.elapsed() > args.timeout || shutdown.is_triggered() {
+            // A short grace period to catch duplicates that are still on their way.
+            let grace = Instant::now() + Duration::from_millis(500);
+            while Instant::now() < grace {
+                if let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) {
+                    r.add(&m);
+                }
+            }
+            break;
+        }
+        if let Some(res) = consumer.poll(Duration::from_millis(100)) {
+            let m = res.map_err(|e| format!("verifier: {e}"))?;
+            r.add(&m);
+        }
+        if !args.quiet && last_draw.elapsed() >= Duration::from_millis(200) {
+            last_draw = Instant::now();
+            draw_progress(accounted, target, started.elapsed());
+        }
+    }
+    if !args.quiet {
+        draw_progress(r.accounted().min(target), target, started.elapsed());
+        eprintln!();
+    }
+    r.elapsed = started.elapsed();
+    Ok(r)
+}
+
+fn draw_progress(done: u64, total: u64, elapsed: Duration) {
+    const WIDTH: usize = 40;
+    let filled = ((done as f64 / total.max(1) as f64) * WIDTH as f64) as usize;
+    let rate = done as f64 / elapsed.as_secs_f64().max(0.001);
+    eprint!(
+        "\r  [{}{}] {done}/{total} events done  {rate:>7.0} ev/s  {:>5.1}s",
+        "#".repeat(filled.min(WIDTH)),
+        ".".repeat(WIDTH - filled.min(WIDTH)),
+        elapsed.as_secs_f64()
+    );
+    let _ = std::io::stderr().flush();
+}
+
+/// What the verifier read back.
+#[derive(Debug, Default)]
+struct CollectResult {
+    /// Per input (partition, offset).
+    seen: HashMap<(i32, i64), Seen>,
+    /// Per input offset, the outcome's processed_at (ms) of its first outcome.
+    processed_ms: HashMap<(i32, i64), i64>,
+    /// Statuses of all outcome records.
+    statuses: HashMap<String, u64>,
+    /// Dead letters by stage.
+    dead_by_stage: HashMap<String, u64>,
+    /// Input offsets with their expected record(s) complete.
+    complete: u64,
+    /// Time from start to the end of collection.
+    elapsed: Duration,
+    /// Last processed_at seen (ms).
+    last_processed_ms: i64,
+}
+
+impl CollectResult {
+    fn accounted(&self) -> u64 {
+        self.complete
+    }
+
+    fn add(&mut self, m: &rdkafka::message::BorrowedMessage<'_>) {
+        let before_complete;
+        let key;
+        if m.topic() == OUTCOMES {
+            let Some(v) = m.payload().and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok()) else { return };
+            key = (v["source_partition"].as_i64().unwrap_or(-1) as i32, v["source_offset"].as_i64().unwrap_or(-1));
+            let status = v["status"].as_str().unwrap_or("?").to_owned();
+            let e = self.seen.entry(key).or_default();
+            before_complete = is_complete(e);
+            e.outcomes += 1;
+            e.failed |= status == "failed";
+            *self.statuses.entry(status).or_default() += 1;
+            if let Some(t) = v["processed_at"].as_str().and_then(|s| humantime::parse_rfc3339(s).ok()) {
+                let ms = t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+                self.processed_ms.entry(key).or_insert(ms);
+                self.last_processed_ms = self.last_processed_ms.max(ms);
+            }
+        } else {
+            let header = |name: &str| {
+                m.headers().and_then(|h| {
+                    h.iter().find(|x| x.key == name).and_then(|x| x.value).map(|v| String::from_utf8_lossy(v).into_owned())
+                })
+            };
+            let (Some(p), Some(o)) = (header(crate::sink::headers::SOURCE_PARTITION), header(crate::sink::headers::SOURCE_OFFSET))
+            else {
+                return;
+            };
+            key = (p.parse().unwrap_or(-1), o.parse().unwrap_or(-1));
+            let stage = header(crate::sink::headers::STAGE).unwrap_or_default();
+            *self.dead_by_stage.entry(stage).or_default() += 1;
+            let e = self.seen.entry(key).or_default();
+            before_complete = is_complete(e);
+            e.dead_letters += 1;
+        }
+        if !before_complete && is_complete(&self.seen[&key]) {
+            self.complete += 1;
+        }
+    }
+}
+
+/// An input offset has what it needs: an outcome (plus a dead letter if failed), or a dead
+/// letter alone (decode failure).
+fn is_complete(s: &Seen) -> bool {
+    (s.outcomes > 0 && (!s.failed || s.dead_letters > 0)) || (s.outcomes == 0 && s.dead_letters > 0)
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn summarize(
+    produced: &HashMap<(i32, i64), Produced>,
+    collected: &Result<CollectResult, String>,
+    stats: &crate::emulator::Stats,
+    _wall: Duration,
+) -> Summary {
+    let empty = CollectResult::default();
+    let c = collected.as_ref().unwrap_or(&empty);
+    let mut s = Summary { produced: produced.len() as u64, ..Summary::default() };
+    let mut latencies = Vec::with_capacity(produced.len());
+    for (key, p) in produced {
+        let seen = c.seen.get(key).copied().unwrap_or_default();
+        let expected_outcomes = u32::from(p.good);
+        let expected_dead = if p.good { u32::from(seen.failed) } else { 1 };
+        if seen.outcomes < expected_outcomes || seen.dead_letters < expected_dead {
+            s.lost += 1;
+        }
+        s.duplicates += u64::from(seen.outcomes.saturating_sub(expected_outcomes) + seen.dead_letters.saturating_sub(expected_dead));
+        if let Some(done) = c.processed_ms.get(key) {
+            latencies.push((done - p.at_ms) as f64);
+        }
+    }
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    s.outcomes = c.statuses.values().sum();
+    s.imported = c.statuses.get("imported").copied().unwrap_or(0);
+    s.already_imported = c.statuses.get("already_imported").copied().unwrap_or(0);
+    s.failed = c.statuses.get("failed").copied().unwrap_or(0);
+    s.dead_lettered = c.dead_by_stage.values().sum();
+    s.decode_dead_lettered = c.dead_by_stage.get("decode").copied().unwrap_or(0);
+    s.check_calls = stats.calls.get("account_check").copied().unwrap_or(0);
+    s.import_calls = stats.calls.get("account_import").copied().unwrap_or(0);
+    s.frequency_limited = stats.rate_limited.values().sum();
+    let first_ms = produced.values().map(|p| p.at_ms).min().unwrap_or(0);
+    s.elapsed_seconds = if c.last_processed_ms > first_ms { (c.last_processed_ms - first_ms) as f64 / 1000.0 } else { c.elapsed.as_secs_f64() };
+    s.events_per_second = if s.elapsed_seconds > 0.0 { s.produced as f64 / s.elapsed_seconds } else { 0.0 };
+    s.latency_p50_ms = percentile(&latencies, 0.50);
+    s.latency_p99_ms = percentile(&latencies, 0.99);
+    if let Err(e) = collected {
+        eprintln!("verifier failed: {e}");
+    }
+    s
+}
+
+fn print_table(s: &Summary) {
+    let rows: [(&str, String); 16] = [
+        ("events produced", s.produced.to_string()),
+        ("outcome records", s.outcomes.to_string()),
+        ("  imported", s.imported.to_string()),
+        ("  already imported", s.already_imported.to_string()),
+        ("  failed", s.failed.to_string()),
+        ("dead-lettered", s.dead_lettered.to_string()),
+        ("  of which at decode", s.decode_dead_lettered.to_string()),
+        ("lost", s.lost.to_string()),
+        ("duplicates", s.duplicates.to_string()),
+        ("account_check calls", s.check_calls.to_string()),
+        ("account_import calls", s.import_calls.to_string()),
+        ("frequency-limit answers", s.frequency_limited.to_string()),
+        ("elapsed", format!("{:.2} s", s.elapsed_seconds)),
+        ("throughput", format!("{:.0} events/s", s.events_per_second)),
+        ("latency p50", format!("{:.0} ms", s.latency_p50_ms)),
+        ("latency p99", format!("{:.0} ms", s.latency_p99_ms)),
+    ];
+    println!();
+    println!("  {:<26} {:>14}", "account-sync demo", "");
+    println!("  {}", "-".repeat(41));
+    for (k, v) in rows {
+        println!("  {k:<26} {v:>14}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completeness_rules() {
+        assert!(!is_complete(&Seen::default()));
+        assert!(is_complete(&Seen { outcomes: 1, dead_letters: 0, failed: false }));
+        assert!(!is_complete(&Seen { outcomes: 1, dead_letters: 0, failed: true }));
+        assert!(is_complete(&Seen { outcomes: 1, dead_letters: 1, failed: true }));
+        assert!(is_complete(&Seen { outcomes: 0, dead_letters: 1, failed: false }));
+    }
+
+    #[test]
+    fn lost_and_duplicates_are_counted_per_offset() {
+        let mut produced = HashMap::new();
+        produced.insert((0, 0), Produced { good: true, at_ms: 1000 });
+        produced.insert((0, 1), Produced { good: true, at_ms: 1000 });
+        produced.insert((0, 2), Produced { good: false, at_ms: 1000 });
+        produced.insert((0, 3), Produced { good: true, at_ms: 1000 });
+        let mut c = CollectResult::default();
+        c.seen.insert((0, 0), Seen { outcomes: 2, dead_letters: 0, failed: false }); // one duplicate
+        c.seen.insert((0, 2), Seen { outcomes: 0, dead_letters: 1, failed: false });
+        c.seen.insert((0, 3), Seen { outcomes: 1, dead_letters: 0, failed: true }); // failed without DLQ: lost
+        c.statuses.insert("imported".into(), 3);
+        c.processed_ms.insert((0, 0), 1100);
+        let s = summarize(&produced, &Ok(c), &crate::emulator::Stats::default(), Duration::ZERO);
+        assert_eq!(s.produced, 4);
+        assert_eq!(s.lost, 2, "(0,1) has nothing; (0,3) failed without its dead letter");
+        assert_eq!(s.duplicates, 1);
+        assert_eq!(s.latency_p50_ms, 100.0);
+    }
+
+    #[test]
+    fn bad_payloads_never_decode() {
+        let d = crate::event::Decoder::json_default();
+        for i in 0..12 {
+            assert!(d.decode(bad_payload(i).as_deref()).is_err(), "kind {i}");
+        }
+    }
 }

@@ -18,9 +18,10 @@ struct Cli {
     /// Log format: text (human) or json (one object per line).
     #[arg(long, global = true, env = "ACCOUNT_SYNC_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
-    /// Log level or filter (RUST_LOG syntax, e.g. info or account_sync=debug); RUST_LOG wins if set.
-    #[arg(long, global = true, env = "ACCOUNT_SYNC_LOG_LEVEL", default_value = "info")]
-    log_level: String,
+    /// Log level or filter (RUST_LOG syntax, e.g. info or account_sync=debug); RUST_LOG wins if
+    /// set. Default: info; for the demo, error (its progress bar and summary are the output).
+    #[arg(long, global = true, env = "ACCOUNT_SYNC_LOG_LEVEL")]
+    log_level: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -114,7 +115,8 @@ fn init_logging(format: LogFormat, level: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format, &cli.log_level);
+    let default_level = if matches!(cli.command, Command::Demo(_)) { "error" } else { "info" };
+    init_logging(cli.log_format, cli.log_level.as_deref().unwrap_or(default_level));
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {

@@ -22,7 +22,9 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::util::Timeout;
 use serde_json::Value;
 
-use super::emulator::{ADMIN, SDKAPPID, SECRET};
+use account_sync::emulator::{EmulatorConfig, EmulatorHandle};
+
+use super::emulator::{start_emulator, ADMIN, SDKAPPID, SECRET};
 
 /// Environment variable naming an external broker to test against instead of the mock cluster.
 pub const BROKERS_ENV: &str = "ACCOUNT_SYNC_TEST_BROKERS";
@@ -145,6 +147,61 @@ pub async fn produce_users(producer: &FutureProducer, topic: &str, partitions: i
     out
 }
 
+/// JSON signup event bytes with a UserID and a Nick.
+pub fn event_json(user_id: &str, nick: &str) -> Vec<u8> {
+    serde_json::json!({ "UserID": user_id, "Nick": nick }).to_string().into_bytes()
+}
+
+/// The end (one past the last offset) of each partition that `offsets` (from [`produce`]) touched.
+pub fn ends(offsets: &[(i32, i64)]) -> BTreeMap<i32, i64> {
+    let mut out = BTreeMap::new();
+    for &(p, o) in offsets {
+        let e = out.entry(p).or_insert(0);
+        *e = (*e).max(o + 1);
+    }
+    out
+}
+
+/// How many records `topic` holds now: the sum over its partitions of high − low watermark (no
+/// transactions are involved, so every offset is a record).
+pub fn count_records(brokers: &str, topic: &str) -> usize {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("counter-{}", fastrand::u64(..)))
+        .create()
+        .expect("counting consumer");
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
+    md.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| {
+            let (low, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10)).expect("watermarks");
+            (high - low) as usize
+        })
+        .sum()
+}
+
+/// Waits (polling every 100 ms) until `topic` holds at least `n` records; returns the count.
+pub async fn wait_for_records(brokers: &str, topic: &str, n: usize, within: Duration) -> usize {
+    let deadline = Instant::now() + within;
+    loop {
+        let c = count_records(brokers, topic);
+        if c >= n || Instant::now() >= deadline {
+            return c;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Reads every record `topic` holds now (call it once nothing more is written, e.g. after the
+/// worker stopped), asserting that all of them arrived.
+pub fn read_everything(brokers: &str, topic: &str) -> Vec<ReadRecord> {
+    let n = count_records(brokers, topic);
+    let out = read_all(brokers, topic, n, Duration::from_secs(30), false);
+    assert_eq!(out.len(), n, "read back every record of {topic}");
+    out
+}
+
 /// A record read back from the outcome or dead-letter topic.
 #[derive(Debug, Clone)]
 pub struct ReadRecord {
@@ -157,6 +214,11 @@ impl ReadRecord {
     /// The payload as JSON (outcome records).
     pub fn json(&self) -> Value {
         serde_json::from_slice(self.payload.as_deref().unwrap_or(b"null")).expect("outcome payload is JSON")
+    }
+
+    /// A header's value (dead letters); panics naming it when absent.
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).unwrap_or_else(|| panic!("header {name} missing: {:?}", self.headers))
     }
 
     /// The source (partition, offset): from the JSON of an outcome, or the headers of a dead letter.
@@ -222,42 +284,37 @@ pub fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> BT
         .collect()
 }
 
-/// Worker arguments for the test broker, topics and an emulator, plus `extra` flags.
+/// Worker arguments for the test broker, topics and an emulator, plus `extra` flags. A flag in
+/// `extra` (spelt `--flag value`) replaces the default given here: clap refuses a single-valued
+/// flag twice.
 pub fn worker_args(kafka: &TestKafka, topics: &Topics, api_base_url: &str, group: &str, extra: &[&str]) -> WorkerArgs {
-    let mut args: Vec<String> = vec![
-        "--brokers".into(),
-        kafka.brokers.clone(),
-        "--group-id".into(),
-        group.into(),
-        "--input-topic".into(),
-        topics.input.clone(),
-        "--outcome-topic".into(),
-        topics.outcomes.clone(),
-        "--dlq-topic".into(),
-        topics.dlq.clone(),
-        "--sdkappid".into(),
-        SDKAPPID.to_string(),
-        "--identifier".into(),
-        ADMIN.into(),
-        "--api-base-url".into(),
-        api_base_url.into(),
-        "--request-timeout".into(),
-        "3500ms".into(),
-        "--retry-initial-backoff".into(),
-        "10ms".into(),
-        "--retry-max-backoff".into(),
-        "100ms".into(),
-        "--window-linger".into(),
-        "50ms".into(),
-        "--commit-interval".into(),
-        "200ms".into(),
-        "--systemic-probe-interval".into(),
-        "100ms".into(),
-        "--kafka-property".into(),
-        "session.timeout.ms=6000".into(),
-        "--kafka-property".into(),
-        "heartbeat.interval.ms=500".into(),
+    let sdkappid = SDKAPPID.to_string();
+    let defaults: [(&str, &str); 14] = [
+        ("--brokers", &kafka.brokers),
+        ("--group-id", group),
+        ("--input-topic", &topics.input),
+        ("--outcome-topic", &topics.outcomes),
+        ("--dlq-topic", &topics.dlq),
+        ("--sdkappid", &sdkappid),
+        ("--identifier", ADMIN),
+        ("--api-base-url", api_base_url),
+        ("--request-timeout", "3500ms"),
+        ("--retry-initial-backoff", "10ms"),
+        ("--retry-max-backoff", "100ms"),
+        ("--window-linger", "50ms"),
+        ("--commit-interval", "200ms"),
+        ("--systemic-probe-interval", "100ms"),
     ];
+    let mut args: Vec<String> = Vec::new();
+    for (flag, value) in defaults {
+        if !extra.contains(&flag) {
+            args.extend([flag.to_string(), value.to_string()]);
+        }
+    }
+    // Repeatable: the caller's properties are added after these (librdkafka keeps the last).
+    for prop in ["session.timeout.ms=6000", "heartbeat.interval.ms=500"] {
+        args.extend(["--kafka-property".to_owned(), prop.to_owned()]);
+    }
     args.extend(extra.iter().map(|s| s.to_string()));
     WorkerArgs::from_args(args, SecretKey::new(SECRET)).expect("valid worker args")
 }
@@ -296,4 +353,72 @@ pub async fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     f()
+}
+
+/// One test's world: a broker, the worker's three topics, an emulator and a consumer group name.
+pub struct WorkerEnv {
+    pub kafka: TestKafka,
+    pub topics: Topics,
+    /// Partitions of the input topic.
+    pub partitions: i32,
+    pub emu: EmulatorHandle,
+    /// The group workers of this test join (a second worker on it resumes the first's offsets).
+    pub group: String,
+}
+
+impl WorkerEnv {
+    /// A one-broker mock cluster (or the external broker), topics with `partitions` input
+    /// partitions, and an emulator started from `emu`.
+    pub async fn start(partitions: i32, emu: EmulatorConfig) -> WorkerEnv {
+        let kafka = TestKafka::start(1);
+        let topics = kafka.worker_topics(partitions).await;
+        let group = kafka.name("group");
+        let emu = start_emulator(emu).await;
+        WorkerEnv { kafka, topics, partitions, emu, group }
+    }
+
+    /// Worker arguments for this world plus `extra` flags.
+    pub fn args(&self, extra: &[&str]) -> WorkerArgs {
+        worker_args(&self.kafka, &self.topics, &self.emu.base_url(), &self.group, extra)
+    }
+
+    /// Starts a worker with `extra` flags.
+    pub fn worker(&self, extra: &[&str]) -> RunningWorker {
+        RunningWorker::start(self.args(extra))
+    }
+
+    /// Produces JSON events for `users` round-robin over the input partitions.
+    pub async fn produce_users(&self, users: &[String]) -> Vec<(i32, i64)> {
+        produce_users(&self.kafka.producer(), &self.topics.input, self.partitions, users).await
+    }
+
+    /// The group's committed offsets on the input topic.
+    pub fn committed(&self) -> BTreeMap<i32, i64> {
+        committed(&self.kafka.brokers, &self.group, &self.topics.input, self.partitions)
+    }
+
+    /// Waits until the outcome topic holds at least `n` records; returns how many it holds.
+    pub async fn wait_outcomes(&self, n: usize, within: Duration) -> usize {
+        wait_for_records(&self.kafka.brokers, &self.topics.outcomes, n, within).await
+    }
+
+    /// Records in the outcome topic now.
+    pub fn outcome_count(&self) -> usize {
+        count_records(&self.kafka.brokers, &self.topics.outcomes)
+    }
+
+    /// Records in the dead-letter topic now.
+    pub fn dead_letter_count(&self) -> usize {
+        count_records(&self.kafka.brokers, &self.topics.dlq)
+    }
+
+    /// Every outcome record (read once the worker stopped).
+    pub fn outcomes(&self) -> Vec<ReadRecord> {
+        read_everything(&self.kafka.brokers, &self.topics.outcomes)
+    }
+
+    /// Every dead-letter record (read once the worker stopped).
+    pub fn dead_letters(&self) -> Vec<ReadRecord> {
+        read_everything(&self.kafka.brokers, &self.topics.dlq)
+    }
 }
