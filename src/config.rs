@@ -41,7 +41,11 @@ impl SecretKeyArgs {
     /// Loads the key: the file if given, else the environment. Errors name the source.
     pub fn load(&self) -> Result<SecretKey, String> {
         if let Some(key) = &self.secret_key {
-            return if key.is_empty() { Err("the secret key is empty".into()) } else { Ok(key.clone()) };
+            return if key.is_empty() {
+                Err("the secret key is empty".into())
+            } else {
+                Ok(key.clone())
+            };
         }
         let key = match &self.secret_key_file {
             Some(path) => {
@@ -50,7 +54,9 @@ impl SecretKeyArgs {
                 SecretKey::new(text)
             }
             None => SecretKey::new(std::env::var(SECRET_KEY_ENV).map_err(|_| {
-                format!("the app's secret key is not set: set {SECRET_KEY_ENV} or --secret-key-file")
+                format!(
+                    "the app's secret key is not set: set {SECRET_KEY_ENV} or --secret-key-file"
+                )
             })?),
         };
         if key.is_empty() {
@@ -100,7 +106,10 @@ impl FromStr for KafkaProperty {
         if key.is_empty() {
             return Err(format!("kafka property {s:?} has an empty key"));
         }
-        Ok(KafkaProperty { key: key.to_owned(), value: v.trim().to_owned() })
+        Ok(KafkaProperty {
+            key: key.to_owned(),
+            value: v.trim().to_owned(),
+        })
     }
 }
 
@@ -147,7 +156,11 @@ pub struct ChatArgs {
     #[arg(long, env = "ACCOUNT_SYNC_RETRY_MAX_ATTEMPTS", default_value_t = 8)]
     pub retry_max_attempts: u32,
     /// Attempts for vendor error codes account-sync does not know.
-    #[arg(long, env = "ACCOUNT_SYNC_RETRY_UNKNOWN_CODE_ATTEMPTS", default_value_t = 3)]
+    #[arg(
+        long,
+        env = "ACCOUNT_SYNC_RETRY_UNKNOWN_CODE_ATTEMPTS",
+        default_value_t = 3
+    )]
     pub retry_unknown_code_attempts: u32,
     /// No retry starts after this much time since the first attempt.
     #[arg(long, env = "ACCOUNT_SYNC_RETRY_MAX_ELAPSED", default_value = "60s", value_parser = parse_duration)]
@@ -169,7 +182,12 @@ impl ChatArgs {
             Some(raw) => parse_base_url(raw, self.allow_insecure_http)?,
             None => self.region.base_url(),
         };
-        let mut c = ChatConfig::new(self.sdkappid, self.identifier.clone(), self.secret.load()?, base_url);
+        let mut c = ChatConfig::new(
+            self.sdkappid,
+            self.identifier.clone(),
+            self.secret.load()?,
+            base_url,
+        );
         c.request_timeout = self.request_timeout;
         c.usersig_validity = self.usersig_validity;
         c.usersig_refresh_margin = self.usersig_refresh_margin;
@@ -180,7 +198,8 @@ impl ChatArgs {
             initial_backoff: self.retry_initial_backoff,
             max_backoff: self.retry_max_backoff,
         };
-        c.validate().map_err(|e| format!("chat API settings: {e}"))?;
+        c.validate()
+            .map_err(|e| format!("chat API settings: {e}"))?;
         Ok(c)
     }
 
@@ -188,12 +207,18 @@ impl ChatArgs {
     pub fn limiters(&self) -> Result<ApiLimiters, String> {
         let make = |name: &str, rate: f64, burst: u32| -> Result<std::sync::Arc<Limiter>, String> {
             if !rate.is_finite() || rate < 0.0 {
-                return Err(format!("--{name}-rate must be a non-negative number, got {rate}"));
+                return Err(format!(
+                    "--{name}-rate must be a non-negative number, got {rate}"
+                ));
             }
             if burst == 0 {
                 return Err(format!("--{name}-burst must be at least 1"));
             }
-            Ok(std::sync::Arc::new(if rate == 0.0 { Limiter::unlimited() } else { Limiter::new(rate, burst) }))
+            Ok(std::sync::Arc::new(if rate == 0.0 {
+                Limiter::unlimited()
+            } else {
+                Limiter::new(rate, burst)
+            }))
         };
         Ok(ApiLimiters {
             check: make("check", self.check_rate, self.check_burst)?,
@@ -217,17 +242,30 @@ pub struct WorkerArgs {
     #[arg(long, env = "ACCOUNT_SYNC_INPUT_TOPIC", default_value = "signups")]
     pub input_topic: String,
     /// Topic for one outcome record per decoded input record.
-    #[arg(long, env = "ACCOUNT_SYNC_OUTCOME_TOPIC", default_value = "account-outcomes")]
+    #[arg(
+        long,
+        env = "ACCOUNT_SYNC_OUTCOME_TOPIC",
+        default_value = "account-outcomes"
+    )]
     pub outcome_topic: String,
     /// Topic for dead-letter records.
     #[arg(long, env = "ACCOUNT_SYNC_DLQ_TOPIC", default_value = "account-dlq")]
     pub dlq_topic: String,
     /// Extra librdkafka property for consumer and producer, key=value (repeatable), e.g.
     /// security.protocol=SASL_SSL. In the environment variable, separate them with `;`.
-    #[arg(long = "kafka-property", env = "ACCOUNT_SYNC_KAFKA_PROPERTIES", value_delimiter = ';')]
+    #[arg(
+        long = "kafka-property",
+        env = "ACCOUNT_SYNC_KAFKA_PROPERTIES",
+        value_delimiter = ';'
+    )]
     pub kafka_properties: Vec<KafkaProperty>,
     /// Input payload format.
-    #[arg(long, env = "ACCOUNT_SYNC_INPUT_FORMAT", value_enum, default_value = "json")]
+    #[arg(
+        long,
+        env = "ACCOUNT_SYNC_INPUT_FORMAT",
+        value_enum,
+        default_value = "json"
+    )]
     pub input_format: InputFormatArg,
     /// JSON pointer to the UserID.
     #[arg(long, env = "ACCOUNT_SYNC_USER_ID_POINTER", default_value = "/UserID")]
@@ -236,7 +274,11 @@ pub struct WorkerArgs {
     #[arg(long, env = "ACCOUNT_SYNC_NICK_POINTER", default_value = "/Nick")]
     pub nick_pointer: String,
     /// JSON pointer to the optional avatar URL.
-    #[arg(long, env = "ACCOUNT_SYNC_FACE_URL_POINTER", default_value = "/FaceUrl")]
+    #[arg(
+        long,
+        env = "ACCOUNT_SYNC_FACE_URL_POINTER",
+        default_value = "/FaceUrl"
+    )]
     pub face_url_pointer: String,
     /// Most distinct UserIDs per account_check window (1-100).
     #[arg(long, env = "ACCOUNT_SYNC_WINDOW_SIZE", default_value_t = 100)]
@@ -248,10 +290,18 @@ pub struct WorkerArgs {
     #[arg(long, env = "ACCOUNT_SYNC_MAX_WINDOWS_IN_FLIGHT", default_value_t = 32)]
     pub max_windows_in_flight: usize,
     /// Input records held at once (received, not yet committed-ready); above it the partitions pause.
-    #[arg(long, env = "ACCOUNT_SYNC_MAX_EVENTS_IN_FLIGHT", default_value_t = 10_000)]
+    #[arg(
+        long,
+        env = "ACCOUNT_SYNC_MAX_EVENTS_IN_FLIGHT",
+        default_value_t = 10_000
+    )]
     pub max_events_in_flight: usize,
     /// account_import calls in flight at once, across windows.
-    #[arg(long, env = "ACCOUNT_SYNC_MAX_IMPORTS_IN_FLIGHT", default_value_t = 256)]
+    #[arg(
+        long,
+        env = "ACCOUNT_SYNC_MAX_IMPORTS_IN_FLIGHT",
+        default_value_t = 256
+    )]
     pub max_imports_in_flight: usize,
     /// How often stored offsets are committed.
     #[arg(long, env = "ACCOUNT_SYNC_COMMIT_INTERVAL", default_value = "5s", value_parser = parse_duration)]
@@ -266,7 +316,11 @@ pub struct WorkerArgs {
     #[command(flatten)]
     pub chat: ChatArgs,
     /// Admin HTTP listen address (/metrics, /healthz, /readyz).
-    #[arg(long, env = "ACCOUNT_SYNC_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
+    #[arg(
+        long,
+        env = "ACCOUNT_SYNC_ADMIN_LISTEN",
+        default_value = "0.0.0.0:9090"
+    )]
     pub admin_listen: SocketAddr,
 }
 
@@ -283,8 +337,11 @@ impl WorkerArgs {
             #[command(flatten)]
             worker: WorkerArgs,
         }
-        let argv = std::iter::once(std::ffi::OsString::from("account-sync")).chain(args.into_iter().map(Into::into));
-        let mut w = <Wrapper as clap::Parser>::try_parse_from(argv).map_err(|e| e.to_string())?.worker;
+        let argv = std::iter::once(std::ffi::OsString::from("account-sync"))
+            .chain(args.into_iter().map(Into::into));
+        let mut w = <Wrapper as clap::Parser>::try_parse_from(argv)
+            .map_err(|e| e.to_string())?
+            .worker;
         w.chat.secret.secret_key = Some(secret_key);
         Ok(w)
     }
@@ -308,12 +365,18 @@ impl WorkerArgs {
             return Err("--group-id is empty".into());
         }
         if !(1..=crate::chat::api::MAX_IDS_PER_CALL).contains(&self.window_size) {
-            return Err(format!("--window-size must be 1 to 100 (account_check takes at most 100 UserIDs), got {}", self.window_size));
+            return Err(format!(
+                "--window-size must be 1 to 100 (account_check takes at most 100 UserIDs), got {}",
+                self.window_size
+            ));
         }
         if self.window_linger.is_zero() {
             return Err("--window-linger must be greater than 0".into());
         }
-        if self.max_windows_in_flight == 0 || self.max_events_in_flight == 0 || self.max_imports_in_flight == 0 {
+        if self.max_windows_in_flight == 0
+            || self.max_events_in_flight == 0
+            || self.max_imports_in_flight == 0
+        {
             return Err("--max-windows-in-flight, --max-events-in-flight and --max-imports-in-flight must be at least 1".into());
         }
         if self.max_events_in_flight < self.window_size {
@@ -344,7 +407,12 @@ impl WorkerArgs {
             InputFormatArg::Json => InputFormat::Json,
             InputFormatArg::Plain => InputFormat::Plain,
         };
-        Decoder::new(format, &self.user_id_pointer, &self.nick_pointer, &self.face_url_pointer)
+        Decoder::new(
+            format,
+            &self.user_id_pointer,
+            &self.nick_pointer,
+            &self.face_url_pointer,
+        )
     }
 }
 
@@ -363,7 +431,9 @@ fn validate_topic(flag: &str, topic: &str) -> Result<(), String> {
         && topic.len() <= 249
         && topic != "."
         && topic != ".."
-        && topic.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+        && topic
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
     if ok {
         Ok(())
     } else {
@@ -384,9 +454,17 @@ mod tests {
     }
 
     fn parse(args: &[&str]) -> Result<WorkerArgs, String> {
-        let mut all = vec!["test", "--brokers", "localhost:9092", "--sdkappid", "1400000000"];
+        let mut all = vec![
+            "test",
+            "--brokers",
+            "localhost:9092",
+            "--sdkappid",
+            "1400000000",
+        ];
         all.extend_from_slice(args);
-        Cli::try_parse_from(all).map(|c| c.worker).map_err(|e| e.to_string())
+        Cli::try_parse_from(all)
+            .map(|c| c.worker)
+            .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -416,24 +494,42 @@ mod tests {
         assert!(w.validate().unwrap_err().contains("pointer"));
         let w = parse(&["--outcome-topic", "signups"]).unwrap();
         assert!(w.validate().unwrap_err().contains("--input-topic"));
-        assert!(parse(&["--window-linger", "soon"]).unwrap_err().contains("window-linger"));
+        assert!(parse(&["--window-linger", "soon"])
+            .unwrap_err()
+            .contains("window-linger"));
         assert!(parse(&["--region", "mars"]).unwrap_err().contains("mars"));
-        assert!(parse(&["--kafka-property", "novalue"]).unwrap_err().contains("key=value"));
+        assert!(parse(&["--kafka-property", "novalue"])
+            .unwrap_err()
+            .contains("key=value"));
     }
 
     #[test]
     fn kafka_properties_are_repeatable() {
-        let w = parse(&["--kafka-property", "security.protocol=SASL_SSL", "--kafka-property", "sasl.mechanism=PLAIN"])
-            .unwrap();
+        let w = parse(&[
+            "--kafka-property",
+            "security.protocol=SASL_SSL",
+            "--kafka-property",
+            "sasl.mechanism=PLAIN",
+        ])
+        .unwrap();
         assert_eq!(w.kafka_properties.len(), 2);
-        assert_eq!(w.kafka_properties[1], KafkaProperty { key: "sasl.mechanism".into(), value: "PLAIN".into() });
+        assert_eq!(
+            w.kafka_properties[1],
+            KafkaProperty {
+                key: "sasl.mechanism".into(),
+                value: "PLAIN".into()
+            }
+        );
     }
 
     #[test]
     fn secret_key_from_file_is_trimmed_and_errors_name_the_source() {
         let dir = std::env::temp_dir().join(format!("as-key-{}", std::process::id()));
         std::fs::write(&dir, "s3cret\n").unwrap();
-        let args = SecretKeyArgs { secret_key_file: Some(dir.clone()), secret_key: None };
+        let args = SecretKeyArgs {
+            secret_key_file: Some(dir.clone()),
+            secret_key: None,
+        };
         let key = args.load().unwrap();
         assert!(!format!("{key:?}").contains("s3cret"));
         std::fs::write(&dir, "\n").unwrap();

@@ -143,29 +143,52 @@ impl DemoArgs {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Runs the demo; `Ok(FAILURE)` when records were lost.
 pub async fn run(args: DemoArgs, shutdown: Shutdown) -> Result<ExitCode, String> {
     args.validate()?;
     // A fresh key per run: nothing secret is hard-coded, and nothing of it is printed.
-    let key = SecretKey::new(format!("demo-{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)));
-    let kafka = EmbeddedKafka::start(1, &[(INPUT.into(), args.partitions), (OUTCOMES.into(), args.partitions), (DLQ.into(), 1)])
-        .map_err(|e| format!("embedded Kafka: {e}"))?;
+    let key = SecretKey::new(format!(
+        "demo-{:016x}{:016x}",
+        fastrand::u64(..),
+        fastrand::u64(..)
+    ));
+    let kafka = EmbeddedKafka::start(
+        1,
+        &[
+            (INPUT.into(), args.partitions),
+            (OUTCOMES.into(), args.partitions),
+            (DLQ.into(), 1),
+        ],
+    )
+    .map_err(|e| format!("embedded Kafka: {e}"))?;
     let brokers = kafka.bootstrap_servers().to_owned();
     let emulator = start_emulator(&args, key.clone()).await?;
     let worker_args = WorkerArgs::from_args(
         [
-            "--brokers", &brokers,
-            "--group-id", "account-sync-demo",
-            "--sdkappid", &SDKAPPID.to_string(),
-            "--identifier", ADMIN,
-            "--api-base-url", &emulator.base_url(),
-            "--check-rate", &args.check_rate.to_string(),
-            "--import-rate", &args.import_rate.to_string(),
-            "--admin-listen", &args.admin_listen.to_string(),
-            "--commit-interval", "1s",
+            "--brokers",
+            &brokers,
+            "--group-id",
+            "account-sync-demo",
+            "--sdkappid",
+            &SDKAPPID.to_string(),
+            "--identifier",
+            ADMIN,
+            "--api-base-url",
+            &emulator.base_url(),
+            "--check-rate",
+            &args.check_rate.to_string(),
+            "--import-rate",
+            &args.import_rate.to_string(),
+            "--admin-listen",
+            &args.admin_listen.to_string(),
+            "--commit-interval",
+            "1s",
         ],
         key,
     )?;
@@ -184,7 +207,10 @@ pub async fn run(args: DemoArgs, shutdown: Shutdown) -> Result<ExitCode, String>
         rate_text(args.import_rate),
         args.api_latency_ms
     );
-    eprintln!("  Kafka {brokers} · Chat API emulator {} · metrics http://{admin_addr}/metrics", emulator.base_url());
+    eprintln!(
+        "  Kafka {brokers} · Chat API emulator {} · metrics http://{admin_addr}/metrics",
+        emulator.base_url()
+    );
 
     let started = Instant::now();
     let producer_task = {
@@ -207,7 +233,8 @@ pub async fn run(args: DemoArgs, shutdown: Shutdown) -> Result<ExitCode, String>
     print_table(&summary);
     if let Some(path) = &args.summary_json {
         let json = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?;
-        std::fs::write(path, json + "\n").map_err(|e| format!("--summary-json {}: {e}", path.display()))?;
+        std::fs::write(path, json + "\n")
+            .map_err(|e| format!("--summary-json {}: {e}", path.display()))?;
     }
     worker_result.map_err(|e| format!("worker: {e}"))?;
     if summary.lost > 0 {
@@ -256,7 +283,10 @@ fn bad_payload(i: u64) -> Option<Vec<u8>> {
 }
 
 /// Produces the load; returns what was produced at each (partition, offset).
-async fn produce_load(brokers: &str, args: &DemoArgs) -> Result<HashMap<(i32, i64), Produced>, String> {
+async fn produce_load(
+    brokers: &str,
+    args: &DemoArgs,
+) -> Result<HashMap<(i32, i64), Produced>, String> {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
@@ -266,7 +296,11 @@ async fn produce_load(brokers: &str, args: &DemoArgs) -> Result<HashMap<(i32, i6
     let run = fastrand::u32(..);
     let mut rng = fastrand::Rng::with_seed(u64::from(run));
     let mut produced = HashMap::with_capacity(args.events as usize);
-    let batch = if args.rate > 0.0 { (args.rate / 20.0).ceil().max(1.0) as u64 } else { 1_000 };
+    let batch = if args.rate > 0.0 {
+        (args.rate / 20.0).ceil().max(1.0) as u64
+    } else {
+        1_000
+    };
     let started = Instant::now();
     let mut i = 0u64;
     while i < args.events {
@@ -288,13 +322,18 @@ async fn produce_load(brokers: &str, args: &DemoArgs) -> Result<HashMap<(i32, i6
         }
         let at_ms = now_ms();
         let sends = items.iter().map(|(user, payload, _)| {
-            let mut r: FutureRecord<'_, str, [u8]> = FutureRecord::to(INPUT).key(user.as_str()).timestamp(at_ms);
+            let mut r: FutureRecord<'_, str, [u8]> =
+                FutureRecord::to(INPUT).key(user.as_str()).timestamp(at_ms);
             if let Some(p) = payload {
                 r = r.payload(p.as_slice());
             }
             producer.send(r, Timeout::Never)
         });
-        for (res, (_, _, good)) in futures_util::future::join_all(sends).await.into_iter().zip(&items) {
+        for (res, (_, _, good)) in futures_util::future::join_all(sends)
+            .await
+            .into_iter()
+            .zip(&items)
+        {
             let d = res.map_err(|(e, _)| format!("producing load: {e}"))?;
             produced.insert((d.partition, d.offset), Produced { good: *good, at_ms });
         }
@@ -314,10 +353,14 @@ fn collect(brokers: &str, args: &DemoArgs, shutdown: &Shutdown) -> Result<Collec
         .map_err(|e| format!("verifier: {e}"))?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..args.partitions {
-        tpl.add_partition_offset(OUTCOMES, p, Offset::Beginning).map_err(|e| e.to_string())?;
+        tpl.add_partition_offset(OUTCOMES, p, Offset::Beginning)
+            .map_err(|e| e.to_string())?;
     }
-    tpl.add_partition_offset(DLQ, 0, Offset::Beginning).map_err(|e| e.to_string())?;
-    consumer.assign(&tpl).map_err(|e| format!("verifier: {e}"))?;
+    tpl.add_partition_offset(DLQ, 0, Offset::Beginning)
+        .map_err(|e| e.to_string())?;
+    consumer
+        .assign(&tpl)
+        .map_err(|e| format!("verifier: {e}"))?;
 
     let mut r = CollectResult::default();
     let started = Instant::now();
@@ -393,27 +436,46 @@ impl CollectResult {
         let before_complete;
         let key;
         if m.topic() == OUTCOMES {
-            let Some(v) = m.payload().and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok()) else { return };
-            key = (v["source_partition"].as_i64().unwrap_or(-1) as i32, v["source_offset"].as_i64().unwrap_or(-1));
+            let Some(v) = m
+                .payload()
+                .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
+            else {
+                return;
+            };
+            key = (
+                v["source_partition"].as_i64().unwrap_or(-1) as i32,
+                v["source_offset"].as_i64().unwrap_or(-1),
+            );
             let status = v["status"].as_str().unwrap_or("?").to_owned();
             let e = self.seen.entry(key).or_default();
             before_complete = is_complete(e);
             e.outcomes += 1;
             e.failed |= status == "failed";
             *self.statuses.entry(status).or_default() += 1;
-            if let Some(t) = v["processed_at"].as_str().and_then(|s| humantime::parse_rfc3339(s).ok()) {
-                let ms = t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+            if let Some(t) = v["processed_at"]
+                .as_str()
+                .and_then(|s| humantime::parse_rfc3339(s).ok())
+            {
+                let ms = t
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or(0);
                 self.processed_ms.entry(key).or_insert(ms);
                 self.last_processed_ms = self.last_processed_ms.max(ms);
             }
         } else {
             let header = |name: &str| {
                 m.headers().and_then(|h| {
-                    h.iter().find(|x| x.key == name).and_then(|x| x.value).map(|v| String::from_utf8_lossy(v).into_owned())
+                    h.iter()
+                        .find(|x| x.key == name)
+                        .and_then(|x| x.value)
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
                 })
             };
-            let (Some(p), Some(o)) = (header(crate::sink::headers::SOURCE_PARTITION), header(crate::sink::headers::SOURCE_OFFSET))
-            else {
+            let (Some(p), Some(o)) = (
+                header(crate::sink::headers::SOURCE_PARTITION),
+                header(crate::sink::headers::SOURCE_OFFSET),
+            ) else {
                 return;
             };
             key = (p.parse().unwrap_or(-1), o.parse().unwrap_or(-1));
@@ -451,7 +513,10 @@ fn summarize(
 ) -> Summary {
     let empty = CollectResult::default();
     let c = collected.as_ref().unwrap_or(&empty);
-    let mut s = Summary { produced: produced.len() as u64, ..Summary::default() };
+    let mut s = Summary {
+        produced: produced.len() as u64,
+        ..Summary::default()
+    };
     let mut latencies = Vec::with_capacity(produced.len());
     for (key, p) in produced {
         let seen = c.seen.get(key).copied().unwrap_or_default();
@@ -460,7 +525,10 @@ fn summarize(
         if seen.outcomes < expected_outcomes || seen.dead_letters < expected_dead {
             s.lost += 1;
         }
-        s.duplicates += u64::from(seen.outcomes.saturating_sub(expected_outcomes) + seen.dead_letters.saturating_sub(expected_dead));
+        s.duplicates += u64::from(
+            seen.outcomes.saturating_sub(expected_outcomes)
+                + seen.dead_letters.saturating_sub(expected_dead),
+        );
         if let Some(done) = c.processed_ms.get(key) {
             latencies.push((done - p.at_ms) as f64);
         }
@@ -476,8 +544,16 @@ fn summarize(
     s.import_calls = stats.calls.get("account_import").copied().unwrap_or(0);
     s.frequency_limited = stats.rate_limited.values().sum();
     let first_ms = produced.values().map(|p| p.at_ms).min().unwrap_or(0);
-    s.elapsed_seconds = if c.last_processed_ms > first_ms { (c.last_processed_ms - first_ms) as f64 / 1000.0 } else { c.elapsed.as_secs_f64() };
-    s.events_per_second = if s.elapsed_seconds > 0.0 { s.produced as f64 / s.elapsed_seconds } else { 0.0 };
+    s.elapsed_seconds = if c.last_processed_ms > first_ms {
+        (c.last_processed_ms - first_ms) as f64 / 1000.0
+    } else {
+        c.elapsed.as_secs_f64()
+    };
+    s.events_per_second = if s.elapsed_seconds > 0.0 {
+        s.produced as f64 / s.elapsed_seconds
+    } else {
+        0.0
+    };
     s.latency_p50_ms = percentile(&latencies, 0.50);
     s.latency_p99_ms = percentile(&latencies, 0.99);
     if let Err(e) = collected {
@@ -520,28 +596,97 @@ mod tests {
     #[test]
     fn completeness_rules() {
         assert!(!is_complete(&Seen::default()));
-        assert!(is_complete(&Seen { outcomes: 1, dead_letters: 0, failed: false }));
-        assert!(!is_complete(&Seen { outcomes: 1, dead_letters: 0, failed: true }));
-        assert!(is_complete(&Seen { outcomes: 1, dead_letters: 1, failed: true }));
-        assert!(is_complete(&Seen { outcomes: 0, dead_letters: 1, failed: false }));
+        assert!(is_complete(&Seen {
+            outcomes: 1,
+            dead_letters: 0,
+            failed: false
+        }));
+        assert!(!is_complete(&Seen {
+            outcomes: 1,
+            dead_letters: 0,
+            failed: true
+        }));
+        assert!(is_complete(&Seen {
+            outcomes: 1,
+            dead_letters: 1,
+            failed: true
+        }));
+        assert!(is_complete(&Seen {
+            outcomes: 0,
+            dead_letters: 1,
+            failed: false
+        }));
     }
 
     #[test]
     fn lost_and_duplicates_are_counted_per_offset() {
         let mut produced = HashMap::new();
-        produced.insert((0, 0), Produced { good: true, at_ms: 1000 });
-        produced.insert((0, 1), Produced { good: true, at_ms: 1000 });
-        produced.insert((0, 2), Produced { good: false, at_ms: 1000 });
-        produced.insert((0, 3), Produced { good: true, at_ms: 1000 });
+        produced.insert(
+            (0, 0),
+            Produced {
+                good: true,
+                at_ms: 1000,
+            },
+        );
+        produced.insert(
+            (0, 1),
+            Produced {
+                good: true,
+                at_ms: 1000,
+            },
+        );
+        produced.insert(
+            (0, 2),
+            Produced {
+                good: false,
+                at_ms: 1000,
+            },
+        );
+        produced.insert(
+            (0, 3),
+            Produced {
+                good: true,
+                at_ms: 1000,
+            },
+        );
         let mut c = CollectResult::default();
-        c.seen.insert((0, 0), Seen { outcomes: 2, dead_letters: 0, failed: false }); // one duplicate
-        c.seen.insert((0, 2), Seen { outcomes: 0, dead_letters: 1, failed: false });
-        c.seen.insert((0, 3), Seen { outcomes: 1, dead_letters: 0, failed: true }); // failed without DLQ: lost
+        c.seen.insert(
+            (0, 0),
+            Seen {
+                outcomes: 2,
+                dead_letters: 0,
+                failed: false,
+            },
+        ); // one duplicate
+        c.seen.insert(
+            (0, 2),
+            Seen {
+                outcomes: 0,
+                dead_letters: 1,
+                failed: false,
+            },
+        );
+        c.seen.insert(
+            (0, 3),
+            Seen {
+                outcomes: 1,
+                dead_letters: 0,
+                failed: true,
+            },
+        ); // failed without DLQ: lost
         c.statuses.insert("imported".into(), 3);
         c.processed_ms.insert((0, 0), 1100);
-        let s = summarize(&produced, &Ok(c), &crate::emulator::Stats::default(), Duration::ZERO);
+        let s = summarize(
+            &produced,
+            &Ok(c),
+            &crate::emulator::Stats::default(),
+            Duration::ZERO,
+        );
         assert_eq!(s.produced, 4);
-        assert_eq!(s.lost, 2, "(0,1) has nothing; (0,3) failed without its dead letter");
+        assert_eq!(
+            s.lost, 2,
+            "(0,1) has nothing; (0,3) failed without its dead letter"
+        );
         assert_eq!(s.duplicates, 1);
         assert_eq!(s.latency_p50_ms, 100.0);
     }

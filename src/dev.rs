@@ -28,11 +28,17 @@ pub struct DevKafkaArgs {
 /// Parses `NAME:PARTITIONS` (partitions default to 1 when omitted).
 pub fn parse_topic_spec(s: &str) -> Result<(String, i32), String> {
     let (name, parts) = match s.rsplit_once(':') {
-        Some((n, p)) => (n, p.parse::<i32>().map_err(|_| format!("topic {s:?}: partitions must be a number"))?),
+        Some((n, p)) => (
+            n,
+            p.parse::<i32>()
+                .map_err(|_| format!("topic {s:?}: partitions must be a number"))?,
+        ),
         None => (s, 1),
     };
     if name.is_empty() || !(1..=1000).contains(&parts) {
-        return Err(format!("topic {s:?} must be NAME:PARTITIONS with 1-1000 partitions"));
+        return Err(format!(
+            "topic {s:?} must be NAME:PARTITIONS with 1-1000 partitions"
+        ));
     }
     Ok((name.to_owned(), parts))
 }
@@ -41,7 +47,11 @@ enum Command {
     CreateTopic(String, i32, std_mpsc::Sender<KafkaResult<()>>),
     BrokerDown(i32, std_mpsc::Sender<KafkaResult<()>>),
     BrokerUp(i32, std_mpsc::Sender<KafkaResult<()>>),
-    RequestErrors(RDKafkaApiKey, Vec<RDKafkaRespErr>, std_mpsc::Sender<KafkaResult<()>>),
+    RequestErrors(
+        RDKafkaApiKey,
+        Vec<RDKafkaRespErr>,
+        std_mpsc::Sender<KafkaResult<()>>,
+    ),
     ClearRequestErrors(RDKafkaApiKey, std_mpsc::Sender<KafkaResult<()>>),
 }
 
@@ -98,7 +108,11 @@ impl EmbeddedKafka {
         let bootstrap = ready_rx
             .recv()
             .map_err(|_| KafkaError::MockCluster(rdkafka::types::RDKafkaErrorCode::Fail))??;
-        let kafka = EmbeddedKafka { bootstrap, commands: Some(cmd_tx), thread: Some(thread) };
+        let kafka = EmbeddedKafka {
+            bootstrap,
+            commands: Some(cmd_tx),
+            thread: Some(thread),
+        };
         for (name, parts) in topics {
             kafka.create_topic(name, *parts)?;
         }
@@ -110,10 +124,17 @@ impl EmbeddedKafka {
         &self.bootstrap
     }
 
-    fn call(&self, make: impl FnOnce(std_mpsc::Sender<KafkaResult<()>>) -> Command) -> KafkaResult<()> {
+    fn call(
+        &self,
+        make: impl FnOnce(std_mpsc::Sender<KafkaResult<()>>) -> Command,
+    ) -> KafkaResult<()> {
         let (tx, rx) = std_mpsc::channel();
         let fail = || KafkaError::MockCluster(rdkafka::types::RDKafkaErrorCode::Fail);
-        self.commands.as_ref().ok_or_else(fail)?.send(make(tx)).map_err(|_| fail())?;
+        self.commands
+            .as_ref()
+            .ok_or_else(fail)?
+            .send(make(tx))
+            .map_err(|_| fail())?;
         rx.recv().map_err(|_| fail())?
     }
 
@@ -158,7 +179,10 @@ mod tests {
 
     #[test]
     fn topic_specs() {
-        assert_eq!(parse_topic_spec("signups:6").unwrap(), ("signups".into(), 6));
+        assert_eq!(
+            parse_topic_spec("signups:6").unwrap(),
+            ("signups".into(), 6)
+        );
         assert_eq!(parse_topic_spec("dlq").unwrap(), ("dlq".into(), 1));
         assert!(parse_topic_spec("x:0").is_err());
         assert!(parse_topic_spec(":3").is_err());
@@ -168,7 +192,10 @@ mod tests {
     #[test]
     fn starts_creates_topics_and_stops() {
         let k = EmbeddedKafka::start(1, &[("t1".into(), 3)]).unwrap();
-        assert!(k.bootstrap_servers().contains("127.0.0.1") || k.bootstrap_servers().contains("localhost"));
+        assert!(
+            k.bootstrap_servers().contains("127.0.0.1")
+                || k.bootstrap_servers().contains("localhost")
+        );
         k.create_topic("t2", 2).unwrap();
         k.broker_down(1).unwrap();
         k.broker_up(1).unwrap();

@@ -46,7 +46,10 @@ pub enum DecodeError {
     #[error("no UserID at JSON pointer {0}")]
     MissingUserId(String),
     #[error("{field} at JSON pointer {pointer} is not a string")]
-    NotAString { field: &'static str, pointer: String },
+    NotAString {
+        field: &'static str,
+        pointer: String,
+    },
     #[error("UserID is empty")]
     EmptyUserId,
     #[error("UserID is {0} bytes, over the {MAX_USER_ID_BYTES}-byte limit")]
@@ -72,10 +75,21 @@ pub struct Decoder {
 
 impl Decoder {
     /// A decoder; pointers must be RFC 6901 JSON pointers (empty, or starting with `/`).
-    pub fn new(format: InputFormat, user_id: &str, nick: &str, face_url: &str) -> Result<Self, String> {
-        for (flag, p) in [("--user-id-pointer", user_id), ("--nick-pointer", nick), ("--face-url-pointer", face_url)] {
+    pub fn new(
+        format: InputFormat,
+        user_id: &str,
+        nick: &str,
+        face_url: &str,
+    ) -> Result<Self, String> {
+        for (flag, p) in [
+            ("--user-id-pointer", user_id),
+            ("--nick-pointer", nick),
+            ("--face-url-pointer", face_url),
+        ] {
             if !p.starts_with('/') {
-                return Err(format!("{flag} {p:?} is not a JSON pointer (it must start with '/', e.g. /UserID)"));
+                return Err(format!(
+                    "{flag} {p:?} is not a JSON pointer (it must start with '/', e.g. /UserID)"
+                ));
             }
         }
         Ok(Decoder {
@@ -88,7 +102,8 @@ impl Decoder {
 
     /// The default JSON decoder: `/UserID`, `/Nick`, `/FaceUrl`.
     pub fn json_default() -> Self {
-        Decoder::new(InputFormat::Json, "/UserID", "/Nick", "/FaceUrl").expect("static pointers are valid")
+        Decoder::new(InputFormat::Json, "/UserID", "/Nick", "/FaceUrl")
+            .expect("static pointers are valid")
     }
 
     /// Decodes one record's payload (`None` = tombstone).
@@ -100,8 +115,13 @@ impl Decoder {
         match self.format {
             InputFormat::Plain => {
                 let text = std::str::from_utf8(payload).map_err(|_| DecodeError::NotUtf8)?;
-                let user_id = validate_user_id(text.trim_matches(|c: char| c.is_ascii_whitespace()))?;
-                Ok(SignupEvent { user_id: user_id.to_owned(), nick: None, face_url: None })
+                let user_id =
+                    validate_user_id(text.trim_matches(|c: char| c.is_ascii_whitespace()))?;
+                Ok(SignupEvent {
+                    user_id: user_id.to_owned(),
+                    nick: None,
+                    face_url: None,
+                })
             }
             InputFormat::Json => self.decode_json(payload),
         }
@@ -110,17 +130,27 @@ impl Decoder {
     fn decode_json(&self, payload: &[u8]) -> Result<SignupEvent, DecodeError> {
         let text = std::str::from_utf8(payload).map_err(|_| DecodeError::NotUtf8)?;
         // serde_json limits nesting depth (128), so hostile deep JSON is an error, not a stack overflow.
-        let doc: Value = serde_json::from_str(text).map_err(|e| DecodeError::NotJson(e.to_string()))?;
+        let doc: Value =
+            serde_json::from_str(text).map_err(|e| DecodeError::NotJson(e.to_string()))?;
         let user_id = match doc.pointer(&self.user_id_pointer) {
-            None | Some(Value::Null) => return Err(DecodeError::MissingUserId(self.user_id_pointer.clone())),
+            None | Some(Value::Null) => {
+                return Err(DecodeError::MissingUserId(self.user_id_pointer.clone()))
+            }
             Some(Value::String(s)) => validate_user_id(s)?,
             Some(_) => {
-                return Err(DecodeError::NotAString { field: "UserID", pointer: self.user_id_pointer.clone() })
+                return Err(DecodeError::NotAString {
+                    field: "UserID",
+                    pointer: self.user_id_pointer.clone(),
+                })
             }
         };
         let nick = optional_field(&doc, "Nick", &self.nick_pointer)?;
         let face_url = optional_field(&doc, "FaceUrl", &self.face_url_pointer)?;
-        Ok(SignupEvent { user_id: user_id.to_owned(), nick, face_url })
+        Ok(SignupEvent {
+            user_id: user_id.to_owned(),
+            nick,
+            face_url,
+        })
     }
 }
 
@@ -138,15 +168,25 @@ fn validate_user_id(id: &str) -> Result<&str, DecodeError> {
 }
 
 /// An optional string field: absent, null and "" all mean "not given".
-fn optional_field(doc: &Value, field: &'static str, pointer: &str) -> Result<Option<String>, DecodeError> {
+fn optional_field(
+    doc: &Value,
+    field: &'static str,
+    pointer: &str,
+) -> Result<Option<String>, DecodeError> {
     match doc.pointer(pointer) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
         Some(Value::String(s)) if s.len() > MAX_PROFILE_FIELD_BYTES => {
-            Err(DecodeError::FieldTooLong { field, len: s.len() })
+            Err(DecodeError::FieldTooLong {
+                field,
+                len: s.len(),
+            })
         }
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(DecodeError::NotAString { field, pointer: pointer.to_owned() }),
+        Some(_) => Err(DecodeError::NotAString {
+            field,
+            pointer: pointer.to_owned(),
+        }),
     }
 }
 

@@ -8,7 +8,8 @@ fn json(payload: &str) -> Result<SignupEvent, DecodeError> {
 
 #[test]
 fn decodes_the_default_layout() {
-    let e = json(r#"{"UserID":"u_1-A","Nick":"Ann","FaceUrl":"https://x/y.png","extra":1}"#).unwrap();
+    let e =
+        json(r#"{"UserID":"u_1-A","Nick":"Ann","FaceUrl":"https://x/y.png","extra":1}"#).unwrap();
     assert_eq!(e.user_id, "u_1-A");
     assert_eq!(e.nick.as_deref(), Some("Ann"));
     assert_eq!(e.face_url.as_deref(), Some("https://x/y.png"));
@@ -18,9 +19,26 @@ fn decodes_the_default_layout() {
 
 #[test]
 fn custom_pointers() {
-    let d = Decoder::new(InputFormat::Json, "/user/id", "/user/profile/name", "/avatar").unwrap();
-    let e = d.decode(Some(br#"{"user":{"id":"abc","profile":{"name":"N"}},"avatar":"a"}"#)).unwrap();
-    assert_eq!(e, SignupEvent { user_id: "abc".into(), nick: Some("N".into()), face_url: Some("a".into()) });
+    let d = Decoder::new(
+        InputFormat::Json,
+        "/user/id",
+        "/user/profile/name",
+        "/avatar",
+    )
+    .unwrap();
+    let e = d
+        .decode(Some(
+            br#"{"user":{"id":"abc","profile":{"name":"N"}},"avatar":"a"}"#,
+        ))
+        .unwrap();
+    assert_eq!(
+        e,
+        SignupEvent {
+            user_id: "abc".into(),
+            nick: Some("N".into()),
+            face_url: Some("a".into())
+        }
+    );
     assert!(Decoder::new(InputFormat::Json, "UserID", "/Nick", "/FaceUrl").is_err());
 }
 
@@ -29,31 +47,70 @@ fn plain_format() {
     let d = Decoder::new(InputFormat::Plain, "/UserID", "/Nick", "/FaceUrl").unwrap();
     assert_eq!(d.decode(Some(b"user42\n")).unwrap().user_id, "user42");
     assert_eq!(d.decode(Some(b"  ")).unwrap_err(), DecodeError::EmptyUserId);
-    assert_eq!(d.decode(Some(b"a b")).unwrap_err(), DecodeError::UserIdCharacters);
+    assert_eq!(
+        d.decode(Some(b"a b")).unwrap_err(),
+        DecodeError::UserIdCharacters
+    );
 }
 
 #[test]
 fn each_rejection_has_its_reason() {
     let d = Decoder::json_default();
     assert_eq!(d.decode(None).unwrap_err(), DecodeError::Tombstone);
-    assert_eq!(d.decode(Some(&[0xff, 0xfe])).unwrap_err(), DecodeError::NotUtf8);
+    assert_eq!(
+        d.decode(Some(&[0xff, 0xfe])).unwrap_err(),
+        DecodeError::NotUtf8
+    );
     assert!(matches!(json("{not json"), Err(DecodeError::NotJson(_))));
-    assert_eq!(json(r#"{"Nick":"x"}"#).unwrap_err(), DecodeError::MissingUserId("/UserID".into()));
-    assert_eq!(json(r#"{"UserID":null}"#).unwrap_err(), DecodeError::MissingUserId("/UserID".into()));
-    assert!(matches!(json(r#"{"UserID":42}"#), Err(DecodeError::NotAString { field: "UserID", .. })));
-    assert_eq!(json(r#"{"UserID":""}"#).unwrap_err(), DecodeError::EmptyUserId);
+    assert_eq!(
+        json(r#"{"Nick":"x"}"#).unwrap_err(),
+        DecodeError::MissingUserId("/UserID".into())
+    );
+    assert_eq!(
+        json(r#"{"UserID":null}"#).unwrap_err(),
+        DecodeError::MissingUserId("/UserID".into())
+    );
+    assert!(matches!(
+        json(r#"{"UserID":42}"#),
+        Err(DecodeError::NotAString {
+            field: "UserID",
+            ..
+        })
+    ));
+    assert_eq!(
+        json(r#"{"UserID":""}"#).unwrap_err(),
+        DecodeError::EmptyUserId
+    );
     let long = "a".repeat(33);
-    assert_eq!(json(&format!(r#"{{"UserID":"{long}"}}"#)).unwrap_err(), DecodeError::UserIdTooLong(33));
-    assert_eq!(json(r#"{"UserID":"us\u0435r"}"#).unwrap_err(), DecodeError::UserIdCharacters);
+    assert_eq!(
+        json(&format!(r#"{{"UserID":"{long}"}}"#)).unwrap_err(),
+        DecodeError::UserIdTooLong(33)
+    );
+    assert_eq!(
+        json(r#"{"UserID":"us\u0435r"}"#).unwrap_err(),
+        DecodeError::UserIdCharacters
+    );
     let nick = "n".repeat(501);
     assert_eq!(
         json(&format!(r#"{{"UserID":"u","Nick":"{nick}"}}"#)).unwrap_err(),
-        DecodeError::FieldTooLong { field: "Nick", len: 501 }
+        DecodeError::FieldTooLong {
+            field: "Nick",
+            len: 501
+        }
     );
-    assert!(matches!(json(r#"{"UserID":"u","FaceUrl":[1]}"#), Err(DecodeError::NotAString { field: "FaceUrl", .. })));
+    assert!(matches!(
+        json(r#"{"UserID":"u","FaceUrl":[1]}"#),
+        Err(DecodeError::NotAString {
+            field: "FaceUrl",
+            ..
+        })
+    ));
     assert!(matches!(json("[]"), Err(DecodeError::MissingUserId(_))));
     let huge = vec![b' '; MAX_PAYLOAD_BYTES + 1];
-    assert_eq!(d.decode(Some(&huge)).unwrap_err(), DecodeError::TooLarge(MAX_PAYLOAD_BYTES + 1));
+    assert_eq!(
+        d.decode(Some(&huge)).unwrap_err(),
+        DecodeError::TooLarge(MAX_PAYLOAD_BYTES + 1)
+    );
     // 500 bytes is still fine.
     let ok = "n".repeat(500);
     assert!(json(&format!(r#"{{"UserID":"u","Nick":"{ok}"}}"#)).is_ok());
@@ -61,7 +118,10 @@ fn each_rejection_has_its_reason() {
 
 #[test]
 fn reasons_read_well() {
-    assert_eq!(json(r#"{"UserID":""}"#).unwrap_err().to_string(), "UserID is empty");
+    assert_eq!(
+        json(r#"{"UserID":""}"#).unwrap_err().to_string(),
+        "UserID is empty"
+    );
     assert_eq!(
         json(r#"{"UserID":7}"#).unwrap_err().to_string(),
         "UserID at JSON pointer /UserID is not a string"
@@ -116,9 +176,16 @@ fn hostile_sweep_never_panics_and_never_accepts_a_bad_user_id() {
         for decoder in [&d, &plain] {
             if let Ok(e) = decoder.decode(Some(&payload)) {
                 accepted += 1;
-                assert!(api::is_valid_user_id(&e.user_id), "accepted {:?} from {payload:?}", e.user_id);
+                assert!(
+                    api::is_valid_user_id(&e.user_id),
+                    "accepted {:?} from {payload:?}",
+                    e.user_id
+                );
             }
         }
     }
-    assert!(accepted > 0, "the sweep should also produce some valid events");
+    assert!(
+        accepted > 0,
+        "the sweep should also produce some valid events"
+    );
 }

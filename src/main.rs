@@ -13,10 +13,20 @@ use account_sync::worker::Worker;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "account-sync", version, about = "Kafka signups → Tencent Cloud Chat accounts")]
+#[command(
+    name = "account-sync",
+    version,
+    about = "Kafka signups → Tencent Cloud Chat accounts"
+)]
 struct Cli {
     /// Log format: text (human) or json (one object per line).
-    #[arg(long, global = true, env = "ACCOUNT_SYNC_LOG_FORMAT", value_enum, default_value = "text")]
+    #[arg(
+        long,
+        global = true,
+        env = "ACCOUNT_SYNC_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
     log_format: LogFormat,
     /// Log level or filter (RUST_LOG syntax, e.g. info or account_sync=debug); RUST_LOG wins if
     /// set. Default: info; for the demo, error (its progress bar and summary are the output).
@@ -44,13 +54,17 @@ enum DevCommand {
     /// A standalone embedded Kafka (librdkafka mock cluster); prints bootstrap servers first.
     Kafka(DevKafkaArgs),
     /// A standalone Chat API emulator; prints its base URL first.
-    ChatApi(ChatApiArgs),
+    ChatApi(Box<ChatApiArgs>),
 }
 
 #[derive(clap::Args)]
 struct ChatApiArgs {
     /// Listen address (port 0 picks a free port).
-    #[arg(long, env = "ACCOUNT_SYNC_EMULATOR_LISTEN", default_value = "127.0.0.1:0")]
+    #[arg(
+        long,
+        env = "ACCOUNT_SYNC_EMULATOR_LISTEN",
+        default_value = "127.0.0.1:0"
+    )]
     listen: SocketAddr,
     #[command(flatten)]
     emulator: EmulatorConfig,
@@ -106,7 +120,9 @@ fn init_logging(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().with_current_span(false).init(),
         LogFormat::Text => builder.init(),
@@ -115,9 +131,19 @@ fn init_logging(format: LogFormat, level: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default_level = if matches!(cli.command, Command::Demo(_)) { "error" } else { "info" };
-    init_logging(cli.log_format, cli.log_level.as_deref().unwrap_or(default_level));
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let default_level = if matches!(cli.command, Command::Demo(_)) {
+        "error"
+    } else {
+        "info"
+    };
+    init_logging(
+        cli.log_format,
+        cli.log_level.as_deref().unwrap_or(default_level),
+    );
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -149,12 +175,16 @@ async fn run(command: Command) -> Result<ExitCode, String> {
         Command::Run(args) => {
             let admin = account_sync::metrics::bind_admin(args.admin_listen).await?;
             let worker = Worker::new(*args).map_err(|e| e.to_string())?;
-            worker.run(Some(admin), signal_shutdown()).await.map_err(|e| e.to_string())?;
+            worker
+                .run(Some(admin), signal_shutdown())
+                .await
+                .map_err(|e| e.to_string())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo(args) => account_sync::demo::run(args, signal_shutdown()).await,
         Command::Dev(DevCommand::Kafka(args)) => {
-            let kafka = EmbeddedKafka::start(args.brokers, &args.topics).map_err(|e| format!("mock cluster: {e}"))?;
+            let kafka = EmbeddedKafka::start(args.brokers, &args.topics)
+                .map_err(|e| format!("mock cluster: {e}"))?;
             println!("{}", kafka.bootstrap_servers());
             tracing::info!(bootstrap = kafka.bootstrap_servers(), topics = ?args.topics, "embedded Kafka running; Ctrl-C to stop");
             signal_shutdown().wait().await;
@@ -163,14 +193,25 @@ async fn run(command: Command) -> Result<ExitCode, String> {
         }
         Command::Dev(DevCommand::ChatApi(mut args)) => {
             args.emulator.secret_key = Some(args.secret.load()?);
-            let handle = Emulator::start(args.emulator, args.listen).await.map_err(|e| e.to_string())?;
+            let handle = Emulator::start(args.emulator, args.listen)
+                .await
+                .map_err(|e| e.to_string())?;
             println!("{}", handle.base_url());
             tracing::info!(base_url = %handle.base_url(), "Chat API emulator running; Ctrl-C to stop");
             signal_shutdown().wait().await;
             handle.shutdown().await;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Usersig(UsersigArgs { verify: Some(UsersigCommand::Verify { sig, sdkappid, identifier, secret }), .. }) => {
+        Command::Usersig(UsersigArgs {
+            verify:
+                Some(UsersigCommand::Verify {
+                    sig,
+                    sdkappid,
+                    identifier,
+                    secret,
+                }),
+            ..
+        }) => {
             let key = secret.load()?;
             let decoded = usersig::decode(&sig);
             if let Ok(doc) = &decoded {
@@ -187,11 +228,19 @@ async fn run(command: Command) -> Result<ExitCode, String> {
                 }
             }
         }
-        Command::Usersig(UsersigArgs { verify: None, generate: g }) => {
-            let sdkappid = g.sdkappid.ok_or("--sdkappid (ACCOUNT_SYNC_SDKAPPID) is required")?;
+        Command::Usersig(UsersigArgs {
+            verify: None,
+            generate: g,
+        }) => {
+            let sdkappid = g
+                .sdkappid
+                .ok_or("--sdkappid (ACCOUNT_SYNC_SDKAPPID) is required")?;
             let key = g.secret.load()?;
             let time = g.time.unwrap_or_else(usersig::unix_now);
-            println!("{}", usersig::generate(&key, sdkappid, &g.identifier, time, g.expire).expose());
+            println!(
+                "{}",
+                usersig::generate(&key, sdkappid, &g.identifier, time, g.expire).expose()
+            );
             Ok(ExitCode::SUCCESS)
         }
     }

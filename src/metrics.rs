@@ -15,8 +15,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use prometheus::{
-    exponential_buckets, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    exponential_buckets, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec,
+    IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::chat::client::CallObserver;
@@ -77,25 +77,44 @@ impl Metrics {
     pub fn new() -> Arc<Self> {
         let registry = Registry::new();
         fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
-            r.register(Box::new(c.clone())).expect("metric names are unique");
+            r.register(Box::new(c.clone()))
+                .expect("metric names are unique");
             c
         }
         let counter = |name: &str, help: &str| reg(&registry, IntCounter::new(name, help).unwrap());
-        let counter_vec =
-            |name: &str, help: &str, labels: &[&str]| reg(&registry, IntCounterVec::new(Opts::new(name, help), labels).unwrap());
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            reg(
+                &registry,
+                IntCounterVec::new(Opts::new(name, help), labels).unwrap(),
+            )
+        };
         let hist_vec = |name: &str, help: &str, labels: &[&str], buckets: Vec<f64>| {
-            reg(&registry, HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels).unwrap())
+            reg(
+                &registry,
+                HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels).unwrap(),
+            )
         };
         let latency_buckets = exponential_buckets(0.001, 2.0, 16).unwrap();
         let m = Metrics {
-            events_consumed: counter("account_sync_events_consumed_total", "Input records read from Kafka."),
+            events_consumed: counter(
+                "account_sync_events_consumed_total",
+                "Input records read from Kafka.",
+            ),
             events_dead_lettered: counter_vec(
                 "account_sync_events_dead_lettered_total",
                 "Dead-letter records written, by stage and failure class.",
                 &["stage", "class"],
             ),
-            outcomes: counter_vec("account_sync_outcomes_total", "Outcome records written, by status.", &["status"]),
-            windows: counter_vec("account_sync_windows_total", "Windows closed, by reason.", &["closed_by"]),
+            outcomes: counter_vec(
+                "account_sync_outcomes_total",
+                "Outcome records written, by status.",
+                &["status"],
+            ),
+            windows: counter_vec(
+                "account_sync_windows_total",
+                "Windows closed, by reason.",
+                &["closed_by"],
+            ),
             window_size: reg(
                 &registry,
                 Histogram::with_opts(
@@ -115,7 +134,11 @@ impl Metrics {
                 &["api"],
                 latency_buckets.clone(),
             ),
-            api_retries: counter_vec("account_sync_api_retries_total", "Chat API retries (attempts after the first).", &["api"]),
+            api_retries: counter_vec(
+                "account_sync_api_retries_total",
+                "Chat API retries (attempts after the first).",
+                &["api"],
+            ),
             frequency_limited: counter_vec(
                 "account_sync_frequency_limited_total",
                 "Frequency-limit answers from the Chat API.",
@@ -129,37 +152,64 @@ impl Metrics {
             ),
             limiter_rate: reg(
                 &registry,
-                GaugeVec::new(Opts::new("account_sync_limiter_rate", "Current limiter rate in calls per second."), &["api"])
-                    .unwrap(),
+                GaugeVec::new(
+                    Opts::new(
+                        "account_sync_limiter_rate",
+                        "Current limiter rate in calls per second.",
+                    ),
+                    &["api"],
+                )
+                .unwrap(),
             ),
             limiter_ceiling: reg(
                 &registry,
                 GaugeVec::new(
-                    Opts::new("account_sync_limiter_ceiling", "This replica's share of the app's rate budget, calls per second."),
+                    Opts::new(
+                        "account_sync_limiter_ceiling",
+                        "This replica's share of the app's rate budget, calls per second.",
+                    ),
                     &["api"],
                 )
                 .unwrap(),
             ),
             events_in_flight: reg(
                 &registry,
-                IntGauge::new("account_sync_events_in_flight", "Input records read and not yet done.").unwrap(),
+                IntGauge::new(
+                    "account_sync_events_in_flight",
+                    "Input records read and not yet done.",
+                )
+                .unwrap(),
             ),
             windows_in_flight: reg(
                 &registry,
-                IntGauge::new("account_sync_windows_in_flight", "Windows being checked and imported.").unwrap(),
+                IntGauge::new(
+                    "account_sync_windows_in_flight",
+                    "Windows being checked and imported.",
+                )
+                .unwrap(),
             ),
-            paused: reg(&registry, IntGauge::new("account_sync_paused", "1 while intake is paused.").unwrap()),
+            paused: reg(
+                &registry,
+                IntGauge::new("account_sync_paused", "1 while intake is paused.").unwrap(),
+            ),
             systemic_fault: reg(
                 &registry,
                 IntGaugeVec::new(
-                    Opts::new("account_sync_systemic_fault", "1 while a systemic fault with this vendor code is in force."),
+                    Opts::new(
+                        "account_sync_systemic_fault",
+                        "1 while a systemic fault with this vendor code is in force.",
+                    ),
                     &["code"],
                 )
                 .unwrap(),
             ),
             usersig_expiry: reg(
                 &registry,
-                Gauge::new("account_sync_usersig_expiry_timestamp_seconds", "Unix time the admin UserSig expires.").unwrap(),
+                Gauge::new(
+                    "account_sync_usersig_expiry_timestamp_seconds",
+                    "Unix time the admin UserSig expires.",
+                )
+                .unwrap(),
             ),
             end_to_end_latency: reg(
                 &registry,
@@ -175,20 +225,33 @@ impl Metrics {
             committed_offset: reg(
                 &registry,
                 IntGaugeVec::new(
-                    Opts::new("account_sync_committed_offset", "Last committed position per input partition."),
+                    Opts::new(
+                        "account_sync_committed_offset",
+                        "Last committed position per input partition.",
+                    ),
                     &["partition"],
                 )
                 .unwrap(),
             ),
             assigned_partitions: reg(
                 &registry,
-                IntGauge::new("account_sync_assigned_partitions", "Input partitions assigned to this worker.").unwrap(),
+                IntGauge::new(
+                    "account_sync_assigned_partitions",
+                    "Input partitions assigned to this worker.",
+                )
+                .unwrap(),
             ),
-            consumer_errors: counter("account_sync_consumer_errors_total", "Errors reported by the Kafka consumer."),
+            consumer_errors: counter(
+                "account_sync_consumer_errors_total",
+                "Errors reported by the Kafka consumer.",
+            ),
             registry,
         };
         let build = IntGaugeVec::new(
-            Opts::new("account_sync_build_info", "Build information; the value is always 1."),
+            Opts::new(
+                "account_sync_build_info",
+                "Build information; the value is always 1.",
+            ),
             &["version"],
         )
         .unwrap();
@@ -196,7 +259,9 @@ impl Metrics {
         m.registry.register(Box::new(build)).unwrap();
         #[cfg(target_os = "linux")]
         m.registry
-            .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
             .expect("process collector registers once");
         Arc::new(m)
     }
@@ -204,7 +269,9 @@ impl Metrics {
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("encoding to a Vec cannot fail");
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("encoding to a Vec cannot fail");
         String::from_utf8(buf).expect("the text format is UTF-8")
     }
 }
@@ -220,14 +287,19 @@ impl CallObserver for MetricsObserver {
             Err(e) => e.class().as_str(),
         };
         m.api_requests.with_label_values(&[api.name(), label]).inc();
-        m.api_latency.with_label_values(&[api.name()]).observe(latency.as_secs_f64());
+        m.api_latency
+            .with_label_values(&[api.name()])
+            .observe(latency.as_secs_f64());
         if matches!(result, Err(e) if e.class() == crate::chat::FailureClass::FrequencyLimited) {
             m.frequency_limited.with_label_values(&[api.name()]).inc();
         }
     }
 
     fn limiter_wait(&self, api: Api, waited: Duration) {
-        self.0.limiter_wait.with_label_values(&[api.name()]).observe(waited.as_secs_f64());
+        self.0
+            .limiter_wait
+            .with_label_values(&[api.name()])
+            .observe(waited.as_secs_f64());
     }
 
     fn usersig_generated(&self, expires_at: u64) {
@@ -272,13 +344,22 @@ pub fn admin_router(metrics: Arc<Metrics>, readiness: Arc<Readiness>) -> Router 
 }
 
 async fn render_metrics(State(s): State<AdminState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.metrics.render())
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
 }
 
 async fn ready(State(s): State<AdminState>) -> impl IntoResponse {
     match s.readiness.check() {
         Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
-        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n")),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}\n"),
+        ),
     }
 }
 
@@ -296,5 +377,7 @@ pub async fn serve_admin(
 
 /// Binds the admin address, with an error that names the setting.
 pub async fn bind_admin(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
-    tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("--admin-listen {addr}: {e}"))
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("--admin-listen {addr}: {e}"))
 }

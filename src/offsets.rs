@@ -50,7 +50,15 @@ impl OffsetTracker {
     pub fn assign(&mut self, partition: i32) -> u64 {
         self.last_epoch += 1;
         let epoch = self.last_epoch;
-        self.partitions.insert(partition, PartitionState { epoch, pending: BTreeSet::new(), next: None, stored: None });
+        self.partitions.insert(
+            partition,
+            PartitionState {
+                epoch,
+                pending: BTreeSet::new(),
+                next: None,
+                stored: None,
+            },
+        );
         epoch
     }
 
@@ -92,7 +100,10 @@ impl OffsetTracker {
     /// A record is done (all records it produced are acknowledged). Returns the new committable
     /// position of its partition when it moved, for storing.
     pub fn done(&mut self, partition: i32, epoch: u64, offset: i64) -> Option<i64> {
-        let p = self.partitions.get_mut(&partition).filter(|p| p.epoch == epoch)?;
+        let p = self
+            .partitions
+            .get_mut(&partition)
+            .filter(|p| p.epoch == epoch)?;
         if !p.pending.remove(&offset) {
             return None;
         }
@@ -111,13 +122,18 @@ impl OffsetTracker {
 
     /// Records read and not done in one partition.
     pub fn pending_in(&self, partition: i32) -> usize {
-        self.partitions.get(&partition).map_or(0, |p| p.pending.len())
+        self.partitions
+            .get(&partition)
+            .map_or(0, |p| p.pending.len())
     }
 
     /// The committable position of every partition that has one.
     pub fn watermarks(&self) -> Vec<(i32, i64)> {
-        let mut v: Vec<(i32, i64)> =
-            self.partitions.iter().filter_map(|(&k, p)| p.watermark().map(|w| (k, w))).collect();
+        let mut v: Vec<(i32, i64)> = self
+            .partitions
+            .iter()
+            .filter_map(|(&k, p)| p.watermark().map(|w| (k, w)))
+            .collect();
         v.sort_unstable();
         v
     }
@@ -136,7 +152,11 @@ mod tests {
         }
         assert_eq!(t.done(0, e, 12), None, "10 and 11 still pending");
         assert_eq!(t.done(0, e, 11), None);
-        assert_eq!(t.done(0, e, 10), Some(13), "10, 11, 12 done: commit position 13");
+        assert_eq!(
+            t.done(0, e, 10),
+            Some(13),
+            "10, 11, 12 done: commit position 13"
+        );
         assert_eq!(t.done(0, e, 14), None, "13 still pending");
         assert_eq!(t.done(0, e, 13), Some(15));
         assert_eq!(t.pending(), 0);

@@ -38,7 +38,9 @@ impl Stages {
     /// worker shut down while the window waited out a systemic fault.
     pub async fn resolve(&self, window: &ClosedWindow) -> Option<Vec<Outcome>> {
         let ids: Vec<&str> = window.ids.iter().map(String::as_str).collect();
-        let checked = self.until_not_systemic(|| self.client.account_check(&ids)).await?;
+        let checked = self
+            .until_not_systemic(|| self.client.account_check(&ids))
+            .await?;
         let check_attempts = checked.attempts;
         let statuses = match checked.result {
             Ok(statuses) => statuses,
@@ -56,15 +58,30 @@ impl Stages {
                 first_record[id] = rec;
             }
         }
-        let imports = statuses.iter().enumerate().filter(|(_, s)| **s == CheckOutcome::NotImported).map(|(i, _)| {
-            let event = &window.records[first_record[i]].event;
-            let account =
-                ImportAccount { user_id: &event.user_id, nick: event.nick.as_deref(), face_url: event.face_url.as_deref() };
-            async move {
-                let _slot = self.import_slots.acquire().await.expect("the import semaphore is never closed");
-                (i, self.until_not_systemic(|| self.client.account_import(account)).await)
-            }
-        });
+        let imports = statuses
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| **s == CheckOutcome::NotImported)
+            .map(|(i, _)| {
+                let event = &window.records[first_record[i]].event;
+                let account = ImportAccount {
+                    user_id: &event.user_id,
+                    nick: event.nick.as_deref(),
+                    face_url: event.face_url.as_deref(),
+                };
+                async move {
+                    let _slot = self
+                        .import_slots
+                        .acquire()
+                        .await
+                        .expect("the import semaphore is never closed");
+                    (
+                        i,
+                        self.until_not_systemic(|| self.client.account_import(account))
+                            .await,
+                    )
+                }
+            });
         let mut outcomes: Vec<Outcome> = statuses
             .iter()
             .map(|s| match s {
@@ -117,7 +134,13 @@ impl Stages {
 }
 
 fn success(status: OutcomeStatus, attempts: u32) -> Outcome {
-    Outcome { status, error_code: 0, error_info: String::new(), attempts, failed_stage: None }
+    Outcome {
+        status,
+        error_code: 0,
+        error_info: String::new(),
+        attempts,
+        failed_stage: None,
+    }
 }
 
 fn failed(stage: Stage, err: &ChatError, attempts: u32) -> Outcome {

@@ -21,7 +21,12 @@ impl Shutdown {
     /// A new signal and its trigger.
     pub fn new() -> (Shutdown, Trigger) {
         let (tx, rx) = watch::channel(false);
-        (Shutdown { rx }, Trigger { tx: std::sync::Arc::new(tx) })
+        (
+            Shutdown { rx },
+            Trigger {
+                tx: std::sync::Arc::new(tx),
+            },
+        )
     }
 
     /// A signal that never fires.

@@ -103,7 +103,13 @@ pub fn rfc3339_millis(t: SystemTime) -> String {
 }
 
 /// Encodes an outcome record value.
-pub fn encode_outcome(user_id: &str, outcome: &Outcome, source_topic: &str, pos: SourcePos, processed_at: &str) -> Vec<u8> {
+pub fn encode_outcome(
+    user_id: &str,
+    outcome: &Outcome,
+    source_topic: &str,
+    pos: SourcePos,
+    processed_at: &str,
+) -> Vec<u8> {
     serde_json::to_vec(&OutcomeJson {
         user_id,
         status: outcome.status,
@@ -132,7 +138,12 @@ pub struct DeadLetter {
 }
 
 /// Builds the dead-letter headers.
-pub fn dead_letter_headers(dl: &DeadLetter, source_topic: &str, pos: SourcePos, failed_at: &str) -> OwnedHeaders {
+pub fn dead_letter_headers(
+    dl: &DeadLetter,
+    source_topic: &str,
+    pos: SourcePos,
+    failed_at: &str,
+) -> OwnedHeaders {
     let code = dl.code.to_string();
     let partition = pos.partition.to_string();
     let offset = pos.offset.to_string();
@@ -147,9 +158,15 @@ pub fn dead_letter_headers(dl: &DeadLetter, source_topic: &str, pos: SourcePos, 
         (headers::ATTEMPTS, &attempts),
         (headers::FAILED_AT, failed_at),
     ];
-    pairs.iter().fold(OwnedHeaders::new_with_capacity(pairs.len()), |h, (key, value)| {
-        h.insert(Header { key, value: Some(value.as_bytes()) })
-    })
+    pairs.iter().fold(
+        OwnedHeaders::new_with_capacity(pairs.len()),
+        |h, (key, value)| {
+            h.insert(Header {
+                key,
+                value: Some(value.as_bytes()),
+            })
+        },
+    )
 }
 
 /// A record could not be delivered, even after librdkafka's own retries.
@@ -207,9 +224,17 @@ impl Sink {
     }
 
     /// Sends one outcome record (key = UserID) and waits for the broker's acknowledgement.
-    pub async fn send_outcome(&self, user_id: &str, outcome: &Outcome, pos: SourcePos, processed_at: &str) -> Result<(), SinkError> {
+    pub async fn send_outcome(
+        &self,
+        user_id: &str,
+        outcome: &Outcome,
+        pos: SourcePos,
+        processed_at: &str,
+    ) -> Result<(), SinkError> {
         let value = encode_outcome(user_id, outcome, &self.source_topic, pos, processed_at);
-        let record = FutureRecord::to(&self.outcome_topic).key(user_id).payload(&value);
+        let record = FutureRecord::to(&self.outcome_topic)
+            .key(user_id)
+            .payload(&value);
         self.deliver(&self.outcome_topic, record).await
     }
 
@@ -233,7 +258,11 @@ impl Sink {
         self.deliver(&self.dlq_topic, record).await
     }
 
-    async fn deliver<K, P>(&self, topic: &str, record: FutureRecord<'_, K, P>) -> Result<(), SinkError>
+    async fn deliver<K, P>(
+        &self,
+        topic: &str,
+        record: FutureRecord<'_, K, P>,
+    ) -> Result<(), SinkError>
     where
         K: rdkafka::message::ToBytes + ?Sized,
         P: rdkafka::message::ToBytes + ?Sized,
@@ -244,7 +273,10 @@ impl Sink {
             .send(record, Timeout::Never)
             .await
             .map(|_| ())
-            .map_err(|(error, _)| SinkError { topic: topic.to_owned(), error })
+            .map_err(|(error, _)| SinkError {
+                topic: topic.to_owned(),
+                error,
+            })
     }
 
     /// Waits until everything queued is delivered (shutdown).
@@ -260,12 +292,22 @@ mod tests {
     use super::*;
 
     fn pos() -> SourcePos {
-        SourcePos { partition: 3, offset: 1234, epoch: 1 }
+        SourcePos {
+            partition: 3,
+            offset: 1234,
+            epoch: 1,
+        }
     }
 
     #[test]
     fn outcome_record_is_exactly_the_documented_json() {
-        let o = Outcome { status: OutcomeStatus::Imported, error_code: 0, error_info: String::new(), attempts: 1, failed_stage: None };
+        let o = Outcome {
+            status: OutcomeStatus::Imported,
+            error_code: 0,
+            error_info: String::new(),
+            attempts: 1,
+            failed_stage: None,
+        };
         let bytes = encode_outcome("u1", &o, "signups", pos(), "2026-11-22T12:00:00.123Z");
         assert_eq!(
             std::str::from_utf8(&bytes).unwrap(),
@@ -275,7 +317,9 @@ mod tests {
             status: OutcomeStatus::AlreadyImported,
             ..o.clone()
         };
-        assert!(String::from_utf8(encode_outcome("u1", &f, "s", pos(), "t")).unwrap().contains(r#""status":"already_imported""#));
+        assert!(String::from_utf8(encode_outcome("u1", &f, "s", pos(), "t"))
+            .unwrap()
+            .contains(r#""status":"already_imported""#));
     }
 
     #[test]
@@ -287,11 +331,21 @@ mod tests {
 
     #[test]
     fn dead_letter_headers_are_complete() {
-        let dl = DeadLetter { stage: Stage::Import, code: 40601, reason: "Nick too long".into(), attempts: 2 };
+        let dl = DeadLetter {
+            stage: Stage::Import,
+            code: 40601,
+            reason: "Nick too long".into(),
+            attempts: 2,
+        };
         let h = dead_letter_headers(&dl, "signups", pos(), "2026-11-22T12:00:00.123Z");
         let got: Vec<(String, String)> = h
             .iter()
-            .map(|h| (h.key.to_owned(), String::from_utf8(h.value.unwrap().to_vec()).unwrap()))
+            .map(|h| {
+                (
+                    h.key.to_owned(),
+                    String::from_utf8(h.value.unwrap().to_vec()).unwrap(),
+                )
+            })
             .collect();
         let want: Vec<(String, String)> = [
             ("account-sync.error.stage", "import"),

@@ -39,7 +39,11 @@ pub struct SourceContext {
 
 impl SourceContext {
     fn partitions(&self, tpl: &TopicPartitionList) -> Vec<i32> {
-        tpl.elements().iter().filter(|e| e.topic() == self.topic).map(|e| e.partition()).collect()
+        tpl.elements()
+            .iter()
+            .filter(|e| e.topic() == self.topic)
+            .map(|e| e.partition())
+            .collect()
     }
 
     fn tracker(&self) -> std::sync::MutexGuard<'_, OffsetTracker> {
@@ -58,7 +62,9 @@ impl ConsumerContext for SourceContext {
                 for &p in &parts {
                     t.revoke(p);
                 }
-                self.metrics.assigned_partitions.set(t.assigned().len() as i64);
+                self.metrics
+                    .assigned_partitions
+                    .set(t.assigned().len() as i64);
                 self.metrics.events_in_flight.set(t.pending() as i64);
             }
             tracing::info!(partitions = ?parts, "partitions revoked");
@@ -75,7 +81,9 @@ impl ConsumerContext for SourceContext {
                     for &p in &parts {
                         t.assign(p);
                     }
-                    self.metrics.assigned_partitions.set(t.assigned().len() as i64);
+                    self.metrics
+                        .assigned_partitions
+                        .set(t.assigned().len() as i64);
                 }
                 tracing::info!(partitions = ?parts, "partitions assigned");
                 let _ = self.events.send(RebalanceEvent::Assigned(parts));
@@ -88,15 +96,26 @@ impl ConsumerContext for SourceContext {
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         match result {
             Ok(()) => {
-                for e in offsets.elements().iter().filter(|e| e.topic() == self.topic) {
+                for e in offsets
+                    .elements()
+                    .iter()
+                    .filter(|e| e.topic() == self.topic)
+                {
                     if let Offset::Offset(o) = e.offset() {
-                        self.metrics.committed_offset.with_label_values(&[&e.partition().to_string()]).set(o);
+                        self.metrics
+                            .committed_offset
+                            .with_label_values(&[&e.partition().to_string()])
+                            .set(o);
                     }
                 }
             }
             // librdkafka reports "no offset to commit" as an error; it is not one.
-            Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
-            Err(e) => tracing::warn!(error = %e, "offset commit failed; it is retried at the next commit"),
+            Err(rdkafka::error::KafkaError::ConsumerCommit(
+                rdkafka::types::RDKafkaErrorCode::NoOffset,
+            )) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "offset commit failed; it is retried at the next commit")
+            }
         }
     }
 }
@@ -138,7 +157,12 @@ pub fn create_consumer(
     for (k, v) in s.extra {
         cfg.set(k, v);
     }
-    let ctx = SourceContext { topic: s.topic.to_owned(), tracker, events, metrics };
+    let ctx = SourceContext {
+        topic: s.topic.to_owned(),
+        tracker,
+        events,
+        metrics,
+    };
     let consumer: SourceConsumer = cfg.create_with_context(ctx)?;
     consumer.subscribe(&[s.topic])?;
     Ok(consumer)
@@ -158,7 +182,11 @@ pub fn set_paused(consumer: &SourceConsumer, paused: bool) -> KafkaResult<()> {
 }
 
 /// Pauses the given partitions of `topic` (newly assigned while intake is paused).
-pub fn pause_partitions(consumer: &SourceConsumer, topic: &str, partitions: &[i32]) -> KafkaResult<()> {
+pub fn pause_partitions(
+    consumer: &SourceConsumer,
+    topic: &str,
+    partitions: &[i32],
+) -> KafkaResult<()> {
     let mut tpl = TopicPartitionList::new();
     for &p in partitions {
         tpl.add_partition(topic, p);
@@ -167,7 +195,11 @@ pub fn pause_partitions(consumer: &SourceConsumer, topic: &str, partitions: &[i3
 }
 
 /// Stores committable positions (`(partition, next offset)`) for the next commit.
-pub fn store_positions(consumer: &SourceConsumer, topic: &str, positions: &[(i32, i64)]) -> KafkaResult<()> {
+pub fn store_positions(
+    consumer: &SourceConsumer,
+    topic: &str,
+    positions: &[(i32, i64)],
+) -> KafkaResult<()> {
     let mut tpl = TopicPartitionList::new();
     for &(p, o) in positions {
         tpl.add_partition_offset(topic, p, Offset::Offset(o))?;

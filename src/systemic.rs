@@ -27,7 +27,10 @@ pub struct Fault {
 
 impl Fault {
     fn from_error(err: &ChatError) -> Self {
-        Fault { code: err.vendor_code(), reason: err.to_string() }
+        Fault {
+            code: err.vendor_code(),
+            reason: err.to_string(),
+        }
     }
 }
 
@@ -47,7 +50,9 @@ impl Default for SystemicGate {
 impl SystemicGate {
     /// An open gate.
     pub fn new() -> Self {
-        SystemicGate { state: watch::Sender::new(None) }
+        SystemicGate {
+            state: watch::Sender::new(None),
+        }
     }
 
     /// Closes the gate with `err` (if not closed already). Logs at error level once per fault.
@@ -107,7 +112,12 @@ impl SystemicGate {
 
 /// Probes while the gate is closed: a single `account_check` of the admin account, after
 /// `initial` and then doubling delays (at most [`MAX_PROBE_INTERVAL`]). Runs until `shutdown`.
-pub async fn run_prober(gate: &SystemicGate, client: &ChatClient, initial: Duration, shutdown: Shutdown) {
+pub async fn run_prober(
+    gate: &SystemicGate,
+    client: &ChatClient,
+    initial: Duration,
+    shutdown: Shutdown,
+) {
     let mut rx = gate.subscribe();
     loop {
         tokio::select! {
@@ -145,7 +155,11 @@ mod tests {
     use crate::chat::api::Api;
 
     fn fault(code: i64) -> ChatError {
-        ChatError::Vendor { api: Api::AccountCheck, code, info: "no".into() }
+        ChatError::Vendor {
+            api: Api::AccountCheck,
+            code,
+            info: "no".into(),
+        }
     }
 
     #[tokio::test]

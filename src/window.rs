@@ -174,8 +174,16 @@ mod tests {
 
     fn rec(user: &str, offset: i64) -> InputRecord {
         InputRecord {
-            pos: SourcePos { partition: (offset % 3) as i32, offset, epoch: 1 },
-            event: SignupEvent { user_id: user.into(), nick: None, face_url: None },
+            pos: SourcePos {
+                partition: (offset % 3) as i32,
+                offset,
+                epoch: 1,
+            },
+            event: SignupEvent {
+                user_id: user.into(),
+                nick: None,
+                face_url: None,
+            },
             key: None,
             payload: None,
             timestamp_ms: None,

@@ -30,7 +30,7 @@ use crate::shutdown::Shutdown;
 use crate::sink::{rfc3339_millis, DeadLetter, OutcomeStatus, Sink, Stage};
 use crate::source::{self, RebalanceEvent, SourceConsumer, SourceSettings};
 use crate::systemic::{self, SystemicGate};
-use crate::window::{ClosedWindow, CloseReason, InputRecord, SourcePos, Window};
+use crate::window::{CloseReason, ClosedWindow, InputRecord, SourcePos, Window};
 
 /// Why the worker stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -88,11 +88,25 @@ impl Worker {
         let metrics = Metrics::new();
         let limiters = args.chat.limiters().map_err(WorkerError::Config)?;
         let observer: Arc<dyn CallObserver> = Arc::new(MetricsObserver(metrics.clone()));
-        let client = ChatClient::new(args.chat.chat_config().map_err(WorkerError::Config)?, limiters, observer)
-            .map_err(WorkerError::Config)?;
+        let client = ChatClient::new(
+            args.chat.chat_config().map_err(WorkerError::Config)?,
+            limiters,
+            observer,
+        )
+        .map_err(WorkerError::Config)?;
         let gate = Arc::new(SystemicGate::new());
-        let readiness = Arc::new(Readiness { assigned: false.into(), gate: gate.clone() });
-        Ok(Worker { args, decoder, client, metrics, gate, readiness })
+        let readiness = Arc::new(Readiness {
+            assigned: false.into(),
+            gate: gate.clone(),
+        });
+        Ok(Worker {
+            args,
+            decoder,
+            client,
+            metrics,
+            gate,
+            readiness,
+        })
     }
 
     /// This worker's metrics (tests and the demo read them).
@@ -107,10 +121,18 @@ impl Worker {
 
     /// Runs until `shutdown`, then drains, flushes, commits and leaves the group. With
     /// `admin`, also serves `/metrics`, `/healthz` and `/readyz` on that listener.
-    pub async fn run(self, admin: Option<tokio::net::TcpListener>, shutdown: Shutdown) -> Result<(), WorkerError> {
+    pub async fn run(
+        self,
+        admin: Option<tokio::net::TcpListener>,
+        shutdown: Shutdown,
+    ) -> Result<(), WorkerError> {
         let (stop_tasks, stop_trigger) = Shutdown::new();
         let admin_task = admin.map(|l| {
-            let (m, r, s) = (self.metrics.clone(), self.readiness.clone(), stop_tasks.clone());
+            let (m, r, s) = (
+                self.metrics.clone(),
+                self.readiness.clone(),
+                stop_tasks.clone(),
+            );
             tokio::spawn(async move { crate::metrics::serve_admin(l, m, r, s).await })
         });
         let prober = {
@@ -131,9 +153,17 @@ impl Worker {
         result
     }
 
-    async fn run_pipeline(self, shutdown: Shutdown, stop_tasks: Shutdown) -> Result<(), WorkerError> {
+    async fn run_pipeline(
+        self,
+        shutdown: Shutdown,
+        stop_tasks: Shutdown,
+    ) -> Result<(), WorkerError> {
         let a = &self.args;
-        let extra: Vec<(String, String)> = a.kafka_properties.iter().map(|p| (p.key.clone(), p.value.clone())).collect();
+        let extra: Vec<(String, String)> = a
+            .kafka_properties
+            .iter()
+            .map(|p| (p.key.clone(), p.value.clone()))
+            .collect();
         let tracker = Arc::new(Mutex::new(OffsetTracker::new()));
         let (events_tx, mut events_rx) = mpsc::unbounded_channel();
         let consumer = Arc::new(source::create_consumer(
@@ -148,7 +178,13 @@ impl Worker {
             events_tx,
             self.metrics.clone(),
         )?);
-        let sink = Sink::new(&a.brokers, &extra, &a.input_topic, &a.outcome_topic, &a.dlq_topic)?;
+        let sink = Sink::new(
+            &a.brokers,
+            &extra,
+            &a.input_topic,
+            &a.outcome_topic,
+            &a.dlq_topic,
+        )?;
         let (fatal_tx, mut fatal_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             stages: Stages {
@@ -165,10 +201,16 @@ impl Worker {
             metrics: self.metrics.clone(),
             fatal: fatal_tx,
         });
-        for api in [crate::chat::Api::AccountCheck, crate::chat::Api::AccountImport] {
+        for api in [
+            crate::chat::Api::AccountCheck,
+            crate::chat::Api::AccountImport,
+        ] {
             if let Some(l) = self.client.limiters().for_api(api) {
                 let ceiling = l.ceiling().unwrap_or(0.0);
-                self.metrics.limiter_ceiling.with_label_values(&[api.name()]).set(ceiling);
+                self.metrics
+                    .limiter_ceiling
+                    .with_label_values(&[api.name()])
+                    .set(ceiling);
             }
         }
         let _ = self.client.usersig_expires_at();
@@ -276,7 +318,11 @@ impl Worker {
                     Ok(()) => {
                         paused = want_pause;
                         self.metrics.paused.set(i64::from(paused));
-                        tracing::debug!(paused, "intake {}", if paused { "paused" } else { "resumed" });
+                        tracing::debug!(
+                            paused,
+                            "intake {}",
+                            if paused { "paused" } else { "resumed" }
+                        );
                     }
                     Err(e) => tracing::warn!(error = %e, "could not pause/resume partitions"),
                 }
@@ -304,7 +350,10 @@ impl Worker {
         if let Err(e) = shared.sink.flush(Duration::from_secs(10)) {
             tracing::warn!(error = %e, "producer flush incomplete");
         }
-        let positions = tracker.lock().unwrap_or_else(|e| e.into_inner()).watermarks();
+        let positions = tracker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .watermarks();
         if !positions.is_empty() {
             let mut tpl = TopicPartitionList::new();
             for (p, o) in &positions {
@@ -330,21 +379,35 @@ impl Worker {
         let total = consumer
             .fetch_metadata(Some(topic), Duration::from_secs(5))
             .ok()
-            .and_then(|md| md.topics().iter().find(|t| t.name() == topic).map(|t| t.partitions().len()))
+            .and_then(|md| {
+                md.topics()
+                    .iter()
+                    .find(|t| t.name() == topic)
+                    .map(|t| t.partitions().len())
+            })
             .unwrap_or(0);
         if assigned == 0 || total == 0 {
             return;
         }
         let share = (assigned as f64 / total as f64).min(1.0);
         let chat = &self.args.chat;
-        for (api, rate) in [(crate::chat::Api::AccountCheck, chat.check_rate), (crate::chat::Api::AccountImport, chat.import_rate)] {
+        for (api, rate) in [
+            (crate::chat::Api::AccountCheck, chat.check_rate),
+            (crate::chat::Api::AccountImport, chat.import_rate),
+        ] {
             if rate <= 0.0 {
                 continue;
             }
             if let Some(l) = self.client.limiters().for_api(api) {
                 l.set_ceiling(rate * share);
-                self.metrics.limiter_ceiling.with_label_values(&[api.name()]).set(rate * share);
-                self.metrics.limiter_rate.with_label_values(&[api.name()]).set(l.rate());
+                self.metrics
+                    .limiter_ceiling
+                    .with_label_values(&[api.name()])
+                    .set(rate * share);
+                self.metrics
+                    .limiter_rate
+                    .with_label_values(&[api.name()])
+                    .set(l.rate());
             }
         }
         tracing::info!(assigned, total, share, "rate budget share updated");
@@ -352,7 +415,12 @@ impl Worker {
 }
 
 /// Spawns a window task; it waits for a window slot first.
-fn dispatch(shared: &Arc<Shared>, slots: &Arc<Semaphore>, tasks: &mut JoinSet<()>, window: ClosedWindow) {
+fn dispatch(
+    shared: &Arc<Shared>,
+    slots: &Arc<Semaphore>,
+    tasks: &mut JoinSet<()>,
+    window: ClosedWindow,
+) {
     let m = &shared.metrics;
     let reason = match window.closed_by {
         CloseReason::Full => "full",
@@ -361,10 +429,18 @@ fn dispatch(shared: &Arc<Shared>, slots: &Arc<Semaphore>, tasks: &mut JoinSet<()
     };
     m.windows.with_label_values(&[reason]).inc();
     m.window_size.observe(window.ids.len() as f64);
-    tracing::debug!(ids = window.ids.len(), records = window.records.len(), closed_by = reason, "window closed");
+    tracing::debug!(
+        ids = window.ids.len(),
+        records = window.records.len(),
+        closed_by = reason,
+        "window closed"
+    );
     let (shared, slots) = (shared.clone(), slots.clone());
     tasks.spawn(async move {
-        let _slot = slots.acquire_owned().await.expect("the window semaphore is never closed");
+        let _slot = slots
+            .acquire_owned()
+            .await
+            .expect("the window semaphore is never closed");
         shared.metrics.windows_in_flight.inc();
         process_window(&shared, window).await;
         shared.metrics.windows_in_flight.dec();
@@ -374,41 +450,74 @@ fn dispatch(shared: &Arc<Shared>, slots: &Arc<Semaphore>, tasks: &mut JoinSet<()
 /// Resolves a window, produces its records, and marks the acknowledged ones done.
 async fn process_window(shared: &Shared, window: ClosedWindow) {
     let Some(outcomes) = shared.stages.resolve(&window).await else {
-        tracing::info!(records = window.records.len(), "window abandoned at shutdown during a systemic fault; it will be replayed");
+        tracing::info!(
+            records = window.records.len(),
+            "window abandoned at shutdown during a systemic fault; it will be replayed"
+        );
         return;
     };
     let now = SystemTime::now();
     let stamp = rfc3339_millis(now);
-    let sends = window.records.iter().zip(&window.id_of_record).map(|(rec, &id)| {
-        let outcome = &outcomes[id];
-        let stamp = &stamp;
-        async move {
-            let sent = shared.sink.send_outcome(&rec.event.user_id, outcome, rec.pos, stamp).await;
-            let dead = match (sent.is_ok(), outcome.failed_stage) {
-                (true, Some(stage)) => {
-                    let dl = DeadLetter {
-                        stage,
-                        code: outcome.error_code,
-                        reason: outcome.error_info.clone(),
-                        attempts: outcome.attempts,
-                    };
-                    Some(shared.sink.send_dead_letter(rec.key.as_deref(), rec.payload.as_deref(), rec.pos, &dl, stamp).await)
-                }
-                _ => None,
-            };
-            (sent, dead)
-        }
-    });
+    let sends = window
+        .records
+        .iter()
+        .zip(&window.id_of_record)
+        .map(|(rec, &id)| {
+            let outcome = &outcomes[id];
+            let stamp = &stamp;
+            async move {
+                let sent = shared
+                    .sink
+                    .send_outcome(&rec.event.user_id, outcome, rec.pos, stamp)
+                    .await;
+                let dead = match (sent.is_ok(), outcome.failed_stage) {
+                    (true, Some(stage)) => {
+                        let dl = DeadLetter {
+                            stage,
+                            code: outcome.error_code,
+                            reason: outcome.error_info.clone(),
+                            attempts: outcome.attempts,
+                        };
+                        Some(
+                            shared
+                                .sink
+                                .send_dead_letter(
+                                    rec.key.as_deref(),
+                                    rec.payload.as_deref(),
+                                    rec.pos,
+                                    &dl,
+                                    stamp,
+                                )
+                                .await,
+                        )
+                    }
+                    _ => None,
+                };
+                (sent, dead)
+            }
+        });
     let results = join_all(sends).await;
     let mut done = Vec::with_capacity(window.records.len());
     for ((rec, &id), (sent, dead)) in window.records.iter().zip(&window.id_of_record).zip(results) {
         let outcome = &outcomes[id];
         match (sent, dead) {
             (Ok(()), None | Some(Ok(()))) => {
-                shared.metrics.outcomes.with_label_values(&[outcome.status.as_str()]).inc();
+                shared
+                    .metrics
+                    .outcomes
+                    .with_label_values(&[outcome.status.as_str()])
+                    .inc();
                 if let Some(stage) = outcome.failed_stage {
-                    let class = if outcome.status == OutcomeStatus::Failed { FailureClass::Permanent } else { FailureClass::Retryable };
-                    shared.metrics.events_dead_lettered.with_label_values(&[stage.as_str(), class.as_str()]).inc();
+                    let class = if outcome.status == OutcomeStatus::Failed {
+                        FailureClass::Permanent
+                    } else {
+                        FailureClass::Retryable
+                    };
+                    shared
+                        .metrics
+                        .events_dead_lettered
+                        .with_label_values(&[stage.as_str(), class.as_str()])
+                        .inc();
                     tracing::warn!(
                         partition = rec.pos.partition,
                         offset = rec.pos.offset,
@@ -419,9 +528,16 @@ async fn process_window(shared: &Shared, window: ClosedWindow) {
                     );
                 }
                 if let Some(ts) = rec.timestamp_ms {
-                    let age_ms = now.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0) - ts;
+                    let age_ms = now
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map(|d| d.as_millis() as i64)
+                        .unwrap_or(0)
+                        - ts;
                     if age_ms >= 0 {
-                        shared.metrics.end_to_end_latency.observe(age_ms as f64 / 1000.0);
+                        shared
+                            .metrics
+                            .end_to_end_latency
+                            .observe(age_ms as f64 / 1000.0);
                     }
                 }
                 done.push(rec.pos);
@@ -436,11 +552,25 @@ async fn process_window(shared: &Shared, window: ClosedWindow) {
 }
 
 /// Dead-letters a record that did not decode, then marks it done.
-async fn dead_letter_decode(shared: &Shared, key: Option<Vec<u8>>, payload: Option<Vec<u8>>, pos: SourcePos, dl: DeadLetter) {
+async fn dead_letter_decode(
+    shared: &Shared,
+    key: Option<Vec<u8>>,
+    payload: Option<Vec<u8>>,
+    pos: SourcePos,
+    dl: DeadLetter,
+) {
     let stamp = rfc3339_millis(SystemTime::now());
-    match shared.sink.send_dead_letter(key.as_deref(), payload.as_deref(), pos, &dl, &stamp).await {
+    match shared
+        .sink
+        .send_dead_letter(key.as_deref(), payload.as_deref(), pos, &dl, &stamp)
+        .await
+    {
         Ok(()) => {
-            shared.metrics.events_dead_lettered.with_label_values(&["decode", FailureClass::Permanent.as_str()]).inc();
+            shared
+                .metrics
+                .events_dead_lettered
+                .with_label_values(&["decode", FailureClass::Permanent.as_str()])
+                .inc();
             complete(shared, &[pos]);
         }
         Err(e) => {

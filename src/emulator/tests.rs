@@ -883,7 +883,10 @@ fn preexisting_share_holds_for_blocks_of_sequential_ids() {
             let hits = (block * 100..block * 100 + 100)
                 .filter(|i| is_preexisting(&format!("{prefix}{i:06}"), 0.5))
                 .count();
-            assert!((25..=75).contains(&hits), "{prefix} block {block}: {hits}/100");
+            assert!(
+                (25..=75).contains(&hits),
+                "{prefix} block {block}: {hits}/100"
+            );
         }
     }
 }
