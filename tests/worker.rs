@@ -12,8 +12,8 @@ use account_sync::emulator::is_preexisting;
 use account_sync::sink::headers;
 use common::emulator::{count, emulator_config, start_emulator, SECRET};
 use common::kafka::{
-    committed, ends, event_json, eventually, produce, produce_users, read_all, worker_args, ReadRecord, RunningWorker,
-    TestKafka, WorkerEnv,
+    committed, ends, event_json, eventually, produce, produce_users, read_all, worker_args,
+    ReadRecord, RunningWorker, TestKafka, WorkerEnv,
 };
 use serde_json::Value;
 
@@ -30,7 +30,13 @@ async fn every_record_gets_the_right_outcome() {
 
     let group = kafka.name("group");
     let worker = RunningWorker::start(worker_args(&kafka, &topics, &emu.base_url(), &group, &[]));
-    let outcomes = read_all(&kafka.brokers, &topics.outcomes, 500, Duration::from_secs(60), false);
+    let outcomes = read_all(
+        &kafka.brokers,
+        &topics.outcomes,
+        500,
+        Duration::from_secs(60),
+        false,
+    );
     worker.stop().await.expect("clean stop");
 
     assert_eq!(outcomes.len(), 500);
@@ -38,11 +44,18 @@ async fn every_record_gets_the_right_outcome() {
         .iter()
         .map(|r| {
             let v = r.json();
-            (v["user_id"].as_str().unwrap().to_owned(), v["status"].as_str().unwrap().to_owned())
+            (
+                v["user_id"].as_str().unwrap().to_owned(),
+                v["status"].as_str().unwrap().to_owned(),
+            )
         })
         .collect();
     for u in &users {
-        let want = if is_preexisting(u, 0.3) { "already_imported" } else { "imported" };
+        let want = if is_preexisting(u, 0.3) {
+            "already_imported"
+        } else {
+            "imported"
+        };
         assert_eq!(by_user[u], want, "{u}");
     }
     let c = committed(&kafka.brokers, &group, &topics.input, 3);
@@ -62,20 +75,32 @@ fn outcomes_by_source(records: &[ReadRecord]) -> BTreeMap<(i32, i64), Value> {
     let mut out = BTreeMap::new();
     for r in records {
         let v = r.json();
-        let src = (v["source_partition"].as_i64().unwrap() as i32, v["source_offset"].as_i64().unwrap());
-        assert!(out.insert(src, v).is_none(), "two outcomes for source record {src:?}");
+        let src = (
+            v["source_partition"].as_i64().unwrap() as i32,
+            v["source_offset"].as_i64().unwrap(),
+        );
+        assert!(
+            out.insert(src, v).is_none(),
+            "two outcomes for source record {src:?}"
+        );
     }
     out
 }
 
 /// `(key, payload)` pairs in the shape [`produce`] takes.
 fn as_records(records: &[(String, Vec<u8>)]) -> Vec<(Option<&str>, Option<&[u8]>)> {
-    records.iter().map(|(k, p)| (Some(k.as_str()), Some(p.as_slice()))).collect()
+    records
+        .iter()
+        .map(|(k, p)| (Some(k.as_str()), Some(p.as_slice())))
+        .collect()
 }
 
 /// The first `{base}-{i}` for which `is_preexisting(_, fraction)` is `want`.
 fn user_with(base: &str, fraction: f64, want: bool) -> String {
-    (0..).map(|i| format!("{base}-{i}")).find(|u| is_preexisting(u, fraction) == want).unwrap()
+    (0..)
+        .map(|i| format!("{base}-{i}"))
+        .find(|u| is_preexisting(u, fraction) == want)
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,9 +113,18 @@ async fn duplicates_in_one_window_are_checked_once_and_each_get_an_outcome() {
     let solo_c = user_with("solo-c", 0.5, false);
     let solo_d = user_with("solo-d", 0.5, false);
     let order = [&dup_a, &dup_b, &solo_c, &dup_a, &solo_d, &dup_b, &dup_a];
-    let records: Vec<(String, Vec<u8>)> =
-        order.iter().enumerate().map(|(i, u)| (u.to_string(), event_json(u, &format!("nick-{i}")))).collect();
-    let offsets = produce(&env.kafka.producer(), &env.topics.input, Some(0), &as_records(&records)).await;
+    let records: Vec<(String, Vec<u8>)> = order
+        .iter()
+        .enumerate()
+        .map(|(i, u)| (u.to_string(), event_json(u, &format!("nick-{i}"))))
+        .collect();
+    let offsets = produce(
+        &env.kafka.producer(),
+        &env.topics.input,
+        Some(0),
+        &as_records(&records),
+    )
+    .await;
 
     // A window of up to 100 ids that lingers 1.5 s: all seven records land in one window.
     let worker = env.worker(&["--window-size", "100", "--window-linger", "1500ms"]);
@@ -99,18 +133,34 @@ async fn duplicates_in_one_window_are_checked_once_and_each_get_an_outcome() {
     worker.stop().await.expect("clean stop");
 
     let outcomes = outcomes_by_source(&env.outcomes());
-    assert_eq!(outcomes.len(), 7, "one outcome per record, duplicates included");
+    assert_eq!(
+        outcomes.len(),
+        7,
+        "one outcome per record, duplicates included"
+    );
     for (&(p, o), u) in offsets.iter().zip(order) {
         let v = &outcomes[&(p, o)];
         assert_eq!(v["user_id"], u.as_str(), "offset {o}");
-        let want = if *u == dup_b { "already_imported" } else { "imported" };
+        let want = if *u == dup_b {
+            "already_imported"
+        } else {
+            "imported"
+        };
         assert_eq!(v["status"], want, "{u} at offset {o}");
         assert_eq!(v["error_code"], 0);
         assert_eq!(v["attempts"], 1);
     }
     let stats = env.emu.stats();
-    assert_eq!(count(&stats.calls, "account_check"), 1, "one window, one check: {stats:?}");
-    assert_eq!(count(&stats.calls, "account_import"), 3, "imports = distinct new users (a, c, d): {stats:?}");
+    assert_eq!(
+        count(&stats.calls, "account_check"),
+        1,
+        "one window, one check: {stats:?}"
+    );
+    assert_eq!(
+        count(&stats.calls, "account_import"),
+        3,
+        "imports = distinct new users (a, c, d): {stats:?}"
+    );
     assert_eq!(stats.imported_accounts, 3);
     assert_eq!(metrics.windows.with_label_values(&["linger"]).get(), 1);
     assert_eq!(metrics.windows.with_label_values(&["full"]).get(), 0);
@@ -132,8 +182,14 @@ async fn windows_close_when_full() {
     let full = metrics.windows.with_label_values(&["full"]).get();
     let linger = metrics.windows.with_label_values(&["linger"]).get();
     let checks = count(&env.emu.stats().calls, "account_check");
-    assert!(full >= 3, "35 ids in windows of 10: at least 3 full windows, got {full} (linger {linger})");
-    assert!(checks >= 4, "35 ids in windows of 10: at least 4 checks, got {checks}");
+    assert!(
+        full >= 3,
+        "35 ids in windows of 10: at least 3 full windows, got {full} (linger {linger})"
+    );
+    assert!(
+        checks >= 4,
+        "35 ids in windows of 10: at least 4 checks, got {checks}"
+    );
     assert_eq!(checks, (full + linger) as u64, "one check per window");
     let outcomes = outcomes_by_source(&env.outcomes());
     assert_eq!(outcomes.len(), 35);
@@ -154,9 +210,16 @@ async fn a_window_that_does_not_fill_closes_by_linger() {
     worker.stop().await.expect("clean stop");
 
     assert!(metrics.windows.with_label_values(&["linger"]).get() >= 1);
-    assert_eq!(metrics.windows.with_label_values(&["full"]).get(), 0, "5 ids never fill a window of 100");
+    assert_eq!(
+        metrics.windows.with_label_values(&["full"]).get(),
+        0,
+        "5 ids never fill a window of 100"
+    );
     let outcomes = outcomes_by_source(&env.outcomes());
-    let got: BTreeSet<&str> = outcomes.values().map(|v| v["user_id"].as_str().unwrap()).collect();
+    let got: BTreeSet<&str> = outcomes
+        .values()
+        .map(|v| v["user_id"].as_str().unwrap())
+        .collect();
     assert_eq!(got, users.iter().map(String::as_str).collect());
     assert!(outcomes.values().all(|v| v["status"] == "imported"));
     assert_eq!(env.committed(), ends(&offsets));
@@ -170,18 +233,32 @@ async fn a_rejected_account_is_dead_lettered_alone() {
     let records: Vec<(String, Vec<u8>)> = (0..6)
         .map(|i| {
             let u = format!("profile-{i}");
-            let nick = if i == 3 { "has a badword inside".to_owned() } else { format!("nick-{i}") };
+            let nick = if i == 3 {
+                "has a badword inside".to_owned()
+            } else {
+                format!("nick-{i}")
+            };
             (u.clone(), event_json(&u, &nick))
         })
         .collect();
-    let offsets = produce(&env.kafka.producer(), &env.topics.input, Some(0), &as_records(&records)).await;
+    let offsets = produce(
+        &env.kafka.producer(),
+        &env.topics.input,
+        Some(0),
+        &as_records(&records),
+    )
+    .await;
 
     let worker = env.worker(&["--window-linger", "1s"]);
     let metrics = worker.metrics.clone();
     assert_eq!(env.wait_outcomes(6, Duration::from_secs(30)).await, 6);
     worker.stop().await.expect("clean stop");
 
-    assert_eq!(count(&env.emu.stats().calls, "account_check"), 1, "all six in one window");
+    assert_eq!(
+        count(&env.emu.stats().calls, "account_check"),
+        1,
+        "all six in one window"
+    );
     let outcomes = outcomes_by_source(&env.outcomes());
     assert_eq!(outcomes.len(), 6);
     let bad = &outcomes[&offsets[3]];
@@ -202,7 +279,11 @@ async fn a_rejected_account_is_dead_lettered_alone() {
     assert_eq!(dead.len(), 1, "only the rejected user is dead-lettered");
     let d = &dead[0];
     assert_eq!(d.key.as_deref(), Some(b"profile-3".as_slice()));
-    assert_eq!(d.payload.as_deref(), Some(records[3].1.as_slice()), "original payload bytes");
+    assert_eq!(
+        d.payload.as_deref(),
+        Some(records[3].1.as_slice()),
+        "original payload bytes"
+    );
     assert_eq!(d.header(headers::STAGE), "import");
     assert_eq!(d.header(headers::CODE), "40005");
     assert_eq!(d.header(headers::REASON), info);
@@ -211,7 +292,13 @@ async fn a_rejected_account_is_dead_lettered_alone() {
     assert_eq!(d.header(headers::SOURCE_PARTITION), "0");
     assert_eq!(d.header(headers::SOURCE_OFFSET), offsets[3].1.to_string());
     humantime::parse_rfc3339(d.header(headers::FAILED_AT)).expect("failed-at is RFC 3339");
-    assert_eq!(metrics.events_dead_lettered.with_label_values(&["import", "permanent"]).get(), 1);
+    assert_eq!(
+        metrics
+            .events_dead_lettered
+            .with_label_values(&["import", "permanent"])
+            .get(),
+        1
+    );
     assert_eq!(metrics.outcomes.with_label_values(&["failed"]).get(), 1);
     assert_eq!(metrics.outcomes.with_label_values(&["imported"]).get(), 5);
     assert_eq!(env.committed(), ends(&offsets));
@@ -227,19 +314,29 @@ async fn a_restart_after_a_clean_stop_reprocesses_nothing() {
     assert_eq!(env.wait_outcomes(150, Duration::from_secs(30)).await, 150);
     a.stop().await.expect("clean stop");
     let committed = env.committed();
-    assert_eq!(committed, ends(&offsets), "a clean stop commits everything it finished");
+    assert_eq!(
+        committed,
+        ends(&offsets),
+        "a clean stop commits everything it finished"
+    );
     let calls = env.emu.stats().calls;
 
     let b = env.worker(&[]);
     let mb = b.metrics.clone();
     assert!(
-        eventually(Duration::from_secs(20), || mb.assigned_partitions.get() == 3).await,
+        eventually(Duration::from_secs(20), || mb.assigned_partitions.get()
+            == 3)
+        .await,
         "worker B joins the group and owns all 3 partitions"
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     b.stop().await.expect("clean stop");
 
-    assert_eq!(mb.events_consumed.get(), 0, "B starts at the committed end: nothing to read");
+    assert_eq!(
+        mb.events_consumed.get(),
+        0,
+        "B starts at the committed end: nothing to read"
+    );
     assert_eq!(env.outcome_count(), 150, "no outcome written twice");
     assert_eq!(env.dead_letter_count(), 0);
     assert_eq!(env.emu.stats().calls, calls, "no API call repeated");
@@ -261,12 +358,27 @@ async fn the_limiter_keeps_the_worker_under_the_vendor_limits() {
     worker.stop().await.expect("clean stop");
 
     let stats = env.emu.stats();
-    assert!(stats.rate_limited.values().all(|&n| n == 0), "no 60007 answers: {stats:?}");
-    assert!(stats.rejected_by_code.is_empty(), "no error answers at all: {stats:?}");
+    assert!(
+        stats.rate_limited.values().all(|&n| n == 0),
+        "no 60007 answers: {stats:?}"
+    );
+    assert!(
+        stats.rejected_by_code.is_empty(),
+        "no error answers at all: {stats:?}"
+    );
     assert_eq!(count(&stats.calls, "account_import"), 3000);
-    assert_eq!(metrics.frequency_limited.with_label_values(&["account_import"]).get(), 0);
+    assert_eq!(
+        metrics
+            .frequency_limited
+            .with_label_values(&["account_import"])
+            .get(),
+        0
+    );
     // 3000 imports at 200/s (a 20-call burst first) cannot take less than ~14.9 s.
-    assert!(took >= Duration::from_secs(14), "3000 imports in {took:?}: faster than the limit allows");
+    assert!(
+        took >= Duration::from_secs(14),
+        "3000 imports in {took:?}: faster than the limit allows"
+    );
     let outcomes = outcomes_by_source(&env.outcomes());
     assert_eq!(outcomes.len(), 3000);
     assert!(outcomes.values().all(|v| v["status"] == "imported"));
@@ -292,21 +404,39 @@ async fn a_systemic_fault_pauses_without_dead_lettering_and_recovers_by_itself()
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(m.paused.get(), 1, "still paused");
     assert_eq!(env.outcome_count(), 0, "no outcomes during the fault");
-    assert_eq!(env.dead_letter_count(), 0, "nothing dead-lettered during the fault");
-    assert!(env.committed().is_empty(), "no offset committed during the fault: {:?}", env.committed());
+    assert_eq!(
+        env.dead_letter_count(),
+        0,
+        "nothing dead-lettered during the fault"
+    );
+    assert!(
+        env.committed().is_empty(),
+        "no offset committed during the fault: {:?}",
+        env.committed()
+    );
     let stats = env.emu.stats();
     assert_eq!(count(&stats.calls, "account_import"), 0);
     assert!(count(&stats.rejected_by_code, "70009") >= 1, "{stats:?}");
 
     env.emu.set_secret_key(SecretKey::new(SECRET));
-    assert_eq!(env.wait_outcomes(40, Duration::from_secs(30)).await, 40, "the worker resumes by itself");
-    assert!(eventually(Duration::from_secs(5), || m.paused.get() == 0).await, "intake resumed");
+    assert_eq!(
+        env.wait_outcomes(40, Duration::from_secs(30)).await,
+        40,
+        "the worker resumes by itself"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || m.paused.get() == 0).await,
+        "intake resumed"
+    );
     assert_eq!(m.systemic_fault.with_label_values(&["70009"]).get(), 0);
     worker.stop().await.expect("clean stop");
 
     let outcomes = outcomes_by_source(&env.outcomes());
     assert_eq!(outcomes.len(), 40);
-    assert!(outcomes.values().all(|v| v["status"] == "imported"), "{outcomes:?}");
+    assert!(
+        outcomes.values().all(|v| v["status"] == "imported"),
+        "{outcomes:?}"
+    );
     assert_eq!(env.dead_letter_count(), 0);
     assert_eq!(env.committed(), ends(&offsets));
 }
@@ -319,7 +449,14 @@ async fn back_pressure_pauses_intake_and_bounds_records_in_flight() {
     let users: Vec<String> = (0..1000).map(|i| format!("bp-{i:04}")).collect();
     let offsets = env.produce_users(&users).await;
 
-    let worker = env.worker(&["--max-events-in-flight", "100", "--window-size", "10", "--max-windows-in-flight", "2"]);
+    let worker = env.worker(&[
+        "--max-events-in-flight",
+        "100",
+        "--window-size",
+        "10",
+        "--max-windows-in-flight",
+        "2",
+    ]);
     let m = worker.metrics.clone();
     let done = Arc::new(AtomicBool::new(false));
     let sampler = {
@@ -339,11 +476,19 @@ async fn back_pressure_pauses_intake_and_bounds_records_in_flight() {
     done.store(true, Ordering::Relaxed);
     let (max_in_flight, max_windows, paused_seen) = sampler.await.unwrap();
     worker.stop().await.expect("clean stop");
-    eprintln!("back-pressure: max events in flight {max_in_flight}, max windows in flight {max_windows}");
+    eprintln!(
+        "back-pressure: max events in flight {max_in_flight}, max windows in flight {max_windows}"
+    );
 
     assert!(paused_seen, "intake paused at some point");
-    assert!(max_in_flight <= 100 + 500, "events in flight {max_in_flight} way over the 100 bound");
-    assert!(max_windows <= 2, "windows in flight {max_windows} over the bound of 2");
+    assert!(
+        max_in_flight <= 100 + 500,
+        "events in flight {max_in_flight} way over the 100 bound"
+    );
+    assert!(
+        max_windows <= 2,
+        "windows in flight {max_windows} over the bound of 2"
+    );
     let outcomes = outcomes_by_source(&env.outcomes());
     assert_eq!(outcomes.len(), 1000);
     assert!(outcomes.values().all(|v| v["status"] == "imported"));
@@ -361,12 +506,26 @@ async fn a_graceful_stop_mid_stream_commits_only_finished_records_and_loses_noth
     let users: Vec<String> = (0..2000).map(|i| format!("stop-{i:05}")).collect();
     let offsets = env.produce_users(&users).await;
     let end = ends(&offsets);
-    let flags = ["--check-rate", "200", "--import-rate", "400", "--max-events-in-flight", "300", "--window-size", "50"];
+    let flags = [
+        "--check-rate",
+        "200",
+        "--import-rate",
+        "400",
+        "--max-events-in-flight",
+        "300",
+        "--window-size",
+        "50",
+    ];
 
     let a = env.worker(&flags);
     let ma = a.metrics.clone();
     assert!(
-        eventually(Duration::from_secs(30), || ma.outcomes.with_label_values(&["imported"]).get() > 0).await,
+        eventually(Duration::from_secs(30), || ma
+            .outcomes
+            .with_label_values(&["imported"])
+            .get()
+            > 0)
+        .await,
         "worker A makes progress"
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -385,14 +544,23 @@ async fn a_graceful_stop_mid_stream_commits_only_finished_records_and_loses_noth
         "graceful stop: {} outcomes, committed {committed_a:?} (total {committed_total}), {in_flight_at_stop} in flight at stop",
         outcomes_a.len()
     );
-    assert!(committed_total < 2000, "stopped mid-stream (committed {committed_a:?})");
+    assert!(
+        committed_total < 2000,
+        "stopped mid-stream (committed {committed_a:?})"
+    );
     for p in 0..3 {
         let c = committed_a.get(&p).copied().unwrap_or(0);
         let have = emitted.get(&p).cloned().unwrap_or_default();
         let contiguous = (0..).take_while(|o| have.contains(o)).count() as i64;
-        assert!(c <= contiguous, "partition {p}: committed {c}, but outcomes only cover 0..{contiguous}");
+        assert!(
+            c <= contiguous,
+            "partition {p}: committed {c}, but outcomes only cover 0..{contiguous}"
+        );
         // A graceful stop drains what it read: everything it emitted is committed too.
-        assert!(have.iter().all(|&o| o < c), "partition {p}: outcomes past the committed offset {c}");
+        assert!(
+            have.iter().all(|&o| o < c),
+            "partition {p}: outcomes past the committed offset {c}"
+        );
     }
 
     let b = env.worker(&flags);
@@ -410,12 +578,21 @@ async fn a_graceful_stop_mid_stream_commits_only_finished_records_and_loses_noth
     }
     for (&p, &e) in &end {
         for o in 0..e {
-            assert!(seen.contains_key(&(p, o)), "input {p}/{o} has no outcome: lost");
+            assert!(
+                seen.contains_key(&(p, o)),
+                "input {p}/{o} has no outcome: lost"
+            );
         }
     }
     let duplicates = all.len() - seen.len();
-    eprintln!("graceful stop: {} outcomes in all, {duplicates} duplicates", all.len());
-    assert!(duplicates as i64 <= in_flight_at_stop, "{duplicates} duplicates, {in_flight_at_stop} were in flight");
+    eprintln!(
+        "graceful stop: {} outcomes in all, {duplicates} duplicates",
+        all.len()
+    );
+    assert!(
+        duplicates as i64 <= in_flight_at_stop,
+        "{duplicates} duplicates, {in_flight_at_stop} were in flight"
+    );
     assert!(all.iter().all(|r| r.json()["status"] == "imported"));
     assert_eq!(env.dead_letter_count(), 0);
 }

@@ -47,10 +47,18 @@ impl TestKafka {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let prefix = format!("t{}-{}-{}", std::process::id(), n, fastrand::u32(..));
         match std::env::var(BROKERS_ENV) {
-            Ok(b) if !b.trim().is_empty() => TestKafka { embedded: None, brokers: b, prefix },
+            Ok(b) if !b.trim().is_empty() => TestKafka {
+                embedded: None,
+                brokers: b,
+                prefix,
+            },
             _ => {
                 let k = EmbeddedKafka::start(brokers, &[]).expect("mock cluster starts");
-                TestKafka { brokers: k.bootstrap_servers().to_owned(), embedded: Some(k), prefix }
+                TestKafka {
+                    brokers: k.bootstrap_servers().to_owned(),
+                    embedded: Some(k),
+                    prefix,
+                }
             }
         }
     }
@@ -65,10 +73,15 @@ impl TestKafka {
         match &self.embedded {
             Some(k) => k.create_topic(name, partitions).expect("create topic"),
             None => {
-                let admin: AdminClient<DefaultClientContext> =
-                    ClientConfig::new().set("bootstrap.servers", &self.brokers).create().expect("admin client");
+                let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+                    .set("bootstrap.servers", &self.brokers)
+                    .create()
+                    .expect("admin client");
                 let t = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-                let r = admin.create_topics([&t], &AdminOptions::new()).await.expect("create topics");
+                let r = admin
+                    .create_topics([&t], &AdminOptions::new())
+                    .await
+                    .expect("create topics");
                 for x in r {
                     x.expect("topic created");
                 }
@@ -78,7 +91,11 @@ impl TestKafka {
 
     /// The three topics of a worker: input (`partitions`), outcomes (3), dead letters (1).
     pub async fn worker_topics(&self, partitions: i32) -> Topics {
-        let t = Topics { input: self.name("signups"), outcomes: self.name("outcomes"), dlq: self.name("dlq") };
+        let t = Topics {
+            input: self.name("signups"),
+            outcomes: self.name("outcomes"),
+            dlq: self.name("dlq"),
+        };
         self.create_topic(&t.input, partitions).await;
         self.create_topic(&t.outcomes, 3).await;
         self.create_topic(&t.dlq, 1).await;
@@ -125,12 +142,23 @@ pub async fn produce(
         producer.send(r, Timeout::After(Duration::from_secs(30)))
     });
     let delivered = futures_util::future::join_all(futures).await;
-    delivered.into_iter().map(|d| d.map(|d| (d.partition, d.offset)).expect("produced")).collect()
+    delivered
+        .into_iter()
+        .map(|d| d.map(|d| (d.partition, d.offset)).expect("produced"))
+        .collect()
 }
 
 /// Produces JSON signup events for `users` round-robin over `partitions` partitions.
-pub async fn produce_users(producer: &FutureProducer, topic: &str, partitions: i32, users: &[String]) -> Vec<(i32, i64)> {
-    let payloads: Vec<Vec<u8>> = users.iter().map(|u| format!(r#"{{"UserID":"{u}","Nick":"n-{u}"}}"#).into_bytes()).collect();
+pub async fn produce_users(
+    producer: &FutureProducer,
+    topic: &str,
+    partitions: i32,
+    users: &[String],
+) -> Vec<(i32, i64)> {
+    let payloads: Vec<Vec<u8>> = users
+        .iter()
+        .map(|u| format!(r#"{{"UserID":"{u}","Nick":"n-{u}"}}"#).into_bytes())
+        .collect();
     let mut out = Vec::new();
     for p in 0..partitions {
         let recs: Vec<(Option<&str>, Option<&[u8]>)> = users
@@ -149,7 +177,9 @@ pub async fn produce_users(producer: &FutureProducer, topic: &str, partitions: i
 
 /// JSON signup event bytes with a UserID and a Nick.
 pub fn event_json(user_id: &str, nick: &str) -> Vec<u8> {
-    serde_json::json!({ "UserID": user_id, "Nick": nick }).to_string().into_bytes()
+    serde_json::json!({ "UserID": user_id, "Nick": nick })
+        .to_string()
+        .into_bytes()
 }
 
 /// The end (one past the last offset) of each partition that `offsets` (from [`produce`]) touched.
@@ -170,12 +200,16 @@ pub fn count_records(brokers: &str, topic: &str) -> usize {
         .set("group.id", format!("counter-{}", fastrand::u64(..)))
         .create()
         .expect("counting consumer");
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
     md.topics()[0]
         .partitions()
         .iter()
         .map(|p| {
-            let (low, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10)).expect("watermarks");
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                .expect("watermarks");
             (high - low) as usize
         })
         .sum()
@@ -213,39 +247,64 @@ pub struct ReadRecord {
 impl ReadRecord {
     /// The payload as JSON (outcome records).
     pub fn json(&self) -> Value {
-        serde_json::from_slice(self.payload.as_deref().unwrap_or(b"null")).expect("outcome payload is JSON")
+        serde_json::from_slice(self.payload.as_deref().unwrap_or(b"null"))
+            .expect("outcome payload is JSON")
     }
 
     /// A header's value (dead letters); panics naming it when absent.
     pub fn header(&self, name: &str) -> &str {
-        self.headers.get(name).unwrap_or_else(|| panic!("header {name} missing: {:?}", self.headers))
+        self.headers
+            .get(name)
+            .unwrap_or_else(|| panic!("header {name} missing: {:?}", self.headers))
     }
 
     /// The source (partition, offset): from the JSON of an outcome, or the headers of a dead letter.
     pub fn source(&self) -> (i32, i64) {
         if let Some(p) = self.headers.get("account-sync.source.partition") {
-            return (p.parse().unwrap(), self.headers["account-sync.source.offset"].parse().unwrap());
+            return (
+                p.parse().unwrap(),
+                self.headers["account-sync.source.offset"].parse().unwrap(),
+            );
         }
         let v = self.json();
-        (v["source_partition"].as_i64().unwrap() as i32, v["source_offset"].as_i64().unwrap())
+        (
+            v["source_partition"].as_i64().unwrap() as i32,
+            v["source_offset"].as_i64().unwrap(),
+        )
     }
 }
 
 /// Reads every record of `topic` from the beginning until `expected` have arrived or `within`
 /// passed (then returns what it has). `read_committed` for exactly-once checks.
-pub fn read_all(brokers: &str, topic: &str, expected: usize, within: Duration, read_committed: bool) -> Vec<ReadRecord> {
+pub fn read_all(
+    brokers: &str,
+    topic: &str,
+    expected: usize,
+    within: Duration,
+    read_committed: bool,
+) -> Vec<ReadRecord> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("reader-{}", fastrand::u64(..)))
         .set("enable.auto.commit", "false")
-        .set("isolation.level", if read_committed { "read_committed" } else { "read_uncommitted" })
+        .set(
+            "isolation.level",
+            if read_committed {
+                "read_committed"
+            } else {
+                "read_uncommitted"
+            },
+        )
         .create()
         .expect("reader");
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
     let parts = md.topics()[0].partitions().len() as i32;
     let mut tpl = TopicPartitionList::new();
     for p in 0..parts {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
     }
     consumer.assign(&tpl).expect("assign");
     let deadline = Instant::now() + within;
@@ -256,11 +315,20 @@ pub fn read_all(brokers: &str, topic: &str, expected: usize, within: Duration, r
                 .headers()
                 .map(|h| {
                     h.iter()
-                        .map(|x| (x.key.to_owned(), String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned()))
+                        .map(|x| {
+                            (
+                                x.key.to_owned(),
+                                String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
-            out.push(ReadRecord { key: m.key().map(<[u8]>::to_vec), payload: m.payload().map(<[u8]>::to_vec), headers });
+            out.push(ReadRecord {
+                key: m.key().map(<[u8]>::to_vec),
+                payload: m.payload().map(<[u8]>::to_vec),
+                headers,
+            });
         }
     }
     out
@@ -268,13 +336,18 @@ pub fn read_all(brokers: &str, topic: &str, expected: usize, within: Duration, r
 
 /// The committed offsets of `group` on `topic`, per partition (absent = nothing committed).
 pub fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
-    let consumer: BaseConsumer =
-        ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", group).create().expect("consumer");
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .create()
+        .expect("consumer");
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition(topic, p);
     }
-    let c = consumer.committed_offsets(tpl, Duration::from_secs(10)).expect("committed offsets");
+    let c = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed offsets");
     c.elements()
         .iter()
         .filter_map(|e| match e.offset() {
@@ -287,7 +360,13 @@ pub fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> BT
 /// Worker arguments for the test broker, topics and an emulator, plus `extra` flags. A flag in
 /// `extra` (spelt `--flag value`) replaces the default given here: clap refuses a single-valued
 /// flag twice.
-pub fn worker_args(kafka: &TestKafka, topics: &Topics, api_base_url: &str, group: &str, extra: &[&str]) -> WorkerArgs {
+pub fn worker_args(
+    kafka: &TestKafka,
+    topics: &Topics,
+    api_base_url: &str,
+    group: &str,
+    extra: &[&str],
+) -> WorkerArgs {
     let sdkappid = SDKAPPID.to_string();
     let defaults: [(&str, &str); 14] = [
         ("--brokers", &kafka.brokers),
@@ -333,13 +412,39 @@ impl RunningWorker {
         let metrics = worker.metrics();
         let (shutdown, trigger) = Shutdown::new();
         let task = tokio::spawn(worker.run(None, shutdown));
-        RunningWorker { trigger, task, metrics }
+        RunningWorker {
+            trigger,
+            task,
+            metrics,
+        }
+    }
+
+    /// Starts a worker that also serves its admin endpoints (`/metrics`, `/healthz`, `/readyz`)
+    /// on a fresh 127.0.0.1 port; returns the worker and that address.
+    pub async fn start_with_admin(args: WorkerArgs) -> (RunningWorker, std::net::SocketAddr) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("admin listener binds on 127.0.0.1:0");
+        let addr = listener.local_addr().expect("admin listener address");
+        let worker = Worker::new(args).expect("worker builds");
+        let metrics = worker.metrics();
+        let (shutdown, trigger) = Shutdown::new();
+        let task = tokio::spawn(worker.run(Some(listener), shutdown));
+        let running = RunningWorker {
+            trigger,
+            task,
+            metrics,
+        };
+        (running, addr)
     }
 
     /// Asks it to stop and waits for it; returns its result.
     pub async fn stop(self) -> Result<(), WorkerError> {
         self.trigger.trigger();
-        tokio::time::timeout(Duration::from_secs(60), self.task).await.expect("worker stops within 60 s").expect("worker task")
+        tokio::time::timeout(Duration::from_secs(60), self.task)
+            .await
+            .expect("worker stops within 60 s")
+            .expect("worker task")
     }
 }
 
@@ -374,12 +479,24 @@ impl WorkerEnv {
         let topics = kafka.worker_topics(partitions).await;
         let group = kafka.name("group");
         let emu = start_emulator(emu).await;
-        WorkerEnv { kafka, topics, partitions, emu, group }
+        WorkerEnv {
+            kafka,
+            topics,
+            partitions,
+            emu,
+            group,
+        }
     }
 
     /// Worker arguments for this world plus `extra` flags.
     pub fn args(&self, extra: &[&str]) -> WorkerArgs {
-        worker_args(&self.kafka, &self.topics, &self.emu.base_url(), &self.group, extra)
+        worker_args(
+            &self.kafka,
+            &self.topics,
+            &self.emu.base_url(),
+            &self.group,
+            extra,
+        )
     }
 
     /// Starts a worker with `extra` flags.
@@ -389,12 +506,23 @@ impl WorkerEnv {
 
     /// Produces JSON events for `users` round-robin over the input partitions.
     pub async fn produce_users(&self, users: &[String]) -> Vec<(i32, i64)> {
-        produce_users(&self.kafka.producer(), &self.topics.input, self.partitions, users).await
+        produce_users(
+            &self.kafka.producer(),
+            &self.topics.input,
+            self.partitions,
+            users,
+        )
+        .await
     }
 
     /// The group's committed offsets on the input topic.
     pub fn committed(&self) -> BTreeMap<i32, i64> {
-        committed(&self.kafka.brokers, &self.group, &self.topics.input, self.partitions)
+        committed(
+            &self.kafka.brokers,
+            &self.group,
+            &self.topics.input,
+            self.partitions,
+        )
     }
 
     /// Waits until the outcome topic holds at least `n` records; returns how many it holds.
