@@ -65,7 +65,7 @@ fn usersig_generation(c: &mut Criterion) {
 }
 
 fn encoding(c: &mut Criterion) {
-    let o = Outcome { status: OutcomeStatus::Imported, error_code: 0, error_info: String::new(), attempts: 1, failed_stage: None };
+    let o = Outcome { status: OutcomeStatus::Imported, error_code: 0, error_info: String::new(), attempts: 1, failed_stage: None, failure_class: "" };
     let pos = SourcePos { partition: 3, offset: 123_456, epoch: 1 };
     let mut g = c.benchmark_group("record");
     g.throughput(Throughput::Elements(1));

@@ -78,6 +78,15 @@ pub enum InputFormatArg {
     Plain,
 }
 
+/// Delivery guarantee of outcome and dead-letter records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DeliveryArg {
+    /// Offsets committed after the records are acknowledged; a crash may duplicate outcomes.
+    AtLeastOnce,
+    /// Records and offsets in one Kafka transaction; read_committed readers see each outcome once.
+    ExactlyOnce,
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -313,6 +322,17 @@ pub struct WorkerArgs {
     /// First delay before probing the API again after a systemic fault (doubles up to 5 minutes).
     #[arg(long, env = "ACCOUNT_SYNC_SYSTEMIC_PROBE_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub systemic_probe_interval: Duration,
+    /// at-least-once, or exactly-once (outcome and dead-letter records committed in one Kafka
+    /// transaction with the input offsets).
+    #[arg(long, env = "ACCOUNT_SYNC_DELIVERY", value_enum, default_value = "at-least-once")]
+    pub delivery: DeliveryArg,
+    /// transactional.id of the exactly-once producer; must be unique per replica and stable
+    /// across its restarts (default: GROUP-HOSTNAME, the pod name in Kubernetes).
+    #[arg(long, env = "ACCOUNT_SYNC_TRANSACTIONAL_ID")]
+    pub transactional_id: Option<String>,
+    /// Exactly-once: how long a transaction gathers finished windows before it commits.
+    #[arg(long, env = "ACCOUNT_SYNC_TRANSACTION_LINGER", default_value = "100ms", value_parser = parse_duration)]
+    pub transaction_linger: Duration,
     #[command(flatten)]
     pub chat: ChatArgs,
     /// Admin HTTP listen address (/metrics, /healthz, /readyz).
@@ -385,6 +405,12 @@ impl WorkerArgs {
                 self.max_events_in_flight, self.window_size
             ));
         }
+        if self.transactional_id.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            return Err("--transactional-id is empty".into());
+        }
+        if self.transaction_linger.is_zero() {
+            return Err("--transaction-linger must be greater than 0".into());
+        }
         if self.commit_interval.is_zero() {
             return Err("--commit-interval must be greater than 0".into());
         }
@@ -399,6 +425,22 @@ impl WorkerArgs {
         self.decoder()?;
         self.chat.limiters()?;
         Ok(())
+    }
+
+    /// The transactional id in exactly-once mode (`None` in at-least-once mode).
+    pub fn resolved_transactional_id(&self) -> Option<String> {
+        if self.delivery != DeliveryArg::ExactlyOnce {
+            return None;
+        }
+        Some(self.transactional_id.clone().unwrap_or_else(|| {
+            let host = std::env::var("HOSTNAME")
+                .ok()
+                .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| format!("{:08x}", fastrand::u32(..)));
+            format!("{}-{host}", self.group_id)
+        }))
     }
 
     /// The input decoder for the configured format and pointers.
@@ -424,6 +466,7 @@ pub const MANAGED_KAFKA_PROPERTIES: &[&str] = &[
     "bootstrap.servers",
     "enable.idempotence",
     "isolation.level",
+    "transactional.id",
 ];
 
 fn validate_topic(flag: &str, topic: &str) -> Result<(), String> {

@@ -29,11 +29,11 @@ use crate::emulator::{Emulator, EmulatorConfig, EmulatorHandle};
 use crate::shutdown::Shutdown;
 use crate::worker::Worker;
 
-const INPUT: &str = "signups";
-const OUTCOMES: &str = "account-outcomes";
-const DLQ: &str = "account-dlq";
-const SDKAPPID: u64 = 1_400_000_000;
-const ADMIN: &str = "administrator";
+pub(crate) const INPUT: &str = "signups";
+pub(crate) const OUTCOMES: &str = "account-outcomes";
+pub(crate) const DLQ: &str = "account-dlq";
+pub(crate) const SDKAPPID: u64 = 1_400_000_000;
+pub(crate) const ADMIN: &str = "administrator";
 
 /// `account-sync demo` settings.
 #[derive(Debug, Clone, Args)]
@@ -102,11 +102,20 @@ pub struct Summary {
 
 /// What the load generator produced at one input offset.
 #[derive(Debug, Clone, Copy)]
-struct Produced {
+pub(crate) struct Produced {
     /// Whether the event is well-formed (expects an outcome) or bad (expects a dead letter).
-    good: bool,
+    pub good: bool,
     /// Produce time, ms since the epoch (also the record's Kafka timestamp).
-    at_ms: i64,
+    pub at_ms: i64,
+}
+
+/// The fields of an outcome record the verifier reads (borrowed: no per-record allocation).
+#[derive(serde::Deserialize)]
+struct OutcomeView<'a> {
+    source_partition: i32,
+    source_offset: i64,
+    status: &'a str,
+    processed_at: &'a str,
 }
 
 /// Records seen for one input offset.
@@ -142,7 +151,7 @@ impl DemoArgs {
     }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -169,28 +178,13 @@ pub async fn run(args: DemoArgs, shutdown: Shutdown) -> Result<ExitCode, String>
     .map_err(|e| format!("embedded Kafka: {e}"))?;
     let brokers = kafka.bootstrap_servers().to_owned();
     let emulator = start_emulator(&args, key.clone()).await?;
-    let worker_args = WorkerArgs::from_args(
-        [
-            "--brokers",
-            &brokers,
-            "--group-id",
-            "account-sync-demo",
-            "--sdkappid",
-            &SDKAPPID.to_string(),
-            "--identifier",
-            ADMIN,
-            "--api-base-url",
-            &emulator.base_url(),
-            "--check-rate",
-            &args.check_rate.to_string(),
-            "--import-rate",
-            &args.import_rate.to_string(),
-            "--admin-listen",
-            &args.admin_listen.to_string(),
-            "--commit-interval",
-            "1s",
-        ],
+    let worker_args = worker_args(
+        &brokers,
+        &emulator.base_url(),
         key,
+        (args.check_rate, args.import_rate),
+        "account-sync-demo",
+        &["--admin-listen", &args.admin_listen.to_string()],
     )?;
     let admin = crate::metrics::bind_admin(worker_args.admin_listen).await?;
     let admin_addr = admin.local_addr().map_err(|e| e.to_string())?;
@@ -213,13 +207,25 @@ pub async fn run(args: DemoArgs, shutdown: Shutdown) -> Result<ExitCode, String>
     );
 
     let started = Instant::now();
+    let load = Load {
+        topic: INPUT.to_owned(),
+        events: args.events,
+        rate: args.rate,
+        bad_fraction: args.bad_fraction,
+    };
+    let spec = CollectSpec {
+        partitions: args.partitions,
+        target: args.events,
+        timeout: args.timeout,
+        quiet: args.quiet,
+    };
     let producer_task = {
-        let (brokers, args) = (brokers.clone(), args.clone());
-        tokio::spawn(async move { produce_load(&brokers, &args).await })
+        let brokers = brokers.clone();
+        tokio::spawn(async move { produce_load(&brokers, &load).await })
     };
     let verify = {
-        let (brokers, shutdown, args) = (brokers.clone(), shutdown.clone(), args.clone());
-        tokio::task::spawn_blocking(move || collect(&brokers, &args, &shutdown))
+        let (brokers, shutdown) = (brokers.clone(), shutdown.clone());
+        tokio::task::spawn_blocking(move || collect(&brokers, &spec, &shutdown))
     };
     let produced = producer_task.await.map_err(|e| e.to_string())??;
     let seen = verify.await.map_err(|e| e.to_string())?;
@@ -242,6 +248,44 @@ pub async fn run(args: DemoArgs, shutdown: Shutdown) -> Result<ExitCode, String>
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Settings of an in-process worker on the embedded Kafka's [`INPUT`] topic, talking to the
+/// emulator at `api_base_url` with `rates` (check, import; 0 = unlimited) as the app's budget.
+/// `extra` flags are appended (a flag given here must not be among the defaults).
+pub(crate) fn worker_args(
+    brokers: &str,
+    api_base_url: &str,
+    key: SecretKey,
+    rates: (f64, f64),
+    group: &str,
+    extra: &[&str],
+) -> Result<WorkerArgs, String> {
+    let (sdkappid, check, import) = (
+        SDKAPPID.to_string(),
+        rates.0.to_string(),
+        rates.1.to_string(),
+    );
+    let mut argv = vec![
+        "--brokers",
+        brokers,
+        "--group-id",
+        group,
+        "--sdkappid",
+        &sdkappid,
+        "--identifier",
+        ADMIN,
+        "--api-base-url",
+        api_base_url,
+        "--check-rate",
+        &check,
+        "--import-rate",
+        &import,
+        "--commit-interval",
+        "1s",
+    ];
+    argv.extend_from_slice(extra);
+    WorkerArgs::from_args(argv, key)
 }
 
 fn rate_text(r: f64) -> String {
@@ -282,10 +326,23 @@ fn bad_payload(i: u64) -> Option<Vec<u8>> {
     }
 }
 
+/// What the load generator produces: `events` signup events for fresh UserIDs on `topic`.
+#[derive(Debug, Clone)]
+pub(crate) struct Load {
+    /// Input topic.
+    pub topic: String,
+    /// Events to produce.
+    pub events: u64,
+    /// Events per second; 0 = as fast as possible.
+    pub rate: f64,
+    /// Share of malformed events.
+    pub bad_fraction: f64,
+}
+
 /// Produces the load; returns what was produced at each (partition, offset).
-async fn produce_load(
+pub(crate) async fn produce_load(
     brokers: &str,
-    args: &DemoArgs,
+    load: &Load,
 ) -> Result<HashMap<(i32, i64), Produced>, String> {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -295,24 +352,24 @@ async fn produce_load(
         .map_err(|e| format!("load producer: {e}"))?;
     let run = fastrand::u32(..);
     let mut rng = fastrand::Rng::with_seed(u64::from(run));
-    let mut produced = HashMap::with_capacity(args.events as usize);
-    let batch = if args.rate > 0.0 {
-        (args.rate / 20.0).ceil().max(1.0) as u64
+    let mut produced = HashMap::with_capacity(load.events as usize);
+    let batch = if load.rate > 0.0 {
+        (load.rate / 20.0).ceil().max(1.0) as u64
     } else {
         1_000
     };
     let started = Instant::now();
     let mut i = 0u64;
-    while i < args.events {
-        if args.rate > 0.0 {
-            let due = started + Duration::from_secs_f64(i as f64 / args.rate);
+    while i < load.events {
+        if load.rate > 0.0 {
+            let due = started + Duration::from_secs_f64(i as f64 / load.rate);
             tokio::time::sleep_until(due.into()).await;
         }
-        let end = (i + batch).min(args.events);
+        let end = (i + batch).min(load.events);
         let mut items = Vec::with_capacity((end - i) as usize);
         for n in i..end {
             let user = format!("demo-{run:08x}-{n:07}");
-            let good = rng.f64() >= args.bad_fraction;
+            let good = rng.f64() >= load.bad_fraction;
             let payload = if good {
                 Some(format!(r#"{{"UserID":"{user}","Nick":"User {n}","FaceUrl":"https://example.com/a/{n}.png"}}"#).into_bytes())
             } else {
@@ -322,8 +379,9 @@ async fn produce_load(
         }
         let at_ms = now_ms();
         let sends = items.iter().map(|(user, payload, _)| {
-            let mut r: FutureRecord<'_, str, [u8]> =
-                FutureRecord::to(INPUT).key(user.as_str()).timestamp(at_ms);
+            let mut r: FutureRecord<'_, str, [u8]> = FutureRecord::to(&load.topic)
+                .key(user.as_str())
+                .timestamp(at_ms);
             if let Some(p) = payload {
                 r = r.payload(p.as_slice());
             }
@@ -342,17 +400,36 @@ async fn produce_load(
     Ok(produced)
 }
 
-/// Reads outcome and dead-letter records until every produced event is accounted for (the
-/// producer's count is `args.events`), `args.timeout` passes, or `shutdown`.
-fn collect(brokers: &str, args: &DemoArgs, shutdown: &Shutdown) -> Result<CollectResult, String> {
+/// What the verifier waits for.
+#[derive(Debug, Clone)]
+pub(crate) struct CollectSpec {
+    /// Partitions of the outcome topic.
+    pub partitions: i32,
+    /// Input records to account for.
+    pub target: u64,
+    /// Give up after this long.
+    pub timeout: Duration,
+    /// No progress bar.
+    pub quiet: bool,
+}
+
+/// Reads outcome and dead-letter records until `spec.target` input records are accounted for,
+/// `spec.timeout` passes, or `shutdown`.
+pub(crate) fn collect(
+    brokers: &str,
+    spec: &CollectSpec,
+    shutdown: &Shutdown,
+) -> Result<CollectResult, String> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "account-sync-demo-verifier")
         .set("enable.auto.commit", "false")
+        // Records are timed when they arrive here: don't let an idle fetch sit on them.
+        .set("fetch.wait.max.ms", "10")
         .create()
         .map_err(|e| format!("verifier: {e}"))?;
     let mut tpl = TopicPartitionList::new();
-    for p in 0..args.partitions {
+    for p in 0..spec.partitions {
         tpl.add_partition_offset(OUTCOMES, p, Offset::Beginning)
             .map_err(|e| e.to_string())?;
     }
@@ -365,10 +442,10 @@ fn collect(brokers: &str, args: &DemoArgs, shutdown: &Shutdown) -> Result<Collec
     let mut r = CollectResult::default();
     let started = Instant::now();
     let mut last_draw = Instant::now() - Duration::from_secs(1);
-    let target = args.events;
+    let target = spec.target;
     loop {
         let accounted = r.accounted();
-        if accounted >= target || started.elapsed() > args.timeout || shutdown.is_triggered() {
+        if accounted >= target || started.elapsed() > spec.timeout || shutdown.is_triggered() {
             // A short grace period to catch duplicates that are still on their way.
             let grace = Instant::now() + Duration::from_millis(500);
             while Instant::now() < grace {
@@ -382,12 +459,12 @@ fn collect(brokers: &str, args: &DemoArgs, shutdown: &Shutdown) -> Result<Collec
             let m = res.map_err(|e| format!("verifier: {e}"))?;
             r.add(&m);
         }
-        if !args.quiet && last_draw.elapsed() >= Duration::from_millis(200) {
+        if !spec.quiet && last_draw.elapsed() >= Duration::from_millis(200) {
             last_draw = Instant::now();
             draw_progress(accounted, target, started.elapsed());
         }
     }
-    if !args.quiet {
+    if !spec.quiet {
         draw_progress(r.accounted().min(target), target, started.elapsed());
         eprintln!();
     }
@@ -410,11 +487,13 @@ fn draw_progress(done: u64, total: u64, elapsed: Duration) {
 
 /// What the verifier read back.
 #[derive(Debug, Default)]
-struct CollectResult {
+pub(crate) struct CollectResult {
     /// Per input (partition, offset).
     seen: HashMap<(i32, i64), Seen>,
     /// Per input offset, the outcome's processed_at (ms) of its first outcome.
-    processed_ms: HashMap<(i32, i64), i64>,
+    pub processed_ms: HashMap<(i32, i64), i64>,
+    /// Per input offset, when the verifier read its first outcome (ms since the epoch).
+    pub received_ms: HashMap<(i32, i64), i64>,
     /// Statuses of all outcome records.
     statuses: HashMap<String, u64>,
     /// Dead letters by stage.
@@ -438,24 +517,23 @@ impl CollectResult {
         if m.topic() == OUTCOMES {
             let Some(v) = m
                 .payload()
-                .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
+                .and_then(|p| serde_json::from_slice::<OutcomeView<'_>>(p).ok())
             else {
                 return;
             };
-            key = (
-                v["source_partition"].as_i64().unwrap_or(-1) as i32,
-                v["source_offset"].as_i64().unwrap_or(-1),
-            );
-            let status = v["status"].as_str().unwrap_or("?").to_owned();
+            key = (v.source_partition, v.source_offset);
             let e = self.seen.entry(key).or_default();
             before_complete = is_complete(e);
             e.outcomes += 1;
-            e.failed |= status == "failed";
-            *self.statuses.entry(status).or_default() += 1;
-            if let Some(t) = v["processed_at"]
-                .as_str()
-                .and_then(|s| humantime::parse_rfc3339(s).ok())
-            {
+            e.failed |= v.status == "failed";
+            match self.statuses.get_mut(v.status) {
+                Some(n) => *n += 1,
+                None => {
+                    self.statuses.insert(v.status.to_owned(), 1);
+                }
+            }
+            self.received_ms.entry(key).or_insert_with(now_ms);
+            if let Ok(t) = humantime::parse_rfc3339(v.processed_at) {
                 let ms = t
                     .duration_since(UNIX_EPOCH)
                     .map(|d| d.as_millis() as i64)
@@ -497,7 +575,7 @@ fn is_complete(s: &Seen) -> bool {
     (s.outcomes > 0 && (!s.failed || s.dead_letters > 0)) || (s.outcomes == 0 && s.dead_letters > 0)
 }
 
-fn percentile(sorted: &[f64], q: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -505,7 +583,7 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[idx.min(sorted.len() - 1)]
 }
 
-fn summarize(
+pub(crate) fn summarize(
     produced: &HashMap<(i32, i64), Produced>,
     collected: &Result<CollectResult, String>,
     stats: &crate::emulator::Stats,

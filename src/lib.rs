@@ -16,6 +16,7 @@
 //! - [`sink`]: outcome and dead-letter record formats, and producing them.
 //! - [`offsets`]: per-partition done watermarks: what may be committed.
 //! - [`systemic`]: the gate that pauses everything during a systemic fault, and its prober.
+//! - [`transaction`]: exactly-once mode: records and offsets in one Kafka transaction.
 //! - [`worker`]: all of the above wired together; `account-sync run`.
 //! - [`metrics`]: Prometheus metrics and the admin endpoints (`/metrics`, `/healthz`, `/readyz`).
 //! - [`config`]: every setting, with `ACCOUNT_SYNC_*` environment variables and validation.
@@ -23,7 +24,9 @@
 //! - [`emulator`]: a faithful local Chat API for tests, the demo and benchmarks.
 //! - [`dev`]: the embedded Kafka (librdkafka's mock cluster) for local work and tests.
 //! - [`demo`]: `account-sync demo`, everything in one process.
+//! - [`bench`]: `account-sync bench`, the end-to-end performance figures.
 
+pub mod bench;
 pub mod chat;
 pub mod config;
 pub mod demo;
@@ -38,5 +41,6 @@ pub mod shutdown;
 pub mod sink;
 pub mod source;
 pub mod systemic;
+pub mod transaction;
 pub mod window;
 pub mod worker;

@@ -7,7 +7,9 @@
 //! cannot starve a window's check call.
 //!
 //! The rate can change at run time, for two reasons:
-//! - [`Limiter::set_ceiling`]: the replica's share of the app budget changed on a rebalance;
+//! - [`Limiter::set_ceiling`]: the replica's share of the app budget changed on a rebalance (the
+//!   burst is shared in the same proportion: N replicas each holding the app's whole burst could
+//!   together send N bursts at once);
 //! - [`Limiter::on_frequency_limited`]: the vendor answered "too frequent", so the rate drops
 //!   multiplicatively and then recovers additively (AIMD) back up to the ceiling.
 //!
@@ -48,6 +50,9 @@ struct Bucket {
     rate: f64,
     /// Capacity.
     burst: f64,
+    /// Capacity per call/s of ceiling: `burst / rate` as configured, so that a share of the
+    /// rate ([`Limiter::set_ceiling`]) is also a share of the burst.
+    burst_per_rate: f64,
     /// Tokens available at `updated`.
     tokens: f64,
     /// Last time `tokens` and `rate` were brought up to date.
@@ -95,6 +100,7 @@ impl Limiter {
             ceiling: Some(rate),
             rate,
             burst,
+            burst_per_rate: burst / rate,
             tokens: burst,
             updated: Instant::now(),
             last_decrease: None,
@@ -107,6 +113,7 @@ impl Limiter {
             ceiling: None,
             rate: f64::INFINITY,
             burst: f64::INFINITY,
+            burst_per_rate: 1.0,
             tokens: f64::INFINITY,
             updated: Instant::now(),
             last_decrease: None,
@@ -196,7 +203,8 @@ impl Limiter {
     }
 
     /// Sets the ceiling (the configured rate, or this replica's share of it). The current rate
-    /// follows it down at once, and recovers towards it if it went up.
+    /// follows it down at once, and recovers towards it if it went up. The burst takes the same
+    /// share of the configured burst (at least 1 token); saved-up tokens above it are dropped.
     pub fn set_ceiling(&self, ceiling: f64) {
         assert!(
             ceiling > 0.0 && ceiling.is_finite(),
@@ -212,6 +220,8 @@ impl Limiter {
         if was_at_ceiling || b.rate > ceiling {
             b.rate = ceiling;
         }
+        b.burst = (ceiling * b.burst_per_rate).max(1.0);
+        b.tokens = b.tokens.min(b.burst);
         drop(b);
         self.rate_changed.notify_waiters();
     }

@@ -95,6 +95,41 @@ async fn lowering_the_ceiling_takes_effect_at_once() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_share_of_the_rate_is_a_share_of_the_burst() {
+    // Three replicas with the app's budget of 40/s and burst 20 each take a third of both: together
+    // they never hold more than the app's burst.
+    let l = Limiter::new(40.0, 20);
+    l.set_ceiling(40.0 / 3.0);
+    let start = Instant::now();
+    let mut immediate = 0;
+    while l.try_acquire() {
+        immediate += 1;
+    }
+    assert_eq!(immediate, 6, "a third of 20 tokens, whole ones");
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    // Idle time refills only up to the shared burst.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut refilled = 0;
+    while l.try_acquire() {
+        refilled += 1;
+    }
+    assert_eq!(refilled, 6);
+    // The whole budget back (the other replicas left): the whole burst again, at least 1 token
+    // however small the share.
+    l.set_ceiling(40.0);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut full = 0;
+    while l.try_acquire() {
+        full += 1;
+    }
+    assert_eq!(full, 20);
+    l.set_ceiling(0.5);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(l.try_acquire());
+    assert!(!l.try_acquire());
+}
+
+#[tokio::test(start_paused = true)]
 async fn frequency_limit_halves_then_recovers_additively() {
     let l = Limiter::new(200.0, 10);
     assert_eq!(l.on_frequency_limited(), 100.0);

@@ -42,6 +42,8 @@ enum Command {
     Run(Box<WorkerArgs>),
     /// Everything in one process: embedded Kafka, Chat API emulator, load generator, worker.
     Demo(DemoArgs),
+    /// End-to-end benchmarks against the embedded Kafka and the emulator; prints a table.
+    Bench(account_sync::bench::BenchArgs),
     /// Local development services.
     #[command(subcommand)]
     Dev(DevCommand),
@@ -131,7 +133,7 @@ fn init_logging(format: LogFormat, level: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default_level = if matches!(cli.command, Command::Demo(_)) {
+    let default_level = if matches!(cli.command, Command::Demo(_) | Command::Bench(_)) {
         "error"
     } else {
         "info"
@@ -182,6 +184,7 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo(args) => account_sync::demo::run(args, signal_shutdown()).await,
+        Command::Bench(args) => account_sync::bench::run(args, signal_shutdown()).await,
         Command::Dev(DevCommand::Kafka(args)) => {
             let kafka = EmbeddedKafka::start(args.brokers, &args.topics)
                 .map_err(|e| format!("mock cluster: {e}"))?;

@@ -6,8 +6,8 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -36,7 +36,7 @@ pub struct Metrics {
     pub outcomes: IntCounterVec,
     /// Windows closed, by reason (full/linger/flush).
     pub windows: IntCounterVec,
-    /// Distinct UserIDs per window.
+    /// Distinct UserIDs per window (exported as `account_sync_window_user_ids`).
     pub window_size: Histogram,
     /// API attempts by api and result (ok or failure class).
     pub api_requests: IntCounterVec,
@@ -50,7 +50,7 @@ pub struct Metrics {
     pub limiter_wait: HistogramVec,
     /// Current limiter rate (calls/s) by api.
     pub limiter_rate: GaugeVec,
-    /// Limiter ceiling (this replica's share of the app budget) by api.
+    /// Limiter ceiling (this replica's share of the app budget, calls/s) by api.
     pub limiter_ceiling: GaugeVec,
     /// Input records read and not yet done.
     pub events_in_flight: IntGauge,
@@ -58,14 +58,22 @@ pub struct Metrics {
     pub windows_in_flight: IntGauge,
     /// 1 while intake is paused (back-pressure or systemic fault).
     pub paused: IntGauge,
+    /// 1 while `/readyz` answers 200. Set from [`Readiness`] at every scrape of `/metrics`.
+    pub ready: IntGauge,
     /// 1 for the vendor code of the systemic fault in force (label `code`); absent when none.
     pub systemic_fault: IntGaugeVec,
-    /// Unix time the cached admin UserSig expires.
+    /// Unix time the cached admin UserSig expires (0 until the first one is generated).
     pub usersig_expiry: Gauge,
+    /// Seconds until that UserSig expires; computed at every [`Metrics::render`].
+    pub usersig_time_to_expiry: Gauge,
     /// Kafka timestamp of an event to its outcome being acknowledged.
     pub end_to_end_latency: Histogram,
     /// Committed position per input partition (the next offset to read).
     pub committed_offset: IntGaugeVec,
+    /// Consumer lag per assigned input partition, from librdkafka statistics.
+    pub consumer_lag: IntGaugeVec,
+    /// Partitions that have a `consumer_lag` series now (to drop those no longer assigned).
+    lag_partitions: Mutex<Vec<i32>>,
     /// Partitions currently assigned.
     pub assigned_partitions: IntGauge,
     /// Kafka consumer errors.
@@ -118,8 +126,11 @@ impl Metrics {
             window_size: reg(
                 &registry,
                 Histogram::with_opts(
-                    HistogramOpts::new("account_sync_window_size", "Distinct UserIDs per window.")
-                        .buckets(vec![1.0, 5.0, 10.0, 25.0, 50.0, 75.0, 99.0, 100.0]),
+                    HistogramOpts::new(
+                        "account_sync_window_user_ids",
+                        "Distinct UserIDs per window.",
+                    )
+                    .buckets(vec![1.0, 5.0, 10.0, 25.0, 50.0, 75.0, 99.0, 100.0]),
                 )
                 .unwrap(),
             ),
@@ -154,8 +165,8 @@ impl Metrics {
                 &registry,
                 GaugeVec::new(
                     Opts::new(
-                        "account_sync_limiter_rate",
-                        "Current limiter rate in calls per second.",
+                        "account_sync_limiter_rate_calls_per_second",
+                        "Current limiter rate in calls per second (lowered after frequency-limit answers).",
                     ),
                     &["api"],
                 )
@@ -165,7 +176,7 @@ impl Metrics {
                 &registry,
                 GaugeVec::new(
                     Opts::new(
-                        "account_sync_limiter_ceiling",
+                        "account_sync_limiter_ceiling_calls_per_second",
                         "This replica's share of the app's rate budget, calls per second.",
                     ),
                     &["api"],
@@ -192,6 +203,14 @@ impl Metrics {
                 &registry,
                 IntGauge::new("account_sync_paused", "1 while intake is paused.").unwrap(),
             ),
+            ready: reg(
+                &registry,
+                IntGauge::new(
+                    "account_sync_ready",
+                    "1 while /readyz answers 200 (partitions assigned, no systemic fault).",
+                )
+                .unwrap(),
+            ),
             systemic_fault: reg(
                 &registry,
                 IntGaugeVec::new(
@@ -208,6 +227,14 @@ impl Metrics {
                 Gauge::new(
                     "account_sync_usersig_expiry_timestamp_seconds",
                     "Unix time the admin UserSig expires.",
+                )
+                .unwrap(),
+            ),
+            usersig_time_to_expiry: reg(
+                &registry,
+                Gauge::new(
+                    "account_sync_usersig_time_to_expiry_seconds",
+                    "Seconds until the admin UserSig expires (negative once expired).",
                 )
                 .unwrap(),
             ),
@@ -233,6 +260,18 @@ impl Metrics {
                 )
                 .unwrap(),
             ),
+            consumer_lag: reg(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "account_sync_consumer_lag",
+                        "Records between the committed offset and the end of an assigned input partition.",
+                    ),
+                    &["partition"],
+                )
+                .unwrap(),
+            ),
+            lag_partitions: Mutex::new(Vec::new()),
             assigned_partitions: reg(
                 &registry,
                 IntGauge::new(
@@ -252,10 +291,12 @@ impl Metrics {
                 "account_sync_build_info",
                 "Build information; the value is always 1.",
             ),
-            &["version"],
+            &["version", "revision"],
         )
         .unwrap();
-        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        build
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("ACCOUNT_SYNC_GIT_SHA")])
+            .set(1);
         m.registry.register(Box::new(build)).unwrap();
         #[cfg(target_os = "linux")]
         m.registry
@@ -263,16 +304,122 @@ impl Metrics {
                 prometheus::process_collector::ProcessCollector::for_self(),
             ))
             .expect("process collector registers once");
+        m.initialise_series();
         Arc::new(m)
+    }
+
+    /// Creates every series of the bounded label sets at zero, so that rates and alerts see a
+    /// series from the start (a counter that appears only at its first increment loses that
+    /// increment to `rate()`), and so that every name is in the scrape.
+    fn initialise_series(&self) {
+        use crate::chat::{Api, FailureClass};
+        use crate::sink::{failure_class, OutcomeStatus};
+        for api in [Api::AccountCheck, Api::AccountImport] {
+            let a = api.name();
+            self.api_requests.with_label_values(&[a, "ok"]);
+            for class in [
+                FailureClass::Retryable,
+                FailureClass::FrequencyLimited,
+                FailureClass::Permanent,
+                FailureClass::Systemic,
+            ] {
+                self.api_requests.with_label_values(&[a, class.as_str()]);
+            }
+            self.api_latency.with_label_values(&[a]);
+            self.api_retries.with_label_values(&[a]);
+            self.frequency_limited.with_label_values(&[a]);
+            self.limiter_wait.with_label_values(&[a]);
+        }
+        for status in [
+            OutcomeStatus::Imported,
+            OutcomeStatus::AlreadyImported,
+            OutcomeStatus::Failed,
+        ] {
+            self.outcomes.with_label_values(&[status.as_str()]);
+        }
+        // The (stage, class) pairs that can occur.
+        self.events_dead_lettered
+            .with_label_values(&["decode", failure_class::INVALID_INPUT]);
+        for stage in ["check", "import"] {
+            for class in [
+                failure_class::REJECTED,
+                failure_class::RETRIES_EXHAUSTED,
+                failure_class::BUG,
+            ] {
+                self.events_dead_lettered.with_label_values(&[stage, class]);
+            }
+        }
+        for closed_by in ["full", "linger", "flush"] {
+            self.windows.with_label_values(&[closed_by]);
+        }
+    }
+
+    /// Exports the consumer lag of `topic`'s `assigned` partitions from librdkafka statistics
+    /// (see [`partition_lag`]) and drops the series of partitions that are not assigned any more.
+    pub fn record_consumer_lag(&self, stats: &rdkafka::Statistics, topic: &str, assigned: &[i32]) {
+        let lags: Vec<(i32, i64)> = stats
+            .topics
+            .get(topic)
+            .map(|t| {
+                t.partitions
+                    .values()
+                    .filter_map(|p| Some((p.partition, partition_lag(p)?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.set_consumer_lags(&lags, assigned);
+    }
+
+    /// Sets `account_sync_consumer_lag` for the `assigned` partitions among `lags` and removes the
+    /// series of partitions not in `assigned`. An assigned partition without a known lag keeps its
+    /// last value.
+    fn set_consumer_lags(&self, lags: &[(i32, i64)], assigned: &[i32]) {
+        let mut exported = self
+            .lag_partitions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for p in exported.iter().filter(|p| !assigned.contains(p)) {
+            let _ = self.consumer_lag.remove_label_values(&[&p.to_string()]);
+        }
+        exported.retain(|p| assigned.contains(p));
+        for &(p, lag) in lags.iter().filter(|(p, _)| assigned.contains(p)) {
+            self.consumer_lag
+                .with_label_values(&[&p.to_string()])
+                .set(lag);
+            if !exported.contains(&p) {
+                exported.push(p);
+            }
+        }
     }
 
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
+        let expiry = self.usersig_expiry.get();
+        if expiry > 0.0 {
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
+            self.usersig_time_to_expiry.set((expiry - now).round());
+        }
         let mut buf = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut buf)
             .expect("encoding to a Vec cannot fail");
         String::from_utf8(buf).expect("the text format is UTF-8")
+    }
+}
+
+/// A partition's consumer lag from librdkafka statistics: `consumer_lag` (end of the partition −
+/// committed offset); while nothing is committed yet, counted from the partition's low watermark
+/// (the group starts at the earliest offset). `None` while librdkafka does not know enough.
+fn partition_lag(p: &rdkafka::statistics::Partition) -> Option<i64> {
+    if p.consumer_lag >= 0 {
+        Some(p.consumer_lag)
+    } else if p.committed_offset < 0 && p.lo_offset >= 0 && p.hi_offset >= p.lo_offset {
+        Some(p.hi_offset - p.lo_offset)
+    } else {
+        None
     }
 }
 
@@ -295,11 +442,22 @@ impl CallObserver for MetricsObserver {
         }
     }
 
+    fn retry(&self, api: Api) {
+        self.0.api_retries.with_label_values(&[api.name()]).inc();
+    }
+
     fn limiter_wait(&self, api: Api, waited: Duration) {
         self.0
             .limiter_wait
             .with_label_values(&[api.name()])
             .observe(waited.as_secs_f64());
+    }
+
+    fn limiter_rate(&self, api: Api, rate: f64) {
+        self.0
+            .limiter_rate
+            .with_label_values(&[api.name()])
+            .set(rate);
     }
 
     fn usersig_generated(&self, expires_at: u64) {
@@ -344,6 +502,7 @@ pub fn admin_router(metrics: Arc<Metrics>, readiness: Arc<Readiness>) -> Router 
 }
 
 async fn render_metrics(State(s): State<AdminState>) -> impl IntoResponse {
+    s.metrics.ready.set(i64::from(s.readiness.check().is_ok()));
     (
         [(
             header::CONTENT_TYPE,
@@ -380,4 +539,53 @@ pub async fn bind_admin(addr: SocketAddr) -> Result<tokio::net::TcpListener, Str
     tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("--admin-listen {addr}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lags(m: &Metrics) -> Vec<(String, i64)> {
+        let mut v: Vec<(String, i64)> = m
+            .registry
+            .gather()
+            .iter()
+            .filter(|f| f.name() == "account_sync_consumer_lag")
+            .flat_map(|f| f.get_metric().to_vec())
+            .map(|x| {
+                (
+                    x.get_label()[0].value().to_owned(),
+                    x.get_gauge().get_value() as i64,
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn consumer_lag_follows_the_assignment() {
+        let m = Metrics::new();
+        m.set_consumer_lags(&[(0, 5), (1, 7), (2, 9)], &[0, 1]);
+        assert_eq!(lags(&m), [("0".into(), 5), ("1".into(), 7)]);
+        // Partition 1 revoked, 2 assigned; 0's lag unknown this time: it keeps its value.
+        m.set_consumer_lags(&[(1, 3), (2, 4)], &[0, 2]);
+        assert_eq!(lags(&m), [("0".into(), 5), ("2".into(), 4)]);
+        m.set_consumer_lags(&[], &[]);
+        assert!(lags(&m).is_empty());
+    }
+
+    #[test]
+    fn every_bounded_series_exists_from_the_start() {
+        let text = Metrics::new().render();
+        for line in [
+            r#"account_sync_api_retries_total{api="account_import"} 0"#,
+            r#"account_sync_outcomes_total{status="failed"} 0"#,
+            r#"account_sync_events_dead_lettered_total{class="invalid_input",stage="decode"} 0"#,
+            r#"account_sync_frequency_limited_total{api="account_check"} 0"#,
+            r#"account_sync_windows_total{closed_by="linger"} 0"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+    }
 }

@@ -16,8 +16,8 @@ use tokio::sync::Semaphore;
 use crate::chat::client::{CheckOutcome, ImportAccount};
 use crate::chat::{Attempted, ChatClient, ChatError, FailureClass};
 use crate::shutdown::Shutdown;
-use crate::sink::{Outcome, OutcomeStatus, Stage};
-use crate::systemic::SystemicGate;
+use crate::sink::{failure_class, Outcome, OutcomeStatus, Stage};
+use crate::systemic::{SystemicGate, Turn};
 use crate::window::ClosedWindow;
 
 /// What the stages share.
@@ -94,6 +94,7 @@ impl Stages {
                     error_info: format!("account_check ResultCode {code}: {info}"),
                     attempts: check_attempts,
                     failed_stage: Some(Stage::Check),
+                    failure_class: failure_class::REJECTED,
                 },
             })
             .collect();
@@ -114,17 +115,29 @@ impl Stages {
         Fut: std::future::Future<Output = Attempted<T>>,
     {
         let mut attempts = 0;
+        // True while this call is the gate's trial (a fault the probe cannot see, see
+        // `systemic`): its result, not the probe's, decides whether the gate reopens.
+        let mut trial = false;
         loop {
             let mut r = call().await;
             attempts += r.attempts;
             match &r.result {
                 Err(err) if err.class() == FailureClass::Systemic => {
-                    self.gate.report(err);
-                    if !self.gate.wait_open(&self.shutdown).await {
-                        return None;
+                    if trial {
+                        self.gate.trial_result(Some(err));
+                    } else {
+                        self.gate.report(err);
+                    }
+                    match self.gate.wait_turn(err.vendor_code(), &self.shutdown).await {
+                        Turn::Open => trial = false,
+                        Turn::Trial => trial = true,
+                        Turn::Shutdown => return None,
                     }
                 }
                 _ => {
+                    if trial {
+                        self.gate.trial_result(None);
+                    }
                     r.attempts = attempts;
                     return Some(r);
                 }
@@ -140,6 +153,7 @@ fn success(status: OutcomeStatus, attempts: u32) -> Outcome {
         error_info: String::new(),
         attempts,
         failed_stage: None,
+        failure_class: "",
     }
 }
 
@@ -149,11 +163,18 @@ fn failed(stage: Stage, err: &ChatError, attempts: u32) -> Outcome {
         // affected users: the rest of the traffic goes on.
         tracing::error!(code = err.vendor_code(), reason = %err, "the Chat API rejected a request as malformed: this is a bug in account-sync");
     }
+    let class = match err {
+        ChatError::Exhausted { .. } => failure_class::RETRIES_EXHAUSTED,
+        ChatError::InvalidRequest { .. } => failure_class::BUG,
+        _ if err.code_kind() == Some(crate::chat::CodeKind::MalformedRequest) => failure_class::BUG,
+        _ => failure_class::REJECTED,
+    };
     Outcome {
         status: OutcomeStatus::Failed,
         error_code: err.vendor_code(),
         error_info: err.to_string(),
         attempts,
         failed_stage: Some(stage),
+        failure_class: class,
     }
 }

@@ -81,6 +81,21 @@ pub struct Outcome {
     pub attempts: u32,
     /// Stage that failed, for the dead-letter record (None on success).
     pub failed_stage: Option<Stage>,
+    /// Why it failed, as a bounded metric label (see [`failure_class`]); "" on success.
+    pub failure_class: &'static str,
+}
+
+/// Dead-letter reason classes (the `class` label of the dead-letter counter).
+pub mod failure_class {
+    /// The record did not decode.
+    pub const INVALID_INPUT: &str = "invalid_input";
+    /// The vendor rejected this account's data (70402, 40005, 40601, a per-item ResultCode).
+    pub const REJECTED: &str = "rejected";
+    /// Transient errors or frequency limits outlasted the retry budget (or an unknown code its
+    /// smaller budget).
+    pub const RETRIES_EXHAUSTED: &str = "retries_exhausted";
+    /// The vendor called our request malformed, or we refused to send it: a bug in account-sync.
+    pub const BUG: &str = "bug";
 }
 
 /// The outcome record value (field order as in ARCHITECTURE.md).
@@ -179,9 +194,31 @@ pub struct SinkError {
     pub error: KafkaError,
 }
 
+/// Which output topic a record goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The outcome topic.
+    Outcome,
+    /// The dead-letter topic.
+    DeadLetter,
+}
+
+/// A record ready to be produced. Owned, so a transaction can produce it again after an abort.
+#[derive(Debug, Clone)]
+pub struct OutRecord {
+    /// Outcome or dead-letter topic.
+    pub target: Target,
+    /// Record key.
+    pub key: Option<Vec<u8>>,
+    /// Record value.
+    pub payload: Option<Vec<u8>>,
+    /// Headers (dead letters).
+    pub headers: Option<OwnedHeaders>,
+}
+
 /// Produces outcome and dead-letter records.
 pub struct Sink {
-    /// Idempotent producer shared by all windows.
+    /// Idempotent (or transactional) producer shared by all windows.
     producer: FutureProducer,
     /// Outcome topic name.
     outcome_topic: String,
@@ -192,14 +229,16 @@ pub struct Sink {
 }
 
 impl Sink {
-    /// Builds the producer: idempotent (no duplicates or reordering from its own retries), acks=all.
-    /// `extra` are the user's librdkafka properties.
+    /// Builds the producer: idempotent (no duplicates or reordering from its own retries),
+    /// acks=all; transactional when `transactional_id` is given (exactly-once mode; the caller
+    /// then runs [`Sink::init_transactions`]). `extra` are the user's librdkafka properties.
     pub fn new(
         brokers: &str,
         extra: &[(String, String)],
         source_topic: &str,
         outcome_topic: &str,
         dlq_topic: &str,
+        transactional_id: Option<&str>,
     ) -> Result<Self, KafkaError> {
         let mut cfg = ClientConfig::new();
         cfg.set("bootstrap.servers", brokers)
@@ -207,6 +246,9 @@ impl Sink {
             .set("acks", "all")
             .set("linger.ms", "5")
             .set("compression.type", "lz4");
+        if let Some(id) = transactional_id {
+            cfg.set("transactional.id", id);
+        }
         for (k, v) in extra {
             cfg.set(k, v);
         }
@@ -223,58 +265,80 @@ impl Sink {
         &self.source_topic
     }
 
-    /// Sends one outcome record (key = UserID) and waits for the broker's acknowledgement.
-    pub async fn send_outcome(
+    /// The producer (the transaction committer drives its transactions).
+    pub fn producer(&self) -> &FutureProducer {
+        &self.producer
+    }
+
+    /// Registers the transactional id with the broker, fencing any older producer with the same
+    /// id (a previous incarnation of this pod) and aborting its open transaction. Blocking.
+    pub fn init_transactions(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.producer.init_transactions(Timeout::After(timeout))
+    }
+
+    /// The outcome record of `user_id` (key = UserID).
+    pub fn outcome_record(
         &self,
         user_id: &str,
         outcome: &Outcome,
         pos: SourcePos,
         processed_at: &str,
-    ) -> Result<(), SinkError> {
-        let value = encode_outcome(user_id, outcome, &self.source_topic, pos, processed_at);
-        let record = FutureRecord::to(&self.outcome_topic)
-            .key(user_id)
-            .payload(&value);
-        self.deliver(&self.outcome_topic, record).await
+    ) -> OutRecord {
+        OutRecord {
+            target: Target::Outcome,
+            key: Some(user_id.as_bytes().to_vec()),
+            payload: Some(encode_outcome(
+                user_id,
+                outcome,
+                &self.source_topic,
+                pos,
+                processed_at,
+            )),
+            headers: None,
+        }
     }
 
-    /// Sends one dead-letter record: the original key and payload unchanged, plus the headers.
-    pub async fn send_dead_letter(
+    /// A dead-letter record: the original key and payload unchanged, plus the headers.
+    pub fn dead_letter_record(
         &self,
         key: Option<&[u8]>,
         payload: Option<&[u8]>,
         pos: SourcePos,
         dl: &DeadLetter,
         failed_at: &str,
-    ) -> Result<(), SinkError> {
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.dlq_topic)
-            .headers(dead_letter_headers(dl, &self.source_topic, pos, failed_at));
-        if let Some(k) = key {
-            record = record.key(k);
+    ) -> OutRecord {
+        OutRecord {
+            target: Target::DeadLetter,
+            key: key.map(<[u8]>::to_vec),
+            payload: payload.map(<[u8]>::to_vec),
+            headers: Some(dead_letter_headers(dl, &self.source_topic, pos, failed_at)),
         }
-        if let Some(p) = payload {
-            record = record.payload(p);
-        }
-        self.deliver(&self.dlq_topic, record).await
     }
 
-    async fn deliver<K, P>(
-        &self,
-        topic: &str,
-        record: FutureRecord<'_, K, P>,
-    ) -> Result<(), SinkError>
-    where
-        K: rdkafka::message::ToBytes + ?Sized,
-        P: rdkafka::message::ToBytes + ?Sized,
-    {
+    /// Produces one record and waits for the broker's acknowledgement.
+    pub async fn send(&self, record: &OutRecord) -> Result<(), SinkError> {
+        let topic = match record.target {
+            Target::Outcome => &self.outcome_topic,
+            Target::DeadLetter => &self.dlq_topic,
+        };
+        let mut r: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic);
+        if let Some(k) = &record.key {
+            r = r.key(k.as_slice());
+        }
+        if let Some(p) = &record.payload {
+            r = r.payload(p.as_slice());
+        }
+        if let Some(h) = &record.headers {
+            r = r.headers(h.clone());
+        }
         // Queue-full waits are unbounded: back-pressure, not failure. Delivery itself is bounded by
         // librdkafka's message.timeout.ms, after its own retries.
         self.producer
-            .send(record, Timeout::Never)
+            .send(r, Timeout::Never)
             .await
             .map(|_| ())
             .map_err(|(error, _)| SinkError {
-                topic: topic.to_owned(),
+                topic: topic.clone(),
                 error,
             })
     }
@@ -307,6 +371,7 @@ mod tests {
             error_info: String::new(),
             attempts: 1,
             failed_stage: None,
+            failure_class: "",
         };
         let bytes = encode_outcome("u1", &o, "signups", pos(), "2026-11-22T12:00:00.123Z");
         assert_eq!(

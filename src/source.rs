@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex};
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaResult;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientContext;
@@ -25,8 +25,15 @@ pub enum RebalanceEvent {
     Revoked(Vec<i32>),
 }
 
+/// Called on revocation, inside librdkafka's rebalance callback and before the tracker forgets
+/// the partitions: the worker drains their in-flight records and commits their offsets there.
+pub type RevokeHook = Box<dyn Fn(&BaseConsumer<SourceContext>, &[i32]) + Send + Sync>;
+
 /// The consumer's context: rebalance and commit callbacks.
 pub struct SourceContext {
+    /// Set by the worker once it is running, cleared when it stops (so the final close does
+    /// not drain again). Behind a lock because it is installed after the consumer exists.
+    on_revoke: Mutex<Option<RevokeHook>>,
     /// Input topic; other topics in a callback are ignored.
     topic: String,
     /// Shared with the completion path.
@@ -49,14 +56,29 @@ impl SourceContext {
     fn tracker(&self) -> std::sync::MutexGuard<'_, OffsetTracker> {
         self.tracker.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Installs (or with `None` removes) the revocation hook.
+    pub fn set_revoke_hook(&self, hook: Option<RevokeHook>) {
+        *self.on_revoke.lock().unwrap_or_else(|e| e.into_inner()) = hook;
+    }
 }
 
-impl ClientContext for SourceContext {}
+impl ClientContext for SourceContext {
+    /// librdkafka statistics (every `statistics.interval.ms`): the consumer lag gauges.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let assigned = self.tracker().assigned();
+        self.metrics
+            .record_consumer_lag(&statistics, &self.topic, &assigned);
+    }
+}
 
 impl ConsumerContext for SourceContext {
-    fn pre_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             let parts = self.partitions(tpl);
+            if let Some(hook) = self.on_revoke.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                hook(consumer, &parts);
+            }
             {
                 let mut t = self.tracker();
                 for &p in &parts {
@@ -135,6 +157,9 @@ pub struct SourceSettings<'a> {
     pub commit_interval_ms: u64,
     /// The user's extra librdkafka properties.
     pub extra: &'a [(String, String)],
+    /// Exactly-once mode: offsets are committed in transactions, never by the consumer, and
+    /// only committed input is read.
+    pub exactly_once: bool,
 }
 
 /// Creates the consumer and subscribes it. Offsets are stored only by the worker (after the
@@ -153,11 +178,17 @@ pub fn create_consumer(
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", s.commit_interval_ms.to_string())
         .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "false");
+        .set("enable.partition.eof", "false")
+        // Feeds the consumer lag gauges (SourceContext::stats); --kafka-property can change it.
+        .set("statistics.interval.ms", "5000");
     for (k, v) in s.extra {
         cfg.set(k, v);
     }
+    if s.exactly_once {
+        cfg.set("enable.auto.commit", "false").set("isolation.level", "read_committed");
+    }
     let ctx = SourceContext {
+        on_revoke: Mutex::new(None),
         topic: s.topic.to_owned(),
         tracker,
         events,

@@ -5,10 +5,15 @@
 //! topic, so instead the [`SystemicGate`] closes: windows that hit the fault wait at the gate with
 //! their records (offsets stay uncommitted), the source pauses intake, `/readyz` reports the reason,
 //! and [`run_prober`] probes the API with backoff until a probe succeeds and reopens the gate.
+//!
+//! The probe is one `account_check`, which sees every fault of the key, the UserSig, the admin and
+//! the app, but not the edition's account limit (70398): only importing a *new* account hits that.
+//! For such a fault the prober instead lets one waiting call through as a trial (a half-open
+//! gate): its success reopens the gate, its failure keeps it closed and the backoff going.
 
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify, Semaphore};
 
 use crate::chat::{ChatClient, ChatError, FailureClass};
 use crate::shutdown::Shutdown;
@@ -34,11 +39,32 @@ impl Fault {
     }
 }
 
+/// Vendor codes of systemic faults that the probe (`account_check`) cannot observe: for these the
+/// probe would succeed while the fault persists, so the gate reopening on it would flap (every
+/// waiting import failing again at once, `/readyz` toggling). Probed by a trial call instead.
+const NOT_SEEN_BY_PROBE: &[i64] = &[70398];
+
 /// Open (no fault) or closed (a fault is in force). Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct SystemicGate {
     /// `None` = open.
     state: watch::Sender<Option<Fault>>,
+    /// One permit while a trial call may go through a closed gate (see [`Self::wait_turn`]).
+    trial: Semaphore,
+    /// Woken when a trial call failed with the fault again.
+    trial_failed: Notify,
+}
+
+/// What a caller waiting at the gate may do (see [`SystemicGate::wait_turn`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Turn {
+    /// The gate is open.
+    Open,
+    /// The gate is still closed, but this caller makes the one trial call: it must report the
+    /// result with [`SystemicGate::trial_result`].
+    Trial,
+    /// Shutdown came first.
+    Shutdown,
 }
 
 impl Default for SystemicGate {
@@ -52,6 +78,8 @@ impl SystemicGate {
     pub fn new() -> Self {
         SystemicGate {
             state: watch::Sender::new(None),
+            trial: Semaphore::new(0),
+            trial_failed: Notify::new(),
         }
     }
 
@@ -75,6 +103,10 @@ impl SystemicGate {
 
     /// Reopens the gate.
     pub fn clear(&self) {
+        // A trial permit nobody took must not let a call through the next closed gate unprobed.
+        while let Ok(p) = self.trial.try_acquire() {
+            p.forget();
+        }
         self.state.send_if_modified(|s| {
             if let Some(f) = s.take() {
                 tracing::info!(code = f.code, "systemic fault cleared: resuming");
@@ -104,6 +136,50 @@ impl SystemicGate {
         }
     }
 
+    /// Like [`Self::wait_open`], for a caller whose call failed with systemic `code`: while the
+    /// gate is closed with that same code, the caller may instead be picked for the prober's
+    /// trial call ([`Turn::Trial`]).
+    pub async fn wait_turn(&self, code: i64, shutdown: &Shutdown) -> Turn {
+        let mut rx = self.state.subscribe();
+        let may_trial = self.fault().is_some_and(|f| f.code == code);
+        tokio::select! {
+            biased;
+            r = rx.wait_for(|s| s.is_none()) => if r.is_ok() { Turn::Open } else { Turn::Shutdown },
+            p = self.trial.acquire(), if may_trial => match p {
+                Ok(p) => {
+                    p.forget();
+                    Turn::Trial
+                }
+                Err(_) => Turn::Shutdown,
+            },
+            _ = shutdown.wait() => Turn::Shutdown,
+        }
+    }
+
+    /// The result of a trial call: `None` when it was not systemic (the gate reopens), else the
+    /// error (the gate stays closed and the prober backs off).
+    pub fn trial_result(&self, err: Option<&ChatError>) {
+        match err {
+            None => self.clear(),
+            Some(err) => {
+                self.state.send_replace(Some(Fault::from_error(err)));
+                self.trial_failed.notify_one();
+            }
+        }
+    }
+
+    /// Lets one waiting call through as a trial and waits for its result: true when the gate
+    /// reopened, false when the fault persists. `None` on shutdown.
+    async fn run_trial(&self, shutdown: &Shutdown) -> Option<bool> {
+        let mut rx = self.state.subscribe();
+        self.trial.add_permits(1);
+        tokio::select! {
+            r = rx.wait_for(|s| s.is_none()) => r.ok().map(|_| true),
+            _ = self.trial_failed.notified() => Some(false),
+            _ = shutdown.wait() => None,
+        }
+    }
+
     /// A receiver that sees every change (the source watches it to pause and resume).
     pub fn subscribe(&self) -> watch::Receiver<Option<Fault>> {
         self.state.subscribe()
@@ -129,6 +205,20 @@ pub async fn run_prober(
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = shutdown.wait() => return,
+            }
+            let Some(fault) = gate.fault() else {
+                break;
+            };
+            if NOT_SEEN_BY_PROBE.contains(&fault.code) {
+                match gate.run_trial(&shutdown).await {
+                    None => return,
+                    Some(true) => break,
+                    Some(false) => {
+                        tracing::error!(code = fault.code, reason = %fault.reason, next_trial_in = ?(delay * 2).min(MAX_PROBE_INTERVAL), "systemic fault persists (trial call failed)");
+                        delay = (delay * 2).min(MAX_PROBE_INTERVAL);
+                        continue;
+                    }
+                }
             }
             match client.probe(&client.config().identifier).await {
                 Ok(()) => {
@@ -181,6 +271,43 @@ mod tests {
             h
         };
         assert!(waiter.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_trial_call_decides_for_a_fault_the_probe_cannot_see() {
+        let gate = std::sync::Arc::new(SystemicGate::new());
+        gate.report(&fault(70398));
+        let (shutdown, _trigger) = Shutdown::new();
+        let wait = |code: i64| {
+            let (g, s) = (gate.clone(), shutdown.clone());
+            tokio::spawn(async move { g.wait_turn(code, &s).await })
+        };
+        let trial = || {
+            let (g, s) = (gate.clone(), shutdown.clone());
+            tokio::spawn(async move { g.run_trial(&s).await })
+        };
+        let other = wait(70009);
+        let waiter = wait(70398);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "no trial granted yet");
+        let t = trial();
+        assert_eq!(waiter.await.unwrap(), Turn::Trial);
+        assert!(!gate.is_open(), "closed while the trial runs");
+        gate.trial_result(Some(&fault(70398)));
+        assert_eq!(t.await.unwrap(), Some(false), "the fault persists");
+        assert!(!gate.is_open());
+
+        let waiter = wait(70398);
+        let t = trial();
+        assert_eq!(waiter.await.unwrap(), Turn::Trial);
+        gate.trial_result(None);
+        assert_eq!(t.await.unwrap(), Some(true));
+        assert!(gate.is_open());
+        assert_eq!(
+            other.await.unwrap(),
+            Turn::Open,
+            "a caller with another code never takes the trial; it goes on once open"
+        );
     }
 
     #[tokio::test]

@@ -138,21 +138,36 @@ impl Window {
         (!self.is_empty()).then(|| self.close(reason))
     }
 
-    /// Drops the records of partitions that are no longer ours (revoked before the window
-    /// closed): their offsets will be replayed by the new owner.
-    pub fn retain_partitions(&mut self, keep: impl Fn(i32) -> bool) {
-        if self.records.iter().all(|r| keep(r.pos.partition)) {
-            return;
+    /// Takes the records of the partitions `take` selects out of the open window, as a window
+    /// closed by [`CloseReason::Flush`] (their partitions are being revoked: they are processed
+    /// now, before the partitions are released). The other records stay.
+    pub fn take_partitions(&mut self, take: impl Fn(i32) -> bool) -> Option<ClosedWindow> {
+        if !self.records.iter().any(|r| take(r.pos.partition)) {
+            return None;
         }
         let records = std::mem::take(&mut self.records);
         let opened_at = self.opened_at;
         *self = Window::new(self.max_ids, self.linger);
-        for r in records.into_iter().filter(|r| keep(r.pos.partition)) {
-            self.push(r);
+        let mut taken = Window::new(self.max_ids, self.linger);
+        for r in records {
+            // Subsets of a window that was not full are not full: push never closes here.
+            if take(r.pos.partition) {
+                taken.push(r);
+            } else {
+                self.push(r);
+            }
         }
         if !self.is_empty() {
             self.opened_at = opened_at;
         }
+        taken.opened_at = opened_at;
+        taken.take(CloseReason::Flush)
+    }
+
+    /// Drops the records of partitions that are no longer ours (revoked before the window
+    /// closed and not drained): their offsets will be replayed by the new owner.
+    pub fn retain_partitions(&mut self, keep: impl Fn(i32) -> bool) {
+        drop(self.take_partitions(|p| !keep(p)));
     }
 
     fn close(&mut self, closed_by: CloseReason) -> ClosedWindow {
@@ -226,6 +241,20 @@ mod tests {
     fn window_of_one() {
         let mut w = Window::new(1, Duration::from_secs(1));
         assert_eq!(w.push(rec("a", 0)).unwrap().ids, ["a"]);
+    }
+
+    #[test]
+    fn revoked_partitions_can_be_taken_out_as_their_own_window() {
+        let mut w = Window::new(100, Duration::from_secs(1));
+        for (i, u) in ["a", "b", "c", "d", "a"].iter().enumerate() {
+            w.push(rec(u, i as i64));
+        }
+        let taken = w.take_partitions(|p| p == 1).unwrap(); // offsets 1 and 4
+        assert_eq!(taken.records.iter().map(|r| r.pos.offset).collect::<Vec<_>>(), [1, 4]);
+        assert_eq!(taken.ids, ["b", "a"]);
+        assert_eq!(taken.closed_by, CloseReason::Flush);
+        assert_eq!(w.len(), 3);
+        assert!(w.take_partitions(|p| p == 1).is_none());
     }
 
     #[test]

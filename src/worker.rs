@@ -7,28 +7,38 @@
 //! its users, produces one outcome per record (and a dead-letter record per failure), waits for
 //! the broker's acknowledgements, and only then marks the records done, which may move the
 //! partition's committable position (see [`crate::offsets`]).
+//!
+//! In exactly-once mode the window tasks hand their records to the transaction
+//! [`Committer`](crate::transaction::Committer) instead, which produces them and commits the
+//! offsets in one transaction.
+//!
+//! On revocation, the revoked partitions' records are taken out of the open window and
+//! processed at once, and the rebalance waits (up to `--drain-timeout`) until every in-flight
+//! record of those partitions is done and its offset committed; only then are the partitions
+//! released.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
 use futures_util::future::join_all;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::chat::client::CallObserver;
-use crate::chat::{ChatClient, FailureClass};
+use crate::chat::ChatClient;
 use crate::config::WorkerArgs;
 use crate::event::Decoder;
 use crate::metrics::{Metrics, MetricsObserver, Readiness};
 use crate::offsets::OffsetTracker;
 use crate::pipeline::Stages;
 use crate::shutdown::Shutdown;
-use crate::sink::{rfc3339_millis, DeadLetter, OutcomeStatus, Sink, Stage};
-use crate::source::{self, RebalanceEvent, SourceConsumer, SourceSettings};
+use crate::sink::{failure_class, rfc3339_millis, DeadLetter, OutRecord, Sink, Stage};
+use crate::source::{self, RebalanceEvent, RevokeHook, SourceConsumer, SourceContext, SourceSettings};
+use crate::transaction::{Committer, TxnItem};
 use crate::systemic::{self, SystemicGate};
 use crate::window::{CloseReason, ClosedWindow, InputRecord, SourcePos, Window};
 
@@ -55,7 +65,11 @@ struct Shared {
     /// The check and import stages.
     stages: Stages,
     /// The producer.
-    sink: Sink,
+    sink: Arc<Sink>,
+    /// How records reach the broker: directly, or through transactions.
+    delivery: Delivery,
+    /// Bounds the windows in flight.
+    window_slots: Arc<Semaphore>,
     /// The consumer (for storing offsets).
     consumer: Arc<SourceConsumer>,
     /// Input topic.
@@ -68,6 +82,14 @@ struct Shared {
     metrics: Arc<Metrics>,
     /// Fatal errors from tasks (a final delivery failure).
     fatal: mpsc::UnboundedSender<String>,
+}
+
+/// How a window's records are delivered.
+enum Delivery {
+    /// Produce, wait for the acknowledgements, store the offsets (auto-committed).
+    AtLeastOnce,
+    /// Hand them to the transaction committer.
+    ExactlyOnce(mpsc::Sender<TxnItem>),
 }
 
 /// A worker built from its settings, ready to run.
@@ -140,7 +162,7 @@ impl Worker {
             let initial = self.args.systemic_probe_interval;
             tokio::spawn(async move { systemic::run_prober(&gate, &client, initial, s).await })
         };
-        let result = self.run_pipeline(shutdown, stop_tasks).await;
+        let result = self.run_pipeline(shutdown).await;
         stop_trigger.trigger();
         let _ = prober.await;
         if let Some(t) = admin_task {
@@ -153,17 +175,15 @@ impl Worker {
         result
     }
 
-    async fn run_pipeline(
-        self,
-        shutdown: Shutdown,
-        stop_tasks: Shutdown,
-    ) -> Result<(), WorkerError> {
+    async fn run_pipeline(self, shutdown: Shutdown) -> Result<(), WorkerError> {
         let a = &self.args;
         let extra: Vec<(String, String)> = a
             .kafka_properties
             .iter()
             .map(|p| (p.key.clone(), p.value.clone()))
             .collect();
+        let transactional_id = a.resolved_transactional_id();
+        let exactly_once = transactional_id.is_some();
         let tracker = Arc::new(Mutex::new(OffsetTracker::new()));
         let (events_tx, mut events_rx) = mpsc::unbounded_channel();
         let consumer = Arc::new(source::create_consumer(
@@ -173,27 +193,57 @@ impl Worker {
                 topic: &a.input_topic,
                 commit_interval_ms: a.commit_interval.as_millis() as u64,
                 extra: &extra,
+                exactly_once,
             },
             tracker.clone(),
             events_tx,
             self.metrics.clone(),
         )?);
-        let sink = Sink::new(
+        let sink = Arc::new(Sink::new(
             &a.brokers,
             &extra,
             &a.input_topic,
             &a.outcome_topic,
             &a.dlq_topic,
-        )?;
+            transactional_id.as_deref(),
+        )?);
+        let (delivery, committer) = match &transactional_id {
+            None => (Delivery::AtLeastOnce, None),
+            Some(id) => {
+                // Fences an older incarnation of this replica and aborts its open transaction.
+                let s = sink.clone();
+                let timeout = a.chat.request_timeout.max(Duration::from_secs(30));
+                tokio::task::spawn_blocking(move || s.init_transactions(timeout))
+                    .await
+                    .expect("init_transactions does not panic")?;
+                tracing::info!(transactional_id = %id, "exactly-once delivery: transactions initialised");
+                let (tx, rx) = mpsc::channel(a.max_windows_in_flight * 2);
+                let committer = Committer {
+                    sink: sink.clone(),
+                    consumer: consumer.clone(),
+                    tracker: tracker.clone(),
+                    topic: a.input_topic.clone(),
+                    linger: a.transaction_linger,
+                    timeout,
+                };
+                (Delivery::ExactlyOnce(tx), Some(tokio::spawn(committer.run(rx))))
+            }
+        };
         let (fatal_tx, mut fatal_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             stages: Stages {
                 client: self.client.clone(),
                 import_slots: Arc::new(Semaphore::new(a.max_imports_in_flight)),
                 gate: self.gate.clone(),
-                shutdown: stop_tasks,
+                // The worker's own shutdown, not `stop_tasks` (fired only after the pipeline
+                // ended): windows waiting at a closed systemic gate cannot drain, so they are
+                // abandoned as soon as shutdown begins (offsets uncommitted, replayed later)
+                // instead of holding every stop during a fault for the whole --drain-timeout.
+                shutdown: shutdown.clone(),
             },
             sink,
+            delivery,
+            window_slots: Arc::new(Semaphore::new(a.max_windows_in_flight)),
             consumer: consumer.clone(),
             topic: a.input_topic.clone(),
             tracker: tracker.clone(),
@@ -215,16 +265,23 @@ impl Worker {
         }
         let _ = self.client.usersig_expires_at();
 
-        let window_slots = Arc::new(Semaphore::new(a.max_windows_in_flight));
-        let mut window = Window::new(a.window_size, a.window_linger);
+        // The open window is shared with the revocation hook, which takes the revoked
+        // partitions' records out of it. Locked only briefly, never across an await.
+        let window = Arc::new(Mutex::new(Window::new(a.window_size, a.window_linger)));
+        consumer.context().set_revoke_hook(Some(revoke_hook(
+            Arc::downgrade(&shared),
+            window.clone(),
+            a.drain_timeout,
+        )));
+        let lock_window = || window.lock().unwrap_or_else(|e| e.into_inner());
         let mut tasks: JoinSet<()> = JoinSet::new();
         let mut paused = false;
         let mut gate_rx = self.gate.subscribe();
         let mut failure: Option<WorkerError> = None;
-        tracing::info!(topic = %a.input_topic, group = %a.group_id, "worker started");
+        tracing::info!(topic = %a.input_topic, group = %a.group_id, exactly_once, "worker started");
 
         loop {
-            let deadline = window.deadline();
+            let deadline = lock_window().deadline();
             tokio::select! {
                 biased;
                 _ = shutdown.wait() => break,
@@ -243,15 +300,19 @@ impl Worker {
                         }
                     }
                     RebalanceEvent::Revoked(_) => {
+                        // The hook already took the revoked partitions' records out of the
+                        // window; this catches records of a revocation it did not see (lost
+                        // partitions, a hook that was not installed yet).
                         let t = tracker.lock().unwrap_or_else(|e| e.into_inner());
-                        window.retain_partitions(|p| t.epoch(p).is_some());
+                        lock_window().retain_partitions(|p| t.epoch(p).is_some());
                         drop(t);
                         self.update_rate_share(&consumer, &a.input_topic);
                     }
                 },
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
-                    if let Some(w) = window.take(CloseReason::Linger) {
-                        dispatch(&shared, &window_slots, &mut tasks, w);
+                    let closed = lock_window().take(CloseReason::Linger);
+                    if let Some(w) = closed {
+                        dispatch(&shared, &mut tasks, w);
                     }
                 }
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
@@ -287,12 +348,13 @@ impl Worker {
                         match self.decoder.decode(payload.as_deref()) {
                             Ok(event) => {
                                 let rec = InputRecord { pos, event, key, payload, timestamp_ms };
-                                if let Some(w) = window.push(rec) {
-                                    dispatch(&shared, &window_slots, &mut tasks, w);
+                                let closed = lock_window().push(rec);
+                                if let Some(w) = closed {
+                                    dispatch(&shared, &mut tasks, w);
                                 }
                             }
                             Err(err) => {
-                                tracing::warn!(partition = p, offset, reason = %err, "record does not decode; dead-lettering it");
+                                tracing::warn!(topic = %a.input_topic, partition = p, offset, reason = %err, "record does not decode; dead-lettering it");
                                 let shared = shared.clone();
                                 tasks.spawn(async move {
                                     let dl = DeadLetter { stage: Stage::Decode, code: 0, reason: err.to_string(), attempts: 0 };
@@ -331,8 +393,9 @@ impl Worker {
 
         // Shutdown: no more intake. Finish what is in flight (bounded), flush, commit, leave.
         tracing::info!("stopping: draining in-flight windows");
-        if let Some(w) = window.take(CloseReason::Flush) {
-            dispatch(&shared, &window_slots, &mut tasks, w);
+        let closed = lock_window().take(CloseReason::Flush);
+        if let Some(w) = closed {
+            dispatch(&shared, &mut tasks, w);
         }
         let drained = tokio::time::timeout(a.drain_timeout, async {
             while tasks.join_next().await.is_some() {}
@@ -347,24 +410,22 @@ impl Worker {
         if let Some(reason) = fatal_rx.try_recv().ok().filter(|_| failure.is_none()) {
             failure = Some(WorkerError::Delivery(reason));
         }
-        if let Err(e) = shared.sink.flush(Duration::from_secs(10)) {
+        // Everything is drained: the final close must not drain again.
+        consumer.context().set_revoke_hook(None);
+        let sink = shared.sink.clone();
+        // The last sender of the committer's channel goes with `shared`: it then finishes its
+        // last transaction and ends.
+        drop(shared);
+        if let Some(c) = committer {
+            let _ = c.await;
+        }
+        if let Err(e) = sink.flush(Duration::from_secs(10)) {
             tracing::warn!(error = %e, "producer flush incomplete");
         }
-        let positions = tracker
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .watermarks();
-        if !positions.is_empty() {
-            let mut tpl = TopicPartitionList::new();
-            for (p, o) in &positions {
-                tpl.add_partition_offset(&a.input_topic, *p, Offset::Offset(*o))?;
-            }
-            match consumer.commit(&tpl, CommitMode::Sync) {
-                Ok(()) => tracing::info!(?positions, "final offsets committed"),
-                Err(e) => tracing::warn!(error = %e, "final offset commit failed"),
-            }
+        if !exactly_once {
+            commit_final(&consumer, &tracker, &a.input_topic)?;
         }
-        drop(shared);
+        drop(sink);
         // Closing the consumer leaves the group; it blocks while librdkafka does so.
         let consumer = Arc::try_unwrap(consumer).ok();
         let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
@@ -414,13 +475,88 @@ impl Worker {
     }
 }
 
-/// Spawns a window task; it waits for a window slot first.
-fn dispatch(
-    shared: &Arc<Shared>,
-    slots: &Arc<Semaphore>,
-    tasks: &mut JoinSet<()>,
-    window: ClosedWindow,
-) {
+/// Commits the done watermarks of every assigned partition, synchronously (at-least-once mode,
+/// at shutdown).
+fn commit_final(
+    consumer: &SourceConsumer,
+    tracker: &Mutex<OffsetTracker>,
+    topic: &str,
+) -> Result<(), WorkerError> {
+    let positions = tracker.lock().unwrap_or_else(|e| e.into_inner()).watermarks();
+    if positions.is_empty() {
+        return Ok(());
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (p, o) in &positions {
+        tpl.add_partition_offset(topic, *p, Offset::Offset(*o))?;
+    }
+    match consumer.commit(&tpl, CommitMode::Sync) {
+        Ok(()) => tracing::info!(?positions, "final offsets committed"),
+        Err(e) => tracing::warn!(error = %e, "final offset commit failed"),
+    }
+    Ok(())
+}
+
+/// The revocation hook: runs inside the rebalance callback, before the partitions are released.
+/// It takes the revoked partitions' records out of the open window and processes them, waits
+/// until every in-flight record of those partitions is done (bounded by `drain_timeout`), and in
+/// at-least-once mode commits their offsets synchronously. Records not done by then are replayed
+/// by the partitions' next owner.
+fn revoke_hook(shared: Weak<Shared>, window: Arc<Mutex<Window>>, drain_timeout: Duration) -> RevokeHook {
+    let runtime = tokio::runtime::Handle::current();
+    Box::new(move |consumer: &rdkafka::consumer::BaseConsumer<SourceContext>, parts: &[i32]| {
+        let Some(shared) = shared.upgrade() else { return };
+        let started = std::time::Instant::now();
+        let taken = window
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take_partitions(|p| parts.contains(&p));
+        if let Some(w) = taken {
+            let s = shared.clone();
+            runtime.spawn(async move { window_task(&s, w).await });
+        }
+        let pending = || {
+            let t = shared.tracker.lock().unwrap_or_else(|e| e.into_inner());
+            parts.iter().map(|&p| t.pending_in(p)).sum::<usize>()
+        };
+        let wait = || {
+            while pending() > 0 && started.elapsed() < drain_timeout {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            pending()
+        };
+        // This runs on the thread polling the consumer; let the runtime move its other tasks
+        // (the window tasks being waited for) elsewhere meanwhile.
+        let left = if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+            tokio::task::block_in_place(wait)
+        } else {
+            wait()
+        };
+        if matches!(shared.delivery, Delivery::AtLeastOnce) {
+            let positions: Vec<(i32, i64)> = {
+                let t = shared.tracker.lock().unwrap_or_else(|e| e.into_inner());
+                t.watermarks().into_iter().filter(|(p, _)| parts.contains(p)).collect()
+            };
+            let mut tpl = TopicPartitionList::new();
+            for (p, o) in &positions {
+                let _ = tpl.add_partition_offset(&shared.topic, *p, Offset::Offset(*o));
+            }
+            if tpl.count() > 0 {
+                if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+                    tracing::warn!(error = %e, "offset commit on revocation failed");
+                }
+            }
+        }
+        if left > 0 {
+            tracing::warn!(partitions = ?parts, left, "revocation drain timed out; those records will be replayed by the next owner");
+        } else {
+            tracing::info!(partitions = ?parts, took = ?started.elapsed(), "revoked partitions drained");
+        }
+    })
+}
+
+/// Spawns a window task.
+fn dispatch(shared: &Arc<Shared>, tasks: &mut JoinSet<()>, window: ClosedWindow) {
     let m = &shared.metrics;
     let reason = match window.closed_by {
         CloseReason::Full => "full",
@@ -435,19 +571,23 @@ fn dispatch(
         closed_by = reason,
         "window closed"
     );
-    let (shared, slots) = (shared.clone(), slots.clone());
-    tasks.spawn(async move {
-        let _slot = slots
-            .acquire_owned()
-            .await
-            .expect("the window semaphore is never closed");
-        shared.metrics.windows_in_flight.inc();
-        process_window(&shared, window).await;
-        shared.metrics.windows_in_flight.dec();
-    });
+    let shared = shared.clone();
+    tasks.spawn(async move { window_task(&shared, window).await });
 }
 
-/// Resolves a window, produces its records, and marks the acknowledged ones done.
+/// A window's whole life after it closed: wait for a window slot, resolve, deliver.
+async fn window_task(shared: &Shared, window: ClosedWindow) {
+    let _slot = shared
+        .window_slots
+        .acquire()
+        .await
+        .expect("the window semaphore is never closed");
+    shared.metrics.windows_in_flight.inc();
+    process_window(shared, window).await;
+    shared.metrics.windows_in_flight.dec();
+}
+
+/// Resolves a window, delivers its records, and marks the delivered input records done.
 async fn process_window(shared: &Shared, window: ClosedWindow) {
     let Some(outcomes) = shared.stages.resolve(&window).await else {
         tracing::info!(
@@ -456,99 +596,73 @@ async fn process_window(shared: &Shared, window: ClosedWindow) {
         );
         return;
     };
+    let count = |s: crate::sink::OutcomeStatus| {
+        let ids = window.id_of_record.iter();
+        ids.filter(|&&id| outcomes[id].status == s).count()
+    };
+    tracing::debug!(
+        records = window.records.len(),
+        imported = count(crate::sink::OutcomeStatus::Imported),
+        already_imported = count(crate::sink::OutcomeStatus::AlreadyImported),
+        failed = count(crate::sink::OutcomeStatus::Failed),
+        "window resolved"
+    );
     let now = SystemTime::now();
     let stamp = rfc3339_millis(now);
-    let sends = window
+    // One group of records per input record: its outcome, and its dead letter if it failed.
+    let groups: Vec<(SourcePos, Vec<OutRecord>)> = window
         .records
         .iter()
         .zip(&window.id_of_record)
         .map(|(rec, &id)| {
             let outcome = &outcomes[id];
-            let stamp = &stamp;
-            async move {
-                let sent = shared
-                    .sink
-                    .send_outcome(&rec.event.user_id, outcome, rec.pos, stamp)
-                    .await;
-                let dead = match (sent.is_ok(), outcome.failed_stage) {
-                    (true, Some(stage)) => {
-                        let dl = DeadLetter {
-                            stage,
-                            code: outcome.error_code,
-                            reason: outcome.error_info.clone(),
-                            attempts: outcome.attempts,
-                        };
-                        Some(
-                            shared
-                                .sink
-                                .send_dead_letter(
-                                    rec.key.as_deref(),
-                                    rec.payload.as_deref(),
-                                    rec.pos,
-                                    &dl,
-                                    stamp,
-                                )
-                                .await,
-                        )
-                    }
-                    _ => None,
+            let mut out = vec![shared.sink.outcome_record(&rec.event.user_id, outcome, rec.pos, &stamp)];
+            if let Some(stage) = outcome.failed_stage {
+                let dl = DeadLetter {
+                    stage,
+                    code: outcome.error_code,
+                    reason: outcome.error_info.clone(),
+                    attempts: outcome.attempts,
                 };
-                (sent, dead)
+                out.push(shared.sink.dead_letter_record(rec.key.as_deref(), rec.payload.as_deref(), rec.pos, &dl, &stamp));
             }
-        });
-    let results = join_all(sends).await;
-    let mut done = Vec::with_capacity(window.records.len());
-    for ((rec, &id), (sent, dead)) in window.records.iter().zip(&window.id_of_record).zip(results) {
+            (rec.pos, out)
+        })
+        .collect();
+    let delivered = deliver(shared, groups).await;
+    for ((rec, &id), ok) in window.records.iter().zip(&window.id_of_record).zip(&delivered) {
+        if !ok {
+            continue;
+        }
         let outcome = &outcomes[id];
-        match (sent, dead) {
-            (Ok(()), None | Some(Ok(()))) => {
-                shared
-                    .metrics
-                    .outcomes
-                    .with_label_values(&[outcome.status.as_str()])
-                    .inc();
-                if let Some(stage) = outcome.failed_stage {
-                    let class = if outcome.status == OutcomeStatus::Failed {
-                        FailureClass::Permanent
-                    } else {
-                        FailureClass::Retryable
-                    };
-                    shared
-                        .metrics
-                        .events_dead_lettered
-                        .with_label_values(&[stage.as_str(), class.as_str()])
-                        .inc();
-                    tracing::warn!(
-                        partition = rec.pos.partition,
-                        offset = rec.pos.offset,
-                        stage = stage.as_str(),
-                        code = outcome.error_code,
-                        reason = %outcome.error_info,
-                        "account failed; dead-lettered"
-                    );
-                }
-                if let Some(ts) = rec.timestamp_ms {
-                    let age_ms = now
-                        .duration_since(SystemTime::UNIX_EPOCH)
-                        .map(|d| d.as_millis() as i64)
-                        .unwrap_or(0)
-                        - ts;
-                    if age_ms >= 0 {
-                        shared
-                            .metrics
-                            .end_to_end_latency
-                            .observe(age_ms as f64 / 1000.0);
-                    }
-                }
-                done.push(rec.pos);
-            }
-            (Err(e), _) | (_, Some(Err(e))) => {
-                tracing::error!(partition = rec.pos.partition, offset = rec.pos.offset, error = %e, "record delivery failed");
-                let _ = shared.fatal.send(e.to_string());
+        shared.metrics.outcomes.with_label_values(&[outcome.status.as_str()]).inc();
+        if let Some(stage) = outcome.failed_stage {
+            shared
+                .metrics
+                .events_dead_lettered
+                .with_label_values(&[stage.as_str(), outcome.failure_class])
+                .inc();
+            tracing::warn!(
+                topic = %shared.topic,
+                partition = rec.pos.partition,
+                offset = rec.pos.offset,
+                stage = stage.as_str(),
+                code = outcome.error_code,
+                reason = %outcome.error_info,
+                "account failed; dead-lettered"
+            );
+        }
+        if let Some(ts) = rec.timestamp_ms {
+            let age_ms = now
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0)
+                - ts;
+            if age_ms >= 0 {
+                shared.metrics.end_to_end_latency.observe(age_ms as f64 / 1000.0);
             }
         }
     }
-    complete(shared, &done);
 }
 
 /// Dead-letters a record that did not decode, then marks it done.
@@ -560,22 +674,69 @@ async fn dead_letter_decode(
     dl: DeadLetter,
 ) {
     let stamp = rfc3339_millis(SystemTime::now());
-    match shared
-        .sink
-        .send_dead_letter(key.as_deref(), payload.as_deref(), pos, &dl, &stamp)
-        .await
-    {
-        Ok(()) => {
-            shared
-                .metrics
-                .events_dead_lettered
-                .with_label_values(&["decode", FailureClass::Permanent.as_str()])
-                .inc();
-            complete(shared, &[pos]);
+    let record = shared.sink.dead_letter_record(key.as_deref(), payload.as_deref(), pos, &dl, &stamp);
+    if deliver(shared, vec![(pos, vec![record])]).await[0] {
+        shared
+            .metrics
+            .events_dead_lettered
+            .with_label_values(&["decode", failure_class::INVALID_INPUT])
+            .inc();
+    }
+}
+
+/// Delivers each input record's group of output records and marks the input records whose
+/// records were all delivered done. Returns, per group, whether it was delivered. A final
+/// delivery failure is fatal: the worker stops without committing past it.
+async fn deliver(shared: &Shared, groups: Vec<(SourcePos, Vec<OutRecord>)>) -> Vec<bool> {
+    match &shared.delivery {
+        Delivery::AtLeastOnce => {
+            let sends = groups.iter().map(|(_, records)| async move {
+                for r in records {
+                    shared.sink.send(r).await?;
+                }
+                Ok::<(), crate::sink::SinkError>(())
+            });
+            let results = join_all(sends).await;
+            let mut done = Vec::with_capacity(groups.len());
+            let mut ok = Vec::with_capacity(groups.len());
+            for ((pos, _), r) in groups.iter().zip(results) {
+                match r {
+                    Ok(()) => {
+                        done.push(*pos);
+                        ok.push(true);
+                    }
+                    Err(e) => {
+                        tracing::error!(partition = pos.partition, offset = pos.offset, error = %e, "record delivery failed");
+                        let _ = shared.fatal.send(e.to_string());
+                        ok.push(false);
+                    }
+                }
+            }
+            complete(shared, &done);
+            ok
         }
-        Err(e) => {
-            tracing::error!(partition = pos.partition, offset = pos.offset, error = %e, "dead-letter delivery failed");
-            let _ = shared.fatal.send(e.to_string());
+        Delivery::ExactlyOnce(committer) => {
+            let n = groups.len();
+            let (positions, records): (Vec<SourcePos>, Vec<Vec<OutRecord>>) = groups.into_iter().unzip();
+            let (done_tx, done_rx) = oneshot::channel();
+            let item = TxnItem { records: records.into_iter().flatten().collect(), positions, done: done_tx };
+            let result = match committer.send(item).await {
+                Ok(()) => done_rx.await.unwrap_or_else(|_| Err("transaction committer stopped".into())),
+                Err(_) => Err("transaction committer stopped".into()),
+            };
+            let committed = match result {
+                Ok(()) => true,
+                Err(e) => {
+                    let _ = shared.fatal.send(e);
+                    false
+                }
+            };
+            // The committer marked the records done in the tracker when it committed them.
+            let t = shared.tracker.lock().unwrap_or_else(|e| e.into_inner());
+            shared.metrics.events_in_flight.set(t.pending() as i64);
+            drop(t);
+            shared.progress.notify_one();
+            vec![committed; n]
         }
     }
 }

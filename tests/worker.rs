@@ -295,7 +295,7 @@ async fn a_rejected_account_is_dead_lettered_alone() {
     assert_eq!(
         metrics
             .events_dead_lettered
-            .with_label_values(&["import", "permanent"])
+            .with_label_values(&["import", "rejected"])
             .get(),
         1
     );

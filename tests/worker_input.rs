@@ -143,7 +143,7 @@ async fn run_and_check(
     assert_eq!(
         metrics
             .events_dead_lettered
-            .with_label_values(&["decode", "permanent"])
+            .with_label_values(&["decode", "invalid_input"])
             .get(),
         n_bad as u64
     );

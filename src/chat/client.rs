@@ -261,8 +261,13 @@ impl ApiLimiters {
 pub trait CallObserver: Send + Sync + 'static {
     /// One attempt finished: `Ok` or the error's class, and how long the HTTP exchange took.
     fn attempt(&self, _api: Api, _result: Result<(), &ChatError>, _latency: Duration) {}
+    /// An attempt after the first (a retry) of a call to `api` is about to start.
+    fn retry(&self, _api: Api) {}
     /// An attempt waited this long for a limiter token.
     fn limiter_wait(&self, _api: Api, _waited: Duration) {}
+    /// The limiter of `api` runs at this many calls per second now (after each token, and after
+    /// a frequency-limit answer slowed it down).
+    fn limiter_rate(&self, _api: Api, _rate: f64) {}
     /// A new UserSig was generated; it expires at this Unix time.
     fn usersig_generated(&self, _expires_at: u64) {}
 }
@@ -428,9 +433,13 @@ impl ChatClient {
         Req: Serialize + ?Sized,
         Resp: DeserializeOwned + HasStatus,
     {
+        if attempt.number > 1 {
+            self.inner.observer.retry(api);
+        }
         if let Some(limiter) = self.inner.limiters.for_api(api) {
             let waited = limiter.acquire().await;
             self.inner.observer.limiter_wait(api, waited);
+            self.inner.observer.limiter_rate(api, limiter.rate());
         }
         let (sig, _) = self.usersig(attempt.fresh_usersig);
         let url = self.url(api, &sig);
@@ -448,6 +457,7 @@ impl ChatClient {
             if err.class() == FailureClass::FrequencyLimited {
                 if let Some(limiter) = self.inner.limiters.for_api(api) {
                     let rate = limiter.on_frequency_limited();
+                    self.inner.observer.limiter_rate(api, rate);
                     tracing::warn!(%api, code = err.vendor_code(), new_rate = rate, "frequency limit answer; slowing down");
                 }
             }

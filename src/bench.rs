@@ -1,0 +1,1161 @@
+//! `account-sync bench`: the end-to-end figures of the performance targets, measured against the
+//! embedded Kafka and the Chat API emulator, printed as a table (and optionally as JSON).
+//!
+//! Scenarios (`--scenario NAME`, repeatable; all by default):
+//!
+//! - `ceiling-import`: the emulator enforces the vendor's 100 check/s and 200 import/s with
+//!   50 ms ± 20 ms latency; all users are new. Imports/s over the steady part of the run (between
+//!   the 10th and 90th percentile of outcome times) against 200/s, and the 60007 answers (must be 0).
+//! - `ceiling-check`: the same limits, 99 % of the users already imported: users/s against the
+//!   check ceiling of 100 calls/s × 100 UserIDs = 10,000/s.
+//! - `overhead`: limits off on both sides, 1 ms latency; all users already imported, then all new.
+//!   Events/s end to end and the process's CPU seconds per 10,000 events.
+//! - `latency`: a steady 100 new users/s (half the import ceiling) at the vendor's limits:
+//!   event → outcome p50 / p99.
+//! - `memory`: the broker (`account-sync dev kafka`) and the worker (`account-sync run`) as
+//!   separate processes; the worker's peak RSS (VmHWM) under the overhead run and with a large
+//!   backlog waiting in the topic.
+//!
+//! The in-process scenarios reuse the demo's load generator and independent verifier
+//! ([`crate::demo`]): the backlog is produced before the worker starts (so the producer is never
+//! the bottleneck), except in `latency`, where events are produced at a steady rate while the
+//! worker runs. Worker, emulator, broker and verifier share one process and the machine's cores;
+//! the CPU figures are the whole process's.
+
+use std::collections::HashMap;
+use std::io::BufRead as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use serde::Serialize;
+
+use crate::chat::SecretKey;
+use crate::demo::{self, CollectSpec, Load, Produced, Summary};
+use crate::dev::EmbeddedKafka;
+use crate::emulator::{Emulator, EmulatorConfig, EmulatorHandle};
+use crate::shutdown::Shutdown;
+use crate::worker::Worker;
+
+/// The vendor's limits: account_check and account_import calls per second.
+const VENDOR_RATES: (f64, f64) = (100.0, 200.0);
+/// UserIDs per account_check call.
+const WINDOW: f64 = 100.0;
+
+/// A scenario of `account-sync bench`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// All-new users at the vendor's limits: imports/s against 200/s, and 60007 answers.
+    CeilingImport,
+    /// 99 % already-imported users at the vendor's limits: users/s against 10,000/s.
+    CeilingCheck,
+    /// Limits off, 1 ms API latency: events/s and CPU seconds per 10,000 events.
+    Overhead,
+    /// 100 new users/s at the vendor's limits: event-to-outcome p50 / p99.
+    Latency,
+    /// Worker in its own process: peak RSS under the overhead run and with a large backlog.
+    Memory,
+}
+
+impl Scenario {
+    const ALL: [Scenario; 5] = [
+        Scenario::CeilingImport,
+        Scenario::CeilingCheck,
+        Scenario::Overhead,
+        Scenario::Latency,
+        Scenario::Memory,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::CeilingImport => "ceiling-import",
+            Scenario::CeilingCheck => "ceiling-check",
+            Scenario::Overhead => "overhead",
+            Scenario::Latency => "latency",
+            Scenario::Memory => "memory",
+        }
+    }
+
+    /// Default seconds of load of the time-based scenarios.
+    fn default_duration(self) -> f64 {
+        match self {
+            Scenario::CeilingImport => 60.0,
+            Scenario::CeilingCheck => 20.0,
+            Scenario::Latency => 30.0,
+            Scenario::Memory => 30.0,
+            Scenario::Overhead => 0.0,
+        }
+    }
+}
+
+/// `account-sync bench` settings.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Scenario to run (repeatable): ceiling-import, ceiling-check, overhead, latency, memory.
+    /// Default: all of them, in that order.
+    #[arg(long = "scenario", value_enum)]
+    pub scenarios: Vec<Scenario>,
+    /// Seconds of load of the time-based scenarios (defaults: ceiling-import 60 = 12,000 users,
+    /// ceiling-check 20 = 200,000 users, latency 30 = 3,000 users; memory: how long the backlog run
+    /// at the vendor's limits lasts, 30).
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Events of the overhead scenario and of the memory scenario's overhead run (default
+    /// 200,000); for the time-based scenarios, replaces the count derived from --duration.
+    #[arg(long)]
+    pub events: Option<u64>,
+    /// Events waiting in the topic for the memory scenario's backlog runs.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub backlog: u64,
+    /// Partitions of the input topic.
+    #[arg(long, default_value_t = 6)]
+    pub partitions: i32,
+    /// Write the results (machine, figures, targets) as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Show progress bars while waiting for outcomes.
+    #[arg(long)]
+    pub progress: bool,
+}
+
+impl BenchArgs {
+    fn validate(&self) -> Result<(), String> {
+        if self.duration.is_some_and(|d| !(d > 0.0 && d.is_finite())) {
+            return Err("--duration must be a positive number of seconds".into());
+        }
+        if self.events == Some(0) || self.backlog == 0 {
+            return Err("--events and --backlog must be at least 1".into());
+        }
+        if !(1..=100).contains(&self.partitions) {
+            return Err("--partitions must be 1 to 100".into());
+        }
+        Ok(())
+    }
+
+    fn duration(&self, s: Scenario) -> f64 {
+        self.duration.unwrap_or_else(|| s.default_duration())
+    }
+
+    /// Events of a time-based scenario running at `per_second`.
+    fn events_for(&self, s: Scenario, per_second: f64) -> u64 {
+        self.events
+            .unwrap_or_else(|| (self.duration(s) * per_second).round().max(1.0) as u64)
+    }
+
+    fn overhead_events(&self) -> u64 {
+        self.events.unwrap_or(200_000)
+    }
+}
+
+/// One measured figure.
+#[derive(Debug, Clone, Serialize)]
+pub struct Figure {
+    /// Scenario it belongs to.
+    pub scenario: String,
+    /// What it is.
+    pub name: String,
+    /// The value, in `unit`.
+    pub value: f64,
+    /// Unit of `value`.
+    pub unit: String,
+    /// The target, when the issue sets one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Whether the target is met.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub met: Option<bool>,
+}
+
+/// The machine the figures were measured on.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    /// Logical CPUs available to the process.
+    pub cpus: usize,
+    /// CPU model (from /proc/cpuinfo).
+    pub cpu_model: String,
+    /// Total memory, MiB.
+    pub memory_mib: u64,
+    /// 1-minute load average before the first scenario and after the last.
+    pub load_before: f64,
+    pub load_after: f64,
+}
+
+/// What `--json` writes.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub machine: Machine,
+    /// How each scenario was run.
+    pub setups: Vec<(String, String)>,
+    pub figures: Vec<Figure>,
+}
+
+/// Collects figures as scenarios produce them.
+#[derive(Default)]
+struct Figures {
+    figures: Vec<Figure>,
+    setups: Vec<(String, String)>,
+}
+
+impl Figures {
+    fn setup(&mut self, scenario: &str, text: String) {
+        eprintln!("bench {scenario}: {text}");
+        self.setups.push((scenario.to_owned(), text));
+    }
+
+    fn add(&mut self, scenario: &str, name: &str, value: f64, unit: &str) {
+        self.push(scenario, name, value, unit, None);
+    }
+
+    fn target(
+        &mut self,
+        scenario: &str,
+        name: &str,
+        value: f64,
+        unit: &str,
+        target: &str,
+        met: bool,
+    ) {
+        self.push(scenario, name, value, unit, Some((target, met)));
+    }
+
+    fn push(
+        &mut self,
+        scenario: &str,
+        name: &str,
+        value: f64,
+        unit: &str,
+        target: Option<(&str, bool)>,
+    ) {
+        self.figures.push(Figure {
+            scenario: scenario.to_owned(),
+            name: name.to_owned(),
+            value,
+            unit: unit.to_owned(),
+            target: target.map(|(t, _)| t.to_owned()),
+            met: target.map(|(_, m)| m),
+        });
+    }
+}
+
+/// Runs the selected scenarios and prints the table. Fails when a run cannot be carried out;
+/// a missed target is reported in the table, not as a failure.
+pub async fn run(args: BenchArgs, shutdown: Shutdown) -> Result<ExitCode, String> {
+    args.validate()?;
+    let scenarios: Vec<Scenario> = if args.scenarios.is_empty() {
+        Scenario::ALL.to_vec()
+    } else {
+        args.scenarios.clone()
+    };
+    let load_before = load_average();
+    let mut f = Figures::default();
+    for s in scenarios {
+        if shutdown.is_triggered() {
+            break;
+        }
+        match s {
+            Scenario::CeilingImport => ceiling_import(&args, &mut f, &shutdown).await?,
+            Scenario::CeilingCheck => ceiling_check(&args, &mut f, &shutdown).await?,
+            Scenario::Overhead => overhead(&args, &mut f, &shutdown).await?,
+            Scenario::Latency => latency(&args, &mut f, &shutdown).await?,
+            Scenario::Memory => memory(&args, &mut f, &shutdown).await?,
+        }
+    }
+    let report = Report {
+        machine: machine(load_before, load_average()),
+        setups: f.setups,
+        figures: f.figures,
+    };
+    print_report(&report);
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        std::fs::write(path, json + "\n").map_err(|e| format!("--json {}: {e}", path.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+// ---------------------------------------------------------------------------------------------
+// In-process runs: embedded Kafka + emulator + worker + verifier.
+
+/// One in-process run.
+#[derive(Debug, Clone)]
+struct Run {
+    events: u64,
+    /// Events per second produced while the worker runs; 0 = the whole load is produced first.
+    rate: f64,
+    existing_fraction: f64,
+    /// (check, import) calls/s, enforced by the emulator and the worker's budget; 0 = unlimited.
+    limits: (f64, f64),
+    latency_ms: u64,
+    jitter_ms: u64,
+    partitions: i32,
+    progress: bool,
+}
+
+/// What an in-process run measured.
+struct Measured {
+    summary: Summary,
+    /// processed_at of every input record's first outcome, ms since the epoch, sorted.
+    outcome_ms: Vec<i64>,
+    /// Produce → outcome read back by the verifier, ms, sorted.
+    latency_read_ms: Vec<f64>,
+    /// Produce → the outcome's processed_at, ms, sorted.
+    latency_processed_ms: Vec<f64>,
+    /// CPU seconds of the whole process from the worker's start to the last outcome read.
+    cpu_seconds: f64,
+    /// Emulator counters.
+    stats: crate::emulator::Stats,
+}
+
+fn emulator_config(run: &Run, key: SecretKey) -> EmulatorConfig {
+    EmulatorConfig {
+        sdkappid: demo::SDKAPPID,
+        identifier: demo::ADMIN.into(),
+        secret_key: Some(key),
+        check_rate: run.limits.0,
+        import_rate: run.limits.1,
+        latency_ms: run.latency_ms,
+        latency_jitter_ms: run.jitter_ms,
+        existing_fraction: run.existing_fraction,
+        ..EmulatorConfig::default()
+    }
+}
+
+/// A fresh secret key per run: nothing secret is hard-coded, and nothing of it is printed.
+fn fresh_key() -> String {
+    format!("bench-{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
+
+async fn start_emulator(cfg: EmulatorConfig) -> Result<EmulatorHandle, String> {
+    Emulator::start(cfg, "127.0.0.1:0".parse().expect("static address"))
+        .await
+        .map_err(|e| format!("Chat API emulator: {e}"))
+}
+
+async fn run_in_process(run: &Run, shutdown: &Shutdown) -> Result<Measured, String> {
+    let key = SecretKey::new(fresh_key());
+    let kafka = EmbeddedKafka::start(
+        1,
+        &[
+            (demo::INPUT.into(), run.partitions),
+            (demo::OUTCOMES.into(), run.partitions),
+            (demo::DLQ.into(), 1),
+        ],
+    )
+    .map_err(|e| format!("embedded Kafka: {e}"))?;
+    let brokers = kafka.bootstrap_servers().to_owned();
+    let emulator = start_emulator(emulator_config(run, key.clone())).await?;
+    let load = Load {
+        topic: demo::INPUT.into(),
+        events: run.events,
+        rate: run.rate,
+        bad_fraction: 0.0,
+    };
+    let spec = CollectSpec {
+        partitions: run.partitions,
+        target: run.events,
+        timeout: Duration::from_secs(600),
+        quiet: !run.progress,
+    };
+    let preproduced = if run.rate == 0.0 {
+        let t = Instant::now();
+        let p = demo::produce_load(&brokers, &load).await?;
+        eprintln!(
+            "  {} events produced in {:.1} s before the worker starts",
+            p.len(),
+            t.elapsed().as_secs_f64()
+        );
+        Some(p)
+    } else {
+        None
+    };
+
+    let cpu_before = process_cpu_seconds();
+    let worker_args = demo::worker_args(
+        &brokers,
+        &emulator.base_url(),
+        key,
+        run.limits,
+        "bench",
+        &[],
+    )?;
+    let worker = Worker::new(worker_args).map_err(|e| e.to_string())?;
+    let (worker_stop, worker_trigger) = Shutdown::new();
+    let worker_task = tokio::spawn(worker.run(None, worker_stop));
+    let producer_task = match preproduced {
+        Some(p) => tokio::spawn(async move { Ok(p) }),
+        None => {
+            let brokers = brokers.clone();
+            tokio::spawn(async move { demo::produce_load(&brokers, &load).await })
+        }
+    };
+    let verify = {
+        let (brokers, shutdown) = (brokers.clone(), shutdown.clone());
+        tokio::task::spawn_blocking(move || demo::collect(&brokers, &spec, &shutdown))
+    };
+    let produced = producer_task.await.map_err(|e| e.to_string())??;
+    let collected = verify.await.map_err(|e| e.to_string())?;
+    let cpu_seconds = process_cpu_seconds() - cpu_before;
+    worker_trigger.trigger();
+    let worker_result = worker_task.await.map_err(|e| e.to_string())?;
+    let stats = emulator.stats();
+    emulator.shutdown().await;
+    drop(kafka);
+    worker_result.map_err(|e| format!("worker: {e}"))?;
+
+    let summary = demo::summarize(&produced, &collected, &stats, Duration::ZERO);
+    let c = collected?;
+    if summary.lost > 0 {
+        return Err(format!(
+            "{} of {} records have no outcome (timed out?)",
+            summary.lost, summary.produced
+        ));
+    }
+    let mut outcome_ms: Vec<i64> = c.processed_ms.values().copied().collect();
+    outcome_ms.sort_unstable();
+    Ok(Measured {
+        latency_read_ms: latencies(&produced, &c.received_ms),
+        latency_processed_ms: latencies(&produced, &c.processed_ms),
+        summary,
+        outcome_ms,
+        cpu_seconds,
+        stats,
+    })
+}
+
+/// Sorted produce → `done` latencies, ms.
+fn latencies(
+    produced: &HashMap<(i32, i64), Produced>,
+    done: &HashMap<(i32, i64), i64>,
+) -> Vec<f64> {
+    let mut out: Vec<f64> = done
+        .iter()
+        .filter_map(|(k, t)| produced.get(k).map(|p| (t - p.at_ms) as f64))
+        .collect();
+    out.sort_by(f64::total_cmp);
+    out
+}
+
+/// Records per second over the steady part of a run: the records completed after the 10th
+/// percentile of completion times and up to the 90th, over the time between them. Outcomes of a
+/// window share one time, so completions come in steps; counting (t10, t90] counts exactly the
+/// steps inside the interval. `None` with fewer than 10 records or no spread.
+pub fn steady_rate(sorted_ms: &[i64]) -> Option<f64> {
+    let n = sorted_ms.len();
+    if n < 10 {
+        return None;
+    }
+    let (t10, t90) = (sorted_ms[n / 10], sorted_ms[n * 9 / 10]);
+    if t90 <= t10 {
+        return None;
+    }
+    let upto = |t: i64| sorted_ms.partition_point(|&x| x <= t);
+    Some((upto(t90) - upto(t10)) as f64 * 1000.0 / (t90 - t10) as f64)
+}
+
+fn rate_or_zero(sorted_ms: &[i64]) -> f64 {
+    steady_rate(sorted_ms).unwrap_or(0.0)
+}
+
+async fn ceiling_import(a: &BenchArgs, f: &mut Figures, sd: &Shutdown) -> Result<(), String> {
+    let s = Scenario::CeilingImport.name();
+    let run = Run {
+        events: a.events_for(Scenario::CeilingImport, VENDOR_RATES.1),
+        rate: 0.0,
+        existing_fraction: 0.0,
+        limits: VENDOR_RATES,
+        latency_ms: 50,
+        jitter_ms: 20,
+        partitions: a.partitions,
+        progress: a.progress,
+    };
+    f.setup(s, format!("{} new users as a backlog; emulator and worker at 100 check/s, 200 import/s; API latency 50 ± 20 ms", run.events));
+    let m = run_in_process(&run, sd).await?;
+    let rate = rate_or_zero(&m.outcome_ms);
+    let share = rate / VENDOR_RATES.1;
+    f.add(
+        s,
+        "imports/s, steady part (p10-p90 of outcome times)",
+        rate,
+        "1/s",
+    );
+    f.target(
+        s,
+        "share of the 200/s import ceiling",
+        share * 100.0,
+        "%",
+        ">= 99 %",
+        share >= 0.99,
+    );
+    f.add(s, "account_import calls", m.summary.import_calls as f64, "");
+    f.add(s, "imported outcomes", m.summary.imported as f64, "");
+    let limited = m.summary.frequency_limited as f64;
+    f.target(s, "60007 answers", limited, "", "0", limited == 0.0);
+    Ok(())
+}
+
+async fn ceiling_check(a: &BenchArgs, f: &mut Figures, sd: &Shutdown) -> Result<(), String> {
+    let s = Scenario::CeilingCheck.name();
+    let ceiling = VENDOR_RATES.0 * WINDOW;
+    let run = Run {
+        events: a.events_for(Scenario::CeilingCheck, ceiling),
+        rate: 0.0,
+        existing_fraction: 0.99,
+        limits: VENDOR_RATES,
+        latency_ms: 50,
+        jitter_ms: 20,
+        partitions: a.partitions,
+        progress: a.progress,
+    };
+    f.setup(s, format!("{} users as a backlog, 99 % already imported; emulator and worker at 100 check/s, 200 import/s; API latency 50 ± 20 ms", run.events));
+    let m = run_in_process(&run, sd).await?;
+    let rate = rate_or_zero(&m.outcome_ms);
+    let share = rate / ceiling;
+    f.add(
+        s,
+        "users/s, steady part (p10-p90 of outcome times)",
+        rate,
+        "1/s",
+    );
+    f.target(
+        s,
+        "share of the 10,000 users/s check ceiling",
+        share * 100.0,
+        "%",
+        ">= 99 %",
+        share >= 0.99,
+    );
+    let calls = m.summary.check_calls as f64;
+    f.add(
+        s,
+        "UserIDs per account_check call",
+        m.summary.outcomes as f64 / calls.max(1.0),
+        "",
+    );
+    f.add(s, "account_import calls", m.summary.import_calls as f64, "");
+    let limited = m.summary.frequency_limited as f64;
+    f.target(s, "60007 answers", limited, "", "0", limited == 0.0);
+    Ok(())
+}
+
+async fn overhead(a: &BenchArgs, f: &mut Figures, sd: &Shutdown) -> Result<(), String> {
+    let s = Scenario::Overhead.name();
+    for (label, existing) in [("already imported", 1.0), ("new", 0.0)] {
+        let run = Run {
+            events: a.overhead_events(),
+            rate: 0.0,
+            existing_fraction: existing,
+            limits: (0.0, 0.0),
+            latency_ms: 1,
+            jitter_ms: 0,
+            partitions: a.partitions,
+            progress: a.progress,
+        };
+        f.setup(s, format!("{} users, all {label}, as a backlog; limits off on both sides; API latency 1 ms; worker, emulator, broker and verifier share one process", run.events));
+        let m = run_in_process(&run, sd).await?;
+        let rate = rate_or_zero(&m.outcome_ms);
+        let name = format!("events/s, steady part, users {label}");
+        if existing == 1.0 {
+            f.target(s, &name, rate, "1/s", ">= 50,000", rate >= 50_000.0);
+        } else {
+            f.add(s, &name, rate, "1/s");
+        }
+        let whole = match (m.outcome_ms.first(), m.outcome_ms.last()) {
+            (Some(first), Some(last)) if last > first => {
+                m.outcome_ms.len() as f64 * 1000.0 / (last - first) as f64
+            }
+            _ => 0.0,
+        };
+        f.add(
+            s,
+            &format!("events/s, first to last outcome, users {label}"),
+            whole,
+            "1/s",
+        );
+        f.add(
+            s,
+            &format!("CPU s per 10,000 events (whole process), users {label}"),
+            m.cpu_seconds * 10_000.0 / m.summary.produced.max(1) as f64,
+            "s",
+        );
+        f.add(
+            s,
+            &format!("account_check calls, users {label}"),
+            m.stats.calls.get("account_check").copied().unwrap_or(0) as f64,
+            "",
+        );
+    }
+    Ok(())
+}
+
+async fn latency(a: &BenchArgs, f: &mut Figures, sd: &Shutdown) -> Result<(), String> {
+    let s = Scenario::Latency.name();
+    let rate = VENDOR_RATES.1 / 2.0;
+    let run = Run {
+        events: a.events_for(Scenario::Latency, rate),
+        rate,
+        existing_fraction: 0.0,
+        limits: VENDOR_RATES,
+        latency_ms: 50,
+        jitter_ms: 20,
+        partitions: a.partitions,
+        progress: a.progress,
+    };
+    f.setup(s, format!("{} new users at {rate} events/s; emulator and worker at 100 check/s, 200 import/s; API latency 50 ± 20 ms; window linger 250 ms", run.events));
+    let m = run_in_process(&run, sd).await?;
+    let target_ms = 250.0 + 300.0;
+    let p = |v: &[f64], q| demo::percentile(v, q);
+    f.add(
+        s,
+        "event -> outcome read back, p50",
+        p(&m.latency_read_ms, 0.5),
+        "ms",
+    );
+    let p99 = p(&m.latency_read_ms, 0.99);
+    f.target(
+        s,
+        "event -> outcome read back, p99",
+        p99,
+        "ms",
+        "<= 550 ms (linger + 300)",
+        p99 <= target_ms,
+    );
+    f.add(
+        s,
+        "event -> outcome processed_at, p50",
+        p(&m.latency_processed_ms, 0.5),
+        "ms",
+    );
+    f.add(
+        s,
+        "event -> outcome processed_at, p99",
+        p(&m.latency_processed_ms, 0.99),
+        "ms",
+    );
+    f.add(
+        s,
+        "event -> outcome read back, max",
+        m.latency_read_ms.last().copied().unwrap_or(0.0),
+        "ms",
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Memory: the worker in a process of its own.
+
+/// A child process that is killed (and reaped) if still running when dropped.
+struct ChildGuard {
+    child: Child,
+    name: &'static str,
+}
+
+impl ChildGuard {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then up to `grace` for it to exit; SIGKILL after that.
+    fn terminate(&mut self, grace: Duration) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("  {} did not stop within {grace:?}; killing it", self.name);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if self.exited().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A field of /proc/PID/status in KiB (VmHWM, VmRSS).
+fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// Records in `topic` (sum of high watermarks; the topics here start empty at offset 0).
+fn topic_records(consumer: &BaseConsumer, topic: &str, partitions: i32) -> Option<u64> {
+    let mut total = 0;
+    for p in 0..partitions {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(5))
+            .ok()?;
+        total += high.max(0) as u64;
+    }
+    Some(total)
+}
+
+/// How one worker process fared.
+struct ProcessRun {
+    /// Peak RSS (VmHWM), KiB.
+    peak_kib: u64,
+    /// Peak RSS when 10 % / 50 % of the run had passed (by outcomes, or by time), KiB.
+    peak_at: Vec<(String, u64)>,
+    /// Outcome records written.
+    outcomes: u64,
+    /// From the worker's start to the end of the run.
+    elapsed: Duration,
+}
+
+/// The memory scenario's broker and how to start workers against it.
+struct MemoryWorld {
+    exe: PathBuf,
+    brokers: String,
+    partitions: i32,
+    log_dir: PathBuf,
+    /// The app's secret key, given to the worker process in its environment.
+    key: String,
+}
+
+/// One worker process run of the memory scenario.
+struct WorkerRun {
+    name: &'static str,
+    input: &'static str,
+    outcomes: &'static str,
+    api_base_url: String,
+    rates: (f64, f64),
+    /// Stop once this many outcomes are written…
+    target: u64,
+    /// …or this much time has passed.
+    limit: Duration,
+}
+
+impl MemoryWorld {
+    /// Starts `account-sync run` and watches it until the run's target or time limit.
+    fn run_worker(&self, run: &WorkerRun) -> Result<ProcessRun, String> {
+        let log = self
+            .log_dir
+            .join(format!("account-sync-bench-{}.log", run.name));
+        let log_file =
+            std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let mut cmd = Command::new(&self.exe);
+        cmd.args(["--log-level", "warn", "run"])
+            .args(["--brokers", &self.brokers])
+            .args(["--group-id", &format!("bench-memory-{}", run.name)])
+            .args(["--input-topic", run.input, "--outcome-topic", run.outcomes])
+            .args(["--dlq-topic", demo::DLQ])
+            .args(["--sdkappid", &demo::SDKAPPID.to_string()])
+            .args(["--identifier", demo::ADMIN])
+            .args(["--api-base-url", &run.api_base_url])
+            .args(["--check-rate", &run.rates.0.to_string()])
+            .args(["--import-rate", &run.rates.1.to_string()])
+            .args(["--admin-listen", "127.0.0.1:0", "--commit-interval", "1s"])
+            .env_remove("ACCOUNT_SYNC_SECRET_KEY_FILE")
+            .env("ACCOUNT_SYNC_SECRET_KEY", &self.key)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log_file));
+        let started = Instant::now();
+        let mut child = ChildGuard {
+            child: cmd
+                .spawn()
+                .map_err(|e| format!("starting the worker: {e}"))?,
+            name: "worker",
+        };
+        let pid = child.pid();
+        let counter: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .create()
+            .map_err(|e| format!("counting consumer: {e}"))?;
+        let mut peak_at = Vec::new();
+        let mut marks = vec![("10 %", 0.1), ("50 %", 0.5)];
+        let (mut outcomes, mut peak) = (0, 0);
+        loop {
+            std::thread::sleep(Duration::from_millis(250));
+            if let Some(status) = child.exited() {
+                return Err(format!(
+                    "worker exited early ({status}); its log: {}",
+                    log.display()
+                ));
+            }
+            peak = proc_status_kib(pid, "VmHWM").unwrap_or(peak);
+            outcomes = topic_records(&counter, run.outcomes, self.partitions).unwrap_or(outcomes);
+            let progress = (outcomes as f64 / run.target as f64)
+                .max(started.elapsed().as_secs_f64() / run.limit.as_secs_f64());
+            while marks.first().is_some_and(|(_, at)| progress >= *at) {
+                let (label, _) = marks.remove(0);
+                peak_at.push((label.to_owned(), peak));
+            }
+            if outcomes >= run.target || started.elapsed() >= run.limit {
+                break;
+            }
+        }
+        let elapsed = started.elapsed();
+        peak = proc_status_kib(pid, "VmHWM").unwrap_or(peak);
+        child.terminate(Duration::from_secs(40));
+        Ok(ProcessRun {
+            peak_kib: peak,
+            peak_at,
+            outcomes,
+            elapsed,
+        })
+    }
+}
+
+/// Runs `run` on a blocking thread (it sleeps and polls).
+async fn watch(world: &Arc<MemoryWorld>, run: WorkerRun) -> Result<ProcessRun, String> {
+    let world = world.clone();
+    tokio::task::spawn_blocking(move || world.run_worker(&run))
+        .await
+        .map_err(|e| e.to_string())?
+}
+
+/// Starts `account-sync dev kafka` with `topics`; returns it and its bootstrap servers.
+async fn start_broker(exe: &Path, topics: &[(&str, i32)]) -> Result<(ChildGuard, String), String> {
+    let mut cmd = Command::new(exe);
+    cmd.args(["--log-level", "warn", "dev", "kafka"]);
+    for (t, n) in topics {
+        cmd.args(["--topic", &format!("{t}:{n}")]);
+    }
+    let mut broker = ChildGuard {
+        child: cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("starting account-sync dev kafka: {e}"))?,
+        name: "broker",
+    };
+    let stdout = broker.child.stdout.take().ok_or("broker stdout")?;
+    let brokers = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .map(|_| line.trim().to_owned())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("reading the broker's address: {e}"))?;
+    if brokers.is_empty() {
+        return Err("account-sync dev kafka printed no bootstrap servers".into());
+    }
+    Ok((broker, brokers))
+}
+
+async fn memory(a: &BenchArgs, f: &mut Figures, _sd: &Shutdown) -> Result<(), String> {
+    let s = Scenario::Memory.name();
+    let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
+    let p = a.partitions;
+    let n_overhead = a.overhead_events();
+    let backlog = a.backlog;
+    let slow_seconds = a.duration(Scenario::Memory);
+    f.setup(s, format!("broker (account-sync dev kafka) and worker (account-sync run) in separate processes, emulator in the bench process; the worker's VmHWM: (a) {n_overhead} already-imported users, limits off, 1 ms; (b) {backlog} events waiting, already imported, limits off, 1 ms; (c) the same {backlog} waiting, new users, vendor limits, 50 ± 20 ms, for {slow_seconds} s"));
+    let topics = [
+        ("signups-overhead", p),
+        ("outcomes-overhead", p),
+        ("signups-backlog", p),
+        ("outcomes-backlog", p),
+        ("outcomes-backlog-limited", p),
+        (demo::DLQ, 1),
+    ];
+    let (mut broker, brokers) = start_broker(&exe, &topics).await?;
+    let key = fresh_key();
+    let world = Arc::new(MemoryWorld {
+        exe,
+        brokers: brokers.clone(),
+        partitions: p,
+        log_dir: std::env::temp_dir(),
+        key: key.clone(),
+    });
+    eprintln!(
+        "  broker pid {} at {brokers}; worker logs in {}",
+        broker.pid(),
+        world.log_dir.display()
+    );
+    let load = |topic: &str, events| Load {
+        topic: topic.into(),
+        events,
+        rate: 0.0,
+        bad_fraction: 0.0,
+    };
+    let fast = Run {
+        events: n_overhead,
+        rate: 0.0,
+        existing_fraction: 1.0,
+        limits: (0.0, 0.0),
+        latency_ms: 1,
+        jitter_ms: 0,
+        partitions: p,
+        progress: false,
+    };
+    let slow = Run {
+        existing_fraction: 0.0,
+        limits: VENDOR_RATES,
+        latency_ms: 50,
+        jitter_ms: 20,
+        ..fast.clone()
+    };
+
+    // (a) the overhead run.
+    let emulator = start_emulator(emulator_config(&fast, SecretKey::new(key.clone()))).await?;
+    demo::produce_load(&brokers, &load("signups-overhead", n_overhead)).await?;
+    let run_a = watch(
+        &world,
+        WorkerRun {
+            name: "overhead",
+            input: "signups-overhead",
+            outcomes: "outcomes-overhead",
+            api_base_url: emulator.base_url(),
+            rates: (0.0, 0.0),
+            target: n_overhead,
+            limit: Duration::from_secs(600),
+        },
+    )
+    .await?;
+
+    // (b) a backlog waiting in the topic before the worker starts, limits off.
+    let t = Instant::now();
+    demo::produce_load(&brokers, &load("signups-backlog", backlog)).await?;
+    eprintln!(
+        "  backlog of {backlog} events produced in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let run_b = watch(
+        &world,
+        WorkerRun {
+            name: "backlog",
+            input: "signups-backlog",
+            outcomes: "outcomes-backlog",
+            api_base_url: emulator.base_url(),
+            rates: (0.0, 0.0),
+            target: backlog,
+            limit: Duration::from_secs(600.max(backlog / 2_000)),
+        },
+    )
+    .await?;
+    emulator.shutdown().await;
+
+    // (c) the same backlog (another group: it starts from the beginning) at the vendor's limits.
+    let emulator = start_emulator(emulator_config(&slow, SecretKey::new(key.clone()))).await?;
+    let run_c = watch(
+        &world,
+        WorkerRun {
+            name: "backlog-limited",
+            input: "signups-backlog",
+            outcomes: "outcomes-backlog-limited",
+            api_base_url: emulator.base_url(),
+            rates: VENDOR_RATES,
+            target: backlog,
+            limit: Duration::from_secs_f64(slow_seconds),
+        },
+    )
+    .await?;
+    emulator.shutdown().await;
+    let broker_peak = proc_status_kib(broker.pid(), "VmHWM").unwrap_or(0);
+    broker.terminate(Duration::from_secs(10));
+
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    for (label, r) in [
+        (format!("(a) overhead run, {n_overhead} events"), &run_a),
+        (format!("(b) {backlog} waiting, limits off"), &run_b),
+        (
+            format!("(c) {backlog} waiting, vendor limits, {slow_seconds} s"),
+            &run_c,
+        ),
+    ] {
+        let peak = mib(r.peak_kib);
+        f.target(
+            s,
+            &format!("worker peak RSS, {label}"),
+            peak,
+            "MiB",
+            "<= 128 MiB",
+            peak <= 128.0,
+        );
+        for (at, kib) in &r.peak_at {
+            f.add(
+                s,
+                &format!("  peak RSS after {at} of the run"),
+                mib(*kib),
+                "MiB",
+            );
+        }
+        f.add(s, "  outcomes written", r.outcomes as f64, "");
+        f.add(
+            s,
+            "  events/s (worker in its own process)",
+            r.outcomes as f64 / r.elapsed.as_secs_f64(),
+            "1/s",
+        );
+    }
+    let growth = mib(run_b.peak_kib) - mib(run_a.peak_kib);
+    f.add(s, "peak RSS growth, (b) over (a)", growth, "MiB");
+    f.add(
+        s,
+        "broker process peak RSS (for reference)",
+        mib(broker_peak),
+        "MiB",
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The machine and the process.
+
+/// User + system CPU seconds of this process (all threads), from /proc/self/stat (USER_HZ = 100).
+pub fn process_cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return 0.0;
+    };
+    // Fields after the command name start at field 3 (state); utime and stime are fields 14, 15.
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn machine(load_before: f64, load_after: f64) -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu_model = cpuinfo
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")?
+                .split_once(':')
+                .map(|x| x.1.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let memory_mib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib / 1024);
+    Machine {
+        cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu_model,
+        memory_mib,
+        load_before,
+        load_after,
+    }
+}
+
+fn format_value(v: f64, unit: &str) -> String {
+    let n = if v.abs() >= 100.0 || v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.3}")
+    };
+    match unit {
+        "" => n,
+        "%" => format!("{n} %"),
+        u => format!("{n} {u}"),
+    }
+}
+
+fn print_report(r: &Report) {
+    let m = &r.machine;
+    println!();
+    println!("  account-sync bench");
+    println!(
+        "  machine: {} CPUs ({}), {} MiB; load average {:.2} before, {:.2} after",
+        m.cpus, m.cpu_model, m.memory_mib, m.load_before, m.load_after
+    );
+    for (scenario, setup) in &r.setups {
+        println!("  {scenario}: {setup}");
+    }
+    println!("  {}", "-".repeat(112));
+    println!(
+        "  {:<15} {:<58} {:>14}  {:<22}",
+        "scenario", "figure", "value", "target"
+    );
+    println!("  {}", "-".repeat(112));
+    let mut last = "";
+    for x in &r.figures {
+        let scenario = if x.scenario == last {
+            ""
+        } else {
+            x.scenario.as_str()
+        };
+        last = &x.scenario;
+        let target = match (&x.target, x.met) {
+            (Some(t), Some(true)) => format!("{t}  met"),
+            (Some(t), _) => format!("{t}  MISSED"),
+            _ => String::new(),
+        };
+        println!(
+            "  {:<15} {:<58} {:>14}  {}",
+            scenario,
+            x.name,
+            format_value(x.value, &x.unit),
+            target
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steady_rate_counts_steps_inside_the_interval() {
+        // 100 windows of 100 outcomes, one window every 500 ms: 200/s.
+        let times: Vec<i64> = (0..10_000).map(|i| (i / 100) * 500).collect();
+        let r = steady_rate(&times).unwrap();
+        assert!((r - 200.0).abs() < 1e-9, "{r}");
+        // Evenly spread: 1 per ms = 1000/s.
+        let times: Vec<i64> = (0..1_000).collect();
+        assert!((steady_rate(&times).unwrap() - 1000.0).abs() < 1e-9);
+        assert_eq!(steady_rate(&[5; 100]), None);
+        assert_eq!(steady_rate(&[1, 2, 3]), None);
+    }
+
+    #[test]
+    fn cpu_seconds_and_proc_status_are_readable() {
+        let before = process_cpu_seconds();
+        let mut x = 0u64;
+        for i in 0..20_000_000u64 {
+            x = x.wrapping_add(i * i);
+        }
+        std::hint::black_box(x);
+        assert!(process_cpu_seconds() >= before);
+        assert!(proc_status_kib(std::process::id(), "VmHWM").is_some_and(|k| k > 0));
+        assert!(proc_status_kib(std::process::id(), "NoSuchField").is_none());
+    }
+
+    #[test]
+    fn values_are_formatted_by_size() {
+        assert_eq!(format_value(199.64, "1/s"), "200 1/s");
+        assert_eq!(format_value(99.82, "%"), "99.8 %");
+        assert_eq!(format_value(0.1234, "s"), "0.123 s");
+        assert_eq!(format_value(0.0, ""), "0");
+    }
+}

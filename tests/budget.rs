@@ -1,0 +1,219 @@
+//! Rate budgets shared across replicas (ARCHITECTURE.md, "Rate limits across replicas"): three
+//! workers in one group on a 6-partition topic, each configured with the app's whole budget,
+//! stay together within the emulator's limits (no 60007) and use at least 95 % of them.
+//!
+//! The limits are smaller than the vendor's (20 check/s, 40 import/s) to keep the test short.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::emulator::{count, emulator_config};
+use common::kafka::{eventually, RunningWorker, WorkerEnv};
+
+const PARTITIONS: i32 = 6;
+const REPLICAS: usize = 3;
+const CHECK_RATE: f64 = 20.0;
+const IMPORT_RATE: f64 = 40.0;
+
+/// Waits until each of `workers` owns `PARTITIONS / workers.len()` partitions and has taken that
+/// share of the app's budget; panics with what they have otherwise.
+async fn wait_for_shares(workers: &[&RunningWorker]) {
+    let n = workers.len();
+    let share = 1.0 / n as f64;
+    let settled = eventually(Duration::from_secs(60), || {
+        workers.iter().all(|w| {
+            let m = &w.metrics;
+            let ceiling = |api: &str| m.limiter_ceiling.with_label_values(&[api]).get();
+            m.assigned_partitions.get() == i64::from(PARTITIONS) / n as i64
+                && (ceiling("account_import") - IMPORT_RATE * share).abs() < 1e-6
+                && (ceiling("account_check") - CHECK_RATE * share).abs() < 1e-6
+        })
+    })
+    .await;
+    let state: Vec<_> = workers
+        .iter()
+        .map(|w| {
+            let m = &w.metrics;
+            (
+                m.assigned_partitions.get(),
+                m.limiter_ceiling
+                    .with_label_values(&["account_check"])
+                    .get(),
+                m.limiter_ceiling
+                    .with_label_values(&["account_import"])
+                    .get(),
+            )
+        })
+        .collect();
+    assert!(
+        settled,
+        "each of {n} replicas owns {} partitions and 1/{n} of the budget; (partitions, check, import): {state:?}",
+        i64::from(PARTITIONS) / n as i64
+    );
+}
+
+/// Flags of a replica: the app's whole budget, plus `extra`.
+fn budget_flags<'a>(check: &'a str, import: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut flags = vec!["--check-rate", check, "--import-rate", import];
+    flags.extend_from_slice(extra);
+    flags
+}
+
+/// Three workers on `env`'s group with the app's budget, once each owns its share of the
+/// partitions and has taken its share of the budget.
+async fn replicas(env: &WorkerEnv, extra: &[&str]) -> Vec<RunningWorker> {
+    let (check, import) = (CHECK_RATE.to_string(), IMPORT_RATE.to_string());
+    let flags = budget_flags(&check, &import, extra);
+    let workers: Vec<RunningWorker> = (0..REPLICAS).map(|_| env.worker(&flags)).collect();
+    wait_for_shares(&workers.iter().collect::<Vec<_>>()).await;
+    workers
+}
+
+/// Samples the emulator's accepted calls of `api` every 10 ms until `total` were accepted (or
+/// `within` passes); returns (seconds since start, accepted) samples.
+async fn sample_accepted(
+    env: &WorkerEnv,
+    api: &str,
+    total: u64,
+    within: Duration,
+) -> Vec<(f64, u64)> {
+    let start = Instant::now();
+    let mut samples = Vec::new();
+    loop {
+        let accepted = count(&env.emu.stats().accepted, api);
+        samples.push((start.elapsed().as_secs_f64(), accepted));
+        if accepted >= total || start.elapsed() > within {
+            return samples;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Calls per second over the steady part: from the first sample at or above 10 % of `total` to
+/// the first at or above 90 %.
+fn steady_rate(samples: &[(f64, u64)], total: u64) -> f64 {
+    let at = |q: f64| {
+        samples
+            .iter()
+            .find(|(_, n)| *n as f64 >= q * total as f64)
+            .copied()
+            .expect("the run reached the mark")
+    };
+    let ((t10, n10), (t90, n90)) = (at(0.1), at(0.9));
+    (n90 - n10) as f64 / (t90 - t10)
+}
+
+async fn stop_all(workers: Vec<RunningWorker>) {
+    for w in workers {
+        w.stop().await.expect("clean stop");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_share_the_import_budget() {
+    let mut cfg = emulator_config();
+    cfg.check_rate = CHECK_RATE;
+    cfg.import_rate = IMPORT_RATE;
+    cfg.latency_ms = 20;
+    cfg.latency_jitter_ms = 10;
+    let env = WorkerEnv::start(PARTITIONS, cfg).await;
+    let workers = replicas(&env, &[]).await;
+
+    // ~10 s of imports for the whole app, spread over all partitions.
+    let users: Vec<String> = (0..400).map(|i| format!("budget-new-{i:04}")).collect();
+    env.produce_users(&users).await;
+    let samples = sample_accepted(
+        &env,
+        "account_import",
+        users.len() as u64,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(
+        env.wait_outcomes(users.len(), Duration::from_secs(30))
+            .await
+            >= users.len(),
+        "every user gets an outcome"
+    );
+    stop_all(workers).await;
+
+    let stats = env.emu.stats();
+    assert_eq!(
+        stats.rate_limited.values().sum::<u64>(),
+        0,
+        "together the replicas stay within the app's limits: {stats:?}"
+    );
+    assert_eq!(count(&stats.accepted, "account_import"), users.len() as u64);
+    let rate = steady_rate(&samples, users.len() as u64);
+    eprintln!("steady part: {rate:.2} imports/s together (limit {IMPORT_RATE}/s)");
+    assert!(
+        rate >= 0.95 * IMPORT_RATE,
+        "the replicas use at least 95 % of the {IMPORT_RATE}/s import limit together: {rate:.1}/s"
+    );
+    assert!(
+        rate <= 1.05 * IMPORT_RATE,
+        "and not more than it: {rate:.1}/s"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_share_the_check_budget() {
+    let mut cfg = emulator_config();
+    cfg.check_rate = CHECK_RATE;
+    cfg.import_rate = IMPORT_RATE;
+    cfg.latency_ms = 20;
+    cfg.latency_jitter_ms = 10;
+    cfg.existing_fraction = 1.0;
+    let env = WorkerEnv::start(PARTITIONS, cfg).await;
+    // Windows of 5 UserIDs: ~10 s of checks for 1,000 already-imported users.
+    let workers = replicas(&env, &["--window-size", "5"]).await;
+
+    let users: Vec<String> = (0..1_000).map(|i| format!("budget-old-{i:04}")).collect();
+    env.produce_users(&users).await;
+    // Every window holds 5 distinct users (a backlog fills them): 200 checks.
+    let checks = users.len() as u64 / 5;
+    let samples = sample_accepted(&env, "account_check", checks, Duration::from_secs(60)).await;
+    assert!(
+        env.wait_outcomes(users.len(), Duration::from_secs(30))
+            .await
+            >= users.len(),
+        "every user gets an outcome"
+    );
+    stop_all(workers).await;
+
+    let stats = env.emu.stats();
+    assert_eq!(
+        stats.rate_limited.values().sum::<u64>(),
+        0,
+        "together the replicas stay within the app's limits: {stats:?}"
+    );
+    let rate = steady_rate(&samples, checks);
+    eprintln!("steady part: {rate:.2} checks/s together (limit {CHECK_RATE}/s)");
+    assert!(
+        rate >= 0.95 * CHECK_RATE,
+        "the replicas use at least 95 % of the {CHECK_RATE}/s check limit together: {rate:.1}/s"
+    );
+    assert!(
+        rate <= 1.05 * CHECK_RATE,
+        "and not more than it: {rate:.1}/s"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shares_follow_every_rebalance() {
+    let env = WorkerEnv::start(PARTITIONS, emulator_config()).await;
+    let (check, import) = (CHECK_RATE.to_string(), IMPORT_RATE.to_string());
+    let flags = budget_flags(&check, &import, &[]);
+    let mut workers = replicas(&env, &[]).await;
+
+    // One leaves: the other two each gain a partition and half the budget.
+    workers.pop().unwrap().stop().await.expect("clean stop");
+    wait_for_shares(&workers.iter().collect::<Vec<_>>()).await;
+
+    // It comes back: the two only give partitions up (a rebalance that only revokes, for them),
+    // and go back to a third each.
+    workers.push(env.worker(&flags));
+    wait_for_shares(&workers.iter().collect::<Vec<_>>()).await;
+    stop_all(workers).await;
+}

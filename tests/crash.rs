@@ -1,0 +1,641 @@
+//! The binary as it runs in production, killed without warning: `account-sync run` as a child
+//! process against `account-sync dev kafka` (another child) and the Chat API emulator, SIGKILLed
+//! mid-stream and restarted. Every input offset must end with its outcome (zero lost); the
+//! duplicates a kill causes are bounded by what the killed worker had not committed. The second
+//! test runs a whole flow at debug log level and checks that neither the secret key nor a
+//! UserSig ever shows in the logs, the metrics or the records.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use account_sync::chat::usersig;
+use account_sync::chat::SecretKey;
+use account_sync::emulator::Faults;
+use common::emulator::{count, emulator_config, start_emulator, ADMIN, SDKAPPID, SECRET};
+use common::kafka::{
+    committed, count_records, event_json, produce, produce_users, read_everything, ReadRecord,
+    TestKafka, Topics,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_account-sync");
+
+/// Logs a milestone with the time since `t0`.
+fn mark(t0: Instant, what: &str) {
+    eprintln!("[{:>6.2}s] {what}", t0.elapsed().as_secs_f64());
+}
+
+/// A child process that is killed (SIGKILL) if the test ends without stopping it.
+struct Proc {
+    child: Child,
+    /// Its stderr (the logs).
+    log: PathBuf,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Proc {
+    /// Starts the binary with `args` and `env`, stdout piped, stderr to a fresh log file.
+    fn spawn(name: &str, args: &[String], env: &[(&str, &str)]) -> Proc {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "crash-{}-{}-{name}.log",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .stdout(Stdio::piped())
+            .stderr(File::create(&log).expect("log file"))
+            .env_remove("ACCOUNT_SYNC_SECRET_KEY")
+            .env_remove("ACCOUNT_SYNC_SECRET_KEY_FILE")
+            .env_remove("RUST_LOG");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Proc {
+            child: cmd.spawn().expect("binary starts"),
+            log,
+        }
+    }
+
+    /// The first line the process prints (dev services print their address).
+    fn first_line(&mut self) -> String {
+        let mut line = String::new();
+        BufReader::new(self.child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .expect("reads stdout");
+        line.trim().to_owned()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(ok.success(), "kill {sig}");
+    }
+
+    /// Sends `sig` and waits (at most `within`) for the exit.
+    fn stop(&mut self, sig: &str, within: Duration) -> std::process::ExitStatus {
+        self.signal(sig);
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no exit within {within:?} after {sig}; log: {}",
+                self.log.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).expect("log file readable")
+    }
+}
+
+/// `account-sync run` arguments for `topics` on `brokers`, plus `extra` (appended; the worker's
+/// clap refuses a single-valued flag twice, so `extra` holds only flags not given here).
+fn run_args(brokers: &str, topics: &Topics, group: &str, api: &str, extra: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "run",
+        "--brokers",
+        brokers,
+        "--group-id",
+        group,
+        "--input-topic",
+        &topics.input,
+        "--outcome-topic",
+        &topics.outcomes,
+        "--dlq-topic",
+        &topics.dlq,
+        "--sdkappid",
+        &SDKAPPID.to_string(),
+        "--identifier",
+        ADMIN,
+        "--api-base-url",
+        api,
+        "--request-timeout",
+        "3500ms",
+        "--retry-initial-backoff",
+        "10ms",
+        "--retry-max-backoff",
+        "100ms",
+        "--window-linger",
+        "50ms",
+        "--commit-interval",
+        "200ms",
+        "--systemic-probe-interval",
+        "100ms",
+        // The mock cluster waits up to session.timeout.ms − 1 s per rebalance round, and a killed
+        // member holds its partitions until its session ends: short, but above the mock's fixed
+        // 3 s first-round delay (a shorter session never lets the group form).
+        "--kafka-property",
+        "session.timeout.ms=4000",
+        "--kafka-property",
+        "heartbeat.interval.ms=300",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
+/// Source (partition, offset) → outcome count.
+fn tally(outcomes: &[ReadRecord]) -> BTreeMap<(i32, i64), usize> {
+    let mut t = BTreeMap::new();
+    for r in outcomes {
+        *t.entry(r.source()).or_default() += 1;
+    }
+    t
+}
+
+/// What a kill left behind: the committed offsets, and how many input records already had an
+/// outcome without being committed (the records a restart will process again).
+struct KillSnapshot {
+    committed: BTreeMap<i32, i64>,
+    outcomes: usize,
+    uncommitted_with_outcome: usize,
+}
+
+/// Reads the committed offsets and the outcome topic after a kill; checks that no committed
+/// offset passes an input record without an outcome.
+fn snapshot(
+    brokers: &str,
+    group: &str,
+    topics: &Topics,
+    partitions: i32,
+    expected: &BTreeMap<(i32, i64), String>,
+) -> KillSnapshot {
+    let committed = committed(brokers, group, &topics.input, partitions);
+    let outcomes = read_everything(brokers, &topics.outcomes);
+    let have = tally(&outcomes);
+    for (&p, &c) in &committed {
+        let skipped: Vec<i64> = expected
+            .keys()
+            .filter(|&&(q, o)| q == p && o < c && !have.contains_key(&(q, o)))
+            .map(|&(_, o)| o)
+            .collect();
+        assert!(
+            skipped.is_empty(),
+            "partition {p} committed to {c}, but {skipped:?} have no outcome"
+        );
+    }
+    let uncommitted_with_outcome = have
+        .keys()
+        .filter(|&&(p, o)| o >= committed.get(&p).copied().unwrap_or(0))
+        .count();
+    KillSnapshot {
+        committed,
+        outcomes: outcomes.len(),
+        uncommitted_with_outcome,
+    }
+}
+
+/// Kills the worker three times mid-stream (SIGKILL: no drain, no commit, no leave) and restarts
+/// it; the fourth run finishes. Zero lost; the duplicates are exactly the replays of what each
+/// kill left uncommitted, and that is bounded by the records in flight plus one commit interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_stream_and_restart_loses_nothing() {
+    let t0 = Instant::now();
+    let partitions = 3;
+    let mut kafka_proc = Proc::spawn(
+        "dev-kafka",
+        &[
+            "dev",
+            "kafka",
+            "--brokers",
+            "1",
+            "--topic",
+            &format!("signups:{partitions}"),
+            "--topic",
+            "outcomes:3",
+            "--topic",
+            "dlq:1",
+        ]
+        .map(String::from),
+        &[],
+    );
+    let brokers = kafka_proc.first_line();
+    assert!(brokers.starts_with("127.0.0.1:"), "{brokers}");
+    let topics = Topics {
+        input: "signups".into(),
+        outcomes: "outcomes".into(),
+        dlq: "dlq".into(),
+    };
+    let group = "crash-group";
+    // The emulator in this process: latency, so that work is in flight when the kill comes.
+    let mut cfg = emulator_config();
+    cfg.latency_ms = 20;
+    cfg.latency_jitter_ms = 10;
+    cfg.check_rate = 200.0;
+    cfg.import_rate = 400.0;
+    let emu = start_emulator(cfg).await;
+    let api = emu.base_url();
+
+    let users: Vec<String> = (0..3000).map(|i| format!("crash-{i:05}")).collect();
+    let client = TestKafka {
+        embedded: None,
+        brokers: brokers.clone(),
+        prefix: String::new(),
+    };
+    let offsets = produce_users(&client.producer(), &topics.input, partitions, &users).await;
+    let parts = partitions as usize;
+    let expected: BTreeMap<(i32, i64), String> = offsets
+        .iter()
+        .copied()
+        .zip(
+            (0..parts)
+                .flat_map(|p| users.iter().skip(p).step_by(parts))
+                .cloned(),
+        )
+        .collect();
+    assert_eq!(expected.len(), users.len());
+    let mut end: BTreeMap<i32, i64> = BTreeMap::new();
+    for &(p, o) in expected.keys() {
+        end.insert(p, end.get(&p).copied().unwrap_or(0).max(o + 1));
+    }
+    mark(t0, "crash: dev kafka up, 3000 users produced");
+
+    let max_in_flight = 300;
+    let args = run_args(
+        &brokers,
+        &topics,
+        group,
+        &api,
+        &[
+            "--check-rate",
+            "200",
+            "--import-rate",
+            "400",
+            "--window-size",
+            "50",
+            "--max-events-in-flight",
+            &max_in_flight.to_string(),
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ],
+    );
+    let env = [("ACCOUNT_SYNC_SECRET_KEY", SECRET)];
+    let count_outcomes = || count_records(&brokers, &topics.outcomes);
+
+    let mut snapshots: Vec<KillSnapshot> = Vec::new();
+    let mut logs: Vec<PathBuf> = Vec::new();
+    for (run, kill_after_ms) in [700u64, 1300, 1000].into_iter().enumerate() {
+        let mut worker = Proc::spawn(&format!("worker-{run}"), &args, &env);
+        logs.push(worker.log.clone());
+        // Kill only once this run has written something: mid-stream, not mid-start-up.
+        let before = count_outcomes();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while count_outcomes() <= before {
+            assert!(worker.running(), "worker exited: {}", worker.logs());
+            assert!(Instant::now() < deadline, "run {run} made no progress");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(kill_after_ms)).await;
+        let status = worker.stop("-KILL", Duration::from_secs(10));
+        assert!(!status.success(), "killed: {status:?}");
+        // Anything the dead process had on the wire has landed by now.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let s = snapshot(&brokers, group, &topics, partitions, &expected);
+        mark(
+            t0,
+            &format!(
+                "crash: kill {} after {kill_after_ms} ms of progress: {} outcomes, committed {:?}, \
+                 {} inputs with an outcome but not committed",
+                run + 1,
+                s.outcomes,
+                s.committed,
+                s.uncommitted_with_outcome
+            ),
+        );
+        assert!(s.outcomes < users.len(), "kill {} came mid-stream", run + 1);
+        snapshots.push(s);
+    }
+
+    let mut last = Proc::spawn("worker-final", &args, &env);
+    logs.push(last.log.clone());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if committed(&brokers, group, &topics.input, partitions) == end {
+            break;
+        }
+        assert!(last.running(), "final worker exited: {}", last.logs());
+        assert!(
+            Instant::now() < deadline,
+            "not finished: committed {:?}, end {end:?}",
+            committed(&brokers, group, &topics.input, partitions)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    mark(
+        t0,
+        "crash: the fourth run committed the end of every partition",
+    );
+    let status = last.stop("-TERM", Duration::from_secs(30));
+    assert!(status.success(), "exit 0 after SIGTERM: {status:?}");
+
+    let outcomes = read_everything(&brokers, &topics.outcomes);
+    let t = tally(&outcomes);
+    for r in &outcomes {
+        let v = r.json();
+        let src = r.source();
+        let user = expected
+            .get(&src)
+            .unwrap_or_else(|| panic!("outcome for a record that was never produced: {v}"));
+        assert_eq!(v["user_id"], user.as_str());
+        let status = v["status"].as_str().unwrap();
+        assert!(
+            status == "imported" || status == "already_imported",
+            "{src:?}: {v}"
+        );
+    }
+    let lost: Vec<&(i32, i64)> = expected.keys().filter(|k| !t.contains_key(k)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} input records lost, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(10)]
+    );
+    assert_eq!(
+        count_records(&brokers, &topics.dlq),
+        0,
+        "nothing dead-lettered"
+    );
+    assert!(users.iter().all(|u| emu.imported(u)));
+    let duplicates = outcomes.len() - t.len();
+    let replayable: usize = snapshots.iter().map(|s| s.uncommitted_with_outcome).sum();
+    let stats = emu.stats();
+    mark(
+        t0,
+        &format!(
+            "crash: {} outcomes for {} inputs, {duplicates} duplicates (bound: {replayable} \
+             uncommitted with an outcome at the kills); {} import calls",
+            outcomes.len(),
+            expected.len(),
+            count(&stats.calls, "account_import")
+        ),
+    );
+    // A duplicate is an input record that had its outcome but was not committed when a kill
+    // came, so a restart processed it again.
+    assert!(duplicates <= replayable, "{duplicates} > {replayable}");
+    // What a kill leaves uncommitted: the records in flight (at most --max-events-in-flight)
+    // plus those finished within the last commit interval (200 ms at ≤ 400 imports/s, replays
+    // of already-imported users go faster: checks only) — a generous 400.
+    for (i, s) in snapshots.iter().enumerate() {
+        assert!(
+            s.uncommitted_with_outcome <= max_in_flight + 400,
+            "kill {}: {} records with an outcome were uncommitted",
+            i + 1,
+            s.uncommitted_with_outcome
+        );
+    }
+    assert!(
+        duplicates <= 3 * (max_in_flight + 400),
+        "{duplicates} duplicates"
+    );
+    kafka_proc.stop("-TERM", Duration::from_secs(10));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Secrets
+
+/// Tokens of the UserSig alphabet (url-safe base64 with `*`, `-`, `_`) at least 40 long: every
+/// UserSig is one (a real one is ~200 characters).
+fn sig_like_tokens(text: &str) -> Vec<&str> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '*' | '-' | '_')))
+        .filter(|t| t.len() >= 40)
+        .collect()
+}
+
+/// Fails naming `what` when `text` holds the secret key, a `usersig=` query parameter, one of
+/// the `candidates` (UserSigs the worker may have made) or any token that decodes as a UserSig.
+fn assert_no_secret(what: &str, text: &str, candidates: &[String]) {
+    assert!(!text.contains(SECRET), "{what} contains the secret key");
+    assert!(
+        !text.to_ascii_lowercase().contains("usersig="),
+        "{what} contains a usersig= parameter"
+    );
+    for c in candidates {
+        assert!(
+            !text.contains(c.as_str()),
+            "{what} contains the admin UserSig"
+        );
+    }
+    for t in sig_like_tokens(text) {
+        assert!(
+            usersig::decode(t).is_err(),
+            "{what} contains a token that decodes as a UserSig: {t}"
+        );
+    }
+}
+
+/// A whole flow at debug level (`--log-level debug` and `RUST_LOG=debug`): good users, one the
+/// vendor rejects (dead-lettered), one record that does not decode, and API faults (transient
+/// codes, HTTP 502, requests that hang past the timeout) so the error paths log too. Neither
+/// the secret key nor the UserSig may appear in stderr, `/metrics`, `/readyz` or any record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_or_usersig_in_logs_metrics_or_records() {
+    let t0 = Instant::now();
+    let kafka = TestKafka::start(1);
+    let topics = kafka.worker_topics(2).await;
+    let group = kafka.name("secrets");
+    let mut cfg = emulator_config();
+    cfg.sensitive_word = vec!["forbidden".into()];
+    let emu = start_emulator(cfg).await;
+    emu.set_faults(Faults {
+        latency_ms: 5,
+        latency_jitter_ms: 0,
+        transient_error_rate: 0.05,
+        http_502_rate: 0.05,
+        hang_rate: 0.03,
+        hang_ms: 4_000,
+    });
+
+    let mut records: Vec<(String, Vec<u8>)> = (0..150)
+        .map(|i| {
+            let u = format!("secret-flow-{i:03}");
+            let nick = if i == 7 {
+                "a forbidden nick".to_owned()
+            } else {
+                format!("n{i}")
+            };
+            (u.clone(), event_json(&u, &nick))
+        })
+        .collect();
+    records.push(("garbage".into(), b"{not json".to_vec()));
+    let as_refs: Vec<(Option<&str>, Option<&[u8]>)> = records
+        .iter()
+        .map(|(k, p)| (Some(k.as_str()), Some(p.as_slice())))
+        .collect();
+    produce(&kafka.producer(), &topics.input, None, &as_refs).await;
+
+    let key_file = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("secrets-key-{}", std::process::id()));
+    std::fs::write(&key_file, format!("{SECRET}\n")).unwrap();
+    let admin = {
+        // A free port for the admin server (the worker does not print the one it picked).
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let (admin_s, key_s) = (admin.to_string(), key_file.to_string_lossy().into_owned());
+    let validity = 86_400u64;
+    let started_at = usersig::unix_now();
+    let mut worker = Proc::spawn(
+        "secrets-worker",
+        &run_args(
+            &kafka.brokers,
+            &topics,
+            &group,
+            &emu.base_url(),
+            &[
+                "--admin-listen",
+                &admin_s,
+                "--secret-key-file",
+                &key_s,
+                "--usersig-validity",
+                "1day",
+                "--log-level",
+                "debug",
+                // librdkafka's own debug output, for the consumer and the producer.
+                "--kafka-property",
+                "debug=broker,cgrp,topic,protocol,msg",
+            ],
+        ),
+        &[("RUST_LOG", "debug")],
+    );
+
+    // 150 outcomes (one failed), two dead letters (the rejected user, the undecodable record).
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while count_records(&kafka.brokers, &topics.outcomes) < 150
+        || count_records(&kafka.brokers, &topics.dlq) < 2
+    {
+        assert!(worker.running(), "worker exited: {}", worker.logs());
+        assert!(
+            Instant::now() < deadline,
+            "flow did not finish: {}",
+            worker.log.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    mark(t0, "secrets: every record has its outcome / dead letter");
+    let get = |path: &str| {
+        let url = format!("http://{admin}{path}");
+        async move {
+            let r = reqwest::get(&url)
+                .await
+                .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (ms, metrics) = get("/metrics").await;
+    let (rs, readyz) = get("/readyz").await;
+    assert_eq!((ms, rs), (200, 200), "{readyz}");
+    let status = worker.stop("-TERM", Duration::from_secs(30));
+    assert!(status.success(), "exit 0 after SIGTERM: {status:?}");
+    let finished_at = usersig::unix_now();
+    let logs = worker.logs();
+    std::fs::remove_file(&key_file).ok();
+
+    let outcomes = read_everything(&kafka.brokers, &topics.outcomes);
+    let dead = read_everything(&kafka.brokers, &topics.dlq);
+    assert_eq!(outcomes.len(), 150);
+    assert_eq!(dead.len(), 2);
+    let stats = emu.stats();
+    mark(
+        t0,
+        &format!(
+            "secrets: {} log lines, {} bytes of metrics; emulator: {} transient, {} HTTP 502, {} hung",
+            logs.lines().count(),
+            metrics.len(),
+            stats.transient_errors,
+            stats.http_502,
+            stats.hung
+        ),
+    );
+    // The error paths did run, and at debug level.
+    assert!(
+        stats.http_502 > 0 && stats.transient_errors > 0 && stats.hung > 0,
+        "{stats:?}"
+    );
+    assert!(logs.contains("DEBUG"), "debug logging is on");
+    assert!(
+        logs.contains("librdkafka"),
+        "librdkafka's debug output is in the log"
+    );
+    assert!(
+        logs.contains("hyper_util"),
+        "the HTTP client's debug output is in the log"
+    );
+    // The client does not log retried attempts; the metrics count them.
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("account_sync_api_requests_total")
+                && l.contains(r#"result="retryable""#)
+                && !l.ends_with(" 0")),
+        "retried API failures are counted"
+    );
+    assert!(logs.contains("40005"), "the rejected account is logged");
+    assert!(logs.contains("does not decode"), "the bad record is logged");
+
+    // Every UserSig the worker can have made: issued in [start, finish] with that validity.
+    let key = SecretKey::new(SECRET);
+    let candidates: Vec<String> = (started_at - 2..=finished_at + 2)
+        .map(|t| {
+            usersig::generate(&key, SDKAPPID, ADMIN, t, validity)
+                .expose()
+                .to_owned()
+        })
+        .collect();
+    // The detector itself works: a real UserSig in a log-like line is caught.
+    let planted = format!(
+        "url=http://x/v4/a?sdkappid=1&usersig={}&random=1",
+        candidates[0]
+    );
+    assert!(sig_like_tokens(&planted)
+        .iter()
+        .any(|t| usersig::decode(t).is_ok()));
+
+    assert_no_secret("stderr", &logs, &candidates);
+    assert_no_secret("/metrics", &metrics, &candidates);
+    assert_no_secret("/readyz", &readyz, &candidates);
+    for r in outcomes.iter().chain(&dead) {
+        let mut text = String::new();
+        text.push_str(&String::from_utf8_lossy(
+            r.key.as_deref().unwrap_or_default(),
+        ));
+        text.push('\n');
+        text.push_str(&String::from_utf8_lossy(
+            r.payload.as_deref().unwrap_or_default(),
+        ));
+        for (k, v) in &r.headers {
+            text.push_str(&format!("\n{k}: {v}"));
+        }
+        assert_no_secret("a record", &text, &candidates);
+    }
+}

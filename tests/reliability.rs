@@ -1,0 +1,813 @@
+//! At-least-once under injected faults, in process: Kafka request errors and a broker outage (the
+//! mock cluster's `request_errors` / `broker_down`), a delivery that fails for good, Chat API
+//! faults (transient codes, HTTP 502, hanging requests), systemic faults (wrong key, edition
+//! limit) and rebalances with workers joining and leaving. Each test reads the outcome and
+//! dead-letter topics back and checks that every input offset has its record: zero lost. The
+//! crash (SIGKILL) and secrets tests run the binary as a child process: `tests/crash.rs`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use account_sync::chat::SecretKey;
+use account_sync::emulator::{EmulatorConfig, Faults};
+use account_sync::metrics::Metrics;
+use account_sync::shutdown::{Shutdown, Trigger};
+use account_sync::worker::{Worker, WorkerError};
+use common::emulator::{count, emulator_config, start_emulator, SECRET};
+use common::kafka::{
+    eventually, produce_users, read_everything, ReadRecord, RunningWorker, TestKafka, WorkerEnv,
+    BROKERS_ENV,
+};
+use rdkafka::producer::FutureProducer;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use serde_json::Value;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+/// A world on a mock cluster of `brokers` brokers. `None` (the test is skipped) when the tests
+/// run against an external broker: fault injection needs the mock cluster.
+async fn mock_env(brokers: i32, partitions: i32, emu: EmulatorConfig) -> Option<WorkerEnv> {
+    if std::env::var(BROKERS_ENV).is_ok_and(|b| !b.trim().is_empty()) {
+        eprintln!("skipped: fault injection needs the embedded mock cluster, not {BROKERS_ENV}");
+        return None;
+    }
+    let kafka = TestKafka::start(brokers);
+    let topics = kafka.worker_topics(partitions).await;
+    let group = kafka.name("group");
+    let emu = start_emulator(emu).await;
+    Some(WorkerEnv {
+        kafka,
+        topics,
+        partitions,
+        emu,
+        group,
+    })
+}
+
+/// Logs a milestone of a test with the time since `t0` (timings for the test log).
+fn mark(t0: Instant, what: &str) {
+    eprintln!("[{:>6.2}s] {what}", t0.elapsed().as_secs_f64());
+}
+
+/// `n` UserIDs `{prefix}-00000`, ….
+fn users(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i:05}")).collect()
+}
+
+/// Produces `users` (round-robin over the input partitions, as `produce_users` does) and returns
+/// which UserID each input (partition, offset) holds.
+async fn produce(env: &WorkerEnv, users: &[String]) -> BTreeMap<(i32, i64), String> {
+    produce_with(&env.kafka.producer(), env, users).await
+}
+
+/// [`produce`] with a given producer (a test producing many batches reuses one).
+async fn produce_with(
+    producer: &FutureProducer,
+    env: &WorkerEnv,
+    users: &[String],
+) -> BTreeMap<(i32, i64), String> {
+    let offsets = produce_users(producer, &env.topics.input, env.partitions, users).await;
+    // `produce_users` produces partition by partition, each in input order.
+    let parts = env.partitions as usize;
+    let ordered = (0..parts).flat_map(|p| users.iter().skip(p).step_by(parts));
+    let expected: BTreeMap<(i32, i64), String> =
+        offsets.into_iter().zip(ordered.cloned()).collect();
+    assert_eq!(expected.len(), users.len(), "every record produced once");
+    expected
+}
+
+/// One past the last input offset of every partition.
+fn ends_of(expected: &BTreeMap<(i32, i64), String>) -> BTreeMap<i32, i64> {
+    let mut out = BTreeMap::new();
+    for &(p, o) in expected.keys() {
+        let e = out.entry(p).or_insert(0);
+        *e = (*e).max(o + 1);
+    }
+    out
+}
+
+/// What the outcome topic says about the input.
+struct Tally {
+    /// Outcome JSON values per input (partition, offset), in the order they were read.
+    by_source: BTreeMap<(i32, i64), Vec<Value>>,
+    /// Outcome records beyond the first of their input record.
+    duplicates: usize,
+}
+
+/// Checks that every outcome names an input record and its UserID, and that every input record
+/// has at least one outcome: zero lost. Returns the tally (duplicates counted, not refused).
+fn assert_none_lost(expected: &BTreeMap<(i32, i64), String>, outcomes: &[ReadRecord]) -> Tally {
+    let mut by_source: BTreeMap<(i32, i64), Vec<Value>> = BTreeMap::new();
+    for r in outcomes {
+        let v = r.json();
+        let src = r.source();
+        let user = expected
+            .get(&src)
+            .unwrap_or_else(|| panic!("outcome for {src:?}, which is not an input record: {v}"));
+        assert_eq!(v["user_id"], user.as_str(), "outcome of input {src:?}");
+        assert_eq!(r.key.as_deref(), Some(user.as_bytes()), "key of {v}");
+        by_source.entry(src).or_default().push(v);
+    }
+    let lost: Vec<&(i32, i64)> = expected
+        .keys()
+        .filter(|k| !by_source.contains_key(k))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} input records have no outcome (lost), e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(10)]
+    );
+    Tally {
+        duplicates: outcomes.len() - by_source.len(),
+        by_source,
+    }
+}
+
+/// At-least-once's core rule: no committed offset ever passes a record without its outcome.
+fn assert_commit_covered(
+    expected: &BTreeMap<(i32, i64), String>,
+    committed: &BTreeMap<i32, i64>,
+    outcomes: &[ReadRecord],
+) {
+    let have: std::collections::BTreeSet<(i32, i64)> =
+        outcomes.iter().map(ReadRecord::source).collect();
+    for (&p, &c) in committed {
+        let missing: Vec<i64> = expected
+            .keys()
+            .filter(|&&(q, o)| q == p && o < c && !have.contains(&(q, o)))
+            .map(|&(_, o)| o)
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "partition {p} committed to {c}, yet offsets {missing:?} have no outcome: skipped"
+        );
+    }
+}
+
+/// Every status equals `want` (all of them are first outcomes or replays of a user imported).
+fn assert_statuses(tally: &Tally, allowed: &[&str]) {
+    for (src, vs) in &tally.by_source {
+        for v in vs {
+            let s = v["status"].as_str().unwrap();
+            assert!(allowed.contains(&s), "input {src:?}: status {s} ({v})");
+        }
+    }
+}
+
+/// A worker on the current runtime whose result can be awaited without stopping it, to see
+/// whether it stops by itself (a delivery failure).
+struct Spawned {
+    trigger: Trigger,
+    task: tokio::task::JoinHandle<Result<(), WorkerError>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Spawned {
+    fn start(env: &WorkerEnv, extra: &[&str]) -> Spawned {
+        let worker = Worker::new(env.args(extra)).expect("worker builds");
+        let metrics = worker.metrics();
+        let (shutdown, trigger) = Shutdown::new();
+        Spawned {
+            trigger,
+            task: tokio::spawn(worker.run(None, shutdown)),
+            metrics,
+        }
+    }
+
+    async fn stop(self) -> Result<(), WorkerError> {
+        self.trigger.trigger();
+        tokio::time::timeout(Duration::from_secs(60), self.task)
+            .await
+            .expect("worker stops within 60 s")
+            .expect("worker task")
+    }
+}
+
+/// GET `path` on an admin server: (status, body).
+async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let r = reqwest::get(format!("http://{addr}{path}"))
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    let status = r.status().as_u16();
+    (status, r.text().await.expect("body"))
+}
+
+/// Polls `/readyz` every 50 ms until `want(status, body)` or `within`; returns the last answer.
+async fn readyz_until(
+    addr: SocketAddr,
+    within: Duration,
+    want: impl Fn(u16, &str) -> bool,
+) -> (u16, String) {
+    let deadline = Instant::now() + within;
+    loop {
+        let (s, b) = get(addr, "/readyz").await;
+        if want(s, &b) || Instant::now() >= deadline {
+            return (s, b);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the group has committed the end of every input partition.
+async fn wait_committed(env: &WorkerEnv, end: &BTreeMap<i32, i64>, within: Duration) {
+    assert!(
+        eventually(within, || env.committed() == *end).await,
+        "committed {:?}, input ends {end:?}",
+        env.committed()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Broker faults (mock cluster)
+
+/// Retriable errors injected into Produce, Fetch and OffsetCommit mid-run: librdkafka retries
+/// them (the producer is idempotent), the worker keeps going, nothing is lost or duplicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retriable_broker_errors_on_produce_fetch_and_commit_lose_nothing() {
+    let mut cfg = emulator_config();
+    cfg.latency_ms = 5;
+    cfg.check_rate = 400.0;
+    cfg.import_rate = 800.0;
+    let Some(env) = mock_env(3, 6, cfg).await else {
+        return;
+    };
+    let users = users("rq", 1500);
+    let expected = produce(&env, &users).await;
+    let end = ends_of(&expected);
+    let worker = env.worker(&[
+        "--check-rate",
+        "400",
+        "--import-rate",
+        "800",
+        "--window-size",
+        "50",
+        "--max-events-in-flight",
+        "300",
+    ]);
+    let m = worker.metrics.clone();
+    assert!(env.wait_outcomes(150, Duration::from_secs(30)).await >= 150);
+
+    use RDKafkaRespErr::*;
+    let k = env.kafka.embedded.as_ref().expect("mock cluster");
+    let produce_errors = [
+        RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+        RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+        RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+        RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE,
+    ]
+    .repeat(5);
+    k.request_errors(RDKafkaApiKey::Produce, &produce_errors)
+        .unwrap();
+    k.request_errors(
+        RDKafkaApiKey::Fetch,
+        &[
+            RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+            RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE,
+        ]
+        .repeat(5),
+    )
+    .unwrap();
+    k.request_errors(
+        RDKafkaApiKey::OffsetCommit,
+        &[
+            RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS,
+            RD_KAFKA_RESP_ERR_NOT_COORDINATOR,
+            RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+        ]
+        .repeat(4),
+    )
+    .unwrap();
+    let at_injection = env.outcome_count();
+    eprintln!("broker errors injected after {at_injection} outcomes");
+    assert!(at_injection < users.len(), "injected mid-run");
+
+    wait_committed(&env, &end, Duration::from_secs(60)).await;
+    worker
+        .stop()
+        .await
+        .expect("retriable broker errors never become delivery failures");
+
+    let outcomes = env.outcomes();
+    let tally = assert_none_lost(&expected, &outcomes);
+    eprintln!(
+        "retriable broker errors: {} outcomes, {} duplicates, {} consumer errors",
+        outcomes.len(),
+        tally.duplicates,
+        m.consumer_errors.get()
+    );
+    assert_eq!(
+        tally.duplicates, 0,
+        "one worker, no rebalance: the idempotent producer's retries add no duplicate"
+    );
+    assert_statuses(&tally, &["imported"]);
+    assert_eq!(env.dead_letter_count(), 0);
+    assert_eq!(env.emu.stats().imported_accounts, users.len() as u64);
+}
+
+/// Broker 1 (leader of a third of the partitions) goes down for 2.5 s, then broker 2: produce
+/// requests queue and are retried, fetches of their partitions stall, and the worker picks up
+/// when they return. Nothing lost; the run ends with every offset committed and a clean stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brokers_going_down_and_up_mid_run_lose_nothing() {
+    let mut cfg = emulator_config();
+    cfg.latency_ms = 5;
+    cfg.check_rate = 400.0;
+    cfg.import_rate = 800.0;
+    let Some(env) = mock_env(3, 6, cfg).await else {
+        return;
+    };
+    let users = users("down", 1500);
+    let expected = produce(&env, &users).await;
+    let end = ends_of(&expected);
+    let max_in_flight = 300;
+    let worker = env.worker(&[
+        "--check-rate",
+        "200",
+        "--import-rate",
+        "400",
+        "--window-size",
+        "50",
+        "--max-events-in-flight",
+        &max_in_flight.to_string(),
+    ]);
+    let m = worker.metrics.clone();
+    assert!(env.wait_outcomes(100, Duration::from_secs(30)).await >= 100);
+
+    let k = env.kafka.embedded.as_ref().expect("mock cluster");
+    let mut during = Vec::new();
+    for broker in [1, 2] {
+        k.broker_down(broker).unwrap();
+        let before = m.outcomes.with_label_values(&["imported"]).get();
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        during.push(m.outcomes.with_label_values(&["imported"]).get() - before);
+        k.broker_up(broker).unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let after_outages = env.outcome_count();
+    eprintln!(
+        "broker outages: outcomes acknowledged while a broker was down {during:?}, \
+         {after_outages} outcomes after both"
+    );
+    assert!(after_outages < users.len(), "the outages were mid-run");
+
+    wait_committed(&env, &end, Duration::from_secs(60)).await;
+    worker
+        .stop()
+        .await
+        .expect("a broker outage shorter than message.timeout.ms is no delivery failure");
+
+    let outcomes = env.outcomes();
+    let tally = assert_none_lost(&expected, &outcomes);
+    eprintln!(
+        "broker outages: {} outcomes, {} duplicates, {} consumer errors",
+        outcomes.len(),
+        tally.duplicates,
+        m.consumer_errors.get()
+    );
+    // Only a rebalance (the group coordinator was down) can replay records, and at most those
+    // in flight.
+    assert!(
+        tally.duplicates <= max_in_flight,
+        "{} duplicates, more than the {max_in_flight} records that can be in flight",
+        tally.duplicates
+    );
+    assert_statuses(&tally, &["imported", "already_imported"]);
+    assert_eq!(env.dead_letter_count(), 0);
+    assert_eq!(env.emu.stats().imported_accounts, users.len() as u64);
+}
+
+/// A produce error librdkafka does not retry (TOPIC_AUTHORIZATION_FAILED) makes some outcome
+/// records undeliverable: the worker stops by itself with `WorkerError::Delivery`, its committed
+/// offsets never pass a record without an outcome, and a restart finishes the input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undeliverable_outcome_stops_the_worker_without_committing_past_it() {
+    let mut cfg = emulator_config();
+    cfg.latency_ms = 5;
+    let Some(env) = mock_env(3, 3, cfg).await else {
+        return;
+    };
+    let users = users("undeliverable", 600);
+    let expected = produce(&env, &users).await;
+    let end = ends_of(&expected);
+    let flags = ["--window-size", "20", "--max-events-in-flight", "200"];
+    let a = Spawned::start(&env, &flags);
+    assert!(env.wait_outcomes(60, Duration::from_secs(30)).await >= 60);
+
+    let k = env.kafka.embedded.as_ref().expect("mock cluster");
+    k.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 2],
+    )
+    .unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(30), a.task)
+        .await
+        .expect("the worker stops by itself after a final delivery failure")
+        .expect("worker task");
+    match result {
+        Err(WorkerError::Delivery(reason)) => eprintln!("worker stopped: {reason}"),
+        other => panic!("expected WorkerError::Delivery, got {other:?}"),
+    }
+    let ma = a.metrics;
+    drop(a.trigger);
+
+    let committed = env.committed();
+    let outcomes_a = env.outcomes();
+    eprintln!(
+        "after the delivery failure: {} outcomes, committed {committed:?}, {} events consumed",
+        outcomes_a.len(),
+        ma.events_consumed.get()
+    );
+    assert_commit_covered(&expected, &committed, &outcomes_a);
+    assert!(
+        expected.len() > outcomes_a.len(),
+        "stopped before finishing the input"
+    );
+
+    let b = Spawned::start(&env, &flags);
+    wait_committed(&env, &end, Duration::from_secs(60)).await;
+    b.stop().await.expect("the restart runs cleanly");
+    let outcomes = env.outcomes();
+    let tally = assert_none_lost(&expected, &outcomes);
+    eprintln!(
+        "after the restart: {} outcomes, {} duplicates",
+        outcomes.len(),
+        tally.duplicates
+    );
+    assert!(
+        tally.duplicates <= 200,
+        "{} duplicates: more than --max-events-in-flight",
+        tally.duplicates
+    );
+    assert_statuses(&tally, &["imported", "already_imported"]);
+    assert_eq!(env.dead_letter_count(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// API faults
+
+/// 20 % transient vendor errors (70169/70500), 5 % HTTP 502 and 1 % requests that hang past the
+/// worker's request timeout: every user still ends imported, nothing is dead-lettered, and the
+/// faults and the retries they caused are visible in the emulator's and the worker's counters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_faults_are_retried_and_nothing_is_lost() {
+    let mut cfg = emulator_config();
+    cfg.check_rate = 400.0;
+    cfg.import_rate = 800.0;
+    let Some(env) = mock_env(1, 3, cfg).await else {
+        return;
+    };
+    env.emu.set_faults(Faults {
+        latency_ms: 5,
+        latency_jitter_ms: 5,
+        transient_error_rate: 0.20,
+        http_502_rate: 0.05,
+        hang_rate: 0.01,
+        // Longer than the worker's --request-timeout (3500 ms, set by `worker_args`).
+        hang_ms: 5_000,
+    });
+    let users = users("apifault", 600);
+    let expected = produce(&env, &users).await;
+    let end = ends_of(&expected);
+    let worker = env.worker(&[
+        "--check-rate",
+        "400",
+        "--import-rate",
+        "800",
+        "--window-size",
+        "25",
+        "--retry-max-attempts",
+        "10",
+    ]);
+    let m = worker.metrics.clone();
+    wait_committed(&env, &end, Duration::from_secs(60)).await;
+    worker.stop().await.expect("clean stop");
+
+    let stats = env.emu.stats();
+    let outcomes = env.outcomes();
+    let tally = assert_none_lost(&expected, &outcomes);
+    let retried = tally
+        .by_source
+        .values()
+        .filter(|v| v[0]["attempts"].as_u64().unwrap() > 1)
+        .count();
+    let retries: u64 = ["account_check", "account_import"]
+        .iter()
+        .map(|api| m.api_retries.with_label_values(&[api]).get())
+        .sum();
+    eprintln!(
+        "API faults: {} transient, {} HTTP 502, {} hung; {} import calls for {} users; \
+         {retries} retries; {retried} outcomes with attempts > 1",
+        stats.transient_errors,
+        stats.http_502,
+        stats.hung,
+        count(&stats.calls, "account_import"),
+        users.len()
+    );
+    assert_eq!(
+        tally.duplicates, 0,
+        "no crash, no rebalance: one outcome each"
+    );
+    assert_statuses(&tally, &["imported"]);
+    assert_eq!(env.dead_letter_count(), 0, "every fault was retried away");
+    assert!(users.iter().all(|u| env.emu.imported(u)));
+    assert_eq!(stats.imported_accounts, users.len() as u64);
+    assert!(stats.transient_errors > 0, "{stats:?}");
+    assert!(stats.http_502 > 0, "{stats:?}");
+    assert!(stats.hung > 0, "{stats:?}");
+    assert!(
+        count(&stats.calls, "account_import") > users.len() as u64,
+        "failed imports were retried: {stats:?}"
+    );
+    assert!(retries > 0);
+    assert!(
+        retried > 0,
+        "some outcome records show more than one attempt"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Systemic faults
+
+/// A wrong key: `/readyz` answers 503 naming the fault while nothing is written or committed;
+/// once the emulator has the right key, `/readyz` turns 200 by itself and every user is imported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_a_wrong_key_fault_until_it_is_cured() {
+    let mut cfg = emulator_config();
+    cfg.secret_key = Some(SecretKey::new("not-the-key-the-worker-signs-with"));
+    let Some(env) = mock_env(1, 2, cfg).await else {
+        return;
+    };
+    let users = users("readyz", 60);
+    let expected = produce(&env, &users).await;
+    let end = ends_of(&expected);
+    let (worker, admin) = RunningWorker::start_with_admin(env.args(&[])).await;
+
+    let (status, body) = readyz_until(admin, Duration::from_secs(20), |s, b| {
+        s == 503 && b.contains("systemic fault")
+    })
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.starts_with("not ready: systemic fault (code 70009)"),
+        "{body}"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (status, body) = get(admin, "/readyz").await;
+    assert_eq!(status, 503, "still not ready: {body}");
+    assert_eq!(env.outcome_count(), 0);
+    assert_eq!(env.dead_letter_count(), 0, "nothing dead-lettered");
+    assert!(env.committed().is_empty(), "{:?}", env.committed());
+
+    env.emu.set_secret_key(SecretKey::new(SECRET));
+    let (status, body) = readyz_until(admin, Duration::from_secs(20), |s, _| s == 200).await;
+    assert_eq!((status, body.as_str()), (200, "ready\n"));
+    wait_committed(&env, &end, Duration::from_secs(30)).await;
+    worker.stop().await.expect("clean stop");
+
+    let outcomes = env.outcomes();
+    let tally = assert_none_lost(&expected, &outcomes);
+    assert_eq!(tally.duplicates, 0);
+    assert_statuses(&tally, &["imported"]);
+    assert_eq!(env.dead_letter_count(), 0);
+}
+
+/// The edition's account limit (70398) is systemic: intake pauses, `/readyz` stays 503 naming
+/// 70398, nothing is dead-lettered and no offset passes a record without an outcome. The limit
+/// cannot be raised at run time; a worker pointed at an app without the limit then finishes the
+/// input with nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edition_account_limit_pauses_without_dead_lettering() {
+    let t0 = Instant::now();
+    let limit = 40;
+    let mut cfg = emulator_config();
+    cfg.max_accounts = Some(limit);
+    let Some(env) = mock_env(1, 2, cfg).await else {
+        return;
+    };
+    let users = users("edition", 120);
+    let expected = produce(&env, &users).await;
+    let end = ends_of(&expected);
+    let (worker, admin) = RunningWorker::start_with_admin(env.args(&["--window-size", "20"])).await;
+    let m = worker.metrics.clone();
+    mark(t0, "edition: worker started");
+
+    let (status, body) = readyz_until(admin, Duration::from_secs(20), |s, b| {
+        s == 503 && b.contains("code 70398")
+    })
+    .await;
+    mark(t0, "edition: not ready");
+    assert!(
+        status == 503 && body.starts_with("not ready: systemic fault (code 70398)"),
+        "{status} {body}"
+    );
+    // While the limit holds, the worker must stay not ready and paused: sample for 3 s.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let (mut samples, mut ready_seen, mut unpaused_seen) = (0, 0, 0);
+    while Instant::now() < deadline {
+        let (s, _) = get(admin, "/readyz").await;
+        samples += 1;
+        ready_seen += usize::from(s == 200);
+        unpaused_seen += usize::from(m.paused.get() == 0);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stats = env.emu.stats();
+    eprintln!(
+        "edition limit: {samples} samples, ready in {ready_seen}, unpaused in {unpaused_seen}; \
+         {} import calls, {} answered 70398",
+        count(&stats.calls, "account_import"),
+        count(&stats.rejected_by_code, "70398")
+    );
+    assert_eq!(ready_seen, 0, "/readyz answered 200 while the limit held");
+    assert_eq!(unpaused_seen, 0, "intake resumed while the limit held");
+    assert_eq!(m.systemic_fault.with_label_values(&["70398"]).get(), 1);
+    assert_eq!(stats.imported_accounts, limit);
+    assert!(count(&stats.rejected_by_code, "70398") >= 1);
+    assert_eq!(env.dead_letter_count(), 0, "nothing dead-lettered");
+    worker.stop().await.expect("clean stop during the fault");
+    mark(t0, "edition: stopped");
+
+    let committed = env.committed();
+    let outcomes_a = env.outcomes();
+    assert!(outcomes_a.len() < users.len(), "the limit stopped progress");
+    assert!(
+        outcomes_a.iter().all(|r| r.json()["status"] == "imported"),
+        "no failed outcome during the fault"
+    );
+    assert_commit_covered(&expected, &committed, &outcomes_a);
+
+    // The edition is upgraded (here: an app without the limit): the rest goes through.
+    let emu2 = start_emulator(emulator_config()).await;
+    let url2 = emu2.base_url();
+    let b = env.worker(&["--api-base-url", &url2]);
+    wait_committed(&env, &end, Duration::from_secs(30)).await;
+    mark(t0, "edition: all committed");
+    b.stop().await.expect("clean stop");
+    mark(t0, "edition: second worker stopped");
+    let outcomes = env.outcomes();
+    let tally = assert_none_lost(&expected, &outcomes);
+    assert_statuses(&tally, &["imported"]);
+    assert_eq!(env.dead_letter_count(), 0);
+    eprintln!(
+        "edition limit: {} outcomes in all, {} duplicates",
+        outcomes.len(),
+        tally.duplicates
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rebalance
+
+/// Three workers in one group on a 6-partition topic, 3000 users arriving over ~5 s: A and B
+/// start, C joins once they share the partitions, A leaves while records are in flight. Every
+/// input offset ends with an outcome, duplicates (records in flight on a partition that moved)
+/// stay bounded, and the group's committed offsets reach the end of every partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_joining_and_leaving_mid_run_lose_nothing() {
+    let t0 = Instant::now();
+    let mut cfg = emulator_config();
+    cfg.latency_ms = 10;
+    cfg.check_rate = 400.0;
+    cfg.import_rate = 800.0;
+    let Some(env) = mock_env(1, 6, cfg).await else {
+        return;
+    };
+    let env = Arc::new(env);
+    let max_in_flight = 200;
+    let in_flight = max_in_flight.to_string();
+    let flags = [
+        // The app's budget, shared by the replicas: slower than the input arrives, so a
+        // backlog builds and every membership change happens with records in flight.
+        "--check-rate",
+        "200",
+        "--import-rate",
+        "300",
+        "--window-size",
+        "25",
+        "--max-events-in-flight",
+        &in_flight,
+        // The mock cluster waits up to session.timeout.ms − 1 s for members to rejoin in every
+        // rebalance round: a short session keeps the rounds short. Not below ~3.5 s: the mock's
+        // first round waits a fixed 3 s (group.initial.rebalance.delay.ms), and a member whose
+        // session ends meanwhile is dropped, so the group would never form.
+        "--kafka-property",
+        "session.timeout.ms=4000",
+        "--kafka-property",
+        "heartbeat.interval.ms=300",
+    ];
+    let all_users = users("rebalance", 3000);
+    let producing = Arc::new(AtomicBool::new(true));
+    let producer = {
+        let (env, all_users, producing) = (env.clone(), all_users.clone(), producing.clone());
+        tokio::spawn(async move {
+            let producer = env.kafka.producer();
+            let mut expected = BTreeMap::new();
+            for batch in all_users.chunks(150) {
+                expected.extend(produce_with(&producer, &env, batch).await);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            producing.store(false, Ordering::Relaxed);
+            expected
+        })
+    };
+
+    let a = env.worker(&flags);
+    let b = env.worker(&flags);
+    let (ma, mb) = (a.metrics.clone(), b.metrics.clone());
+    let assigned = |ms: &[&Arc<Metrics>]| -> Vec<i64> {
+        ms.iter().map(|m| m.assigned_partitions.get()).collect()
+    };
+    assert!(
+        eventually(Duration::from_secs(20), || ma.assigned_partitions.get() > 0
+            && mb.assigned_partitions.get() > 0
+            && ma.assigned_partitions.get() + mb.assigned_partitions.get() == 6)
+        .await,
+        "A and B share the 6 partitions: {:?}",
+        assigned(&[&ma, &mb])
+    );
+    mark(
+        t0,
+        &format!("rebalance: A, B own {:?}", assigned(&[&ma, &mb])),
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let c = env.worker(&flags);
+    let mc = c.metrics.clone();
+    assert!(
+        eventually(Duration::from_secs(20), || mc.assigned_partitions.get() > 0
+            && assigned(&[&ma, &mb, &mc]).iter().sum::<i64>() == 6)
+        .await,
+        "C gets partitions: {:?}",
+        assigned(&[&ma, &mb, &mc])
+    );
+    mark(
+        t0,
+        &format!(
+            "rebalance: C joined; A, B, C own {:?}",
+            assigned(&[&ma, &mb, &mc])
+        ),
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (in_flight_a, outcomes_then) = (ma.events_in_flight.get(), env.outcome_count());
+    a.stop().await.expect("A stops cleanly");
+    mark(
+        t0,
+        &format!(
+            "rebalance: A left with {in_flight_a} records in flight, {outcomes_then} outcomes \
+             written, input still arriving: {}",
+            producing.load(Ordering::Relaxed)
+        ),
+    );
+    assert!(
+        outcomes_then < all_users.len(),
+        "A leaves mid-run ({outcomes_then} outcomes)"
+    );
+    let expected = producer.await.unwrap();
+    mark(t0, "rebalance: all input produced");
+    let end = ends_of(&expected);
+    wait_committed(&env, &end, Duration::from_secs(60)).await;
+    mark(
+        t0,
+        &format!(
+            "rebalance: all committed; B, C own {:?}",
+            assigned(&[&mb, &mc])
+        ),
+    );
+    b.stop().await.expect("B stops cleanly");
+    c.stop().await.expect("C stops cleanly");
+
+    let outcomes = read_everything(&env.kafka.brokers, &env.topics.outcomes);
+    let tally = assert_none_lost(&expected, &outcomes);
+    let consumed = ma.events_consumed.get() + mb.events_consumed.get() + mc.events_consumed.get();
+    eprintln!(
+        "rebalance: {} inputs, {} outcomes, {} duplicates; consumed A {} B {} C {}",
+        expected.len(),
+        outcomes.len(),
+        tally.duplicates,
+        ma.events_consumed.get(),
+        mb.events_consumed.get(),
+        mc.events_consumed.get()
+    );
+    // Two membership changes (C joins, A leaves); each can replay at most what the workers
+    // losing partitions held in flight.
+    let bound = 2 * 2 * max_in_flight;
+    assert!(
+        tally.duplicates <= bound,
+        "{} duplicates, bound {bound}",
+        tally.duplicates
+    );
+    assert!(
+        consumed >= outcomes.len() as u64,
+        "every outcome comes from a consumed record"
+    );
+    assert!(mc.events_consumed.get() > 0 && ma.events_consumed.get() > 0);
+    assert_statuses(&tally, &["imported", "already_imported"]);
+    assert_eq!(env.dead_letter_count(), 0);
+    assert_eq!(env.emu.stats().imported_accounts, all_users.len() as u64);
+    assert_eq!(env.committed(), end);
+}
