@@ -324,7 +324,12 @@ pub struct WorkerArgs {
     pub systemic_probe_interval: Duration,
     /// at-least-once, or exactly-once (outcome and dead-letter records committed in one Kafka
     /// transaction with the input offsets).
-    #[arg(long, env = "ACCOUNT_SYNC_DELIVERY", value_enum, default_value = "at-least-once")]
+    #[arg(
+        long,
+        env = "ACCOUNT_SYNC_DELIVERY",
+        value_enum,
+        default_value = "at-least-once"
+    )]
     pub delivery: DeliveryArg,
     /// transactional.id of the exactly-once producer; must be unique per replica and stable
     /// across its restarts (default: GROUP-HOSTNAME, the pod name in Kubernetes).
@@ -405,7 +410,11 @@ impl WorkerArgs {
                 self.max_events_in_flight, self.window_size
             ));
         }
-        if self.transactional_id.as_deref().is_some_and(|t| t.trim().is_empty()) {
+        if self
+            .transactional_id
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
             return Err("--transactional-id is empty".into());
         }
         if self.transaction_linger.is_zero() {

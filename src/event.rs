@@ -3,7 +3,16 @@
 //! A record that does not decode is dead-lettered at stage `decode` with the error's text as the
 //! reason; it never stops its partition. Every check the vendor would make on a UserID, Nick or
 //! FaceUrl is made here first, so a bad event costs no API call.
+//!
+//! When every pointer names a top-level field (the default `/UserID`, `/Nick`, `/FaceUrl`), the
+//! payload is read in one pass without building a document: the three fields are borrowed from
+//! the payload and everything else is skipped. Other pointers go through a [`Value`]. Both paths
+//! give the same result for every input (a test compares them).
 
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use crate::chat::api::{self, MAX_PROFILE_FIELD_BYTES, MAX_USER_ID_BYTES};
@@ -71,6 +80,14 @@ pub struct Decoder {
     nick_pointer: String,
     /// JSON pointer to the optional FaceUrl.
     face_url_pointer: String,
+    /// The top-level keys the three pointers name, when each names one (the one-pass path).
+    top_level: Option<[String; 3]>,
+}
+
+/// The object key an RFC 6901 pointer names when it has exactly one reference token.
+fn top_level_key(pointer: &str) -> Option<String> {
+    let token = pointer.strip_prefix('/')?;
+    (!token.contains('/')).then(|| token.replace("~1", "/").replace("~0", "~"))
 }
 
 impl Decoder {
@@ -92,11 +109,20 @@ impl Decoder {
                 ));
             }
         }
+        let top_level = match (
+            top_level_key(user_id),
+            top_level_key(nick),
+            top_level_key(face_url),
+        ) {
+            (Some(u), Some(n), Some(f)) => Some([u, n, f]),
+            _ => None,
+        };
         Ok(Decoder {
             format,
             user_id_pointer: user_id.to_owned(),
             nick_pointer: nick.to_owned(),
             face_url_pointer: face_url.to_owned(),
+            top_level,
         })
     }
 
@@ -129,6 +155,42 @@ impl Decoder {
 
     fn decode_json(&self, payload: &[u8]) -> Result<SignupEvent, DecodeError> {
         let text = std::str::from_utf8(payload).map_err(|_| DecodeError::NotUtf8)?;
+        match &self.top_level {
+            // Only an object has fields; anything else takes the general path, which says why.
+            Some(keys) if text.trim_start().starts_with('{') => self.decode_top_level(text, keys),
+            _ => self.decode_document(text),
+        }
+    }
+
+    /// The one-pass path: the three top-level fields, borrowed, the rest skipped.
+    fn decode_top_level(&self, text: &str, keys: &[String; 3]) -> Result<SignupEvent, DecodeError> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let fields = (FieldsSeed { keys })
+            .deserialize(&mut de)
+            .and_then(|f| de.end().map(|()| f))
+            .map_err(|e| DecodeError::NotJson(e.to_string()))?;
+        let [user_id, nick, face_url] = fields;
+        let user_id = match user_id {
+            None | Some(Field::Null) => {
+                return Err(DecodeError::MissingUserId(self.user_id_pointer.clone()))
+            }
+            Some(Field::Str(s)) => validate_user_id(&s)?.to_owned(),
+            Some(Field::Other) => {
+                return Err(DecodeError::NotAString {
+                    field: "UserID",
+                    pointer: self.user_id_pointer.clone(),
+                })
+            }
+        };
+        Ok(SignupEvent {
+            user_id,
+            nick: optional(nick, "Nick", &self.nick_pointer)?,
+            face_url: optional(face_url, "FaceUrl", &self.face_url_pointer)?,
+        })
+    }
+
+    /// The general path: the whole document, then the pointers.
+    fn decode_document(&self, text: &str) -> Result<SignupEvent, DecodeError> {
         // serde_json limits nesting depth (128), so hostile deep JSON is an error, not a stack overflow.
         let doc: Value =
             serde_json::from_str(text).map_err(|e| DecodeError::NotJson(e.to_string()))?;
@@ -165,6 +227,225 @@ fn validate_user_id(id: &str) -> Result<&str, DecodeError> {
         return Err(DecodeError::UserIdCharacters);
     }
     Ok(id)
+}
+
+/// A top-level field's value, as far as decoding cares.
+enum Field<'a> {
+    /// A string, borrowed from the payload unless it had escapes.
+    Str(Cow<'a, str>),
+    /// `null`.
+    Null,
+    /// Anything else (number, bool, array, object).
+    Other,
+}
+
+/// An optional string field of the one-pass path: the same rules as [`optional_field`].
+fn optional(
+    value: Option<Field<'_>>,
+    field: &'static str,
+    pointer: &str,
+) -> Result<Option<String>, DecodeError> {
+    match value {
+        None | Some(Field::Null) => Ok(None),
+        Some(Field::Str(s)) if s.is_empty() => Ok(None),
+        Some(Field::Str(s)) if s.len() > MAX_PROFILE_FIELD_BYTES => {
+            Err(DecodeError::FieldTooLong {
+                field,
+                len: s.len(),
+            })
+        }
+        Some(Field::Str(s)) => Ok(Some(s.into_owned())),
+        Some(Field::Other) => Err(DecodeError::NotAString {
+            field,
+            pointer: pointer.to_owned(),
+        }),
+    }
+}
+
+/// Reads a JSON object, keeping the values of `keys` (the last one wins when a key repeats, as in
+/// a parsed document) and skipping everything else.
+struct FieldsSeed<'k> {
+    keys: &'k [String; 3],
+}
+
+impl<'de> DeserializeSeed<'de> for FieldsSeed<'_> {
+    type Value = [Option<Field<'de>>; 3];
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FieldsSeed<'_> {
+    type Value = [Option<Field<'de>>; 3];
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out: [Option<Field<'de>>; 3] = [None, None, None];
+        while let Some(hits) = map.next_key_seed(KeySeed { keys: self.keys })? {
+            // The same key may be named by more than one pointer.
+            let Some(first) = hits.iter().position(|&h| h) else {
+                map.next_value::<Skip>()?;
+                continue;
+            };
+            let value = map.next_value::<FieldValue<'de>>()?.0;
+            for i in (first + 1..3).filter(|&i| hits[i]) {
+                out[i] = Some(match &value {
+                    Field::Str(s) => Field::Str(s.clone()),
+                    Field::Null => Field::Null,
+                    Field::Other => Field::Other,
+                });
+            }
+            out[first] = Some(value);
+        }
+        Ok(out)
+    }
+}
+
+/// An object key, compared with the wanted keys without being copied: which of them it is.
+struct KeySeed<'k> {
+    keys: &'k [String; 3],
+}
+
+impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
+    type Value = [bool; 3];
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for KeySeed<'_> {
+    type Value = [bool; 3];
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok([0, 1, 2].map(|i| self.keys[i] == v))
+    }
+}
+
+/// A field value: a string kept (borrowed when possible), anything else classified and skipped.
+struct FieldValue<'a>(Field<'a>);
+
+impl<'de> de::Deserialize<'de> for FieldValue<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(FieldValueVisitor)
+    }
+}
+
+struct FieldValueVisitor;
+
+impl<'de> Visitor<'de> for FieldValueVisitor {
+    type Value = FieldValue<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(FieldValue(Field::Str(Cow::Borrowed(v))))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(FieldValue(Field::Str(Cow::Owned(v.to_owned()))))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(FieldValue(Field::Str(Cow::Owned(v))))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(FieldValue(Field::Null))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(FieldValue(Field::Other))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(FieldValue(Field::Other))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(FieldValue(Field::Other))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(FieldValue(Field::Other))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        SkipVisitor
+            .visit_seq(seq)
+            .map(|Skip| FieldValue(Field::Other))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        SkipVisitor
+            .visit_map(map)
+            .map(|Skip| FieldValue(Field::Other))
+    }
+}
+
+/// A value skipped without being kept. Unlike [`IgnoredAny`] (which serde_json skips without a
+/// depth limit), it goes through `deserialize_any`, so nesting deeper than serde_json's recursion
+/// limit is the same error as when parsing a whole document.
+struct Skip;
+
+impl<'de> de::Deserialize<'de> for Skip {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(SkipVisitor)
+    }
+}
+
+struct SkipVisitor;
+
+impl<'de> Visitor<'de> for SkipVisitor {
+    type Value = Skip;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Skip, A::Error> {
+        while seq.next_element::<Skip>()?.is_some() {}
+        Ok(Skip)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
+        while map.next_entry::<Skip, Skip>()?.is_some() {}
+        Ok(Skip)
+    }
 }
 
 /// An optional string field: absent, null and "" all mean "not given".

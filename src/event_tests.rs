@@ -189,3 +189,92 @@ fn hostile_sweep_never_panics_and_never_accepts_a_bad_user_id() {
         "the sweep should also produce some valid events"
     );
 }
+
+/// The one-pass path for top-level pointers and the general path (whole document, then pointers)
+/// agree on every input: same event, or the same error with the same reason text.
+#[test]
+fn one_pass_and_document_paths_agree() {
+    let decoders = [
+        Decoder::json_default(),
+        // Escaped pointer tokens, and two pointers naming the same key.
+        Decoder::new(InputFormat::Json, "/a~1b", "/~0n", "/a~1b").unwrap(),
+        Decoder::new(InputFormat::Json, "/", "/Nick", "/Nick").unwrap(),
+    ];
+    for d in &decoders {
+        assert!(d.top_level.is_some());
+    }
+    let mut corpus: Vec<Vec<u8>> = [
+        r#"{"UserID":"abc","Nick":"n","FaceUrl":"f"}"#,
+        r#"  {"UserID":"abc"}  "#,
+        r#"{"UserID":"abc"} x"#,
+        r#"{"UserID":"abc",}"#,
+        r#"{"UserID":"abc","UserID":"def"}"#,
+        r#"{"UserID":"abc","UserID":7}"#,
+        r#"{"UserID":7,"UserID":"abc"}"#,
+        r#"{"User\u0049D":"esc","Nick":"\u00e9t\u00e9","FaceUrl":"a\/b"}"#,
+        r#"{"UserID":"a\u0062c"}"#,
+        r#"{"UserID":null,"Nick":"n"}"#,
+        r#"{"Nick":"n"}"#,
+        r#"{"UserID":"abc","Nick":null,"FaceUrl":""}"#,
+        r#"{"UserID":"abc","Nick":1,"FaceUrl":"f"}"#,
+        r#"{"UserID":"abc","Nick":"n","FaceUrl":[1,{"x":[]}]}"#,
+        r#"{"UserID":{"nested":"abc"},"Nick":"n"}"#,
+        r#"{"x":{"UserID":"abc"},"UserID":"top"}"#,
+        r#"{"UserID":"abc","big":123456789012345678901234567890,"f":1.5e300,"t":true}"#,
+        r#"{"a/b":"slash","~n":"tilde","":"empty"}"#,
+        r#"{"UserID":"abc","x":1e400}"#,
+        r#"{"UserID":1e400}"#,
+        r#"{"UserID":"abc","x":"\ud800"}"#,
+        r#"{"UserID":"\ud83d\ude00"}"#,
+        r#"{"UserID":"abc","Nick":"\ud83d\ude00"}"#,
+        r#"{"UserID":"has space"}"#,
+        r#"{"UserID":"abcdefghijabcdefghijabcdefghijabc"}"#,
+        "{}",
+        "{",
+        r#"{"UserID":"abc""#,
+        r#"{"UserID" "abc"}"#,
+        r#"{"UserID":"abc"}{"#,
+        "[1,2]",
+        "null",
+        "\"abc\"",
+        " 12",
+        "",
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect();
+    corpus.push(format!(r#"{{"UserID":"abc","Nick":"{}"}}"#, "n".repeat(501)).into_bytes());
+    corpus.push(
+        format!(
+            r#"{{"UserID":"abc","x":{}1{}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        )
+        .into_bytes(),
+    );
+    // Mutations of valid events.
+    let mut rng = fastrand::Rng::with_seed(0xdec0de);
+    let base = br#"{"UserID":"abc","Nick":"n\"q","FaceUrl":"f","a/b":"x","~n":null,"":"e"}"#;
+    for _ in 0..5_000 {
+        let mut p = base.to_vec();
+        for _ in 0..rng.usize(1..4) {
+            let at = rng.usize(..p.len());
+            let alphabet = b"{}[]\":,\\ anu0";
+            p[at] = alphabet[rng.usize(..alphabet.len())];
+        }
+        corpus.push(p);
+    }
+    for d in &decoders {
+        let keys = d.top_level.as_ref().unwrap();
+        for payload in &corpus {
+            let Ok(text) = std::str::from_utf8(payload) else {
+                continue;
+            };
+            let general = d.decode_document(text);
+            if text.trim_start().starts_with('{') {
+                assert_eq!(d.decode_top_level(text, keys), general, "{text}");
+            }
+            assert_eq!(d.decode(Some(payload)), general, "{text}");
+        }
+    }
+}

@@ -76,7 +76,12 @@ impl ConsumerContext for SourceContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             let parts = self.partitions(tpl);
-            if let Some(hook) = self.on_revoke.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            if let Some(hook) = self
+                .on_revoke
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+            {
                 hook(consumer, &parts);
             }
             {
@@ -185,7 +190,8 @@ pub fn create_consumer(
         cfg.set(k, v);
     }
     if s.exactly_once {
-        cfg.set("enable.auto.commit", "false").set("isolation.level", "read_committed");
+        cfg.set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed");
     }
     let ctx = SourceContext {
         on_revoke: Mutex::new(None),

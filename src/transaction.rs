@@ -26,6 +26,7 @@ use rdkafka::util::Timeout;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use crate::metrics::Metrics;
 use crate::offsets::OffsetTracker;
 use crate::sink::{OutRecord, Sink};
 use crate::source::SourceConsumer;
@@ -58,6 +59,9 @@ pub struct Committer {
     pub linger: Duration,
     /// Timeout of each blocking transaction call.
     pub timeout: Duration,
+    /// Committed-offset gauges (the consumer's commit callback does not see transactional
+    /// commits).
+    pub metrics: Arc<Metrics>,
 }
 
 /// Why a transaction attempt failed.
@@ -120,7 +124,8 @@ impl Committer {
                     tracing::warn!(attempt, error = %e, "transaction failed; aborting and retrying the batch");
                     let producer = self.sink.producer().clone();
                     let timeout = self.timeout;
-                    let aborted = blocking(move || producer.abort_transaction(Timeout::After(timeout))).await;
+                    let aborted =
+                        blocking(move || producer.abort_transaction(Timeout::After(timeout))).await;
                     if let Err(err) = aborted {
                         if let TxnFailure::Fatal(f) = classify("abort", err) {
                             return Err(f);
@@ -136,35 +141,54 @@ impl Committer {
 
     async fn attempt(&self, batch: &[TxnItem]) -> Result<(), TxnFailure> {
         let producer = self.sink.producer().clone();
-        blocking(move || producer.begin_transaction()).await.map_err(|e| classify("begin", e))?;
-        let sends = batch.iter().flat_map(|i| &i.records).map(|r| self.sink.send(r));
+        blocking(move || producer.begin_transaction())
+            .await
+            .map_err(|e| classify("begin", e))?;
+        let sends = batch
+            .iter()
+            .flat_map(|i| &i.records)
+            .map(|r| self.sink.send(r));
         for r in join_all(sends).await {
             r.map_err(|e| TxnFailure::Abortable(e.to_string()))?;
         }
-        let positions = self.tracker.lock().unwrap_or_else(|e| e.into_inner()).watermarks();
+        let positions = self
+            .tracker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .watermarks();
         if !positions.is_empty() {
             let mut tpl = TopicPartitionList::new();
             for (p, o) in &positions {
                 tpl.add_partition_offset(&self.topic, *p, Offset::Offset(*o))
                     .map_err(|e| classify("offsets", e))?;
             }
-            let cgm = self
-                .consumer
-                .group_metadata()
-                .ok_or_else(|| TxnFailure::Abortable("consumer has no group metadata yet".into()))?;
+            let cgm = self.consumer.group_metadata().ok_or_else(|| {
+                TxnFailure::Abortable("consumer has no group metadata yet".into())
+            })?;
             let (producer, timeout) = (self.sink.producer().clone(), self.timeout);
-            blocking(move || producer.send_offsets_to_transaction(&tpl, &cgm, Timeout::After(timeout)))
-                .await
-                .map_err(|e| classify("send offsets", e))?;
+            blocking(move || {
+                producer.send_offsets_to_transaction(&tpl, &cgm, Timeout::After(timeout))
+            })
+            .await
+            .map_err(|e| classify("send offsets", e))?;
         }
         let (producer, timeout) = (self.sink.producer().clone(), self.timeout);
         blocking(move || producer.commit_transaction(Timeout::After(timeout)))
             .await
-            .map_err(|e| classify("commit", e))
+            .map_err(|e| classify("commit", e))?;
+        for (p, o) in positions {
+            self.metrics
+                .committed_offset
+                .with_label_values(&[&p.to_string()])
+                .set(o);
+        }
+        Ok(())
     }
 }
 
 /// Runs a blocking librdkafka transaction call off the async threads.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f).await.expect("transaction call does not panic")
+    tokio::task::spawn_blocking(f)
+        .await
+        .expect("transaction call does not panic")
 }

@@ -48,11 +48,10 @@ pub struct Window {
     linger: Duration,
     /// Records in arrival order.
     records: Vec<InputRecord>,
-    /// For each record, the index of its UserID in `ids`.
+    /// For each record, the index of its UserID among the distinct ones.
     id_of_record: Vec<usize>,
-    /// Distinct UserIDs in first-seen order.
-    ids: Vec<String>,
-    /// UserID → index in `ids`.
+    /// Distinct UserID → its index in first-seen order; turned into `ClosedWindow::ids` when the
+    /// window closes (one copy of each distinct UserID, not two).
     index: HashMap<String, usize>,
     /// When the first record arrived; `None` while empty.
     opened_at: Option<Instant>,
@@ -93,7 +92,6 @@ impl Window {
             linger,
             records: Vec::new(),
             id_of_record: Vec::new(),
-            ids: Vec::with_capacity(max_ids),
             index: HashMap::with_capacity(max_ids),
             opened_at: None,
         }
@@ -107,15 +105,14 @@ impl Window {
         let idx = match self.index.get(record.event.user_id.as_str()) {
             Some(&i) => i,
             None => {
-                let i = self.ids.len();
-                self.ids.push(record.event.user_id.clone());
+                let i = self.index.len();
                 self.index.insert(record.event.user_id.clone(), i);
                 i
             }
         };
         self.id_of_record.push(idx);
         self.records.push(record);
-        (self.ids.len() >= self.max_ids).then(|| self.close(CloseReason::Full))
+        (self.index.len() >= self.max_ids).then(|| self.close(CloseReason::Full))
     }
 
     /// When the window must close by linger; `None` while empty.
@@ -172,11 +169,14 @@ impl Window {
 
     fn close(&mut self, closed_by: CloseReason) -> ClosedWindow {
         let opened_at = self.opened_at.take().unwrap_or_else(Instant::now);
-        self.index.clear();
+        let mut ids = vec![String::new(); self.index.len()];
+        for (id, i) in self.index.drain() {
+            ids[i] = id;
+        }
         ClosedWindow {
             records: std::mem::take(&mut self.records),
             id_of_record: std::mem::take(&mut self.id_of_record),
-            ids: std::mem::replace(&mut self.ids, Vec::with_capacity(self.max_ids)),
+            ids,
             opened_at,
             closed_by,
         }
@@ -250,7 +250,14 @@ mod tests {
             w.push(rec(u, i as i64));
         }
         let taken = w.take_partitions(|p| p == 1).unwrap(); // offsets 1 and 4
-        assert_eq!(taken.records.iter().map(|r| r.pos.offset).collect::<Vec<_>>(), [1, 4]);
+        assert_eq!(
+            taken
+                .records
+                .iter()
+                .map(|r| r.pos.offset)
+                .collect::<Vec<_>>(),
+            [1, 4]
+        );
         assert_eq!(taken.ids, ["b", "a"]);
         assert_eq!(taken.closed_by, CloseReason::Flush);
         assert_eq!(w.len(), 3);

@@ -37,9 +37,11 @@ use crate::offsets::OffsetTracker;
 use crate::pipeline::Stages;
 use crate::shutdown::Shutdown;
 use crate::sink::{failure_class, rfc3339_millis, DeadLetter, OutRecord, Sink, Stage};
-use crate::source::{self, RebalanceEvent, RevokeHook, SourceConsumer, SourceContext, SourceSettings};
-use crate::transaction::{Committer, TxnItem};
+use crate::source::{
+    self, RebalanceEvent, RevokeHook, SourceConsumer, SourceContext, SourceSettings,
+};
 use crate::systemic::{self, SystemicGate};
+use crate::transaction::{Committer, TxnItem};
 use crate::window::{CloseReason, ClosedWindow, InputRecord, SourcePos, Window};
 
 /// Why the worker stopped with an error.
@@ -225,8 +227,12 @@ impl Worker {
                     topic: a.input_topic.clone(),
                     linger: a.transaction_linger,
                     timeout,
+                    metrics: self.metrics.clone(),
                 };
-                (Delivery::ExactlyOnce(tx), Some(tokio::spawn(committer.run(rx))))
+                (
+                    Delivery::ExactlyOnce(tx),
+                    Some(tokio::spawn(committer.run(rx))),
+                )
             }
         };
         let (fatal_tx, mut fatal_rx) = mpsc::unbounded_channel();
@@ -482,7 +488,10 @@ fn commit_final(
     tracker: &Mutex<OffsetTracker>,
     topic: &str,
 ) -> Result<(), WorkerError> {
-    let positions = tracker.lock().unwrap_or_else(|e| e.into_inner()).watermarks();
+    let positions = tracker
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .watermarks();
     if positions.is_empty() {
         return Ok(());
     }
@@ -502,57 +511,68 @@ fn commit_final(
 /// until every in-flight record of those partitions is done (bounded by `drain_timeout`), and in
 /// at-least-once mode commits their offsets synchronously. Records not done by then are replayed
 /// by the partitions' next owner.
-fn revoke_hook(shared: Weak<Shared>, window: Arc<Mutex<Window>>, drain_timeout: Duration) -> RevokeHook {
+fn revoke_hook(
+    shared: Weak<Shared>,
+    window: Arc<Mutex<Window>>,
+    drain_timeout: Duration,
+) -> RevokeHook {
     let runtime = tokio::runtime::Handle::current();
-    Box::new(move |consumer: &rdkafka::consumer::BaseConsumer<SourceContext>, parts: &[i32]| {
-        let Some(shared) = shared.upgrade() else { return };
-        let started = std::time::Instant::now();
-        let taken = window
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take_partitions(|p| parts.contains(&p));
-        if let Some(w) = taken {
-            let s = shared.clone();
-            runtime.spawn(async move { window_task(&s, w).await });
-        }
-        let pending = || {
-            let t = shared.tracker.lock().unwrap_or_else(|e| e.into_inner());
-            parts.iter().map(|&p| t.pending_in(p)).sum::<usize>()
-        };
-        let wait = || {
-            while pending() > 0 && started.elapsed() < drain_timeout {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            pending()
-        };
-        // This runs on the thread polling the consumer; let the runtime move its other tasks
-        // (the window tasks being waited for) elsewhere meanwhile.
-        let left = if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
-            tokio::task::block_in_place(wait)
-        } else {
-            wait()
-        };
-        if matches!(shared.delivery, Delivery::AtLeastOnce) {
-            let positions: Vec<(i32, i64)> = {
-                let t = shared.tracker.lock().unwrap_or_else(|e| e.into_inner());
-                t.watermarks().into_iter().filter(|(p, _)| parts.contains(p)).collect()
+    Box::new(
+        move |consumer: &rdkafka::consumer::BaseConsumer<SourceContext>, parts: &[i32]| {
+            let Some(shared) = shared.upgrade() else {
+                return;
             };
-            let mut tpl = TopicPartitionList::new();
-            for (p, o) in &positions {
-                let _ = tpl.add_partition_offset(&shared.topic, *p, Offset::Offset(*o));
+            let started = std::time::Instant::now();
+            let taken = window
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take_partitions(|p| parts.contains(&p));
+            if let Some(w) = taken {
+                let s = shared.clone();
+                runtime.spawn(async move { window_task(&s, w).await });
             }
-            if tpl.count() > 0 {
-                if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
-                    tracing::warn!(error = %e, "offset commit on revocation failed");
+            let pending = || {
+                let t = shared.tracker.lock().unwrap_or_else(|e| e.into_inner());
+                parts.iter().map(|&p| t.pending_in(p)).sum::<usize>()
+            };
+            let wait = || {
+                while pending() > 0 && started.elapsed() < drain_timeout {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                pending()
+            };
+            // This runs on the thread polling the consumer; let the runtime move its other tasks
+            // (the window tasks being waited for) elsewhere meanwhile.
+            let left = if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+                tokio::task::block_in_place(wait)
+            } else {
+                wait()
+            };
+            if matches!(shared.delivery, Delivery::AtLeastOnce) {
+                let positions: Vec<(i32, i64)> = {
+                    let t = shared.tracker.lock().unwrap_or_else(|e| e.into_inner());
+                    t.watermarks()
+                        .into_iter()
+                        .filter(|(p, _)| parts.contains(p))
+                        .collect()
+                };
+                let mut tpl = TopicPartitionList::new();
+                for (p, o) in &positions {
+                    let _ = tpl.add_partition_offset(&shared.topic, *p, Offset::Offset(*o));
+                }
+                if tpl.count() > 0 {
+                    if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+                        tracing::warn!(error = %e, "offset commit on revocation failed");
+                    }
                 }
             }
-        }
-        if left > 0 {
-            tracing::warn!(partitions = ?parts, left, "revocation drain timed out; those records will be replayed by the next owner");
-        } else {
-            tracing::info!(partitions = ?parts, took = ?started.elapsed(), "revoked partitions drained");
-        }
-    })
+            if left > 0 {
+                tracing::warn!(partitions = ?parts, left, "revocation drain timed out; those records will be replayed by the next owner");
+            } else {
+                tracing::info!(partitions = ?parts, took = ?started.elapsed(), "revoked partitions drained");
+            }
+        },
+    )
 }
 
 /// Spawns a window task.
@@ -616,7 +636,10 @@ async fn process_window(shared: &Shared, window: ClosedWindow) {
         .zip(&window.id_of_record)
         .map(|(rec, &id)| {
             let outcome = &outcomes[id];
-            let mut out = vec![shared.sink.outcome_record(&rec.event.user_id, outcome, rec.pos, &stamp)];
+            let mut out =
+                vec![shared
+                    .sink
+                    .outcome_record(&rec.event.user_id, outcome, rec.pos, &stamp)];
             if let Some(stage) = outcome.failed_stage {
                 let dl = DeadLetter {
                     stage,
@@ -624,18 +647,33 @@ async fn process_window(shared: &Shared, window: ClosedWindow) {
                     reason: outcome.error_info.clone(),
                     attempts: outcome.attempts,
                 };
-                out.push(shared.sink.dead_letter_record(rec.key.as_deref(), rec.payload.as_deref(), rec.pos, &dl, &stamp));
+                out.push(shared.sink.dead_letter_record(
+                    rec.key.as_deref(),
+                    rec.payload.as_deref(),
+                    rec.pos,
+                    &dl,
+                    &stamp,
+                ));
             }
             (rec.pos, out)
         })
         .collect();
     let delivered = deliver(shared, groups).await;
-    for ((rec, &id), ok) in window.records.iter().zip(&window.id_of_record).zip(&delivered) {
+    for ((rec, &id), ok) in window
+        .records
+        .iter()
+        .zip(&window.id_of_record)
+        .zip(&delivered)
+    {
         if !ok {
             continue;
         }
         let outcome = &outcomes[id];
-        shared.metrics.outcomes.with_label_values(&[outcome.status.as_str()]).inc();
+        shared
+            .metrics
+            .outcomes
+            .with_label_values(&[outcome.status.as_str()])
+            .inc();
         if let Some(stage) = outcome.failed_stage {
             shared
                 .metrics
@@ -659,7 +697,10 @@ async fn process_window(shared: &Shared, window: ClosedWindow) {
                 .unwrap_or(0)
                 - ts;
             if age_ms >= 0 {
-                shared.metrics.end_to_end_latency.observe(age_ms as f64 / 1000.0);
+                shared
+                    .metrics
+                    .end_to_end_latency
+                    .observe(age_ms as f64 / 1000.0);
             }
         }
     }
@@ -674,7 +715,10 @@ async fn dead_letter_decode(
     dl: DeadLetter,
 ) {
     let stamp = rfc3339_millis(SystemTime::now());
-    let record = shared.sink.dead_letter_record(key.as_deref(), payload.as_deref(), pos, &dl, &stamp);
+    let record =
+        shared
+            .sink
+            .dead_letter_record(key.as_deref(), payload.as_deref(), pos, &dl, &stamp);
     if deliver(shared, vec![(pos, vec![record])]).await[0] {
         shared
             .metrics
@@ -717,11 +761,18 @@ async fn deliver(shared: &Shared, groups: Vec<(SourcePos, Vec<OutRecord>)>) -> V
         }
         Delivery::ExactlyOnce(committer) => {
             let n = groups.len();
-            let (positions, records): (Vec<SourcePos>, Vec<Vec<OutRecord>>) = groups.into_iter().unzip();
+            let (positions, records): (Vec<SourcePos>, Vec<Vec<OutRecord>>) =
+                groups.into_iter().unzip();
             let (done_tx, done_rx) = oneshot::channel();
-            let item = TxnItem { records: records.into_iter().flatten().collect(), positions, done: done_tx };
+            let item = TxnItem {
+                records: records.into_iter().flatten().collect(),
+                positions,
+                done: done_tx,
+            };
             let result = match committer.send(item).await {
-                Ok(()) => done_rx.await.unwrap_or_else(|_| Err("transaction committer stopped".into())),
+                Ok(()) => done_rx
+                    .await
+                    .unwrap_or_else(|_| Err("transaction committer stopped".into())),
                 Err(_) => Err("transaction committer stopped".into()),
             };
             let committed = match result {
