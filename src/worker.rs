@@ -428,13 +428,22 @@ impl Worker {
         if let Err(e) = sink.flush(Duration::from_secs(10)) {
             tracing::warn!(error = %e, "producer flush incomplete");
         }
-        if !exactly_once {
-            commit_final(&consumer, &tracker, &a.input_topic)?;
-        }
         drop(sink);
-        // Closing the consumer leaves the group; it blocks while librdkafka does so.
-        let consumer = Arc::try_unwrap(consumer).ok();
-        let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
+        // The final commit and leaving the group block inside librdkafka, without a timeout
+        // of their own: with the group coordinator gone they would never return. Bounded here;
+        // on timeout the thread is left behind and the process goes on to exit (the offsets
+        // then come from the last periodic commit, and the group notices the session expire).
+        let (tracker, topic) = (tracker.clone(), a.input_topic.clone());
+        let close = tokio::task::spawn_blocking(move || {
+            if !exactly_once {
+                commit_final(&consumer, &tracker, &topic);
+            }
+            // Closing the consumer leaves the group.
+            drop(Arc::try_unwrap(consumer).ok());
+        });
+        if tokio::time::timeout(CLOSE_TIMEOUT, close).await.is_err() {
+            tracing::warn!(timeout = ?CLOSE_TIMEOUT, "final commit / leaving the group did not finish in time; exiting anyway");
+        }
         tracing::info!("worker stopped");
         failure.map_or(Ok(()), Err)
     }
@@ -483,28 +492,26 @@ impl Worker {
 
 /// Commits the done watermarks of every assigned partition, synchronously (at-least-once mode,
 /// at shutdown).
-fn commit_final(
-    consumer: &SourceConsumer,
-    tracker: &Mutex<OffsetTracker>,
-    topic: &str,
-) -> Result<(), WorkerError> {
+fn commit_final(consumer: &SourceConsumer, tracker: &Mutex<OffsetTracker>, topic: &str) {
     let positions = tracker
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .watermarks();
     if positions.is_empty() {
-        return Ok(());
+        return;
     }
     let mut tpl = TopicPartitionList::new();
     for (p, o) in &positions {
-        tpl.add_partition_offset(topic, *p, Offset::Offset(*o))?;
+        let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(*o));
     }
     match consumer.commit(&tpl, CommitMode::Sync) {
         Ok(()) => tracing::info!(?positions, "final offsets committed"),
         Err(e) => tracing::warn!(error = %e, "final offset commit failed"),
     }
-    Ok(())
 }
+
+/// Longest the final commit plus leaving the group may take at shutdown.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The revocation hook: runs inside the rebalance callback, before the partitions are released.
 /// It takes the revoked partitions' records out of the open window and processes them, waits
@@ -561,7 +568,10 @@ fn revoke_hook(
                     let _ = tpl.add_partition_offset(&shared.topic, *p, Offset::Offset(*o));
                 }
                 if tpl.count() > 0 {
-                    if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+                    // Async: a synchronous commit has no timeout and would hold the rebalance
+                    // forever if the coordinator vanished. librdkafka sends it before the
+                    // partitions are released, and auto-commit commits them on unassign too.
+                    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
                         tracing::warn!(error = %e, "offset commit on revocation failed");
                     }
                 }

@@ -467,14 +467,17 @@ async fn no_secret_or_usersig_in_logs_metrics_or_records() {
     let mut cfg = emulator_config();
     cfg.sensitive_word = vec!["forbidden".into()];
     let emu = start_emulator(cfg).await;
-    emu.set_faults(Faults {
+    // Requests hang (past the 3.5 s request timeout) until a few have; then only 5 % transient
+    // codes and 5 % HTTP 502 go on.
+    let faults = |hang_rate| Faults {
         latency_ms: 5,
         latency_jitter_ms: 0,
         transient_error_rate: 0.05,
         http_502_rate: 0.05,
-        hang_rate: 0.03,
+        hang_rate,
         hang_ms: 4_000,
-    });
+    };
+    emu.set_faults(faults(0.5));
 
     let mut records: Vec<(String, Vec<u8>)> = (0..150)
         .map(|i| {
@@ -531,9 +534,14 @@ async fn no_secret_or_usersig_in_logs_metrics_or_records() {
 
     // 150 outcomes (one failed), two dead letters (the rejected user, the undecodable record).
     let deadline = Instant::now() + Duration::from_secs(40);
+    let mut hanging = true;
     while count_records(&kafka.brokers, &topics.outcomes) < 150
         || count_records(&kafka.brokers, &topics.dlq) < 2
     {
+        if hanging && emu.stats().hung >= 3 {
+            emu.set_faults(faults(0.0));
+            hanging = false;
+        }
         assert!(worker.running(), "worker exited: {}", worker.logs());
         assert!(
             Instant::now() < deadline,

@@ -175,6 +175,8 @@ where
                 } else {
                     backoff.next()
                 };
+                // For the log line; ChatError carries no URL, so no secret.
+                let error_text = err.to_string();
                 match policy.decide(
                     err,
                     attempt.number,
@@ -192,6 +194,13 @@ where
                         delay,
                         fresh_usersig,
                     } => {
+                        tracing::debug!(
+                            attempt = attempt.number,
+                            ?delay,
+                            fresh_usersig,
+                            error = %error_text,
+                            "API call failed; retrying"
+                        );
                         sig_refreshed |= fresh_usersig;
                         if !delay.is_zero() {
                             tokio::time::sleep(delay).await;
