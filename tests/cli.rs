@@ -3,62 +3,22 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use common::emulator::{emulator_config, start_emulator, ADMIN, SDKAPPID, SECRET};
 use common::kafka::{committed, produce_users, read_all, TestKafka};
+use common::process::{Proc, BIN};
 
-const BIN: &str = env!("CARGO_BIN_EXE_account-sync");
-
-/// Starts the binary with stdout piped (dev services print their address there) and stderr dropped.
-fn spawn(args: &[&str], env: &[(&str, &str)]) -> Child {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .env_remove("ACCOUNT_SYNC_SECRET_KEY");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.spawn().expect("binary starts")
-}
-
-fn first_line(child: &mut Child) -> String {
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .expect("reads stdout");
-    line.trim().to_owned()
-}
-
-fn terminate(child: &Child) {
-    let ok = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(ok.success());
-}
-
-fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("process did not exit within {within:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
 }
 
 #[test]
 fn dev_kafka_prints_bootstrap_servers_and_stops_on_sigterm() {
-    let mut child = spawn(
-        &[
+    let mut child = Proc::spawn(
+        "dev-kafka",
+        &args(&[
             "dev",
             "kafka",
             "--brokers",
@@ -67,10 +27,10 @@ fn dev_kafka_prints_bootstrap_servers_and_stops_on_sigterm() {
             "signups:6",
             "--topic",
             "account-dlq:1",
-        ],
+        ]),
         &[],
     );
-    let line = first_line(&mut child);
+    let line = child.first_line();
     assert_eq!(line.split(',').count(), 3, "three brokers: {line}");
     assert!(
         line.split(',').all(|b| b.starts_with("127.0.0.1:")),
@@ -88,17 +48,17 @@ fn dev_kafka_prints_bootstrap_servers_and_stops_on_sigterm() {
     )
     .unwrap();
     assert_eq!(md.topics()[0].partitions().len(), 6);
-    terminate(&child);
-    assert!(wait_exit(&mut child, Duration::from_secs(10)).success());
+    assert!(child.stop("-TERM", Duration::from_secs(10)).success());
 }
 
 #[test]
 fn dev_chat_api_prints_its_base_url_and_serves_stats() {
-    let mut child = spawn(
-        &["dev", "chat-api", "--listen", "127.0.0.1:0"],
+    let mut child = Proc::spawn(
+        "chat-api",
+        &args(&["dev", "chat-api", "--listen", "127.0.0.1:0"]),
         &[("ACCOUNT_SYNC_SECRET_KEY", SECRET)],
     );
-    let url = first_line(&mut child);
+    let url = child.first_line();
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -112,8 +72,7 @@ fn dev_chat_api_prints_its_base_url_and_serves_stats() {
             .await
     });
     assert!(stats["calls"].is_object(), "{stats}");
-    terminate(&child);
-    assert!(wait_exit(&mut child, Duration::from_secs(10)).success());
+    assert!(child.stop("-TERM", Duration::from_secs(10)).success());
 }
 
 trait JsonOrText {
@@ -262,8 +221,9 @@ async fn run_processes_and_stops_cleanly_on_sigterm() {
     let sdkappid = SDKAPPID.to_string();
     let base = emu.base_url();
     let key_path = key_file.to_string_lossy().into_owned();
-    let mut child = spawn(
-        &[
+    let mut child = Proc::spawn(
+        "run",
+        &args(&[
             "run",
             "--brokers",
             &kafka.brokers,
@@ -289,7 +249,7 @@ async fn run_processes_and_stops_cleanly_on_sigterm() {
             "50ms",
             "--log-format",
             "json",
-        ],
+        ]),
         &[],
     );
     let brokers = kafka.brokers.clone();
@@ -306,11 +266,9 @@ async fn run_processes_and_stops_cleanly_on_sigterm() {
     .await
     .unwrap();
     assert_eq!(outcomes.len(), 300);
-    terminate(&child);
-    let status =
-        tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(30)))
-            .await
-            .unwrap();
+    let status = tokio::task::spawn_blocking(move || child.stop("-TERM", Duration::from_secs(30)))
+        .await
+        .unwrap();
     assert!(status.success(), "exit 0 after SIGTERM: {status:?}");
     let c = committed(&kafka.brokers, &group, &topics.input, 2);
     for p in 0..2 {

@@ -18,16 +18,14 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::emulator::{emulator_config, start_emulator, ADMIN, SDKAPPID, SECRET};
+use common::emulator::{emulator_config, start_emulator, SECRET};
 use common::kafka::{committed, produce_users, read_all, worker_args, RunningWorker, TestKafka};
+use common::process::{run_args, Proc};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
-
-const BIN: &str = env!("CARGO_BIN_EXE_account-sync");
 
 /// Whether the broker hides aborted transactional records from read_committed readers.
 async fn broker_filters_aborted_transactions(kafka: &TestKafka) -> bool {
@@ -182,51 +180,26 @@ fn spawn_worker(
     base: &str,
     group: &str,
     txn_id: &str,
-) -> Child {
-    let sdkappid = SDKAPPID.to_string();
-    Command::new(BIN)
-        .args([
-            "run",
-            "--brokers",
-            &kafka.brokers,
-            "--group-id",
-            group,
-            "--input-topic",
-            &topics.input,
-            "--outcome-topic",
-            &topics.outcomes,
-            "--dlq-topic",
-            &topics.dlq,
-            "--sdkappid",
-            &sdkappid,
-            "--identifier",
-            ADMIN,
-            "--api-base-url",
-            base,
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--window-linger",
-            "50ms",
-            "--delivery",
-            "exactly-once",
-            "--transactional-id",
-            txn_id,
-            "--transaction-linger",
-            "50ms",
-            "--max-events-in-flight",
-            "300",
-            "--window-size",
-            "50",
-            "--kafka-property",
-            "session.timeout.ms=6000",
-            "--kafka-property",
-            "heartbeat.interval.ms=500",
-        ])
-        .env("ACCOUNT_SYNC_SECRET_KEY", SECRET)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("worker starts")
+) -> Proc {
+    let extra = [
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--delivery",
+        "exactly-once",
+        "--transactional-id",
+        txn_id,
+        "--transaction-linger",
+        "50ms",
+        "--max-events-in-flight",
+        "300",
+        "--window-size",
+        "50",
+    ];
+    Proc::spawn(
+        "eos-worker",
+        &run_args(&kafka.brokers, topics, group, base, &extra),
+        &[("ACCOUNT_SYNC_SECRET_KEY", SECRET)],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -249,8 +222,7 @@ async fn crash_test_read_committed() {
     for kill_after_ms in [1500u64, 1200, 900] {
         let mut child = spawn_worker(&kafka, &topics, &base, &group, &txn_id);
         tokio::time::sleep(Duration::from_millis(3000 + kill_after_ms)).await;
-        child.kill().expect("SIGKILL");
-        child.wait().unwrap();
+        child.stop("-KILL", Duration::from_secs(10));
     }
     let mut last = spawn_worker(&kafka, &topics, &base, &group, &txn_id);
     let (brokers, out) = (kafka.brokers.clone(), topics.outcomes.clone());
@@ -267,11 +239,8 @@ async fn crash_test_read_committed() {
     })
     .await
     .unwrap();
-    Command::new("kill")
-        .args(["-TERM", &last.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(last.wait().unwrap().success());
+    let stopped = tokio::task::spawn_blocking(move || last.stop("-TERM", Duration::from_secs(30)));
+    assert!(stopped.await.unwrap().success());
 
     let mut per_offset: HashMap<(i32, i64), u32> = HashMap::new();
     for r in &outcomes {

@@ -4,3 +4,4 @@
 
 pub mod emulator;
 pub mod kafka;
+pub mod process;

@@ -1,0 +1,155 @@
+//! The `account-sync` binary as a child process: started with its stderr in a log file, stopped
+//! with a signal, killed if the test ends first. Shared by the tests that run the binary as users
+//! and Kubernetes do.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use super::emulator::{ADMIN, SDKAPPID};
+use super::kafka::Topics;
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_account-sync");
+
+/// A child process that is killed (SIGKILL) if the test ends without stopping it.
+pub struct Proc {
+    pub child: Child,
+    /// Its stderr (the logs).
+    pub log: PathBuf,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Proc {
+    /// Starts the binary with `args` and `env`, stdout piped, stderr to a fresh log file.
+    pub fn spawn(name: &str, args: &[String], env: &[(&str, &str)]) -> Proc {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "proc-{}-{}-{name}.log",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .stdout(Stdio::piped())
+            .stderr(File::create(&log).expect("log file"))
+            .env_remove("ACCOUNT_SYNC_SECRET_KEY")
+            .env_remove("ACCOUNT_SYNC_SECRET_KEY_FILE")
+            .env_remove("RUST_LOG");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Proc {
+            child: cmd.spawn().expect("binary starts"),
+            log,
+        }
+    }
+
+    /// The first line the process prints (dev services print their address).
+    pub fn first_line(&mut self) -> String {
+        let mut line = String::new();
+        BufReader::new(self.child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .expect("reads stdout");
+        line.trim().to_owned()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(ok.success(), "kill {sig}");
+    }
+
+    /// Sends `sig` and waits (at most `within`) for the exit.
+    pub fn stop(&mut self, sig: &str, within: Duration) -> std::process::ExitStatus {
+        self.signal(sig);
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no exit within {within:?} after {sig}; log: {}",
+                self.log.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).expect("log file readable")
+    }
+}
+
+/// `account-sync run` arguments for `topics` on `brokers`, plus `extra` (appended; the worker's
+/// clap refuses a single-valued flag twice, so `extra` holds only flags not given here).
+pub fn run_args(
+    brokers: &str,
+    topics: &Topics,
+    group: &str,
+    api: &str,
+    extra: &[&str],
+) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "run",
+        "--brokers",
+        brokers,
+        "--group-id",
+        group,
+        "--input-topic",
+        &topics.input,
+        "--outcome-topic",
+        &topics.outcomes,
+        "--dlq-topic",
+        &topics.dlq,
+        "--sdkappid",
+        &SDKAPPID.to_string(),
+        "--identifier",
+        ADMIN,
+        "--api-base-url",
+        api,
+        "--request-timeout",
+        "3500ms",
+        "--retry-initial-backoff",
+        "10ms",
+        "--retry-max-backoff",
+        "100ms",
+        "--window-linger",
+        "50ms",
+        "--commit-interval",
+        "200ms",
+        "--systemic-probe-interval",
+        "100ms",
+        // The mock cluster waits up to session.timeout.ms − 1 s per rebalance round, and a killed
+        // member holds its partitions until its session ends: short, but above the mock's fixed
+        // 3 s first-round delay (a shorter session never lets the group form).
+        "--kafka-property",
+        "session.timeout.ms=4000",
+        "--kafka-property",
+        "heartbeat.interval.ms=300",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
