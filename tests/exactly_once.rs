@@ -27,6 +27,35 @@ use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 
+/// Produces `payload` in a transaction of its own, then commits or aborts it.
+async fn one_record_transaction(
+    producer: &FutureProducer,
+    topic: &str,
+    payload: &str,
+    commit: bool,
+) {
+    producer.begin_transaction().unwrap();
+    producer
+        .send(
+            FutureRecord::to(topic).key("k").payload(payload),
+            Timeout::Never,
+        )
+        .await
+        .unwrap();
+    let p = producer.clone();
+    let timeout = Timeout::After(Duration::from_secs(30));
+    tokio::task::spawn_blocking(move || {
+        if commit {
+            p.commit_transaction(timeout)
+        } else {
+            p.abort_transaction(timeout)
+        }
+    })
+    .await
+    .unwrap()
+    .unwrap();
+}
+
 /// Whether the broker hides aborted transactional records from read_committed readers.
 async fn broker_filters_aborted_transactions(kafka: &TestKafka) -> bool {
     let topic = kafka.name("txn-probe");
@@ -43,36 +72,8 @@ async fn broker_filters_aborted_transactions(kafka: &TestKafka) -> bool {
     .await
     .unwrap()
     .expect("init_transactions");
-    producer.begin_transaction().unwrap();
-    producer
-        .send(
-            FutureRecord::to(&topic).key("k").payload("aborted"),
-            Timeout::Never,
-        )
-        .await
-        .unwrap();
-    let p = producer.clone();
-    tokio::task::spawn_blocking(move || {
-        p.abort_transaction(Timeout::After(Duration::from_secs(30)))
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    producer.begin_transaction().unwrap();
-    producer
-        .send(
-            FutureRecord::to(&topic).key("k").payload("committed"),
-            Timeout::Never,
-        )
-        .await
-        .unwrap();
-    let p = producer.clone();
-    tokio::task::spawn_blocking(move || {
-        p.commit_transaction(Timeout::After(Duration::from_secs(30)))
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    one_record_transaction(&producer, &topic, "aborted", false).await;
+    one_record_transaction(&producer, &topic, "committed", true).await;
     let brokers = kafka.brokers.clone();
     let seen = tokio::task::spawn_blocking(move || {
         read_all(&brokers, &topic, 2, Duration::from_secs(5), true)
