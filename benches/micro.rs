@@ -19,15 +19,30 @@ fn decode(c: &mut Criterion) {
     let payload = br#"{"UserID":"user_000123456","Nick":"Some Nickname","FaceUrl":"https://cdn.example.com/avatars/000123456.png","source":"web","ts":1795358026}"#;
     let mut g = c.benchmark_group("decode");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("json_event", |b| b.iter(|| d.decode(Some(black_box(payload))).unwrap()));
-    g.bench_function("json_rejected", |b| b.iter(|| d.decode(Some(black_box(br#"{"UserID":"bad id"}"#))).unwrap_err()));
+    g.bench_function("json_event", |b| {
+        b.iter(|| d.decode(Some(black_box(payload))).unwrap())
+    });
+    g.bench_function("json_rejected", |b| {
+        b.iter(|| {
+            d.decode(Some(black_box(br#"{"UserID":"bad id"}"#)))
+                .unwrap_err()
+        })
+    });
     g.finish();
 }
 
 fn record(i: u64) -> InputRecord {
     InputRecord {
-        pos: SourcePos { partition: (i % 6) as i32, offset: i as i64, epoch: 1 },
-        event: SignupEvent { user_id: format!("user_{:09}", i % 90), nick: None, face_url: None },
+        pos: SourcePos {
+            partition: (i % 6) as i32,
+            offset: i as i64,
+            epoch: 1,
+        },
+        event: SignupEvent {
+            user_id: format!("user_{:09}", i % 90),
+            nick: None,
+            face_url: None,
+        },
         key: None,
         payload: None,
         timestamp_ms: None,
@@ -57,31 +72,81 @@ fn usersig_generation(c: &mut Criterion) {
     let key = SecretKey::new("5bd2850fff3ecb11d7c805251c51ee463a25727bddc2385f3fa8bfee1bb93b5e");
     let sig = usersig::generate(&key, 1_400_000_000, "administrator", 1_700_000_000, 86_400);
     c.bench_function("usersig/generate", |b| {
-        b.iter(|| usersig::generate(&key, black_box(1_400_000_000), "administrator", 1_700_000_000, 86_400))
+        b.iter(|| {
+            usersig::generate(
+                &key,
+                black_box(1_400_000_000),
+                "administrator",
+                1_700_000_000,
+                86_400,
+            )
+        })
     });
     c.bench_function("usersig/verify", |b| {
-        b.iter(|| usersig::verify(&key, black_box(sig.expose()), 1_400_000_000, "administrator", 1_700_000_001).unwrap())
+        b.iter(|| {
+            usersig::verify(
+                &key,
+                black_box(sig.expose()),
+                1_400_000_000,
+                "administrator",
+                1_700_000_001,
+            )
+            .unwrap()
+        })
     });
 }
 
 fn encoding(c: &mut Criterion) {
-    let o = Outcome { status: OutcomeStatus::Imported, error_code: 0, error_info: String::new(), attempts: 1, failed_stage: None, failure_class: "" };
-    let pos = SourcePos { partition: 3, offset: 123_456, epoch: 1 };
+    let o = Outcome {
+        status: OutcomeStatus::Imported,
+        error_code: 0,
+        error_info: String::new(),
+        attempts: 1,
+        failed_stage: None,
+        failure_class: "",
+    };
+    let pos = SourcePos {
+        partition: 3,
+        offset: 123_456,
+        epoch: 1,
+    };
     let mut g = c.benchmark_group("record");
     g.throughput(Throughput::Elements(1));
     g.bench_function("encode_outcome", |b| {
-        b.iter(|| encode_outcome(black_box("user_000123456"), &o, "signups", pos, "2026-11-22T12:00:00.123Z"))
+        b.iter(|| {
+            encode_outcome(
+                black_box("user_000123456"),
+                &o,
+                "signups",
+                pos,
+                "2026-11-22T12:00:00.123Z",
+            )
+        })
     });
     g.finish();
 }
 
 fn limiter(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
     // A rate far above what the loop can reach: this measures the bookkeeping, not the waiting.
     let l = Limiter::new(1e12, 1_000_000);
-    c.bench_function("limiter/acquire_uncontended", |b| b.iter(|| rt.block_on(l.acquire())));
-    c.bench_function("limiter/try_acquire", |b| b.iter(|| black_box(l.try_acquire())));
+    c.bench_function("limiter/acquire_uncontended", |b| {
+        b.iter(|| rt.block_on(l.acquire()))
+    });
+    c.bench_function("limiter/try_acquire", |b| {
+        b.iter(|| black_box(l.try_acquire()))
+    });
 }
 
-criterion_group!(benches, decode, windowing, usersig_generation, encoding, limiter);
+criterion_group!(
+    benches,
+    decode,
+    windowing,
+    usersig_generation,
+    encoding,
+    limiter
+);
 criterion_main!(benches);
