@@ -2,7 +2,8 @@
 //! limiter acquire. `cargo bench --bench micro`.
 //!
 //! They measure the worker's own CPU cost per event, which the end-to-end figures (dominated by the
-//! vendor's rate limits) cannot show.
+//! vendor's rate limits) cannot show. The end-to-end figures come from `account-sync bench`
+//! (`src/bench.rs`).
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -27,6 +28,18 @@ fn decode(c: &mut Criterion) {
             d.decode(Some(black_box(br#"{"UserID":"bad id"}"#)))
                 .unwrap_err()
         })
+    });
+    // Pointers below the top level take the general path (whole document, then the pointers).
+    let nested = Decoder::new(
+        account_sync::event::InputFormat::Json,
+        "/user/UserID",
+        "/user/Nick",
+        "/user/FaceUrl",
+    )
+    .unwrap();
+    let nested_payload = br#"{"user":{"UserID":"user_000123456","Nick":"Some Nickname","FaceUrl":"https://cdn.example.com/avatars/000123456.png"},"source":"web","ts":1795358026}"#;
+    g.bench_function("json_event_nested_pointers", |b| {
+        b.iter(|| nested.decode(Some(black_box(nested_payload))).unwrap())
     });
     g.finish();
 }
