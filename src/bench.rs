@@ -789,7 +789,7 @@ struct WorkerRun {
 
 impl MemoryWorld {
     /// Starts `account-sync run` and watches it until the run's target or time limit.
-    fn run_worker(&self, run: &WorkerRun) -> Result<ProcessRun, String> {
+    fn run_worker(&self, run: &WorkerRun, shutdown: &Shutdown) -> Result<ProcessRun, String> {
         let log = self
             .log_dir
             .join(format!("account-sync-bench-{}.log", run.name));
@@ -848,6 +848,10 @@ impl MemoryWorld {
                 let (label, _) = marks.remove(0);
                 peak_at.push((label.to_owned(), peak));
             }
+            if shutdown.is_triggered() {
+                child.terminate(Duration::from_secs(10));
+                return Err("interrupted".into());
+            }
             if outcomes >= run.target || started.elapsed() >= run.limit {
                 break;
             }
@@ -867,9 +871,13 @@ impl MemoryWorld {
 }
 
 /// Runs `run` on a blocking thread (it sleeps and polls).
-async fn watch(world: &Arc<MemoryWorld>, run: WorkerRun) -> Result<ProcessRun, String> {
-    let world = world.clone();
-    tokio::task::spawn_blocking(move || world.run_worker(&run))
+async fn watch(
+    world: &Arc<MemoryWorld>,
+    run: WorkerRun,
+    shutdown: &Shutdown,
+) -> Result<ProcessRun, String> {
+    let (world, shutdown) = (world.clone(), shutdown.clone());
+    tokio::task::spawn_blocking(move || world.run_worker(&run, &shutdown))
         .await
         .map_err(|e| e.to_string())?
 }
@@ -906,7 +914,7 @@ async fn start_broker(exe: &Path, topics: &[(&str, i32)]) -> Result<(ChildGuard,
     Ok((broker, brokers))
 }
 
-async fn memory(a: &BenchArgs, f: &mut Figures, _sd: &Shutdown) -> Result<(), String> {
+async fn memory(a: &BenchArgs, f: &mut Figures, sd: &Shutdown) -> Result<(), String> {
     let s = Scenario::Memory.name();
     let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
     let n_overhead = a.overhead_events();
@@ -978,6 +986,7 @@ async fn memory(a: &BenchArgs, f: &mut Figures, _sd: &Shutdown) -> Result<(), St
             target: n_overhead,
             limit: Duration::from_secs(600),
         },
+        sd,
     )
     .await?;
 
@@ -1000,6 +1009,7 @@ async fn memory(a: &BenchArgs, f: &mut Figures, _sd: &Shutdown) -> Result<(), St
             target: backlog,
             limit: Duration::from_secs(600.max(backlog / 2_000)),
         },
+        sd,
     )
     .await?;
     emulator.shutdown().await;
@@ -1018,6 +1028,7 @@ async fn memory(a: &BenchArgs, f: &mut Figures, _sd: &Shutdown) -> Result<(), St
             target: backlog,
             limit: Duration::from_secs_f64(slow_seconds),
         },
+        sd,
     )
     .await?;
     emulator.shutdown().await;
