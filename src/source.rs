@@ -188,6 +188,10 @@ pub fn create_consumer(
         // alone would break the latency target (p99 ≤ linger + 300 ms); 25 ms costs at most 40
         // idle fetches/s per broker. --kafka-property can change it.
         .set("fetch.wait.max.ms", "25")
+        // The prefetch queue is what the worker reads from at full speed while its in-flight
+        // bound holds it back; librdkafka's default (64 MiB) alone would take half the memory
+        // budget. 16 MiB still holds well over a second of input at 100,000 events/s.
+        .set("queued.max.messages.kbytes", "16384")
         // Feeds the consumer lag gauges (SourceContext::stats); --kafka-property can change it.
         .set("statistics.interval.ms", "5000");
     for (k, v) in s.extra {

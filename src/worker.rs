@@ -282,6 +282,14 @@ impl Worker {
         let lock_window = || window.lock().unwrap_or_else(|e| e.into_inner());
         let mut tasks: JoinSet<()> = JoinSet::new();
         let mut paused = false;
+        // Set while the in-flight bound is reached: intake stops by not reading (librdkafka keeps
+        // its prefetched queue); only if that lasts PAUSE_AFTER are the partitions paused, which
+        // keeps the consumer polling (group membership) but drops the prefetched queue and costs
+        // up to a second before fetching resumes.
+        let mut full_since: Option<tokio::time::Instant> = None;
+        const PAUSE_AFTER: Duration = Duration::from_secs(5);
+        // Partition count of the input topic, as last read; see update_rate_share.
+        let mut partition_total = 0usize;
         let mut gate_rx = self.gate.subscribe();
         let mut failure: Option<WorkerError> = None;
         tracing::info!(topic = %a.input_topic, group = %a.group_id, exactly_once, "worker started");
@@ -298,7 +306,7 @@ impl Worker {
                 Some(ev) = events_rx.recv() => match ev {
                     RebalanceEvent::Assigned(parts) => {
                         self.readiness.assigned.store(true, Ordering::Relaxed);
-                        self.update_rate_share(&consumer, &a.input_topic);
+                        self.update_rate_share(&consumer, &a.input_topic, &mut partition_total);
                         if paused {
                             if let Err(e) = source::pause_partitions(&consumer, &a.input_topic, &parts) {
                                 tracing::warn!(error = %e, "could not pause newly assigned partitions");
@@ -312,7 +320,7 @@ impl Worker {
                         let t = tracker.lock().unwrap_or_else(|e| e.into_inner());
                         lock_window().retain_partitions(|p| t.epoch(p).is_some());
                         drop(t);
-                        self.update_rate_share(&consumer, &a.input_topic);
+                        self.update_rate_share(&consumer, &a.input_topic, &mut partition_total);
                     }
                 },
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
@@ -322,7 +330,8 @@ impl Worker {
                     }
                 }
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-                _ = shared.progress.notified(), if paused => {}
+                _ = shared.progress.notified(), if paused || full_since.is_some() => {}
+                _ = tokio::time::sleep_until(full_since.map_or_else(tokio::time::Instant::now, |t| t + PAUSE_AFTER)), if full_since.is_some() && !paused => {}
                 _ = gate_rx.changed() => {
                     let fault = gate_rx.borrow_and_update().clone();
                     self.metrics.systemic_fault.reset();
@@ -330,7 +339,7 @@ impl Worker {
                         self.metrics.systemic_fault.with_label_values(&[&f.code.to_string()]).set(1);
                     }
                 }
-                msg = consumer.recv() => match msg {
+                msg = consumer.recv(), if full_since.is_none() || paused => match msg {
                     Ok(m) => {
                         self.metrics.events_consumed.inc();
                         let (p, offset) = (m.partition(), m.offset());
@@ -377,15 +386,17 @@ impl Worker {
                     }
                 },
             }
-            let want_pause = {
+            let full = {
                 let t = tracker.lock().unwrap_or_else(|e| e.into_inner());
                 t.pending() >= a.max_events_in_flight
-            } || !self.gate.is_open();
+            };
+            full_since = full.then(|| full_since.unwrap_or_else(tokio::time::Instant::now));
+            let want_pause =
+                !self.gate.is_open() || full_since.is_some_and(|t| t.elapsed() >= PAUSE_AFTER);
             if want_pause != paused {
                 match source::set_paused(&consumer, want_pause) {
                     Ok(()) => {
                         paused = want_pause;
-                        self.metrics.paused.set(i64::from(paused));
                         tracing::debug!(
                             paused,
                             "intake {}",
@@ -395,6 +406,10 @@ impl Worker {
                     Err(e) => tracing::warn!(error = %e, "could not pause/resume partitions"),
                 }
             }
+            // Intake is held either way: by not reading, or by pausing.
+            self.metrics
+                .paused
+                .set(i64::from(paused || full_since.is_some()));
         }
 
         // Shutdown: no more intake. Finish what is in flight (bounded), flush, commit, leave.
@@ -450,18 +465,36 @@ impl Worker {
 
     /// Takes this replica's share of the app's rate budget: assigned / total partitions of the
     /// input topic (ARCHITECTURE.md, "Rate limits across replicas").
-    fn update_rate_share(&self, consumer: &SourceConsumer, topic: &str) {
+    /// `known_total` is the topic's partition count from the last metadata answer: a rebalance
+    /// during a broker outage still recomputes the share from it instead of keeping a share that
+    /// no longer matches the assignment.
+    fn update_rate_share(&self, consumer: &SourceConsumer, topic: &str, known_total: &mut usize) {
         let assigned = consumer.assignment().map(|t| t.count()).unwrap_or(0);
-        let total = consumer
+        let fetched = consumer
             .fetch_metadata(Some(topic), Duration::from_secs(5))
-            .ok()
+            .map_err(|e| e.to_string())
             .and_then(|md| {
                 md.topics()
                     .iter()
                     .find(|t| t.name() == topic)
                     .map(|t| t.partitions().len())
-            })
-            .unwrap_or(0);
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| "topic not in the metadata".to_string())
+            });
+        let total = match fetched {
+            Ok(n) => {
+                *known_total = n;
+                n
+            }
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    known_total = *known_total,
+                    "could not read the input topic's partition count; rate share uses the last known one"
+                );
+                *known_total
+            }
+        };
         if assigned == 0 || total == 0 {
             return;
         }

@@ -481,9 +481,10 @@ async fn back_pressure_pauses_intake_and_bounds_records_in_flight() {
     );
 
     assert!(paused_seen, "intake paused at some point");
+    // Intake stops reading at the bound, so the bound is exact.
     assert!(
-        max_in_flight <= 100 + 500,
-        "events in flight {max_in_flight} way over the 100 bound"
+        max_in_flight <= 100,
+        "events in flight {max_in_flight} over the bound of 100"
     );
     assert!(
         max_windows <= 2,
