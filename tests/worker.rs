@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use account_sync::chat::SecretKey;
-use account_sync::emulator::is_preexisting;
+use account_sync::emulator::{is_preexisting, Faults};
 use account_sync::sink::headers;
 use common::emulator::{count, emulator_config, start_emulator, SECRET};
 use common::kafka::{
@@ -494,6 +494,75 @@ async fn back_pressure_pauses_intake_and_bounds_records_in_flight() {
     assert_eq!(outcomes.len(), 1000);
     assert!(outcomes.values().all(|v| v["status"] == "imported"));
     assert_eq!(env.committed(), ends(&offsets));
+}
+
+/// At its in-flight bound the worker stops reading; when the bound holds for long (a slow
+/// vendor), it pauses its partitions and polls again, so a rebalance is served while its records
+/// are still in flight instead of after them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_held_at_its_bound_still_serves_a_rebalance() {
+    let mut cfg = emulator_config();
+    // One window takes a check and an import: 20 s from dispatch to outcome. Served by the
+    // 5 s fallback, B is assigned about 10 s after A reaches its bound; without it, after 20.
+    cfg.latency_ms = 10_000;
+    let fast = Faults {
+        latency_ms: 1,
+        ..cfg.faults()
+    };
+    let env = WorkerEnv::start(2, cfg).await;
+    let users: Vec<String> = (0..20).map(|i| format!("held-{i:03}")).collect();
+    env.produce_users(&users).await;
+    let flags = [
+        "--max-events-in-flight",
+        "10",
+        "--window-size",
+        "10",
+        "--request-timeout",
+        "30s",
+        "--drain-timeout",
+        "1s",
+    ];
+
+    let a = env.worker(&flags);
+    let ma = a.metrics.clone();
+    assert!(
+        eventually(Duration::from_secs(30), || ma.events_in_flight.get() >= 10
+            && ma.paused.get() == 1)
+        .await,
+        "worker A reaches its bound"
+    );
+    let held_at = Instant::now();
+    let b = env.worker(&flags);
+    let mb = b.metrics.clone();
+    assert!(
+        eventually(Duration::from_secs(30), || mb.assigned_partitions.get()
+            >= 1)
+        .await,
+        "worker B gets a partition"
+    );
+    let waited = held_at.elapsed();
+    assert_eq!(
+        ma.outcomes.with_label_values(&["imported"]).get(),
+        0,
+        "B was assigned only after A's window finished ({waited:?} after A reached its bound)"
+    );
+    eprintln!("held worker: B assigned {waited:?} after A reached its bound");
+
+    env.emu.set_faults(fast);
+    assert!(
+        eventually(Duration::from_secs(60), || outcomes_by_source(
+            &env.outcomes()
+        )
+        .len()
+            == 20)
+        .await,
+        "every record gets an outcome"
+    );
+    a.stop().await.expect("A stops cleanly");
+    b.stop().await.expect("B stops cleanly");
+    let outcomes = outcomes_by_source(&env.outcomes());
+    assert!(outcomes.values().all(|v| v["status"] == "imported"));
+    assert_eq!(env.dead_letter_count(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
