@@ -41,20 +41,6 @@ use crate::emulator::{Emulator, EmulatorConfig, EmulatorHandle};
 use crate::shutdown::Shutdown;
 use crate::worker::Worker;
 
-/// The mock broker keeps at most 5 MiB per partition (librdkafka's `rdkafka_mock.c`) and drops
-/// older records beyond that; a topic gets enough partitions to hold its load within 4.5 MiB each.
-const MOCK_PARTITION_BYTES: u64 = 9 << 19;
-/// Bytes a load record takes in the mock broker's log, rounded up (key 21 B, payload ~100 B,
-/// record and batch overhead).
-const RECORD_BYTES: u64 = 150;
-
-/// Partitions for a topic holding `events` records: `requested`, or more when the mock broker
-/// would otherwise drop some of them.
-fn partitions_for(events: u64, requested: i32) -> i32 {
-    let needed = (events * RECORD_BYTES).div_ceil(MOCK_PARTITION_BYTES);
-    requested.max(i32::try_from(needed).unwrap_or(i32::MAX))
-}
-
 /// The vendor's limits: account_check and account_import calls per second.
 const VENDOR_RATES: (f64, f64) = (100.0, 200.0);
 /// UserIDs per account_check call.
@@ -374,7 +360,7 @@ async fn start_emulator(cfg: EmulatorConfig) -> Result<EmulatorHandle, String> {
 }
 
 async fn run_in_process(run: &Run, shutdown: &Shutdown) -> Result<Measured, String> {
-    let partitions = partitions_for(run.events, run.partitions);
+    let partitions = demo::partitions_for(run.events, run.partitions);
     if partitions != run.partitions {
         eprintln!("  {partitions} partitions, so that the mock broker keeps every record");
     }
@@ -922,8 +908,8 @@ async fn memory(a: &BenchArgs, f: &mut Figures, sd: &Shutdown) -> Result<(), Str
     let n_overhead = a.overhead_events();
     let backlog = a.backlog;
     let (p_overhead, p_backlog) = (
-        partitions_for(n_overhead, a.partitions),
-        partitions_for(backlog, a.partitions),
+        demo::partitions_for(n_overhead, a.partitions),
+        demo::partitions_for(backlog, a.partitions),
     );
     let slow_seconds = a.duration(Scenario::Memory);
     f.setup(s, format!("broker (account-sync dev kafka) and worker (account-sync run) in separate processes, emulator in the bench process; the worker's VmHWM: (a) {n_overhead} already-imported users on {p_overhead} partitions, limits off, 1 ms; (b) {backlog} events waiting on {p_backlog} partitions (the mock broker keeps at most 5 MiB per partition), already imported, limits off, 1 ms; (c) the same {backlog} waiting, new users, vendor limits, 50 ± 20 ms, for {slow_seconds} s"));
@@ -1213,14 +1199,6 @@ mod tests {
         assert!(process_cpu_seconds() >= before);
         assert!(proc_status_kib(std::process::id(), "VmHWM").is_some_and(|k| k > 0));
         assert!(proc_status_kib(std::process::id(), "NoSuchField").is_none());
-    }
-
-    #[test]
-    fn topics_get_enough_partitions_for_the_mock_broker() {
-        assert_eq!(partitions_for(12_000, 6), 6);
-        assert_eq!(partitions_for(200_000, 6), 7);
-        assert_eq!(partitions_for(1_000_000, 6), 32);
-        assert_eq!(partitions_for(1_000_000, 64), 64);
     }
 
     #[test]

@@ -158,9 +158,30 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// The mock broker keeps at most 5 MiB per partition (librdkafka's `rdkafka_mock.c`) and drops
+/// older records beyond that; a topic gets enough partitions to hold its load within 4.5 MiB each.
+const MOCK_PARTITION_BYTES: u64 = 9 << 19;
+/// Bytes a load record takes in the mock broker's log, rounded up (key 21 B, payload ~100 B,
+/// record and batch overhead).
+const RECORD_BYTES: u64 = 150;
+
+/// Partitions for a topic holding `events` records: `requested`, or more when the mock broker
+/// would otherwise drop some of them.
+pub(crate) fn partitions_for(events: u64, requested: i32) -> i32 {
+    let needed = (events * RECORD_BYTES).div_ceil(MOCK_PARTITION_BYTES);
+    requested.max(i32::try_from(needed).unwrap_or(i32::MAX))
+}
+
 /// Runs the demo; `Ok(FAILURE)` when records were lost.
 pub async fn run(args: DemoArgs, shutdown: Shutdown) -> Result<ExitCode, String> {
     args.validate()?;
+    let partitions = partitions_for(args.events, args.partitions);
+    if partitions != args.partitions {
+        eprintln!(
+            "account-sync demo: {partitions} partitions instead of {}, so that the embedded broker keeps every record",
+            args.partitions
+        );
+    }
     // A fresh key per run: nothing secret is hard-coded, and nothing of it is printed.
     let key = SecretKey::new(format!(
         "demo-{:016x}{:016x}",
@@ -170,8 +191,8 @@ pub async fn run(args: DemoArgs, shutdown: Shutdown) -> Result<ExitCode, String>
     let kafka = EmbeddedKafka::start(
         1,
         &[
-            (INPUT.into(), args.partitions),
-            (OUTCOMES.into(), args.partitions),
+            (INPUT.into(), partitions),
+            (OUTCOMES.into(), partitions),
             (DLQ.into(), 1),
         ],
     )
@@ -194,7 +215,7 @@ pub async fn run(args: DemoArgs, shutdown: Shutdown) -> Result<ExitCode, String>
     eprintln!(
         "account-sync demo: {} events, {} partitions, {:.0}% already imported, {:.1}% malformed, limits {}/s check and {}/s import, API latency {} ms",
         args.events,
-        args.partitions,
+        partitions,
         args.existing_fraction * 100.0,
         args.bad_fraction * 100.0,
         rate_text(args.check_rate),
@@ -214,7 +235,7 @@ pub async fn run(args: DemoArgs, shutdown: Shutdown) -> Result<ExitCode, String>
         bad_fraction: args.bad_fraction,
     };
     let spec = CollectSpec {
-        partitions: args.partitions,
+        partitions,
         target: args.events,
         timeout: args.timeout,
         quiet: args.quiet,
@@ -670,6 +691,14 @@ fn print_table(s: &Summary) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn topics_get_enough_partitions_for_the_mock_broker() {
+        assert_eq!(partitions_for(12_000, 6), 6);
+        assert_eq!(partitions_for(200_000, 6), 7);
+        assert_eq!(partitions_for(1_000_000, 6), 32);
+        assert_eq!(partitions_for(1_000_000, 64), 64);
+    }
 
     #[test]
     fn completeness_rules() {
