@@ -16,8 +16,7 @@ use std::time::{Duration, Instant};
 use account_sync::chat::SecretKey;
 use account_sync::emulator::{EmulatorConfig, Faults};
 use account_sync::metrics::Metrics;
-use account_sync::shutdown::{Shutdown, Trigger};
-use account_sync::worker::{Worker, WorkerError};
+use account_sync::worker::WorkerError;
 use common::emulator::{count, emulator_config, start_emulator, SECRET};
 use common::kafka::{
     eventually, produce_users, read_everything, ReadRecord, RunningWorker, TestKafka, WorkerEnv,
@@ -177,35 +176,6 @@ fn assert_statuses(tally: &Tally, allowed: &[&str]) {
     }
 }
 
-/// A worker on the current runtime whose result can be awaited without stopping it, to see
-/// whether it stops by itself (a delivery failure).
-struct Spawned {
-    trigger: Trigger,
-    task: tokio::task::JoinHandle<Result<(), WorkerError>>,
-    metrics: Arc<Metrics>,
-}
-
-impl Spawned {
-    fn start(env: &WorkerEnv, extra: &[&str]) -> Spawned {
-        let worker = Worker::new(env.args(extra)).expect("worker builds");
-        let metrics = worker.metrics();
-        let (shutdown, trigger) = Shutdown::new();
-        Spawned {
-            trigger,
-            task: tokio::spawn(worker.run(None, shutdown)),
-            metrics,
-        }
-    }
-
-    async fn stop(self) -> Result<(), WorkerError> {
-        self.trigger.trigger();
-        tokio::time::timeout(Duration::from_secs(60), self.task)
-            .await
-            .expect("worker stops within 60 s")
-            .expect("worker task")
-    }
-}
-
 /// GET `path` on an admin server: (status, body).
 async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     let r = reqwest::get(format!("http://{addr}{path}"))
@@ -240,6 +210,23 @@ async fn wait_committed(env: &WorkerEnv, end: &BTreeMap<i32, i64>, within: Durat
     );
 }
 
+/// The end of a run: waits until the group has committed the end of every input partition,
+/// stops `worker` (panicking with `why` if the stop fails), and reads the outcome topic back,
+/// checking that nothing was lost.
+async fn finish_run(
+    env: &WorkerEnv,
+    expected: &BTreeMap<(i32, i64), String>,
+    worker: RunningWorker,
+    within: Duration,
+    why: &str,
+) -> (Vec<ReadRecord>, Tally) {
+    wait_committed(env, &ends_of(expected), within).await;
+    worker.stop().await.expect(why);
+    let outcomes = env.outcomes();
+    let tally = assert_none_lost(expected, &outcomes);
+    (outcomes, tally)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Broker faults (mock cluster)
 
@@ -257,7 +244,6 @@ async fn retriable_broker_errors_on_produce_fetch_and_commit_lose_nothing() {
     };
     let users = users("rq", 1500);
     let expected = produce(&env, &users).await;
-    let end = ends_of(&expected);
     let worker = env.worker(&[
         "--check-rate",
         "400",
@@ -305,14 +291,14 @@ async fn retriable_broker_errors_on_produce_fetch_and_commit_lose_nothing() {
     eprintln!("broker errors injected after {at_injection} outcomes");
     assert!(at_injection < users.len(), "injected mid-run");
 
-    wait_committed(&env, &end, Duration::from_secs(60)).await;
-    worker
-        .stop()
-        .await
-        .expect("retriable broker errors never become delivery failures");
-
-    let outcomes = env.outcomes();
-    let tally = assert_none_lost(&expected, &outcomes);
+    let (outcomes, tally) = finish_run(
+        &env,
+        &expected,
+        worker,
+        Duration::from_secs(60),
+        "retriable broker errors never become delivery failures",
+    )
+    .await;
     eprintln!(
         "retriable broker errors: {} outcomes, {} duplicates, {} consumer errors",
         outcomes.len(),
@@ -343,7 +329,6 @@ async fn brokers_going_down_and_up_mid_run_lose_nothing() {
     };
     let users = users("down", 1500);
     let expected = produce(&env, &users).await;
-    let end = ends_of(&expected);
     let max_in_flight = 300;
     // 200 imports/s: the 1500 users take ≥ 7.5 s, so both outages fall mid-run.
     let worker = env.worker(&[
@@ -376,14 +361,14 @@ async fn brokers_going_down_and_up_mid_run_lose_nothing() {
     );
     assert!(after_outages < users.len(), "the outages were mid-run");
 
-    wait_committed(&env, &end, Duration::from_secs(60)).await;
-    worker
-        .stop()
-        .await
-        .expect("a broker outage shorter than message.timeout.ms is no delivery failure");
-
-    let outcomes = env.outcomes();
-    let tally = assert_none_lost(&expected, &outcomes);
+    let (outcomes, tally) = finish_run(
+        &env,
+        &expected,
+        worker,
+        Duration::from_secs(60),
+        "a broker outage shorter than message.timeout.ms is no delivery failure",
+    )
+    .await;
     eprintln!(
         "broker outages: {} outcomes, {} duplicates, {} consumer errors",
         outcomes.len(),
@@ -415,9 +400,9 @@ async fn an_undeliverable_outcome_stops_the_worker_without_committing_past_it() 
     };
     let users = users("undeliverable", 600);
     let expected = produce(&env, &users).await;
-    let end = ends_of(&expected);
     let flags = ["--window-size", "20", "--max-events-in-flight", "200"];
-    let a = Spawned::start(&env, &flags);
+    let a = env.worker(&flags);
+    let ma = a.metrics.clone();
     assert!(env.wait_outcomes(60, Duration::from_secs(30)).await >= 60);
 
     let k = env.kafka.embedded.as_ref().expect("mock cluster");
@@ -426,16 +411,11 @@ async fn an_undeliverable_outcome_stops_the_worker_without_committing_past_it() 
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 2],
     )
     .unwrap();
-    let result = tokio::time::timeout(Duration::from_secs(30), a.task)
-        .await
-        .expect("the worker stops by itself after a final delivery failure")
-        .expect("worker task");
+    let result = a.stopped_by_itself(Duration::from_secs(30)).await;
     match result {
         Err(WorkerError::Delivery(reason)) => eprintln!("worker stopped: {reason}"),
         other => panic!("expected WorkerError::Delivery, got {other:?}"),
     }
-    let ma = a.metrics;
-    drop(a.trigger);
 
     let committed = env.committed();
     let outcomes_a = env.outcomes();
@@ -450,11 +430,15 @@ async fn an_undeliverable_outcome_stops_the_worker_without_committing_past_it() 
         "stopped before finishing the input"
     );
 
-    let b = Spawned::start(&env, &flags);
-    wait_committed(&env, &end, Duration::from_secs(60)).await;
-    b.stop().await.expect("the restart runs cleanly");
-    let outcomes = env.outcomes();
-    let tally = assert_none_lost(&expected, &outcomes);
+    let b = env.worker(&flags);
+    let (outcomes, tally) = finish_run(
+        &env,
+        &expected,
+        b,
+        Duration::from_secs(60),
+        "the restart runs cleanly",
+    )
+    .await;
     eprintln!(
         "after the restart: {} outcomes, {} duplicates",
         outcomes.len(),
@@ -495,7 +479,6 @@ async fn api_faults_are_retried_and_nothing_is_lost() {
     });
     let users = users("apifault", 600);
     let expected = produce(&env, &users).await;
-    let end = ends_of(&expected);
     let worker = env.worker(&[
         "--check-rate",
         "400",
@@ -507,12 +490,15 @@ async fn api_faults_are_retried_and_nothing_is_lost() {
         "10",
     ]);
     let m = worker.metrics.clone();
-    wait_committed(&env, &end, Duration::from_secs(60)).await;
-    worker.stop().await.expect("clean stop");
-
+    let (_, tally) = finish_run(
+        &env,
+        &expected,
+        worker,
+        Duration::from_secs(60),
+        "clean stop",
+    )
+    .await;
     let stats = env.emu.stats();
-    let outcomes = env.outcomes();
-    let tally = assert_none_lost(&expected, &outcomes);
     let retried = tally
         .by_source
         .values()
@@ -568,7 +554,6 @@ async fn readiness_follows_a_wrong_key_fault_until_it_is_cured() {
     };
     let users = users("readyz", 60);
     let expected = produce(&env, &users).await;
-    let end = ends_of(&expected);
     let (worker, admin) = RunningWorker::start_with_admin(env.args(&[])).await;
 
     let (status, body) = readyz_until(admin, Duration::from_secs(20), |s, b| {
@@ -590,11 +575,14 @@ async fn readiness_follows_a_wrong_key_fault_until_it_is_cured() {
     env.emu.set_secret_key(SecretKey::new(SECRET));
     let (status, body) = readyz_until(admin, Duration::from_secs(20), |s, _| s == 200).await;
     assert_eq!((status, body.as_str()), (200, "ready\n"));
-    wait_committed(&env, &end, Duration::from_secs(30)).await;
-    worker.stop().await.expect("clean stop");
-
-    let outcomes = env.outcomes();
-    let tally = assert_none_lost(&expected, &outcomes);
+    let (_, tally) = finish_run(
+        &env,
+        &expected,
+        worker,
+        Duration::from_secs(30),
+        "clean stop",
+    )
+    .await;
     assert_eq!(tally.duplicates, 0);
     assert_statuses(&tally, &["imported"]);
     assert_eq!(env.dead_letter_count(), 0);

@@ -438,6 +438,17 @@ impl RunningWorker {
         (running, addr)
     }
 
+    /// Waits up to `within` for it to stop by itself, without asking it to (a final delivery
+    /// failure stops it); returns its result.
+    pub async fn stopped_by_itself(self, within: Duration) -> Result<(), WorkerError> {
+        // Held until the task ends: dropping the trigger would ask the worker to stop.
+        let _trigger = self.trigger;
+        tokio::time::timeout(within, self.task)
+            .await
+            .unwrap_or_else(|_| panic!("the worker did not stop by itself within {within:?}"))
+            .expect("worker task")
+    }
+
     /// Asks it to stop and waits for it; returns its result.
     pub async fn stop(self) -> Result<(), WorkerError> {
         self.trigger.trigger();
