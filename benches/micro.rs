@@ -110,14 +110,7 @@ fn usersig_generation(c: &mut Criterion) {
 }
 
 fn encoding(c: &mut Criterion) {
-    let o = Outcome {
-        status: OutcomeStatus::Imported,
-        error_code: 0,
-        error_info: String::new(),
-        attempts: 1,
-        failed_stage: None,
-        failure_class: "",
-    };
+    let o = Outcome::success(OutcomeStatus::Imported, 1);
     let pos = SourcePos {
         partition: 3,
         offset: 123_456,

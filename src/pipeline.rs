@@ -85,9 +85,11 @@ impl Stages {
         let mut outcomes: Vec<Outcome> = statuses
             .iter()
             .map(|s| match s {
-                CheckOutcome::Imported => success(OutcomeStatus::AlreadyImported, check_attempts),
+                CheckOutcome::Imported => {
+                    Outcome::success(OutcomeStatus::AlreadyImported, check_attempts)
+                }
                 // Filled in below from the import result.
-                CheckOutcome::NotImported => success(OutcomeStatus::Imported, 0),
+                CheckOutcome::NotImported => Outcome::success(OutcomeStatus::Imported, 0),
                 CheckOutcome::Failed { code, info } => Outcome {
                     status: OutcomeStatus::Failed,
                     error_code: *code,
@@ -101,7 +103,7 @@ impl Stages {
         for (i, imported) in join_all(imports).await {
             let imported = imported?;
             outcomes[i] = match imported.result {
-                Ok(()) => success(OutcomeStatus::Imported, imported.attempts),
+                Ok(()) => Outcome::success(OutcomeStatus::Imported, imported.attempts),
                 Err(err) => failed(Stage::Import, &err, imported.attempts),
             };
         }
@@ -143,17 +145,6 @@ impl Stages {
                 }
             }
         }
-    }
-}
-
-fn success(status: OutcomeStatus, attempts: u32) -> Outcome {
-    Outcome {
-        status,
-        error_code: 0,
-        error_info: String::new(),
-        attempts,
-        failed_stage: None,
-        failure_class: "",
     }
 }
 

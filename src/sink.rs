@@ -85,6 +85,20 @@ pub struct Outcome {
     pub failure_class: &'static str,
 }
 
+impl Outcome {
+    /// A record that ended well (`Imported` or `AlreadyImported`): no error, no failure class.
+    pub fn success(status: OutcomeStatus, attempts: u32) -> Outcome {
+        Outcome {
+            status,
+            error_code: 0,
+            error_info: String::new(),
+            attempts,
+            failed_stage: None,
+            failure_class: "",
+        }
+    }
+}
+
 /// Dead-letter reason classes (the `class` label of the dead-letter counter).
 pub mod failure_class {
     /// The record did not decode.
@@ -365,14 +379,7 @@ mod tests {
 
     #[test]
     fn outcome_record_is_exactly_the_documented_json() {
-        let o = Outcome {
-            status: OutcomeStatus::Imported,
-            error_code: 0,
-            error_info: String::new(),
-            attempts: 1,
-            failed_stage: None,
-            failure_class: "",
-        };
+        let o = Outcome::success(OutcomeStatus::Imported, 1);
         let bytes = encode_outcome("u1", &o, "signups", pos(), "2026-11-22T12:00:00.123Z");
         assert_eq!(
             std::str::from_utf8(&bytes).unwrap(),

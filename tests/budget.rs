@@ -110,6 +110,40 @@ async fn stop_all(workers: Vec<RunningWorker>) {
     }
 }
 
+/// Samples the emulator's accepted `api` calls until `calls` are in, waits until all `users`
+/// have an outcome, stops the replicas, and checks that together they used 95-105 % of `limit`
+/// over the steady part, without a single frequency-limit answer. Returns the emulator's stats.
+async fn assert_shared_use(
+    env: &WorkerEnv,
+    workers: Vec<RunningWorker>,
+    api: &str,
+    calls: u64,
+    users: usize,
+    limit: f64,
+) -> account_sync::emulator::Stats {
+    let samples = sample_accepted(env, api, calls, Duration::from_secs(60)).await;
+    assert!(
+        env.wait_outcomes(users, Duration::from_secs(30)).await >= users,
+        "every user gets an outcome"
+    );
+    stop_all(workers).await;
+
+    let stats = env.emu.stats();
+    assert_eq!(
+        stats.rate_limited.values().sum::<u64>(),
+        0,
+        "together the replicas stay within the app's limits: {stats:?}"
+    );
+    let rate = steady_rate(&samples, calls);
+    eprintln!("steady part: {rate:.2} {api} calls/s together (limit {limit}/s)");
+    assert!(
+        rate >= 0.95 * limit,
+        "the replicas use at least 95 % of the {limit}/s {api} limit together: {rate:.1}/s"
+    );
+    assert!(rate <= 1.05 * limit, "and not more than it: {rate:.1}/s");
+    stats
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_share_the_import_budget() {
     let mut cfg = emulator_config();
@@ -123,38 +157,16 @@ async fn three_replicas_share_the_import_budget() {
     // ~10 s of imports for the whole app, spread over all partitions.
     let users: Vec<String> = (0..400).map(|i| format!("budget-new-{i:04}")).collect();
     env.produce_users(&users).await;
-    let samples = sample_accepted(
+    let stats = assert_shared_use(
         &env,
+        workers,
         "account_import",
         users.len() as u64,
-        Duration::from_secs(60),
+        users.len(),
+        IMPORT_RATE,
     )
     .await;
-    assert!(
-        env.wait_outcomes(users.len(), Duration::from_secs(30))
-            .await
-            >= users.len(),
-        "every user gets an outcome"
-    );
-    stop_all(workers).await;
-
-    let stats = env.emu.stats();
-    assert_eq!(
-        stats.rate_limited.values().sum::<u64>(),
-        0,
-        "together the replicas stay within the app's limits: {stats:?}"
-    );
     assert_eq!(count(&stats.accepted, "account_import"), users.len() as u64);
-    let rate = steady_rate(&samples, users.len() as u64);
-    eprintln!("steady part: {rate:.2} imports/s together (limit {IMPORT_RATE}/s)");
-    assert!(
-        rate >= 0.95 * IMPORT_RATE,
-        "the replicas use at least 95 % of the {IMPORT_RATE}/s import limit together: {rate:.1}/s"
-    );
-    assert!(
-        rate <= 1.05 * IMPORT_RATE,
-        "and not more than it: {rate:.1}/s"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -173,31 +185,15 @@ async fn three_replicas_share_the_check_budget() {
     env.produce_users(&users).await;
     // Every window holds 5 distinct users (a backlog fills them): 200 checks.
     let checks = users.len() as u64 / 5;
-    let samples = sample_accepted(&env, "account_check", checks, Duration::from_secs(60)).await;
-    assert!(
-        env.wait_outcomes(users.len(), Duration::from_secs(30))
-            .await
-            >= users.len(),
-        "every user gets an outcome"
-    );
-    stop_all(workers).await;
-
-    let stats = env.emu.stats();
-    assert_eq!(
-        stats.rate_limited.values().sum::<u64>(),
-        0,
-        "together the replicas stay within the app's limits: {stats:?}"
-    );
-    let rate = steady_rate(&samples, checks);
-    eprintln!("steady part: {rate:.2} checks/s together (limit {CHECK_RATE}/s)");
-    assert!(
-        rate >= 0.95 * CHECK_RATE,
-        "the replicas use at least 95 % of the {CHECK_RATE}/s check limit together: {rate:.1}/s"
-    );
-    assert!(
-        rate <= 1.05 * CHECK_RATE,
-        "and not more than it: {rate:.1}/s"
-    );
+    assert_shared_use(
+        &env,
+        workers,
+        "account_check",
+        checks,
+        users.len(),
+        CHECK_RATE,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

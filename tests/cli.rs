@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::emulator::{emulator_config, start_emulator, ADMIN, SDKAPPID, SECRET};
-use common::kafka::{committed, produce_users, read_all, TestKafka};
+use common::kafka::{committed, ends, produce_users, read_all, TestKafka};
 use common::process::{Proc, BIN};
 
 fn args(list: &[&str]) -> Vec<String> {
@@ -272,12 +272,7 @@ async fn run_processes_and_stops_cleanly_on_sigterm() {
     assert!(status.success(), "exit 0 after SIGTERM: {status:?}");
     let c = committed(&kafka.brokers, &group, &topics.input, 2);
     for p in 0..2 {
-        let end = offsets
-            .iter()
-            .filter(|(q, _)| *q == p)
-            .map(|(_, o)| o + 1)
-            .max()
-            .unwrap();
+        let end = ends(&offsets)[&p];
         assert_eq!(
             c.get(&p),
             Some(&end),

@@ -21,7 +21,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::emulator::{emulator_config, start_emulator, SECRET};
-use common::kafka::{committed, produce_users, read_all, worker_args, RunningWorker, TestKafka};
+use common::kafka::{
+    committed, ends, produce_users, read_all, worker_args, RunningWorker, TestKafka,
+};
 use common::process::{run_args, Proc};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -147,12 +149,7 @@ async fn records_and_offsets_commit_together() {
     let c = committed(&kafka.brokers, &group, &topics.input, 3);
     let stores_txn_offsets = !c.is_empty();
     for p in 0..3 {
-        let end = offsets
-            .iter()
-            .filter(|(q, _)| *q == p)
-            .map(|(_, o)| o + 1)
-            .max()
-            .unwrap();
+        let end = ends(&offsets)[&p];
         // What the worker sent with its last transaction, as its gauge reports after the commit.
         let sent = worker_metrics
             .committed_offset
@@ -257,12 +254,7 @@ async fn crash_test_read_committed() {
     let stores_txn_offsets = !c.is_empty();
     if stores_txn_offsets {
         for p in 0..3 {
-            let end = offsets
-                .iter()
-                .filter(|(q, _)| *q == p)
-                .map(|(_, o)| o + 1)
-                .max()
-                .unwrap();
+            let end = ends(&offsets)[&p];
             assert_eq!(c.get(&p), Some(&end), "partition {p} committed to the end");
         }
     }
