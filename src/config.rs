@@ -13,7 +13,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 use crate::chat::client::{parse_base_url, ApiLimiters};
-use crate::chat::{ChatConfig, Region, RetryPolicy, SecretKey};
+use crate::chat::{ChatConfig, OutageRule, Region, RetryPolicy, SecretKey};
 use crate::event::{Decoder, InputFormat};
 use crate::limiter::Limiter;
 
@@ -131,12 +131,35 @@ pub struct ChatArgs {
     /// The app admin's identifier (an admin UserID).
     #[arg(long, env = "ACCOUNT_SYNC_IDENTIFIER", default_value = "administrator")]
     pub identifier: String,
-    /// Vendor region: china, singapore, seoul, tokyo, frankfurt, silicon-valley, jakarta.
+    /// Vendor region: china, singapore, seoul, tokyo, frankfurt, mumbai, silicon-valley, jakarta.
     #[arg(long, env = "ACCOUNT_SYNC_REGION", default_value = "china", value_parser = Region::from_str)]
     pub region: Region,
     /// Explicit API base URL (overrides --region), e.g. the emulator's http://127.0.0.1:PORT.
     #[arg(long, env = "ACCOUNT_SYNC_API_BASE_URL")]
     pub api_base_url: Option<String>,
+    /// Where calls go while the primary domain fails at the transport or HTTP level (default:
+    /// the region's backup domain; none with --api-base-url unless given).
+    #[arg(long, env = "ACCOUNT_SYNC_BACKUP_API_BASE_URL")]
+    pub backup_api_base_url: Option<String>,
+    /// Never fail over to a backup domain.
+    #[arg(
+        long,
+        env = "ACCOUNT_SYNC_NO_BACKUP_DOMAIN",
+        conflicts_with = "backup_api_base_url"
+    )]
+    pub no_backup_domain: bool,
+    /// The Chat API counts as unavailable (an outage: intake pauses, nothing is dead-lettered)
+    /// once no call has succeeded for this long while --outage-min-failed-calls calls failed.
+    #[arg(long, env = "ACCOUNT_SYNC_OUTAGE_AFTER", default_value = "10s", value_parser = parse_duration)]
+    pub outage_after: Duration,
+    /// Different calls that must fail with availability errors (transport, 5xx, transient
+    /// codes, frequency limit) before an outage is declared.
+    #[arg(
+        long,
+        env = "ACCOUNT_SYNC_OUTAGE_MIN_FAILED_CALLS",
+        default_value_t = 5
+    )]
+    pub outage_min_failed_calls: u32,
     /// Allow a plain http:// base URL on a non-loopback host (the UserSig then travels in clear text).
     #[arg(long, env = "ACCOUNT_SYNC_ALLOW_INSECURE_HTTP")]
     pub allow_insecure_http: bool,
@@ -191,12 +214,26 @@ impl ChatArgs {
             Some(raw) => parse_base_url(raw, self.allow_insecure_http)?,
             None => self.region.base_url(),
         };
+        let backup_base_url = match (&self.backup_api_base_url, self.no_backup_domain) {
+            (_, true) => None,
+            (Some(raw), false) => Some(
+                parse_base_url(raw, self.allow_insecure_http)
+                    .map_err(|e| format!("--backup-api-base-url: {e}"))?,
+            ),
+            (None, false) if self.api_base_url.is_none() => self.region.backup_base_url(),
+            (None, false) => None,
+        };
         let mut c = ChatConfig::new(
             self.sdkappid,
             self.identifier.clone(),
             self.secret.load()?,
             base_url,
         );
+        c.backup_base_url = backup_base_url;
+        c.outage = OutageRule {
+            after: self.outage_after,
+            min_failed_calls: self.outage_min_failed_calls,
+        };
         c.request_timeout = self.request_timeout;
         c.usersig_validity = self.usersig_validity;
         c.usersig_refresh_margin = self.usersig_refresh_margin;

@@ -20,7 +20,7 @@ use prometheus::{
 };
 
 use crate::chat::client::CallObserver;
-use crate::chat::{Api, ChatError};
+use crate::chat::{Api, ChatError, Domain};
 use crate::shutdown::Shutdown;
 use crate::systemic::SystemicGate;
 
@@ -60,8 +60,16 @@ pub struct Metrics {
     pub paused: IntGauge,
     /// 1 while `/readyz` answers 200. Set from [`Readiness`] at every scrape of `/metrics`.
     pub ready: IntGauge,
-    /// 1 for the vendor code of the systemic fault in force (label `code`); absent when none.
+    /// 1 for the vendor code of the systemic fault in force (label `code`; `unavailable` for an
+    /// outage); absent when none.
     pub systemic_fault: IntGaugeVec,
+    /// Times the gate closed, by the same `code` label: an alert on flapping needs the count,
+    /// since a gauge misses a fault shorter than the scrape interval.
+    pub systemic_faults: IntCounterVec,
+    /// 1 for the Chat API domain calls go to (`primary` or `backup`).
+    pub chat_api_domain: IntGaugeVec,
+    /// Switches between the domains, by the domain switched to.
+    pub chat_api_domain_switches: IntCounterVec,
     /// Unix time the cached admin UserSig expires (0 until the first one is generated).
     pub usersig_expiry: Gauge,
     /// Seconds until that UserSig expires; computed at every [`Metrics::render`].
@@ -216,11 +224,32 @@ impl Metrics {
                 IntGaugeVec::new(
                     Opts::new(
                         "account_sync_systemic_fault",
-                        "1 while a systemic fault with this vendor code is in force.",
+                        "1 while a systemic fault with this vendor code (or `unavailable`: an outage) is in force.",
                     ),
                     &["code"],
                 )
                 .unwrap(),
+            ),
+            systemic_faults: counter_vec(
+                "account_sync_systemic_faults_total",
+                "Times intake paused for a systemic fault or an outage, by code (`unavailable`: an outage).",
+                &["code"],
+            ),
+            chat_api_domain: reg(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "account_sync_chat_api_domain",
+                        "1 for the Chat API domain calls go to (primary or backup).",
+                    ),
+                    &["domain"],
+                )
+                .unwrap(),
+            ),
+            chat_api_domain_switches: counter_vec(
+                "account_sync_chat_api_domain_switches_total",
+                "Switches between the Chat API's primary and backup domain, by the domain switched to.",
+                &["to"],
             ),
             usersig_expiry: reg(
                 &registry,
@@ -352,6 +381,11 @@ impl Metrics {
         for closed_by in ["full", "linger", "flush"] {
             self.windows.with_label_values(&[closed_by]);
         }
+        // Outages are the fault an alert most needs a zero for (`increase()` over a new series).
+        self.systemic_faults.with_label_values(&["unavailable"]);
+        for to in ["primary", "backup"] {
+            self.chat_api_domain_switches.with_label_values(&[to]);
+        }
     }
 
     /// Exports the consumer lag of `topic`'s `assigned` partitions from librdkafka statistics
@@ -463,6 +497,25 @@ impl CallObserver for MetricsObserver {
     fn usersig_generated(&self, expires_at: u64) {
         self.0.usersig_expiry.set(expires_at as f64);
     }
+
+    fn domain_in_use(&self, domain: Domain, switched: bool) {
+        let m = &self.0;
+        let other = match domain {
+            Domain::Primary => Domain::Backup,
+            Domain::Backup => Domain::Primary,
+        };
+        m.chat_api_domain
+            .with_label_values(&[domain.as_str()])
+            .set(1);
+        m.chat_api_domain
+            .with_label_values(&[other.as_str()])
+            .set(0);
+        if switched {
+            m.chat_api_domain_switches
+                .with_label_values(&[domain.as_str()])
+                .inc();
+        }
+    }
 }
 
 /// What `/readyz` looks at.
@@ -477,7 +530,7 @@ impl Readiness {
     /// Ready, or the reason why not.
     pub fn check(&self) -> Result<(), String> {
         if let Some(f) = self.gate.fault() {
-            return Err(format!("systemic fault (code {}): {}", f.code, f.reason));
+            return Err(f.to_string());
         }
         if !self.assigned.load(Ordering::Relaxed) {
             return Err("consumer has not joined its group yet".into());

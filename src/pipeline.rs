@@ -5,8 +5,12 @@
 //!   (bounded by a worker-wide semaphore), so that the limiter, not latency, sets the pace.
 //!
 //! A systemic error never becomes an outcome: the call waits at the [`SystemicGate`] and is made
-//! again once the gate reopens. If the worker shuts down meanwhile, the window is abandoned
-//! (`None`) and its offsets stay uncommitted, to be replayed.
+//! again once the gate reopens. Nor does an outage: a call that gave up on availability errors
+//! (its retry budget spent, or cut short because the API was declared unavailable) while no other
+//! call of its API succeeded closes the gate as "Chat API unavailable" and waits the same way.
+//! Only when other calls succeeded meanwhile is the failure this call's own (a poison account),
+//! and its users are dead-lettered with `retries_exhausted`. If the worker shuts down while a
+//! window waits, the window is abandoned (`None`) and its offsets stay uncommitted, to be replayed.
 
 use std::sync::Arc;
 
@@ -14,6 +18,7 @@ use futures_util::future::join_all;
 use tokio::sync::Semaphore;
 
 use crate::chat::client::{CheckOutcome, ImportAccount};
+use crate::chat::health::is_availability_error;
 use crate::chat::{Attempted, ChatClient, ChatError, FailureClass};
 use crate::shutdown::Shutdown;
 use crate::sink::{failure_class, Outcome, OutcomeStatus, Stage};
@@ -110,41 +115,70 @@ impl Stages {
         Some(outcomes)
     }
 
-    /// Runs `call` until its result is not systemic, waiting at the gate in between.
+    /// Runs `call` until its result is neither systemic nor an outage, waiting at the gate in
+    /// between.
     async fn until_not_systemic<T, F, Fut>(&self, mut call: F) -> Option<Attempted<T>>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Attempted<T>>,
     {
+        let started = tokio::time::Instant::now();
         let mut attempts = 0;
-        // True while this call is the gate's trial (a fault the probe cannot see, see
-        // `systemic`): its result, not the probe's, decides whether the gate reopens.
-        let mut trial = false;
+        // The systemic code this call waits for while it is the gate's trial (a fault the probe
+        // cannot see, see `systemic`): its result, not the probe's, decides whether the gate
+        // reopens.
+        let mut trial: Option<i64> = None;
         loop {
             let mut r = call().await;
             attempts += r.attempts;
-            match &r.result {
+            let code = match &r.result {
                 Err(err) if err.class() == FailureClass::Systemic => {
-                    if trial {
+                    if trial.is_some() {
                         self.gate.trial_result(Some(err));
                     } else {
                         self.gate.report(err);
                     }
-                    match self.gate.wait_turn(err.vendor_code(), &self.shutdown).await {
-                        Turn::Open => trial = false,
-                        Turn::Trial => trial = true,
-                        Turn::Shutdown => return None,
+                    err.vendor_code()
+                }
+                Err(err) if self.is_outage(err, started) => {
+                    self.client.health().declare_unavailable();
+                    match trial {
+                        // The trial could not be made: the API is down. The fault stands and
+                        // this call stays in line for the next trial.
+                        Some(code) => {
+                            self.gate.trial_inconclusive();
+                            code
+                        }
+                        None => {
+                            self.gate.report_unavailable(err);
+                            err.vendor_code()
+                        }
                     }
                 }
                 _ => {
-                    if trial {
+                    if trial.is_some() {
                         self.gate.trial_result(None);
                     }
                     r.attempts = attempts;
                     return Some(r);
                 }
-            }
+            };
+            trial = match self.gate.wait_turn(code, &self.shutdown).await {
+                Turn::Open => None,
+                Turn::Trial => Some(code),
+                Turn::Shutdown => return None,
+            };
         }
+    }
+}
+
+impl Stages {
+    /// True when `err` ends a call (first attempt at `since`) because of the API, not the call:
+    /// it gave up on availability errors and no real call of its API succeeded meanwhile.
+    fn is_outage(&self, err: &ChatError, since: tokio::time::Instant) -> bool {
+        matches!(err, ChatError::Exhausted { .. })
+            && is_availability_error(err)
+            && !self.client.health().succeeded_since(err.api(), since)
     }
 }
 

@@ -1,5 +1,6 @@
 //! Systemic faults: "every further call would fail the same way" (wrong key, not an admin, app
-//! disabled, edition limit, a UserSig that regeneration does not cure).
+//! disabled, edition limit, a UserSig that regeneration does not cure) — and outages, where the
+//! API does not answer properly at all (see [`crate::chat::health`] for when that is decided).
 //!
 //! Dead-lettering traffic during such a fault would empty the input topic into the dead-letter
 //! topic, so instead the [`SystemicGate`] closes: windows that hit the fault wait at the gate with
@@ -10,6 +11,9 @@
 //! the app, but not the edition's account limit (70398): only importing a *new* account hits that.
 //! For such a fault the prober instead lets one waiting call through as a trial (a half-open
 //! gate): its success reopens the gate, its failure keeps it closed and the backoff going.
+//!
+//! During an outage the probe's availability errors are the outage going on: the prober backs
+//! off (up to [`MAX_OUTAGE_PROBE_INTERVAL`]) and the first successful probe reopens the gate.
 
 use std::time::Duration;
 
@@ -18,16 +22,22 @@ use tokio::sync::{watch, Notify, Semaphore};
 use crate::chat::{ChatClient, ChatError, FailureClass};
 use crate::shutdown::Shutdown;
 
-/// Longest delay between probes.
+/// Longest delay between probes of a systemic fault (it takes a person to fix).
 pub const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(300);
+
+/// Longest delay between probes during an outage: it ends on the vendor's side, by itself, and
+/// every second of delay after that is a second of signups waiting.
+pub const MAX_OUTAGE_PROBE_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The fault that closed the gate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fault {
-    /// Vendor code (0 for transport-level faults such as HTTP 404).
+    /// Vendor code (0 for transport-level faults such as HTTP 404, and for outages).
     pub code: i64,
     /// The error text (never contains a secret: ChatError carries no URL).
     pub reason: String,
+    /// An outage ("Chat API unavailable"), not a systemic answer.
+    pub unavailable: bool,
 }
 
 impl Fault {
@@ -35,6 +45,35 @@ impl Fault {
         Fault {
             code: err.vendor_code(),
             reason: err.to_string(),
+            unavailable: false,
+        }
+    }
+
+    fn unavailable(err: &ChatError) -> Self {
+        Fault {
+            code: 0,
+            reason: format!("Chat API unavailable: {err}"),
+            unavailable: true,
+        }
+    }
+
+    /// The bounded `code` label of `account_sync_systemic_fault`: the vendor code, or
+    /// `unavailable` for an outage.
+    pub fn label(&self) -> String {
+        if self.unavailable {
+            "unavailable".into()
+        } else {
+            self.code.to_string()
+        }
+    }
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.unavailable {
+            f.write_str(&self.reason)
+        } else {
+            write!(f, "systemic fault (code {}): {}", self.code, self.reason)
         }
     }
 }
@@ -83,18 +122,27 @@ impl SystemicGate {
         }
     }
 
-    /// Closes the gate with `err` (if not closed already). Logs at error level once per fault.
+    /// Closes the gate with systemic `err` (if not closed already). Logs at error level once per
+    /// fault.
     pub fn report(&self, err: &ChatError) {
         debug_assert_eq!(err.class(), FailureClass::Systemic);
+        self.close(Fault::from_error(err));
+    }
+
+    /// Closes the gate for an outage, `err` being the last failure seen (if not closed already).
+    pub fn report_unavailable(&self, err: &ChatError) {
+        self.close(Fault::unavailable(err));
+    }
+
+    fn close(&self, fault: Fault) {
         self.state.send_if_modified(|s| {
             if s.is_some() {
                 return false;
             }
-            let fault = Fault::from_error(err);
             tracing::error!(
-                code = fault.code,
+                code = %fault.label(),
                 reason = %fault.reason,
-                "systemic fault: intake paused, offsets kept, probing the API until it recovers"
+                "intake paused, offsets kept, probing the API until it recovers"
             );
             *s = Some(fault);
             true
@@ -168,6 +216,12 @@ impl SystemicGate {
         }
     }
 
+    /// A trial call could not be made (the API did not answer): the fault stands, and the prober
+    /// tries again after its backoff.
+    pub fn trial_inconclusive(&self) {
+        self.trial_failed.notify_one();
+    }
+
     /// Lets one waiting call through as a trial and waits for its result: true when the gate
     /// reopened, false when the fault persists. `None` on shutdown.
     async fn run_trial(&self, shutdown: &Shutdown) -> Option<bool> {
@@ -180,14 +234,15 @@ impl SystemicGate {
         }
     }
 
-    /// A receiver that sees every change (the source watches it to pause and resume).
+    /// A receiver that sees every change (the intake loop watches it to pause and resume).
     pub fn subscribe(&self) -> watch::Receiver<Option<Fault>> {
         self.state.subscribe()
     }
 }
 
 /// Probes while the gate is closed: a single `account_check` of the admin account, after
-/// `initial` and then doubling delays (at most [`MAX_PROBE_INTERVAL`]). Runs until `shutdown`.
+/// `initial` and then doubling delays (at most [`MAX_PROBE_INTERVAL`], or
+/// [`MAX_OUTAGE_PROBE_INTERVAL`] during an outage). Runs until `shutdown`.
 pub async fn run_prober(
     gate: &SystemicGate,
     client: &ChatClient,
@@ -229,6 +284,10 @@ pub async fn run_prober(
                     tracing::error!(code = err.vendor_code(), reason = %err, next_probe_in = ?(delay * 2).min(MAX_PROBE_INTERVAL), "systemic fault persists");
                     gate.state.send_replace(Some(Fault::from_error(&err)));
                     delay = (delay * 2).min(MAX_PROBE_INTERVAL);
+                }
+                Err(err) if fault.unavailable => {
+                    delay = (delay * 2).min(MAX_OUTAGE_PROBE_INTERVAL);
+                    tracing::warn!(reason = %err, next_probe_in = ?delay, "Chat API still unavailable");
                 }
                 Err(err) => {
                     // Transient trouble says nothing about the fault; probe again at the same pace.

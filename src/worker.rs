@@ -164,9 +164,17 @@ impl Worker {
             let initial = self.args.systemic_probe_interval;
             tokio::spawn(async move { systemic::run_prober(&gate, &client, initial, s).await })
         };
+        // The primary domain is probed at the systemic probes' first pace: a failover is not a
+        // fault, and coming back soon keeps the backup for when it is needed.
+        let failback = {
+            let (client, s) = (self.client.clone(), stop_tasks.clone());
+            let every = self.args.systemic_probe_interval;
+            tokio::spawn(async move { client.run_failback(every, s).await })
+        };
         let result = self.run_pipeline(shutdown).await;
         stop_trigger.trigger();
         let _ = prober.await;
+        let _ = failback.await;
         if let Some(t) = admin_task {
             match t.await {
                 Ok(Err(e)) => tracing::warn!(error = %e, "admin server stopped with an error"),
@@ -291,6 +299,8 @@ impl Worker {
         // Partition count of the input topic, as last read; see update_rate_share.
         let mut partition_total = 0usize;
         let mut gate_rx = self.gate.subscribe();
+        // Whether the gate is closed as far as the metrics know: a closing counts once.
+        let mut fault_in_force = false;
         let mut failure: Option<WorkerError> = None;
         tracing::info!(topic = %a.input_topic, group = %a.group_id, exactly_once, "worker started");
 
@@ -336,7 +346,14 @@ impl Worker {
                     let fault = gate_rx.borrow_and_update().clone();
                     self.metrics.systemic_fault.reset();
                     if let Some(f) = fault {
-                        self.metrics.systemic_fault.with_label_values(&[&f.code.to_string()]).set(1);
+                        let label = f.label();
+                        self.metrics.systemic_fault.with_label_values(&[&label]).set(1);
+                        if !fault_in_force {
+                            self.metrics.systemic_faults.with_label_values(&[&label]).inc();
+                        }
+                        fault_in_force = true;
+                    } else {
+                        fault_in_force = false;
                     }
                 }
                 msg = consumer.recv(), if full_since.is_none() || paused => match msg {

@@ -339,6 +339,7 @@ async fn no_secret_or_usersig_in_logs_metrics_or_records() {
         http_502_rate: 0.05,
         hang_rate,
         hang_ms: 4_000,
+        ..Faults::default()
     };
     emu.set_faults(faults(0.5));
 

@@ -15,7 +15,7 @@ use account_sync::chat::SecretKey;
 use account_sync::emulator::is_preexisting;
 use account_sync::sink::headers;
 use common::emulator::{count, emulator_config};
-use common::kafka::{ends, event_json, produce, RunningWorker, WorkerEnv};
+use common::kafka::{admin_get, ends, event_json, produce, RunningWorker, WorkerEnv};
 
 const DASHBOARD: &str = "helm/account-sync/files/dashboard.json";
 const ALERTS: &str = "helm/account-sync/files/alerts.yaml";
@@ -161,17 +161,8 @@ fn parse_sample(line: &str) -> Option<Sample> {
     })
 }
 
-/// GET `path` on the admin server: (status, body).
-async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let r = reqwest::get(format!("http://{addr}{path}"))
-        .await
-        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-    let status = r.status().as_u16();
-    (status, r.text().await.expect("body"))
-}
-
 async fn scrape(addr: SocketAddr) -> Scrape {
-    let (status, body) = get(addr, "/metrics").await;
+    let (status, body) = admin_get(addr, "/metrics").await;
     assert_eq!(status, 200, "/metrics: {body}");
     Scrape::parse(body)
 }
@@ -350,7 +341,7 @@ async fn the_scrape_matches_what_happened() {
     )
     .await;
 
-    let (status, body) = get(admin, "/healthz").await;
+    let (status, body) = admin_get(admin, "/healthz").await;
     assert_eq!(status, 200, "/healthz: {body}");
     assert_eq!(
         env.wait_outcomes(decoded, Duration::from_secs(60)).await,
@@ -378,7 +369,7 @@ async fn the_scrape_matches_what_happened() {
         "metrics did not settle; last scrape in {}",
         path.display()
     );
-    let (status, body) = get(admin, "/readyz").await;
+    let (status, body) = admin_get(admin, "/readyz").await;
     assert_eq!((status, body.as_str()), (200, "ready\n"));
     let stats = env.emu.stats();
     worker.stop().await.expect("clean stop");
@@ -622,7 +613,7 @@ async fn a_wrong_secret_key_makes_the_worker_not_ready() {
 
     let deadline = Instant::now() + Duration::from_secs(30);
     let (status, body) = loop {
-        let (status, body) = get(admin, "/readyz").await;
+        let (status, body) = admin_get(admin, "/readyz").await;
         if status == 503 && body.contains("systemic fault") || Instant::now() >= deadline {
             break (status, body);
         }
@@ -633,7 +624,7 @@ async fn a_wrong_secret_key_makes_the_worker_not_ready() {
         body.starts_with("not ready: systemic fault (code 70009)"),
         "/readyz body: {body}"
     );
-    let (status, _) = get(admin, "/healthz").await;
+    let (status, _) = admin_get(admin, "/healthz").await;
     assert_eq!(status, 200);
 
     let (s, settled) = scrape_until(admin, Duration::from_secs(30), |s| {

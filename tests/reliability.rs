@@ -476,6 +476,7 @@ async fn api_faults_are_retried_and_nothing_is_lost() {
         hang_rate: 0.01,
         // Longer than the worker's --request-timeout (3500 ms, set by `worker_args`).
         hang_ms: 5_000,
+        ..Faults::default()
     });
     let users = users("apifault", 600);
     let expected = produce(&env, &users).await;

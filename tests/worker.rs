@@ -12,10 +12,9 @@ use account_sync::emulator::{is_preexisting, Faults};
 use account_sync::sink::headers;
 use common::emulator::{count, emulator_config, start_emulator, SECRET};
 use common::kafka::{
-    committed, ends, event_json, eventually, produce, produce_users, read_all, worker_args,
-    ReadRecord, RunningWorker, TestKafka, WorkerEnv,
+    committed, ends, event_json, eventually, outcomes_by_source, produce, produce_users, read_all,
+    worker_args, RunningWorker, TestKafka, WorkerEnv,
 };
-use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_record_gets_the_right_outcome() {
@@ -67,24 +66,6 @@ async fn every_record_gets_the_right_outcome() {
     for (p, end) in ends {
         assert_eq!(c.get(&p), Some(&end), "partition {p} committed to its end");
     }
-}
-
-/// Outcome JSON values keyed by source (partition, offset); panics on a second outcome for one
-/// source record.
-fn outcomes_by_source(records: &[ReadRecord]) -> BTreeMap<(i32, i64), Value> {
-    let mut out = BTreeMap::new();
-    for r in records {
-        let v = r.json();
-        let src = (
-            v["source_partition"].as_i64().unwrap() as i32,
-            v["source_offset"].as_i64().unwrap(),
-        );
-        assert!(
-            out.insert(src, v).is_none(),
-            "two outcomes for source record {src:?}"
-        );
-    }
-    out
 }
 
 /// `(key, payload)` pairs in the shape [`produce`] takes.

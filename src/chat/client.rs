@@ -9,7 +9,9 @@
 //! 4. turns whatever happened into `Ok` or a classified [`ChatError`] — with no URL in it, since the
 //!    URL carries the UserSig.
 //!
-//! Retry decisions are not made here but in [`super::retry`].
+//! Retry decisions are not made here but in [`super::retry`]; which domain a call goes to is
+//! [`super::endpoint`]'s, and whether the API is up at all [`super::health`]'s — the client only
+//! feeds both with the result of every attempt.
 
 use std::fmt;
 use std::str::FromStr;
@@ -25,13 +27,16 @@ use super::api::{
     self, AccountStatus, Api, CheckRequest, CheckResponse, ImportRequest, MultiImportRequest,
     MultiImportResponse, PlainResponse, Status, UserIdItem,
 };
+use super::endpoint::{Domain, Endpoints};
 use super::error::{describe_transport_error, ChatError, FailureClass};
+use super::health::{ApiHealth, CallToken, OutageRule};
 pub use super::retry::Attempted;
 use super::retry::{with_retries, Attempt, RetryPolicy};
 use super::usersig::{self, SecretKey, UserSig};
 use crate::limiter::Limiter;
+use crate::shutdown::Shutdown;
 
-/// The vendor's regional API domains (REFERENCE.md).
+/// The vendor's regional API domains and their backups (`docs/chat-api.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Region {
     China,
@@ -39,18 +44,20 @@ pub enum Region {
     Seoul,
     Tokyo,
     Frankfurt,
+    Mumbai,
     SiliconValley,
     Jakarta,
 }
 
 impl Region {
     /// Every region, for help texts.
-    pub const ALL: [Region; 7] = [
+    pub const ALL: [Region; 8] = [
         Region::China,
         Region::Singapore,
         Region::Seoul,
         Region::Tokyo,
         Region::Frankfurt,
+        Region::Mumbai,
         Region::SiliconValley,
         Region::Jakarta,
     ];
@@ -63,6 +70,7 @@ impl Region {
             Region::Seoul => "seoul",
             Region::Tokyo => "tokyo",
             Region::Frankfurt => "frankfurt",
+            Region::Mumbai => "mumbai",
             Region::SiliconValley => "silicon-valley",
             Region::Jakarta => "jakarta",
         }
@@ -76,16 +84,42 @@ impl Region {
             Region::Seoul => "adminapikr.im.qcloud.com",
             Region::Tokyo => "adminapijpn.im.qcloud.com",
             Region::Frankfurt => "adminapiger.im.qcloud.com",
+            Region::Mumbai => "adminapiind.im.qcloud.com",
             Region::SiliconValley => "adminapiusa.im.qcloud.com",
             Region::Jakarta => "adminapiidn.im.qcloud.com",
         }
     }
 
+    /// The backup domain the vendor lists for the region (none for Tokyo).
+    pub fn backup_domain(self) -> Option<&'static str> {
+        match self {
+            Region::China => Some("adminapi.my-imcloud.com"),
+            Region::Singapore => Some("adminapisgp.my-imcloud.com"),
+            Region::Seoul => Some("adminapikr.my-imcloud.com"),
+            Region::Tokyo => None,
+            Region::Frankfurt => Some("adminapiger.my-imcloud.com"),
+            Region::Mumbai => Some("adminapiind.my-imcloud.com"),
+            Region::SiliconValley => Some("adminapiusa.my-imcloud.com"),
+            Region::Jakarta => Some("adminapiidn.my-imcloud.com"),
+        }
+    }
+
     /// `https://{domain}`.
     pub fn base_url(self) -> Url {
-        Url::parse(&format!("https://{}", self.domain())).expect("static domains are valid URLs")
+        https(self.domain())
+    }
+
+    /// `https://{backup domain}`, where the region has one.
+    pub fn backup_base_url(self) -> Option<Url> {
+        self.backup_domain().map(https)
     }
 }
+
+fn https(domain: &str) -> Url {
+    Url::parse(&format!("https://{domain}")).expect("static domains are valid URLs")
+}
+
+impl Region {}
 
 impl FromStr for Region {
     type Err = String;
@@ -160,6 +194,11 @@ pub struct ChatConfig {
     pub secret_key: SecretKey,
     /// `https://{regional domain}` or an explicit base (the emulator).
     pub base_url: Url,
+    /// Where calls go while `base_url` fails at the transport or HTTP level (the region's backup
+    /// domain by default); `None`: nowhere.
+    pub backup_base_url: Option<Url>,
+    /// When the API counts as unavailable (an outage: the worker pauses).
+    pub outage: OutageRule,
     /// Per-request timeout; above the vendor's own ~3 s backend timeout.
     pub request_timeout: Duration,
     /// Validity written into each generated UserSig.
@@ -185,6 +224,8 @@ impl ChatConfig {
             identifier: identifier.into(),
             secret_key,
             base_url,
+            backup_base_url: None,
+            outage: OutageRule::default(),
             request_timeout: Duration::from_secs(10),
             usersig_validity: Duration::from_secs(180 * 86_400),
             usersig_refresh_margin: Duration::from_secs(3_600),
@@ -221,6 +262,10 @@ impl ChatConfig {
         if self.usersig_validity < Duration::from_secs(300) {
             return Err("UserSig validity must be at least 5 minutes".into());
         }
+        if self.backup_base_url.as_ref() == Some(&self.base_url) {
+            return Err("--backup-api-base-url must differ from the API base URL".into());
+        }
+        self.outage.validate()?;
         self.retry.validate()
     }
 }
@@ -270,6 +315,9 @@ pub trait CallObserver: Send + Sync + 'static {
     fn limiter_rate(&self, _api: Api, _rate: f64) {}
     /// A new UserSig was generated; it expires at this Unix time.
     fn usersig_generated(&self, _expires_at: u64) {}
+    /// Calls go to `domain` from now on: `switched` from the other one, or (once, at start) the
+    /// primary.
+    fn domain_in_use(&self, _domain: Domain, _switched: bool) {}
 }
 
 /// The default observer: watches nothing.
@@ -309,6 +357,8 @@ struct CachedSig {
 struct Inner {
     config: ChatConfig,
     http: reqwest::Client,
+    endpoints: Endpoints,
+    health: ApiHealth,
     limiters: ApiLimiters,
     observer: Arc<dyn CallObserver>,
     sig: Mutex<Option<CachedSig>>,
@@ -352,8 +402,11 @@ impl ChatClient {
                     describe_transport_error(e)
                 )
             })?;
+        observer.domain_in_use(Domain::Primary, false);
         Ok(ChatClient {
             inner: Arc::new(Inner {
+                endpoints: Endpoints::new(config.base_url.clone(), config.backup_base_url.clone()),
+                health: ApiHealth::new(config.outage),
                 config,
                 http,
                 limiters,
@@ -366,6 +419,16 @@ impl ChatClient {
     /// The configuration in use.
     pub fn config(&self) -> &ChatConfig {
         &self.inner.config
+    }
+
+    /// The outage detector (the pipeline asks it whether a failed call is the API's fault).
+    pub fn health(&self) -> &ApiHealth {
+        &self.inner.health
+    }
+
+    /// The domain calls go to now.
+    pub fn domain(&self) -> Domain {
+        self.inner.endpoints.active().0
     }
 
     /// The limiters in use (the worker adjusts their ceilings on rebalance).
@@ -404,13 +467,14 @@ impl ChatClient {
         }
     }
 
-    /// The request URL for `api`. Contains the UserSig: never log it, never let it into an error.
-    fn url(&self, api: Api, sig: &UserSig) -> Url {
+    /// The request URL for `api` on `base`. Contains the UserSig: never log it, never let it into
+    /// an error.
+    fn url(&self, base: &Url, api: Api, sig: &UserSig) -> Url {
         let cfg = &self.inner.config;
-        let mut url = cfg.base_url.clone();
+        let mut url = base.clone();
         url.set_path(&format!(
             "{}{}",
-            cfg.base_url.path().trim_end_matches('/'),
+            base.path().trim_end_matches('/'),
             api.path()
         ));
         url.query_pairs_mut()
@@ -422,12 +486,15 @@ impl ChatClient {
         url
     }
 
-    /// One attempt: limiter, UserSig, POST, parse, classify.
+    /// One attempt of `call`: limiter, UserSig, POST to the active domain (or `pin`), parse,
+    /// classify; then the result goes to the endpoints (failover) and the outage detector.
     async fn attempt<Req, Resp>(
         &self,
         api: Api,
         body: &Req,
         attempt: Attempt,
+        call: &CallToken,
+        pin: Option<Domain>,
     ) -> Result<Resp, ChatError>
     where
         Req: Serialize + ?Sized,
@@ -442,7 +509,9 @@ impl ChatClient {
             self.inner.observer.limiter_rate(api, limiter.rate());
         }
         let (sig, _) = self.usersig(attempt.fresh_usersig);
-        let url = self.url(api, &sig);
+        let endpoints = &self.inner.endpoints;
+        let domain = pin.unwrap_or_else(|| endpoints.active().0);
+        let url = self.url(endpoints.url(domain), api, &sig);
         let body = serde_json::to_vec(body).map_err(|e| ChatError::InvalidRequest {
             api,
             detail: e.to_string(),
@@ -450,9 +519,26 @@ impl ChatClient {
         let started = tokio::time::Instant::now();
         let result = self.send::<Resp>(api, url, body).await;
         let latency = started.elapsed();
-        self.inner
-            .observer
-            .attempt(api, result.as_ref().map(|_| ()), latency);
+        let outcome = result.as_ref().map(|_| ());
+        self.inner.observer.attempt(api, outcome, latency);
+        if let Some(to) = endpoints.record(domain, outcome) {
+            tracing::warn!(
+                %api,
+                backup = %endpoints.url(to),
+                error = %outcome.unwrap_err(),
+                "Chat API primary domain failing; calls go to the backup domain"
+            );
+            self.inner.observer.domain_in_use(to, true);
+        }
+        if self.inner.health.record(api, outcome, call) {
+            let rule = self.inner.health.rule();
+            tracing::error!(
+                %api,
+                error = %outcome.unwrap_err(),
+                no_success_for = ?rule.after,
+                "Chat API unavailable: pausing until a probe succeeds"
+            );
+        }
         if let Err(err) = &result {
             if err.class() == FailureClass::FrequencyLimited {
                 if let Some(limiter) = self.inner.limiters.for_api(api) {
@@ -537,12 +623,8 @@ impl ChatClient {
                 })
                 .collect(),
         };
-        with_retries(&self.inner.config.retry, |attempt| {
-            let request = &request;
-            async move {
-                let resp: CheckResponse = self.attempt(api, request, attempt).await?;
-                match_check_items(user_ids, resp)
-            }
+        self.call(api, &request, |resp: CheckResponse| {
+            match_check_items(user_ids, resp)
         })
         .await
     }
@@ -554,14 +636,8 @@ impl ChatClient {
             nick: account.nick.map(Into::into),
             face_url: account.face_url.map(Into::into),
         };
-        with_retries(&self.inner.config.retry, |attempt| {
-            let request = &request;
-            async move {
-                let _: PlainResponse = self.attempt(Api::AccountImport, request, attempt).await?;
-                Ok(())
-            }
-        })
-        .await
+        self.call(Api::AccountImport, &request, |_: PlainResponse| Ok(()))
+            .await
     }
 
     /// `multiaccount_import` of up to 100 accounts, with retries. Returns the UserIDs the vendor
@@ -597,13 +673,34 @@ impl ChatClient {
             ),
             accounts: None,
         };
-        with_retries(&self.inner.config.retry, |attempt| {
-            let request = &request;
-            async move {
-                let resp: MultiImportResponse = self.attempt(api, request, attempt).await?;
-                Ok(resp.fail_accounts)
-            }
+        self.call(api, &request, |resp: MultiImportResponse| {
+            Ok(resp.fail_accounts)
         })
+        .await
+    }
+
+    /// One logical call with retries: attempts until success or the retry logic gives up (at
+    /// once while the API is unavailable); `read` turns a good response into the result.
+    async fn call<Req, Resp, T>(
+        &self,
+        api: Api,
+        request: &Req,
+        read: impl Fn(Resp) -> Result<T, ChatError>,
+    ) -> Attempted<T>
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned + HasStatus,
+    {
+        let call = CallToken::default();
+        let health = &self.inner.health;
+        with_retries(
+            &self.inner.config.retry,
+            || health.is_unavailable(),
+            |attempt| {
+                let (call, read) = (&call, &read);
+                async move { read(self.attempt(api, request, attempt, call, None).await?) }
+            },
+        )
         .await
     }
 
@@ -611,6 +708,11 @@ impl ChatClient {
     /// through the limiter and regenerates the UserSig first, since a probe is about "would it work
     /// now".
     pub async fn probe(&self, user_id: &str) -> Result<(), ChatError> {
+        self.probe_domain(user_id, None).await
+    }
+
+    /// [`Self::probe`] on `domain` (`None`: the one in use).
+    async fn probe_domain(&self, user_id: &str, pin: Option<Domain>) -> Result<(), ChatError> {
         let request = CheckRequest {
             check_item: vec![UserIdItem {
                 user_id: user_id.into(),
@@ -624,9 +726,39 @@ impl ChatClient {
                     number: 1,
                     fresh_usersig: true,
                 },
+                &CallToken::probe(),
+                pin,
             )
             .await?;
         Ok(())
+    }
+
+    /// While calls go to the backup domain, probes the primary every `interval` and sends calls
+    /// back to it once a probe succeeds. Runs until `shutdown`; returns at once without a backup.
+    pub async fn run_failback(&self, interval: Duration, shutdown: Shutdown) {
+        let endpoints = &self.inner.endpoints;
+        if !endpoints.has_backup() {
+            return;
+        }
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = shutdown.wait() => return,
+            }
+            if endpoints.active().0 != Domain::Backup {
+                continue;
+            }
+            let admin = &self.inner.config.identifier;
+            match self.probe_domain(admin, Some(Domain::Primary)).await {
+                Ok(()) => {
+                    if endpoints.fail_back() {
+                        tracing::info!(primary = %endpoints.url(Domain::Primary), "Chat API primary domain answers again; calls go back to it");
+                        self.inner.observer.domain_in_use(Domain::Primary, true);
+                    }
+                }
+                Err(err) => tracing::debug!(error = %err, "primary domain still failing"),
+            }
+        }
     }
 }
 

@@ -31,7 +31,7 @@ fn query(url: &Url) -> HashMap<String, String> {
 fn url_has_the_vendor_shape() {
     let c = client("https://console.tim.qq.com");
     let (sig, _) = c.usersig(false);
-    let url = c.url(Api::AccountCheck, &sig);
+    let url = c.url(&c.config().base_url, Api::AccountCheck, &sig);
     assert_eq!(url.scheme(), "https");
     assert_eq!(url.host_str(), Some("console.tim.qq.com"));
     assert_eq!(url.path(), "/v4/im_open_login_svc/account_check");
@@ -62,7 +62,7 @@ fn random_is_fresh_per_request() {
     let c = client("https://console.tim.qq.com");
     let (sig, _) = c.usersig(false);
     let randoms: std::collections::HashSet<_> = (0..20)
-        .map(|_| query(&c.url(Api::AccountImport, &sig))["random"].clone())
+        .map(|_| query(&c.url(&c.config().base_url, Api::AccountImport, &sig))["random"].clone())
         .collect();
     assert!(randoms.len() > 15, "randoms repeat: {randoms:?}");
 }
@@ -71,7 +71,7 @@ fn random_is_fresh_per_request() {
 fn base_url_with_a_path_prefix_is_kept() {
     let c = client("http://127.0.0.1:8080/proxy/");
     let (sig, _) = c.usersig(false);
-    let url = c.url(Api::AccountImport, &sig);
+    let url = c.url(&c.config().base_url, Api::AccountImport, &sig);
     assert_eq!(url.path(), "/proxy/v4/im_open_login_svc/account_import");
     assert_eq!(url.port(), Some(8080));
 }
@@ -93,6 +93,19 @@ fn regions_by_name() {
     for r in Region::ALL {
         assert_eq!(r.name().parse::<Region>().unwrap(), r);
     }
+    assert_eq!(
+        "mumbai".parse::<Region>().unwrap().domain(),
+        "adminapiind.im.qcloud.com"
+    );
+    assert_eq!(
+        Region::Mumbai.backup_base_url().unwrap().as_str(),
+        "https://adminapiind.my-imcloud.com/"
+    );
+    assert_eq!(
+        Region::China.backup_domain(),
+        Some("adminapi.my-imcloud.com")
+    );
+    assert_eq!(Region::Tokyo.backup_base_url(), None, "none listed");
     let err = "mars".parse::<Region>().unwrap_err();
     assert!(err.contains("mars") && err.contains("frankfurt"), "{err}");
 }

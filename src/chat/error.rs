@@ -1,13 +1,12 @@
 //! Every way a Chat API call can fail, classified once, here.
 //!
-//! The table is REFERENCE.md's "Public error codes that change what the worker should do". Code
-//! elsewhere asks a [`ChatError`] for its [`FailureClass`] and never looks at numbers itself.
+//! The table is the code table of `docs/chat-api.md` ("Error codes"). Code elsewhere asks a [`ChatError`] for its [`FailureClass`] and never looks at numbers itself.
 
 use std::fmt;
 
 use super::api::Api;
 
-/// What the worker does about a failure (ARCHITECTURE.md, "Failure classes").
+/// What the worker does about a failure (`docs/ARCHITECTURE.md`, "Failure classes").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FailureClass {
     /// Transient server trouble: retry with backoff.
@@ -52,7 +51,8 @@ pub enum CodeKind {
     UserSig,
     /// App invalid / disabled / expired, not an admin, edition limit.
     App,
-    /// This account's data is invalid (70402, 40005, 40601).
+    /// This account cannot be imported: its data is invalid (70402, 40005, 40601), or it was
+    /// deleted less than 3 months ago (70399).
     InvalidAccount,
     /// Our request is malformed: a bug on our side (60002, 60003, 60009, 60012, 60015).
     MalformedRequest,
@@ -71,7 +71,7 @@ impl CodeKind {
             60004 | 60005 | 70001 | 70052 | 70002 | 70003 | 70005 | 70009 | 70013 | 70014
             | 70016 => CodeKind::UserSig,
             60006 | 60016 | 60017 | 60020 | 70020 | 60010 | 70403 | 70398 => CodeKind::App,
-            70402 | 40005 | 40601 => CodeKind::InvalidAccount,
+            70402 | 40005 | 40601 | 70399 => CodeKind::InvalidAccount,
             60002 | 60003 | 60008 | 60009 | 60012 | 60015 => CodeKind::MalformedRequest,
             _ => CodeKind::Unknown,
         }
@@ -144,6 +144,19 @@ impl ChatError {
             ChatError::Vendor { code, .. } => Some(CodeKind::of(*code)),
             ChatError::Exhausted { last, .. } => last.code_kind(),
             _ => None,
+        }
+    }
+
+    /// The API the failed call was made to.
+    pub fn api(&self) -> Api {
+        match self {
+            ChatError::Vendor { api, .. }
+            | ChatError::Http { api, .. }
+            | ChatError::Timeout { api, .. }
+            | ChatError::Connect { api, .. }
+            | ChatError::BadResponse { api, .. }
+            | ChatError::InvalidRequest { api, .. } => *api,
+            ChatError::Exhausted { last, .. } => last.api(),
         }
     }
 
@@ -233,7 +246,7 @@ mod tests {
             assert_eq!(class_of(code), FailureClass::Systemic, "{code}");
             assert_eq!(CodeKind::of(code), CodeKind::App, "{code}");
         }
-        for code in [70402, 40005, 40601] {
+        for code in [70402, 40005, 40601, 70399] {
             assert_eq!(class_of(code), FailureClass::Permanent, "{code}");
             assert_eq!(CodeKind::of(code), CodeKind::InvalidAccount);
         }

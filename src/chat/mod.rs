@@ -3,18 +3,24 @@
 //!
 //! - [`usersig`]: TLSSigAPIv2 generate / verify.
 //! - [`api`]: the vendor's JSON bodies and endpoint names.
-//! - [`error`]: [`ChatError`] and its [`FailureClass`], from REFERENCE.md's table.
+//! - [`error`]: [`ChatError`] and its [`FailureClass`], from the code table of `docs/chat-api.md`.
 //! - [`retry`]: the one place retry decisions are made.
+//! - [`health`]: the outage detector: is the API available at all?
+//! - [`endpoint`]: the primary and backup domains, and failing over between them.
 //! - [`client`]: [`ChatClient`]: URL building, UserSig cache, rate limiting, HTTP.
 
 pub mod api;
 pub mod client;
+pub mod endpoint;
 pub mod error;
+pub mod health;
 pub mod retry;
 pub mod usersig;
 
 pub use api::{AccountStatus, Api};
 pub use client::{Attempted, ChatClient, ChatConfig, CheckOutcome, ImportAccount, Region};
+pub use endpoint::Domain;
 pub use error::{ChatError, CodeKind, FailureClass};
+pub use health::OutageRule;
 pub use retry::RetryPolicy;
 pub use usersig::{SecretKey, UserSig};

@@ -148,7 +148,15 @@ impl RetryPolicy {
 }
 
 /// Runs `attempt_fn` until it succeeds or [`RetryPolicy::decide`] gives up.
-pub async fn with_retries<T, F, Fut>(policy: &RetryPolicy, mut attempt_fn: F) -> Attempted<T>
+///
+/// `hold` is asked before each retry of a retryable error: when it says the API is unavailable
+/// (see [`super::health`]), the call gives up at once instead of spending its budget against a
+/// dead API; the caller waits out the outage at the systemic gate and calls again.
+pub async fn with_retries<T, F, Fut>(
+    policy: &RetryPolicy,
+    hold: impl Fn() -> bool,
+    mut attempt_fn: F,
+) -> Attempted<T>
 where
     F: FnMut(Attempt) -> Fut,
     Fut: Future<Output = Result<T, ChatError>>,
@@ -169,6 +177,19 @@ where
                 }
             }
             Err(err) => {
+                let retryable = matches!(
+                    err.class(),
+                    FailureClass::Retryable | FailureClass::FrequencyLimited
+                );
+                if retryable && hold() {
+                    return Attempted {
+                        result: Err(ChatError::Exhausted {
+                            attempts: attempt.number,
+                            last: Box::new(err),
+                        }),
+                        attempts: attempt.number,
+                    };
+                }
                 // A UserSig retry does not consume backoff: it is immediate and happens once.
                 let next_delay = if err.is_usersig_error() && !sig_refreshed {
                     Some(Duration::ZERO)

@@ -31,16 +31,20 @@ async fn run(
 ) -> (Attempted<&'static str>, Vec<Attempt>) {
     let seen = Mutex::new(Vec::new());
     let errors = Mutex::new(errors.into_iter());
-    let result = with_retries(policy, |a| {
-        seen.lock().unwrap().push(a);
-        let next = errors.lock().unwrap().next();
-        async move {
-            match next {
-                Some(e) => Err(e),
-                None => Ok("done"),
+    let result = with_retries(
+        policy,
+        || false,
+        |a| {
+            seen.lock().unwrap().push(a);
+            let next = errors.lock().unwrap().next();
+            async move {
+                match next {
+                    Some(e) => Err(e),
+                    None => Ok("done"),
+                }
             }
-        }
-    })
+        },
+    )
     .await;
     (result, seen.into_inner().unwrap())
 }
@@ -154,20 +158,24 @@ async fn usersig_error_regenerates_once_then_is_systemic() {
 #[tokio::test(start_paused = true)]
 async fn usersig_regeneration_is_once_per_call_even_between_transient_errors() {
     let calls = AtomicU32::new(0);
-    let r = with_retries(&policy(), |a| {
-        let n = calls.fetch_add(1, Ordering::SeqCst);
-        async move {
-            // sig error, transient, sig error again: the second sig error must be final.
-            match n {
-                0 => Err(vendor(70052)),
-                1 => {
-                    assert!(a.fresh_usersig);
-                    Err(vendor(70500))
+    let r = with_retries(
+        &policy(),
+        || false,
+        |a| {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                // sig error, transient, sig error again: the second sig error must be final.
+                match n {
+                    0 => Err(vendor(70052)),
+                    1 => {
+                        assert!(a.fresh_usersig);
+                        Err(vendor(70500))
+                    }
+                    _ => Err::<(), _>(vendor(70052)),
                 }
-                _ => Err::<(), _>(vendor(70052)),
             }
-        }
-    })
+        },
+    )
     .await;
     assert_eq!(r.attempts, 3);
     assert_eq!(r.result.unwrap_err().class(), FailureClass::Systemic);
@@ -186,4 +194,35 @@ fn validation_names_the_setting() {
     };
     assert!(bad.validate().unwrap_err().contains("backoff"));
     assert!(RetryPolicy::default().validate().is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_held_api_ends_the_retries_at_once_without_hiding_other_errors() {
+    let held = std::sync::atomic::AtomicBool::new(false);
+    let calls = AtomicU32::new(0);
+    let r = with_retries(
+        &policy(),
+        || held.load(Ordering::SeqCst),
+        |_| {
+            // The third failure finds the API held (an outage was declared meanwhile).
+            if calls.fetch_add(1, Ordering::SeqCst) == 1 {
+                held.store(true, Ordering::SeqCst);
+            }
+            async { Err::<(), _>(vendor(70500)) }
+        },
+    )
+    .await;
+    assert_eq!(r.attempts, 2, "no retry once held");
+    match r.result.unwrap_err() {
+        ChatError::Exhausted { attempts: 2, last } => assert_eq!(last.vendor_code(), 70500),
+        other => panic!("expected Exhausted, got {other:?}"),
+    }
+    // A permanent error is what it is, held or not.
+    let r = with_retries(
+        &policy(),
+        || true,
+        |_| async { Err::<(), _>(vendor(40601)) },
+    )
+    .await;
+    assert_eq!(r.result.unwrap_err().vendor_code(), 40601);
 }

@@ -29,6 +29,9 @@ pub struct Faults {
     pub hang_rate: f64,
     /// How long a hung request is held.
     pub hang_ms: u64,
+    /// UserIDs whose import always fails with the transient code 70500 while everything else
+    /// works: a poison record, the one case where retries running out is the record's fault.
+    pub poison_user_ids: Vec<String>,
 }
 
 /// The seeded random source behind every fault decision.

@@ -307,6 +307,9 @@ fn import_one(s: &Shared, req: &ImportRequest<'_>) -> Result<(), Reject> {
     if let Some(problem) = user_id_problem(&req.user_id) {
         return Err(reject(70402, format!("invalid parameters: {problem}")));
     }
+    if s.faults().poison_user_ids.iter().any(|p| *p == req.user_id) {
+        return Err(reject(70500, "internal server error, please retry later"));
+    }
     for (field, value) in [("Nick", &req.nick), ("FaceUrl", &req.face_url)] {
         let len = value.as_deref().map_or(0, str::len);
         if len > MAX_PROFILE_FIELD_BYTES {

@@ -120,6 +120,15 @@ pub struct EmulatorConfig {
     #[arg(long, env = "ACCOUNT_SYNC_EMULATOR_HANG_MS", default_value_t = 30_000)]
     pub hang_ms: u64,
 
+    /// A UserID whose import always fails with 70500 (transient) while everything else works: a
+    /// poison record. Repeatable; the environment variable takes a comma-separated list.
+    #[arg(
+        long = "poison-user-id",
+        env = "ACCOUNT_SYNC_EMULATOR_POISON_USER_IDS",
+        value_delimiter = ','
+    )]
+    pub poison_user_id: Vec<String>,
+
     /// Share (0..=1) of all UserIDs that exist before anyone imports them, so account_check has
     /// something to find; decided by [`is_preexisting`], so load generators can predict it.
     #[arg(
@@ -164,6 +173,7 @@ impl Default for EmulatorConfig {
             http_502_rate: 0.0,
             hang_rate: 0.0,
             hang_ms: 30_000,
+            poison_user_id: Vec::new(),
             existing_fraction: 0.0,
             max_accounts: None,
             sensitive_word: Vec::new(),
@@ -219,6 +229,7 @@ impl EmulatorConfig {
             http_502_rate: self.http_502_rate,
             hang_rate: self.hang_rate,
             hang_ms: self.hang_ms,
+            poison_user_ids: self.poison_user_id.clone(),
         }
     }
 }

@@ -561,3 +561,30 @@ impl WorkerEnv {
         read_everything(&self.kafka.brokers, &self.topics.dlq)
     }
 }
+
+/// Outcome JSON values keyed by source (partition, offset); panics on a second outcome for one
+/// source record.
+pub fn outcomes_by_source(records: &[ReadRecord]) -> BTreeMap<(i32, i64), Value> {
+    let mut out = BTreeMap::new();
+    for r in records {
+        let v = r.json();
+        let src = (
+            v["source_partition"].as_i64().unwrap() as i32,
+            v["source_offset"].as_i64().unwrap(),
+        );
+        assert!(
+            out.insert(src, v).is_none(),
+            "two outcomes for source record {src:?}"
+        );
+    }
+    out
+}
+
+/// GET `path` on a worker's admin server: (status, body).
+pub async fn admin_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let r = reqwest::get(format!("http://{addr}{path}"))
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    let status = r.status().as_u16();
+    (status, r.text().await.expect("body"))
+}
