@@ -78,6 +78,9 @@ pub struct Metrics {
     pub assigned_partitions: IntGauge,
     /// Kafka consumer errors.
     pub consumer_errors: IntCounter,
+    /// Exactly-once: errors of transactional calls, by stage and librdkafka's class (see
+    /// [`crate::transaction::Stage`] and [`crate::transaction::ErrorClass`]).
+    pub transaction_errors: IntCounterVec,
 }
 
 impl Metrics {
@@ -284,6 +287,11 @@ impl Metrics {
                 "account_sync_consumer_errors_total",
                 "Errors reported by the Kafka consumer.",
             ),
+            transaction_errors: counter_vec(
+                "account_sync_transaction_errors_total",
+                "Exactly-once: errors of transactional calls, by stage and class (retriable: the same call again; abortable: abort and redo the batch; fatal: the worker stops).",
+                &["stage", "kind"],
+            ),
             registry,
         };
         let build = IntGaugeVec::new(
@@ -351,6 +359,12 @@ impl Metrics {
         }
         for closed_by in ["full", "linger", "flush"] {
             self.windows.with_label_values(&[closed_by]);
+        }
+        for stage in crate::transaction::Stage::ALL {
+            for kind in crate::transaction::ErrorClass::LABELS {
+                self.transaction_errors
+                    .with_label_values(&[stage.as_str(), kind]);
+            }
         }
     }
 
