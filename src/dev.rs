@@ -53,6 +53,11 @@ enum Command {
         std_mpsc::Sender<KafkaResult<()>>,
     ),
     ClearRequestErrors(RDKafkaApiKey, std_mpsc::Sender<KafkaResult<()>>),
+    ApiVersion(
+        RDKafkaApiKey,
+        Option<(i16, i16)>,
+        std_mpsc::Sender<KafkaResult<()>>,
+    ),
 }
 
 /// A running mock cluster. Dropping it stops the cluster.
@@ -100,6 +105,10 @@ impl EmbeddedKafka {
                         Command::ClearRequestErrors(key, r) => {
                             cluster.clear_request_errors(key);
                             let _ = r.send(Ok(()));
+                        }
+                        Command::ApiVersion(key, range, r) => {
+                            let (min, max) = range.unzip();
+                            let _ = r.send(cluster.apiversion(key, min, max));
                         }
                     }
                 }
@@ -161,6 +170,17 @@ impl EmbeddedKafka {
     /// Clears injected request errors of `api`.
     pub fn clear_request_errors(&self, api: RDKafkaApiKey) -> KafkaResult<()> {
         self.call(|r| Command::ClearRequestErrors(api, r))
+    }
+
+    /// Sets the versions of `api` the brokers advertise (ApiVersions): `Some((min, max))`, or
+    /// `None` for a broker that does not implement it at all (clients connecting afterwards see
+    /// it missing).
+    pub fn set_api_versions(
+        &self,
+        api: RDKafkaApiKey,
+        range: Option<(i16, i16)>,
+    ) -> KafkaResult<()> {
+        self.call(|r| Command::ApiVersion(api, range, r))
     }
 }
 

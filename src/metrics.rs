@@ -86,6 +86,9 @@ pub struct Metrics {
     pub assigned_partitions: IntGauge,
     /// Kafka consumer errors.
     pub consumer_errors: IntCounter,
+    /// Exactly-once: errors of transactional calls, by stage and librdkafka's class (see
+    /// [`crate::transaction::Stage`] and [`crate::transaction::ErrorClass`]).
+    pub transaction_errors: IntCounterVec,
 }
 
 impl Metrics {
@@ -313,6 +316,11 @@ impl Metrics {
                 "account_sync_consumer_errors_total",
                 "Errors reported by the Kafka consumer.",
             ),
+            transaction_errors: counter_vec(
+                "account_sync_transaction_errors_total",
+                "Exactly-once: errors of transactional calls, by stage and class (retriable: the same call again; abortable: abort and redo the batch; fatal: the worker stops).",
+                &["stage", "kind"],
+            ),
             registry,
         };
         let build = IntGaugeVec::new(
@@ -385,6 +393,12 @@ impl Metrics {
         self.systemic_faults.with_label_values(&["unavailable"]);
         for to in ["primary", "backup"] {
             self.chat_api_domain_switches.with_label_values(&[to]);
+        }
+        for stage in crate::transaction::Stage::ALL {
+            for kind in crate::transaction::ErrorClass::LABELS {
+                self.transaction_errors
+                    .with_label_values(&[stage.as_str(), kind]);
+            }
         }
     }
 

@@ -244,8 +244,9 @@ pub struct Sink {
 
 impl Sink {
     /// Builds the producer: idempotent (no duplicates or reordering from its own retries),
-    /// acks=all; transactional when `transactional_id` is given (exactly-once mode; the caller
-    /// then runs [`Sink::init_transactions`]). `extra` are the user's librdkafka properties.
+    /// acks=all; transactional when `transactional_id` is given (exactly-once mode; the
+    /// [`Committer`](crate::transaction::Committer) then initialises its transactions). `extra`
+    /// are the user's librdkafka properties.
     pub fn new(
         brokers: &str,
         extra: &[(String, String)],
@@ -282,12 +283,6 @@ impl Sink {
     /// The producer (the transaction committer drives its transactions).
     pub fn producer(&self) -> &FutureProducer {
         &self.producer
-    }
-
-    /// Registers the transactional id with the broker, fencing any older producer with the same
-    /// id (a previous incarnation of this pod) and aborting its open transaction. Blocking.
-    pub fn init_transactions(&self, timeout: Duration) -> Result<(), KafkaError> {
-        self.producer.init_transactions(Timeout::After(timeout))
     }
 
     /// The outcome record of `user_id` (key = UserID).

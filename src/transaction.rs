@@ -8,20 +8,35 @@
 //! sees the records exactly when the offsets that produced them are committed, so across crashes
 //! it sees exactly one outcome per input record.
 //!
-//! An abortable error aborts the transaction and retries the same batch (the records are owned and
-//! can be produced again); a fatal error (for example this producer was fenced by a newer
-//! incarnation with the same `transactional.id`) or a batch that keeps failing is reported to the
-//! worker, which stops without committing: the next start resumes from the last committed
-//! offsets.
+//! Errors follow librdkafka's transaction contract (`rd_kafka_commit_transaction` and
+//! `rd_kafka_abort_transaction` in `rdkafka.h`), one [`ErrorClass`] per error:
+//! - retriable (the call timed out while the coordinator was loading or moving, ...): the *same*
+//!   call is made again: the operation goes on in the background and a new call resumes it;
+//! - abortable: the transaction is aborted (the abort itself made again until it succeeds) and the
+//!   batch redone (its records are owned and can be produced again);
+//! - fatal (this producer was fenced by a newer one with the same `transactional.id`, ...): the
+//!   producer is unusable. The worker stops without committing further; the next start
+//!   re-initialises the same `transactional.id` and resumes from the last committed offsets.
+//!   Rebuilding the producer in place instead would fence the newer producer in turn;
+//! - unsupported (the brokers lack transactions, or deny this `transactional.id`): fatal, with a
+//!   message that says so and what to run instead.
+//!
+//! A batch (and `init_transactions`) has one time budget, librdkafka's `transaction.timeout.ms`
+//! (after it the coordinator aborts an open transaction anyway); retries wait the delays of one
+//! exponential backoff. A batch still not committed when the budget is spent stops the worker like
+//! a fatal error. After any such failure the committer attempts nothing more: every later batch
+//! fails with the same error at once.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use futures_util::future::join_all;
 use rdkafka::consumer::Consumer;
-use rdkafka::error::KafkaError;
-use rdkafka::producer::Producer;
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -32,9 +47,6 @@ use crate::sink::{OutRecord, Sink};
 use crate::source::SourceConsumer;
 use crate::window::SourcePos;
 
-/// Attempts per batch before the committer gives up and the worker stops.
-const MAX_ATTEMPTS: u32 = 5;
-
 /// One window's (or one dead-lettered record's) contribution to a transaction.
 pub struct TxnItem {
     /// Records to produce.
@@ -42,8 +54,340 @@ pub struct TxnItem {
     /// Input records they complete.
     pub positions: Vec<SourcePos>,
     /// Told the result once the transaction committed (or failed for good).
-    pub done: oneshot::Sender<Result<(), String>>,
+    pub done: oneshot::Sender<Result<(), TxnFailure>>,
 }
+
+/// The step of a transaction a call belongs to (the `stage` label of
+/// `account_sync_transaction_errors_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// `init_transactions` at start-up.
+    Init,
+    /// `begin_transaction`.
+    Begin,
+    /// Producing the batch's records (their delivery).
+    Produce,
+    /// `send_offsets_to_transaction`.
+    SendOffsets,
+    /// `commit_transaction`.
+    Commit,
+    /// `abort_transaction`.
+    Abort,
+}
+
+impl Stage {
+    /// Every stage, for the metric's series.
+    pub const ALL: [Stage; 6] = [
+        Stage::Init,
+        Stage::Begin,
+        Stage::Produce,
+        Stage::SendOffsets,
+        Stage::Commit,
+        Stage::Abort,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Init => "init",
+            Stage::Begin => "begin",
+            Stage::Produce => "produce",
+            Stage::SendOffsets => "send_offsets",
+            Stage::Commit => "commit",
+            Stage::Abort => "abort",
+        }
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What librdkafka says about an error of a transactional call: the flags of its
+/// `rd_kafka_error_t`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Flags {
+    /// `rd_kafka_error_is_fatal`.
+    pub fatal: bool,
+    /// `rd_kafka_error_txn_requires_abort`.
+    pub abortable: bool,
+    /// `rd_kafka_error_is_retriable`.
+    pub retriable: bool,
+}
+
+/// What to do about an error (the `kind` label, see [`ErrorClass::label`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Make the same call again.
+    Retriable,
+    /// Abort the transaction and redo the batch.
+    Abortable,
+    /// The producer is unusable: stop.
+    Fatal,
+    /// The cluster cannot do transactions for this producer: stop, and say so.
+    Unsupported,
+}
+
+/// Codes that mean the cluster cannot do transactions for this producer at all, whatever flag
+/// librdkafka gives them: retrying or aborting cannot help. librdkafka reports a broker without the
+/// transactional requests as `_UNSUPPORTED_FEATURE` ("EndTxnRequest (KIP-98) not supported by
+/// broker") and calls that *retriable* at commit and send-offsets time, so following its flag
+/// alone would retry forever.
+const UNSUPPORTED: [RDKafkaErrorCode; 5] = [
+    RDKafkaErrorCode::UnsupportedFeature,
+    RDKafkaErrorCode::UnsupportedVersion,
+    RDKafkaErrorCode::UnsupportedForMessageFormat,
+    RDKafkaErrorCode::TransactionalIdAuthorizationFailed,
+    RDKafkaErrorCode::ClusterAuthorizationFailed,
+];
+
+impl ErrorClass {
+    /// The `kind` label values (unsupported counts as fatal).
+    pub const LABELS: [&'static str; 3] = ["retriable", "abortable", "fatal"];
+
+    /// The class of an error with `code` and librdkafka's `flags`.
+    pub fn of(code: RDKafkaErrorCode, flags: Flags) -> ErrorClass {
+        if UNSUPPORTED.contains(&code) {
+            ErrorClass::Unsupported
+        } else if flags.fatal {
+            ErrorClass::Fatal
+        } else if flags.abortable {
+            ErrorClass::Abortable
+        } else if flags.retriable {
+            ErrorClass::Retriable
+        } else {
+            // No hint how to go on (an invalid state, a bad argument): librdkafka's own tests
+            // treat this as a failure too.
+            ErrorClass::Fatal
+        }
+    }
+
+    /// The `kind` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            ErrorClass::Retriable => "retriable",
+            ErrorClass::Abortable => "abortable",
+            ErrorClass::Fatal | ErrorClass::Unsupported => "fatal",
+        }
+    }
+}
+
+/// A failed transactional call, classified.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{stage}: {reason}")]
+pub struct CallError {
+    /// The call.
+    pub stage: Stage,
+    /// What to do about it.
+    pub class: ErrorClass,
+    /// librdkafka's error.
+    pub reason: String,
+}
+
+impl CallError {
+    /// Classifies `e`, an error of a transactional call at `stage`.
+    pub fn classify(stage: Stage, e: &KafkaError) -> CallError {
+        let (class, reason) = match e {
+            KafkaError::Transaction(rd) => {
+                let flags = Flags {
+                    fatal: rd.is_fatal(),
+                    abortable: rd.txn_requires_abort(),
+                    retriable: rd.is_retriable(),
+                };
+                let reason = format!("{} ({})", rd.string(), rd.name());
+                (ErrorClass::of(rd.code(), flags), reason)
+            }
+            // Not librdkafka's transactional API (building the offsets to send): no flags.
+            other => {
+                let code = other.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail);
+                (ErrorClass::of(code, Flags::default()), other.to_string())
+            }
+        };
+        CallError {
+            stage,
+            class,
+            reason,
+        }
+    }
+
+    /// Classifies `e`, a record of the transaction that was not delivered. The transaction is then
+    /// incomplete and must be aborted (librdkafka has already purged its other records), unless
+    /// the producer itself failed (`fatal`, its fatal error: fenced while producing, ...).
+    pub fn undelivered(e: &KafkaError, fatal: Option<(RDKafkaErrorCode, String)>) -> CallError {
+        let (class, reason) = match fatal {
+            Some((code, why)) => {
+                let flags = Flags {
+                    fatal: true,
+                    ..Flags::default()
+                };
+                (
+                    ErrorClass::of(code, flags),
+                    format!("{e}: {why} ({code:?})"),
+                )
+            }
+            None => (ErrorClass::Abortable, e.to_string()),
+        };
+        CallError {
+            stage: Stage::Produce,
+            class,
+            reason,
+        }
+    }
+
+    /// What the committer does about it, for the log.
+    fn action(&self) -> &'static str {
+        match (self.class, self.stage) {
+            (ErrorClass::Retriable, _) | (ErrorClass::Abortable, Stage::Abort) => {
+                "calling it again"
+            }
+            (ErrorClass::Abortable, _) => "aborting the transaction and redoing the batch",
+            (ErrorClass::Fatal | ErrorClass::Unsupported, _) => {
+                "stopping: no further transaction is attempted"
+            }
+        }
+    }
+
+    /// The failure that stops the worker, for a fatal or unsupported error.
+    fn stop(self) -> TxnFailure {
+        match self.class {
+            ErrorClass::Unsupported => TxnFailure::Unsupported(self),
+            _ => TxnFailure::Fatal(self),
+        }
+    }
+}
+
+/// Why exactly-once delivery stopped: nothing further is committed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TxnFailure {
+    /// The cluster cannot do transactions for this producer.
+    #[error(
+        "the Kafka broker does not support transactions for this producer ({0}). \
+         --delivery exactly-once needs Kafka transactions: brokers that implement them (Apache \
+         Kafka 0.11 or later) and, with ACLs, WRITE and DESCRIBE on the transactional.id. Run \
+         with --delivery at-least-once against this broker"
+    )]
+    Unsupported(CallError),
+    /// The producer is unusable (for example fenced by a newer producer with the same
+    /// `transactional.id`).
+    #[error(
+        "fatal transaction error, the producer cannot go on ({0}); the next start \
+         re-initialises the transactional.id and resumes from the last committed offsets"
+    )]
+    Fatal(CallError),
+    /// Retriable or abortable errors outlasted the budget.
+    #[error(
+        "transaction not committed within {budget:?} (transaction.timeout.ms); last error: {last}"
+    )]
+    OutOfTime {
+        /// The budget.
+        budget: Duration,
+        /// The last error.
+        last: CallError,
+    },
+}
+
+/// librdkafka's default `transaction.timeout.ms`.
+const DEFAULT_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
+/// The budget is split into calls of this many parts: a call that times out returns (retriable)
+/// and is made again, so a slow coordinator shows in the log and the metrics long before the
+/// budget is spent.
+const CALLS_PER_BUDGET: u32 = 10;
+/// First retry delay (doubling, with jitter, up to [`BACKOFF_MAX`]).
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Longest retry delay, before jitter.
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// How long transactional calls may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxnTiming {
+    /// A batch (all its attempts), and `init_transactions`, must succeed within this.
+    pub budget: Duration,
+    /// One blocking call returns after at most this.
+    pub call_timeout: Duration,
+}
+
+impl TxnTiming {
+    /// From the producer's librdkafka properties (`--kafka-property`; the last one wins, as in
+    /// librdkafka): the budget is `transaction.timeout.ms`, librdkafka's default when unset (an
+    /// invalid value is refused by librdkafka when the producer is created).
+    pub fn from_properties(props: &[(String, String)]) -> TxnTiming {
+        let budget = props
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "transaction.timeout.ms")
+            .and_then(|(_, v)| v.trim().parse::<u64>().ok())
+            .map_or(DEFAULT_TRANSACTION_TIMEOUT, Duration::from_millis);
+        TxnTiming {
+            budget,
+            call_timeout: budget / CALLS_PER_BUDGET,
+        }
+    }
+}
+
+/// The retry state of one batch (or of `init_transactions`): its deadline and its backoff.
+struct Retry {
+    timing: TxnTiming,
+    deadline: Instant,
+    backoff: ExponentialBackoff,
+}
+
+impl Retry {
+    fn start(timing: TxnTiming) -> Retry {
+        Retry {
+            timing,
+            deadline: Instant::now() + timing.budget,
+            backoff: ExponentialBuilder::default()
+                .with_min_delay(BACKOFF_MIN)
+                .with_max_delay(BACKOFF_MAX)
+                .with_factor(2.0)
+                .with_jitter()
+                .without_max_times()
+                .build(),
+        }
+    }
+
+    /// The timeout of the next blocking call: its share of the budget, never past the deadline.
+    fn call_timeout(&self) -> Duration {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        self.timing
+            .call_timeout
+            .min(left)
+            .max(Duration::from_millis(1))
+    }
+
+    /// Waits the next backoff delay after `last`; gives up when that would pass the deadline.
+    async fn pause(&mut self, last: CallError) -> Result<(), TxnFailure> {
+        let delay = self.backoff.next().unwrap_or(BACKOFF_MAX);
+        if Instant::now() + delay >= self.deadline {
+            return Err(TxnFailure::OutOfTime {
+                budget: self.timing.budget,
+                last,
+            });
+        }
+        tokio::time::sleep(delay).await;
+        Ok(())
+    }
+}
+
+/// Why an attempt at a batch ended without a commit.
+enum Interrupted {
+    /// Abort the transaction and redo the batch.
+    Abort(CallError),
+    /// Stop: nothing further can be committed.
+    Stop(TxnFailure),
+}
+
+impl From<TxnFailure> for Interrupted {
+    fn from(f: TxnFailure) -> Self {
+        Interrupted::Stop(f)
+    }
+}
+
+/// One blocking transactional call, given its timeout; `Fn` because a retriable error makes it
+/// again.
+type TxnCall = Arc<dyn Fn(Timeout) -> KafkaResult<()> + Send + Sync>;
 
 /// Drives the transactions of one worker.
 pub struct Committer {
@@ -57,32 +401,34 @@ pub struct Committer {
     pub topic: String,
     /// How long a transaction gathers items after its first one.
     pub linger: Duration,
-    /// Timeout of each blocking transaction call.
-    pub timeout: Duration,
+    /// Budget and call timeout (see [`TxnTiming::from_properties`]).
+    pub timing: TxnTiming,
     /// Committed-offset gauges (the consumer's commit callback does not see transactional
-    /// commits).
+    /// commits) and transaction error counters.
     pub metrics: Arc<Metrics>,
 }
 
-/// Why a transaction attempt failed.
-enum TxnFailure {
-    /// Abort and try the batch again.
-    Abortable(String),
-    /// The producer is unusable; stop.
-    Fatal(String),
-}
-
-fn classify(stage: &str, e: KafkaError) -> TxnFailure {
-    let text = format!("{stage}: {e}");
-    match &e {
-        KafkaError::Transaction(rd) if rd.is_fatal() => TxnFailure::Fatal(text),
-        _ => TxnFailure::Abortable(text),
-    }
-}
-
 impl Committer {
+    /// Registers the transactional id with the broker (`init_transactions`), fencing any older
+    /// producer with the same id (a previous incarnation of this pod) and aborting its open
+    /// transaction. Made again while retriable, within the budget.
+    pub async fn init(&self) -> Result<(), TxnFailure> {
+        let p = self.producer();
+        let call: TxnCall = Arc::new(move |t| p.init_transactions(t));
+        match self
+            .call(Stage::Init, &mut Retry::start(self.timing), call)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(Interrupted::Stop(f)) => Err(f),
+            // No transaction is open yet, so there is nothing to abort: not in the contract.
+            Err(Interrupted::Abort(e)) => Err(TxnFailure::Fatal(e)),
+        }
+    }
+
     /// Runs until the channel closes (all senders dropped).
     pub async fn run(self, mut rx: mpsc::Receiver<TxnItem>) {
+        let mut failed: Option<TxnFailure> = None;
         while let Some(first) = rx.recv().await {
             let mut batch = vec![first];
             let deadline = Instant::now() + self.linger;
@@ -95,9 +441,13 @@ impl Committer {
                     _ = tokio::time::sleep_until(deadline) => break,
                 }
             }
-            let result = self.commit(&batch).await;
-            if let Err(e) = &result {
-                tracing::error!(error = %e, "transaction failed for good");
+            let result = match &failed {
+                Some(f) => Err(f.clone()),
+                None => self.commit(&batch).await,
+            };
+            if let (Err(e), None) = (&result, &failed) {
+                tracing::error!(error = %e, "transaction failed for good; committing nothing further");
+                failed = Some(e.clone());
             }
             for item in batch {
                 let _ = item.done.send(result.clone());
@@ -105,8 +455,8 @@ impl Committer {
         }
     }
 
-    /// Commits a batch, retrying abortable failures.
-    async fn commit(&self, batch: &[TxnItem]) -> Result<(), String> {
+    /// Commits a batch: aborts and redoes it on abortable errors, within the budget.
+    async fn commit(&self, batch: &[TxnItem]) -> Result<(), TxnFailure> {
         {
             // Marking done before the commit is safe: if the commit never succeeds the worker
             // stops without committing anything further, and the tracker dies with it.
@@ -115,67 +465,37 @@ impl Committer {
                 t.done(pos.partition, pos.epoch, pos.offset);
             }
         }
-        let mut last = String::new();
-        for attempt in 1..=MAX_ATTEMPTS {
-            match self.attempt(batch).await {
+        let mut retry = Retry::start(self.timing);
+        loop {
+            match self.attempt(batch, &mut retry).await {
                 Ok(()) => return Ok(()),
-                Err(TxnFailure::Fatal(e)) => return Err(e),
-                Err(TxnFailure::Abortable(e)) => {
-                    tracing::warn!(attempt, error = %e, "transaction failed; aborting and retrying the batch");
-                    let producer = self.sink.producer().clone();
-                    let timeout = self.timeout;
-                    let aborted =
-                        blocking(move || producer.abort_transaction(Timeout::After(timeout))).await;
-                    if let Err(err) = aborted {
-                        if let TxnFailure::Fatal(f) = classify("abort", err) {
-                            return Err(f);
-                        }
-                    }
-                    last = e;
-                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                Err(Interrupted::Stop(f)) => return Err(f),
+                Err(Interrupted::Abort(e)) => {
+                    self.abort(&mut retry).await?;
+                    retry.pause(e).await?;
                 }
             }
         }
-        Err(format!("transaction failed {MAX_ATTEMPTS} times: {last}"))
     }
 
-    async fn attempt(&self, batch: &[TxnItem]) -> Result<(), TxnFailure> {
-        let producer = self.sink.producer().clone();
-        blocking(move || producer.begin_transaction())
-            .await
-            .map_err(|e| classify("begin", e))?;
-        let sends = batch
-            .iter()
-            .flat_map(|i| &i.records)
-            .map(|r| self.sink.send(r));
-        for r in join_all(sends).await {
-            r.map_err(|e| TxnFailure::Abortable(e.to_string()))?;
-        }
+    /// One transaction for the batch: begin, produce, send the offsets, commit.
+    async fn attempt(&self, batch: &[TxnItem], retry: &mut Retry) -> Result<(), Interrupted> {
+        let p = self.producer();
+        let begin: TxnCall = Arc::new(move |_| p.begin_transaction());
+        self.call(Stage::Begin, retry, begin).await?;
+        self.produce(batch).await?;
         let positions = self
             .tracker
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .watermarks();
         if !positions.is_empty() {
-            let mut tpl = TopicPartitionList::new();
-            for (p, o) in &positions {
-                tpl.add_partition_offset(&self.topic, *p, Offset::Offset(*o))
-                    .map_err(|e| classify("offsets", e))?;
-            }
-            let cgm = self.consumer.group_metadata().ok_or_else(|| {
-                TxnFailure::Abortable("consumer has no group metadata yet".into())
-            })?;
-            let (producer, timeout) = (self.sink.producer().clone(), self.timeout);
-            blocking(move || {
-                producer.send_offsets_to_transaction(&tpl, &cgm, Timeout::After(timeout))
-            })
-            .await
-            .map_err(|e| classify("send offsets", e))?;
+            let send = self.send_offsets_call(&positions)?;
+            self.call(Stage::SendOffsets, retry, send).await?;
         }
-        let (producer, timeout) = (self.sink.producer().clone(), self.timeout);
-        blocking(move || producer.commit_transaction(Timeout::After(timeout)))
-            .await
-            .map_err(|e| classify("commit", e))?;
+        let p = self.producer();
+        let commit: TxnCall = Arc::new(move |t| p.commit_transaction(t));
+        self.call(Stage::Commit, retry, commit).await?;
         for (p, o) in positions {
             self.metrics
                 .committed_offset
@@ -183,6 +503,111 @@ impl Committer {
                 .set(o);
         }
         Ok(())
+    }
+
+    /// Produces the batch's records and waits for their acknowledgements. An abortable error of
+    /// the transaction makes librdkafka purge the records it holds, so this does not wait long
+    /// for records that can no longer be delivered.
+    async fn produce(&self, batch: &[TxnItem]) -> Result<(), Interrupted> {
+        let sends = batch
+            .iter()
+            .flat_map(|i| &i.records)
+            .map(|r| self.sink.send(r));
+        for r in join_all(sends).await {
+            if let Err(e) = r {
+                let fatal = self.sink.producer().client().fatal_error();
+                return Err(self.failed(CallError::undelivered(&e.error, fatal)));
+            }
+        }
+        Ok(())
+    }
+
+    /// The `send_offsets_to_transaction` call for the done watermarks `positions`.
+    fn send_offsets_call(&self, positions: &[(i32, i64)]) -> Result<TxnCall, Interrupted> {
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in positions {
+            if let Err(e) = tpl.add_partition_offset(&self.topic, *p, Offset::Offset(*o)) {
+                return Err(self.failed(CallError::classify(Stage::SendOffsets, &e)));
+            }
+        }
+        let Some(cgm) = self.consumer.group_metadata() else {
+            let e = CallError {
+                stage: Stage::SendOffsets,
+                class: ErrorClass::Fatal,
+                reason: "the consumer has no group metadata".into(),
+            };
+            return Err(self.failed(e));
+        };
+        let p = self.producer();
+        Ok(Arc::new(move |t| {
+            p.send_offsets_to_transaction(&tpl, &cgm, t)
+        }))
+    }
+
+    /// Aborts the open transaction, making the call again while it fails (retriable, or abortable:
+    /// librdkafka then resets the abort so that it can be made again), within the budget.
+    async fn abort(&self, retry: &mut Retry) -> Result<(), TxnFailure> {
+        let p = self.producer();
+        let abort: TxnCall = Arc::new(move |t| p.abort_transaction(t));
+        loop {
+            match self.call(Stage::Abort, retry, abort.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(Interrupted::Stop(f)) => return Err(f),
+                Err(Interrupted::Abort(e)) => retry.pause(e).await?,
+            }
+        }
+    }
+
+    /// Makes `call` until it succeeds, making it again after each retriable error (after the next
+    /// backoff delay, within the budget); any other error ends it.
+    async fn call(
+        &self,
+        stage: Stage,
+        retry: &mut Retry,
+        call: TxnCall,
+    ) -> Result<(), Interrupted> {
+        loop {
+            let (c, timeout) = (call.clone(), Timeout::After(retry.call_timeout()));
+            let Err(e) = blocking(move || c(timeout)).await else {
+                return Ok(());
+            };
+            let e = CallError::classify(stage, &e);
+            if e.class != ErrorClass::Retriable {
+                return Err(self.failed(e));
+            }
+            self.observe(&e);
+            retry.pause(e).await?;
+        }
+    }
+
+    /// Counts and logs a non-retriable error and says what it interrupts.
+    fn failed(&self, e: CallError) -> Interrupted {
+        self.observe(&e);
+        match e.class {
+            ErrorClass::Abortable => Interrupted::Abort(e),
+            _ => Interrupted::Stop(e.stop()),
+        }
+    }
+
+    /// Counts and logs an error.
+    fn observe(&self, e: &CallError) {
+        self.metrics
+            .transaction_errors
+            .with_label_values(&[e.stage.as_str(), e.class.label()])
+            .inc();
+        let (stage, kind, action) = (e.stage.as_str(), e.class.label(), e.action());
+        match e.class {
+            ErrorClass::Retriable | ErrorClass::Abortable => {
+                tracing::warn!(stage, kind, error = %e.reason, "transaction call failed; {action}");
+            }
+            ErrorClass::Fatal | ErrorClass::Unsupported => {
+                tracing::error!(stage, kind, error = %e.reason, "transaction call failed; {action}");
+            }
+        }
+    }
+
+    fn producer(&self) -> FutureProducer {
+        self.sink.producer().clone()
     }
 }
 
@@ -192,3 +617,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
         .await
         .expect("transaction call does not panic")
 }
+
+#[cfg(test)]
+#[path = "transaction_tests.rs"]
+mod tests;

@@ -41,7 +41,7 @@ use crate::source::{
     self, RebalanceEvent, RevokeHook, SourceConsumer, SourceContext, SourceSettings,
 };
 use crate::systemic::{self, SystemicGate};
-use crate::transaction::{Committer, TxnItem};
+use crate::transaction::{Committer, TxnFailure, TxnItem, TxnTiming};
 use crate::window::{CloseReason, ClosedWindow, InputRecord, SourcePos, Window};
 
 /// Why the worker stopped with an error.
@@ -60,6 +60,9 @@ pub enum WorkerError {
     /// The admin server failed.
     #[error("admin server: {0}")]
     Admin(String),
+    /// Exactly-once: transactions cannot go on (see [`TxnFailure`]); nothing further is committed.
+    #[error("exactly-once delivery stopped: {0}")]
+    Transaction(#[from] TxnFailure),
 }
 
 /// Everything the window and decode tasks share.
@@ -82,8 +85,8 @@ struct Shared {
     progress: Notify,
     /// Metrics of this worker.
     metrics: Arc<Metrics>,
-    /// Fatal errors from tasks (a final delivery failure).
-    fatal: mpsc::UnboundedSender<String>,
+    /// Fatal errors from tasks (a final delivery failure, a failed transaction).
+    fatal: mpsc::UnboundedSender<WorkerError>,
 }
 
 /// How a window's records are delivered.
@@ -220,23 +223,19 @@ impl Worker {
         let (delivery, committer) = match &transactional_id {
             None => (Delivery::AtLeastOnce, None),
             Some(id) => {
-                // Fences an older incarnation of this replica and aborts its open transaction.
-                let s = sink.clone();
-                let timeout = a.chat.request_timeout.max(Duration::from_secs(30));
-                tokio::task::spawn_blocking(move || s.init_transactions(timeout))
-                    .await
-                    .expect("init_transactions does not panic")?;
-                tracing::info!(transactional_id = %id, "exactly-once delivery: transactions initialised");
-                let (tx, rx) = mpsc::channel(a.max_windows_in_flight * 2);
                 let committer = Committer {
                     sink: sink.clone(),
                     consumer: consumer.clone(),
                     tracker: tracker.clone(),
                     topic: a.input_topic.clone(),
                     linger: a.transaction_linger,
-                    timeout,
+                    timing: TxnTiming::from_properties(&extra),
                     metrics: self.metrics.clone(),
                 };
+                // Fences an older incarnation of this replica and aborts its open transaction.
+                committer.init().await?;
+                tracing::info!(transactional_id = %id, "exactly-once delivery: transactions initialised");
+                let (tx, rx) = mpsc::channel(a.max_windows_in_flight * 2);
                 (
                     Delivery::ExactlyOnce(tx),
                     Some(tokio::spawn(committer.run(rx))),
@@ -310,7 +309,7 @@ impl Worker {
                 biased;
                 _ = shutdown.wait() => break,
                 Some(reason) = fatal_rx.recv() => {
-                    failure = Some(WorkerError::Delivery(reason));
+                    failure = Some(reason);
                     break;
                 }
                 Some(ev) = events_rx.recv() => match ev {
@@ -446,7 +445,7 @@ impl Worker {
             while tasks.join_next().await.is_some() {}
         }
         if let Some(reason) = fatal_rx.try_recv().ok().filter(|_| failure.is_none()) {
-            failure = Some(WorkerError::Delivery(reason));
+            failure = Some(reason);
         }
         // Everything is drained: the final close must not drain again.
         consumer.context().set_revoke_hook(None);
@@ -811,7 +810,7 @@ async fn deliver(shared: &Shared, groups: Vec<(SourcePos, Vec<OutRecord>)>) -> V
                     }
                     Err(e) => {
                         tracing::error!(partition = pos.partition, offset = pos.offset, error = %e, "record delivery failed");
-                        let _ = shared.fatal.send(e.to_string());
+                        let _ = shared.fatal.send(WorkerError::Delivery(e.to_string()));
                         ok.push(false);
                     }
                 }
@@ -832,8 +831,9 @@ async fn deliver(shared: &Shared, groups: Vec<(SourcePos, Vec<OutRecord>)>) -> V
             let result = match committer.send(item).await {
                 Ok(()) => done_rx
                     .await
-                    .unwrap_or_else(|_| Err("transaction committer stopped".into())),
-                Err(_) => Err("transaction committer stopped".into()),
+                    .map_err(|_| committer_stopped())
+                    .and_then(|r| r.map_err(WorkerError::from)),
+                Err(_) => Err(committer_stopped()),
             };
             let committed = match result {
                 Ok(()) => true,
@@ -850,6 +850,11 @@ async fn deliver(shared: &Shared, groups: Vec<(SourcePos, Vec<OutRecord>)>) -> V
             vec![committed; n]
         }
     }
+}
+
+/// The committer ended before answering (it only does when the worker is stopping anyway).
+fn committer_stopped() -> WorkerError {
+    WorkerError::Delivery("transaction committer stopped".into())
 }
 
 /// Marks records done and stores the positions that moved. The tracker lock is held while

@@ -14,19 +14,31 @@
 //! the input, zero duplicates after crashes. On the mock cluster they assert what it can show:
 //! every record committed in a transaction exactly once in a clean run, the offsets the worker
 //! sent with its transactions (its committed-offset gauge), and zero lost across crashes.
+//!
+//! The transaction-error tests inject errors with the mock cluster (`request_errors`, and the
+//! ApiVersions it advertises) where librdkafka's own tests do (`0105-transactions_mock.c`), and
+//! check that the worker handles each as librdkafka classifies it: retriable → the same call
+//! again, abortable → abort and redo the batch, fatal or unsupported → stop with the reason. They
+//! are skipped against an external broker, except the fencing test (a real broker fences by
+//! itself).
 
 mod common;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
+use account_sync::metrics::Metrics;
+use account_sync::transaction::{Stage, TxnFailure};
+use account_sync::worker::WorkerError;
 use common::emulator::{emulator_config, start_emulator, SECRET};
 use common::kafka::{
-    committed, ends, produce_users, read_all, worker_args, RunningWorker, TestKafka,
+    committed, ends, eventually, mock_env, produce_users, read_all, worker_args, RunningWorker,
+    TestKafka, WorkerEnv,
 };
 use common::process::{run_args, Proc};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use rdkafka::util::Timeout;
 
 /// Produces `payload` in a transaction of its own, then commits or aborts it.
@@ -172,30 +184,27 @@ async fn records_and_offsets_commit_together() {
     }
 }
 
+/// Starts the binary as an exactly-once worker ([`eos_flags`]) with its admin server on `admin`.
 fn spawn_worker(
     kafka: &TestKafka,
     topics: &common::kafka::Topics,
     base: &str,
     group: &str,
     txn_id: &str,
+    admin: &str,
 ) -> Proc {
-    let extra = [
+    let mut flags = eos_flags(txn_id).to_vec();
+    flags.extend_from_slice(&[
         "--admin-listen",
-        "127.0.0.1:0",
-        "--delivery",
-        "exactly-once",
-        "--transactional-id",
-        txn_id,
-        "--transaction-linger",
-        "50ms",
+        admin,
         "--max-events-in-flight",
         "300",
         "--window-size",
         "50",
-    ];
+    ]);
     Proc::spawn(
         "eos-worker",
-        &run_args(&kafka.brokers, topics, group, base, &extra),
+        &run_args(&kafka.brokers, topics, group, base, &flags),
         &[("ACCOUNT_SYNC_SECRET_KEY", SECRET)],
     )
 }
@@ -218,11 +227,11 @@ async fn crash_test_read_committed() {
     let txn_id = kafka.name("txn-crash");
     let base = emu.base_url();
     for kill_after_ms in [1500u64, 1200, 900] {
-        let mut child = spawn_worker(&kafka, &topics, &base, &group, &txn_id);
+        let mut child = spawn_worker(&kafka, &topics, &base, &group, &txn_id, ANY_PORT);
         tokio::time::sleep(Duration::from_millis(3000 + kill_after_ms)).await;
         child.stop("-KILL", Duration::from_secs(10));
     }
-    let mut last = spawn_worker(&kafka, &topics, &base, &group, &txn_id);
+    let mut last = spawn_worker(&kafka, &topics, &base, &group, &txn_id, ANY_PORT);
     let (brokers, out) = (kafka.brokers.clone(), topics.outcomes.clone());
     let outcomes = tokio::task::spawn_blocking(move || {
         // Wait until every input record has a committed outcome (or time runs out).
@@ -270,6 +279,432 @@ async fn crash_test_read_committed() {
             "note: broker filters aborted transactions: {filters_aborted}, stores transactional \
              offsets: {stores_txn_offsets} (librdkafka mock cluster); {duplicates} duplicates \
              visible, 0 lost"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transaction errors, injected with the mock cluster, classified as librdkafka does
+// (`rdkafka_txnmgr.c`, and its own tests in `0105-transactions_mock.c`).
+
+/// An admin address that lets the worker pick a port (when nothing scrapes it).
+const ANY_PORT: &str = "127.0.0.1:0";
+
+/// The transaction timeout of the fault tests: the budget of a batch. Its calls time out after a
+/// tenth of it (1 s), so a commit that takes longer returns "retriable: call again" to the worker.
+const TXN_TIMEOUT: &str = "transaction.timeout.ms=10000";
+
+/// Exactly-once worker flags with `txn_id` and [`TXN_TIMEOUT`].
+fn eos_flags(txn_id: &str) -> [&str; 8] {
+    [
+        "--delivery",
+        "exactly-once",
+        "--transactional-id",
+        txn_id,
+        "--transaction-linger",
+        "50ms",
+        "--kafka-property",
+        TXN_TIMEOUT,
+    ]
+}
+
+/// `n` user ids starting with `prefix`.
+fn users(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i:04}")).collect()
+}
+
+/// Outcomes the worker counted: only those of committed transactions.
+fn outcomes_counted(m: &Metrics) -> u64 {
+    ["imported", "already_imported", "failed"]
+        .iter()
+        .map(|s| m.outcomes.with_label_values(&[s]).get())
+        .sum()
+}
+
+/// Transaction errors of class `kind`, over every stage.
+fn txn_errors(m: &Metrics, kind: &str) -> u64 {
+    Stage::ALL
+        .iter()
+        .map(|s| {
+            m.transaction_errors
+                .with_label_values(&[s.as_str(), kind])
+                .get()
+        })
+        .sum()
+}
+
+/// The committed-offset gauge of each partition in `expected`, next to `expected`.
+fn offsets_sent(m: &Metrics, expected: &BTreeMap<i32, i64>) -> Vec<(i64, i64)> {
+    expected
+        .iter()
+        .map(|(p, end)| {
+            (
+                m.committed_offset
+                    .with_label_values(&[&p.to_string()])
+                    .get(),
+                *end,
+            )
+        })
+        .collect()
+}
+
+/// The distinct sources among the read_committed outcomes, waiting until there are `n` (or 30 s).
+async fn committed_sources(kafka: &TestKafka, topic: &str, n: usize) -> HashSet<(i32, i64)> {
+    let (brokers, topic) = (kafka.brokers.clone(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let got = read_all(&brokers, &topic, usize::MAX, Duration::from_secs(2), true);
+            let distinct: HashSet<_> = got.iter().map(|r| r.source()).collect();
+            if distinct.len() >= n || std::time::Instant::now() > deadline {
+                return distinct;
+            }
+        }
+    })
+    .await
+    .unwrap()
+}
+
+/// The sum of the samples of `name` with all of `labels` in a `/metrics` text.
+fn sample_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Retriable errors on EndTxn (the coordinator loading, moving, busy) make the commit outlast its
+/// call timeout several times: the worker calls `commit_transaction` again each time (never abort
+/// or begin, which librdkafka refuses with "Conflicting commit_transaction API call is already in
+/// progress") and every batch commits exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retriable_commit_errors_resume_the_same_commit() {
+    use RDKafkaRespErr::*;
+    let Some(env) = mock_env(1, 3, emulator_config()).await else {
+        return;
+    };
+    let k = env.kafka.embedded.as_ref().expect("mock cluster");
+    let admin = std::net::TcpListener::bind(ANY_PORT)
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let txn = env.kafka.name("txn-retriable");
+    let base = env.emu.base_url();
+    let mut worker = spawn_worker(&env.kafka, &env.topics, &base, &env.group, &txn, &admin);
+    let mut offsets = env.produce_users(&users("retry-a", 90)).await;
+    let first = committed_sources(&env.kafka, &env.topics.outcomes, 90).await;
+    assert_eq!(first.len(), 90, "the first wave commits: {}", worker.logs());
+    // librdkafka resends EndTxn after each of these, 100 ms doubling to 1 s apart: the commit
+    // takes about 5 s, its calls time out after 1 s.
+    let busy = [
+        RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS,
+        RD_KAFKA_RESP_ERR_NOT_COORDINATOR,
+        RD_KAFKA_RESP_ERR_CONCURRENT_TRANSACTIONS,
+        RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE,
+    ];
+    k.request_errors(RDKafkaApiKey::EndTxn, &[busy, busy].concat())
+        .unwrap();
+    offsets.extend(env.produce_users(&users("retry-b", 90)).await);
+    let all = committed_sources(&env.kafka, &env.topics.outcomes, 180).await;
+    assert!(worker.running(), "the worker stopped:\n{}", worker.logs());
+    let metrics = reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let status = worker.stop("-TERM", Duration::from_secs(30));
+    let logs = worker.logs();
+    assert!(status.success(), "exit 0 after SIGTERM: {status:?}\n{logs}");
+
+    let errors = |labels: &[(&str, &str)]| {
+        sample_sum(&metrics, "account_sync_transaction_errors_total", labels)
+    };
+    assert!(
+        errors(&[("stage", "commit"), ("kind", "retriable")]) >= 2.0,
+        "the commit returned retriable errors and was called again:\n{metrics}"
+    );
+    assert_eq!(
+        errors(&[]),
+        errors(&[("stage", "commit"), ("kind", "retriable")])
+    );
+    assert!(!logs.contains("Conflicting"), "{logs}");
+    assert!(!logs.contains("abort"), "nothing was aborted:\n{logs}");
+    assert_eq!(all.len(), 180, "zero lost");
+    let outcomes = read_all(
+        &env.kafka.brokers,
+        &env.topics.outcomes,
+        181,
+        Duration::from_secs(3),
+        true,
+    );
+    assert_eq!(outcomes.len(), 180, "each record committed once");
+    for (p, end) in ends(&offsets) {
+        let sent = sample_sum(
+            &metrics,
+            "account_sync_committed_offset",
+            &[("partition", &p.to_string())],
+        );
+        assert_eq!(
+            sent, end as f64,
+            "partition {p}: offsets sent with the transactions"
+        );
+    }
+}
+
+/// Abortable errors, one per wave, each where librdkafka's handlers make it abortable: the
+/// transaction is aborted and the batch redone. Nothing is lost, the offsets sent reach the end,
+/// and the aborted attempts are not counted as delivered. (INVALID_TXN_STATE on AddPartitionsToTxn
+/// is fatal to librdkafka, not abortable.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abortable_errors_abort_and_redo_the_batch() {
+    use RDKafkaRespErr::*;
+    let mut cfg = emulator_config();
+    // The worker's first produce comes well after the wave's input is written, so an error
+    // injected on Produce right after that hits the worker's records, not the input.
+    cfg.latency_ms = 100;
+    let Some(env) = mock_env(1, 3, cfg).await else {
+        return;
+    };
+    let k = env.kafka.embedded.as_ref().expect("mock cluster");
+    let txn = env.kafka.name("txn-abortable");
+    let worker = env.worker(&eos_flags(&txn));
+    let m = worker.metrics.clone();
+    // A first wave without faults, so that the group has formed before the timed waves.
+    let mut offsets = env.produce_users(&users("abort-warm-up", 30)).await;
+    let warm = eventually(Duration::from_secs(30), || outcomes_counted(&m) >= 30).await;
+    assert!(warm, "the warm-up wave commits");
+    let waves = [
+        (
+            RDKafkaApiKey::AddPartitionsToTxn,
+            RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+        ),
+        (
+            RDKafkaApiKey::Produce,
+            RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+        ),
+        (
+            RDKafkaApiKey::AddOffsetsToTxn,
+            RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED,
+        ),
+        (
+            RDKafkaApiKey::TxnOffsetCommit,
+            RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED,
+        ),
+        // Not in librdkafka's EndTxn retry list: abortable.
+        (RDKafkaApiKey::EndTxn, RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT),
+    ];
+    for (i, (api, err)) in waves.into_iter().enumerate() {
+        let aborts = txn_errors(&m, "abortable");
+        let before_input = api != RDKafkaApiKey::Produce;
+        if before_input {
+            k.request_errors(api, &[err]).unwrap();
+        }
+        offsets.extend(env.produce_users(&users(&format!("abort-{i}"), 40)).await);
+        if !before_input {
+            k.request_errors(api, &[err]).unwrap();
+        }
+        let n = offsets.len() as u64;
+        let started = std::time::Instant::now();
+        // Well within the 10 s transaction timeout: an abortable error costs an abort and a redo,
+        // not a wait for records that can no longer be delivered.
+        let done = eventually(Duration::from_secs(8), || {
+            outcomes_counted(&m) >= n && txn_errors(&m, "abortable") > aborts
+        })
+        .await;
+        eprintln!(
+            "{api:?} {err:?}: wave done: {done} after {:?}",
+            started.elapsed()
+        );
+        assert!(
+            done,
+            "{api:?} {err:?}: {} of {n} counted, {} abortable errors",
+            outcomes_counted(&m),
+            txn_errors(&m, "abortable")
+        );
+        assert_eq!(
+            outcomes_counted(&m),
+            n,
+            "{api:?}: aborted attempts are not counted"
+        );
+    }
+    let sent = offsets_sent(&m, &ends(&offsets));
+    assert!(sent.iter().all(|(s, e)| s == e), "offsets sent: {sent:?}");
+    assert_eq!(txn_errors(&m, "fatal"), 0);
+    worker.stop().await.expect("clean stop");
+    let seen = committed_sources(&env.kafka, &env.topics.outcomes, offsets.len()).await;
+    let lost = offsets.iter().filter(|o| !seen.contains(o)).count();
+    assert_eq!(lost, 0, "every input record has a committed outcome");
+}
+
+/// A second worker with the same `transactional.id` (a replica started twice) fences the first:
+/// the fenced one stops with the reason at its next transaction, the other goes on and ends with
+/// every record. (`crash_test_read_committed` restarts killed incarnations; this one is alive.)
+/// The mock cluster gives a new `InitProducerId` a new producer id instead of fencing the old one,
+/// so there the fencing answer the first worker's commit would get is injected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_worker_stops_with_its_reason_and_the_other_goes_on() {
+    let env = WorkerEnv::start(3, emulator_config()).await;
+    let txn = env.kafka.name("txn-twice");
+    // A revocation waits for the fenced worker's uncommittable records: not for long.
+    let flags = [&eos_flags(&txn)[..], &["--drain-timeout", "3s"]].concat();
+    let first = env.worker(&flags);
+    let fenced_metrics = first.metrics.clone();
+    let mut offsets = env.produce_users(&users("fence-a", 150)).await;
+    let done = eventually(Duration::from_secs(30), || {
+        outcomes_counted(&fenced_metrics) >= 150
+    })
+    .await;
+    assert!(done, "the first worker commits the first wave");
+    let second = env.worker(&flags);
+    // Its init_transactions fences the first worker's producer (the group still has to
+    // rebalance before it gets partitions, so the first worker commits next).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    if let Some(k) = &env.kafka.embedded {
+        k.request_errors(
+            RDKafkaApiKey::EndTxn,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_PRODUCER_FENCED],
+        )
+        .unwrap();
+    }
+    offsets.extend(env.produce_users(&users("fence-b", 150)).await);
+    match first.stopped_by_itself(Duration::from_secs(30)).await {
+        Err(WorkerError::Transaction(TxnFailure::Fatal(e))) => {
+            assert!(e.reason.to_lowercase().contains("fenced"), "{e}");
+        }
+        other => panic!("expected the first worker to stop fenced, got {other:?}"),
+    }
+    assert_eq!(
+        txn_errors(&fenced_metrics, "fatal"),
+        1,
+        "one fatal error, then nothing"
+    );
+    let seen = committed_sources(&env.kafka, &env.topics.outcomes, offsets.len()).await;
+    let lost = offsets.iter().filter(|o| !seen.contains(o)).count();
+    assert_eq!(txn_errors(&second.metrics, "fatal"), 0);
+    second
+        .stop()
+        .await
+        .expect("the other worker goes on and stops cleanly");
+    assert_eq!(lost, 0, "every input record has a committed outcome");
+}
+
+/// The issue's broker: one that does not implement EndTxn. The binary starts, and its first commit
+/// stops it at once with a message that says so and what to run instead, exit code 1: no retry
+/// loop, no "Conflicting ... in progress".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_without_transactions_stops_the_worker_at_the_first_commit() {
+    let Some(env) = mock_env(1, 3, emulator_config()).await else {
+        return;
+    };
+    let k = env.kafka.embedded.as_ref().expect("mock cluster");
+    env.produce_users(&users("no-txn", 30)).await;
+    k.set_api_versions(RDKafkaApiKey::EndTxn, None).unwrap();
+    let txn = env.kafka.name("txn-none");
+    let started = std::time::Instant::now();
+    let base = env.emu.base_url();
+    let mut worker = spawn_worker(&env.kafka, &env.topics, &base, &env.group, &txn, ANY_PORT);
+    let status = worker.exited_within(Duration::from_secs(30));
+    let logs = worker.logs();
+    let status = status.unwrap_or_else(|| panic!("still running after 30 s:\n{logs}"));
+    assert_eq!(status.code(), Some(1), "{logs}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    for text in [
+        "does not support transactions",
+        "--delivery at-least-once",
+        "EndTxnRequest (KIP-98) not supported",
+    ] {
+        assert!(logs.contains(text), "{text:?} missing:\n{logs}");
+    }
+    assert!(!logs.contains("Conflicting"), "{logs}");
+    assert_eq!(
+        logs.matches("transaction call failed").count(),
+        1,
+        "one failed call, no retries:\n{logs}"
+    );
+    assert!(env.committed().is_empty(), "nothing committed");
+}
+
+/// Other ways a cluster refuses transactions, at start-up or at the first commit: the worker stops
+/// within seconds with the same message, having committed and counted nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_transactions_stop_the_worker_with_the_reason() {
+    use RDKafkaRespErr::*;
+    let cases = [
+        (
+            "no InitProducerId",
+            RDKafkaApiKey::InitProducerId,
+            None,
+            Stage::Init,
+        ),
+        (
+            "transactional.id not authorised",
+            RDKafkaApiKey::InitProducerId,
+            Some(RD_KAFKA_RESP_ERR_TRANSACTIONAL_ID_AUTHORIZATION_FAILED),
+            Stage::Init,
+        ),
+        (
+            "EndTxn answered RD_KAFKA_RESP_ERR_UNSUPPORTED_VERSION",
+            RDKafkaApiKey::EndTxn,
+            Some(RD_KAFKA_RESP_ERR_UNSUPPORTED_VERSION),
+            Stage::Commit,
+        ),
+    ];
+    for (what, api, answer, stage) in cases {
+        let Some(env) = mock_env(1, 3, emulator_config()).await else {
+            return;
+        };
+        let k = env.kafka.embedded.as_ref().expect("mock cluster");
+        let offsets = env.produce_users(&users("refused", 30)).await;
+        match answer {
+            None => k.set_api_versions(api, None).unwrap(),
+            Some(err) => k.request_errors(api, &[err]).unwrap(),
+        }
+        let txn = env.kafka.name("txn-refused");
+        let worker = env.worker(&eos_flags(&txn));
+        let m = worker.metrics.clone();
+        match worker.stopped_by_itself(Duration::from_secs(20)).await {
+            Err(e @ WorkerError::Transaction(TxnFailure::Unsupported(_))) => {
+                let text = e.to_string();
+                assert!(
+                    text.contains("does not support transactions"),
+                    "{what}: {text}"
+                );
+                assert!(text.contains("--delivery at-least-once"), "{what}: {text}");
+                let WorkerError::Transaction(TxnFailure::Unsupported(call)) = e else {
+                    unreachable!()
+                };
+                assert_eq!(call.stage, stage, "{what}: {call}");
+            }
+            other => panic!("{what}: expected an unsupported-transactions stop, got {other:?}"),
+        }
+        assert_eq!(
+            txn_errors(&m, "fatal"),
+            1,
+            "{what}: one failed call, no retries"
+        );
+        assert_eq!(
+            outcomes_counted(&m),
+            0,
+            "{what}: nothing counted as delivered"
+        );
+        let sent = offsets_sent(&m, &ends(&offsets));
+        assert!(
+            sent.iter().all(|(s, _)| *s == 0),
+            "{what}: no offsets sent: {sent:?}"
         );
     }
 }

@@ -14,13 +14,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use account_sync::chat::SecretKey;
-use account_sync::emulator::{EmulatorConfig, Faults};
+use account_sync::emulator::Faults;
 use account_sync::metrics::Metrics;
 use account_sync::worker::WorkerError;
 use common::emulator::{count, emulator_config, start_emulator, SECRET};
 use common::kafka::{
-    eventually, produce_users, read_everything, ReadRecord, RunningWorker, TestKafka, WorkerEnv,
-    BROKERS_ENV,
+    eventually, mock_env, produce_users, read_everything, ReadRecord, RunningWorker, WorkerEnv,
 };
 use rdkafka::producer::FutureProducer;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
@@ -43,26 +42,6 @@ impl Drop for ExitOnPanic {
             std::process::exit(101);
         }
     }
-}
-
-/// A world on a mock cluster of `brokers` brokers. `None` (the test is skipped) when the tests
-/// run against an external broker: fault injection needs the mock cluster.
-async fn mock_env(brokers: i32, partitions: i32, emu: EmulatorConfig) -> Option<WorkerEnv> {
-    if std::env::var(BROKERS_ENV).is_ok_and(|b| !b.trim().is_empty()) {
-        eprintln!("skipped: fault injection needs the embedded mock cluster, not {BROKERS_ENV}");
-        return None;
-    }
-    let kafka = TestKafka::start(brokers);
-    let topics = kafka.worker_topics(partitions).await;
-    let group = kafka.name("group");
-    let emu = start_emulator(emu).await;
-    Some(WorkerEnv {
-        kafka,
-        topics,
-        partitions,
-        emu,
-        group,
-    })
 }
 
 /// Logs a milestone of a test with the time since `t0` (timings for the test log).

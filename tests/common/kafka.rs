@@ -486,7 +486,11 @@ impl WorkerEnv {
     /// A one-broker mock cluster (or the external broker), topics with `partitions` input
     /// partitions, and an emulator started from `emu`.
     pub async fn start(partitions: i32, emu: EmulatorConfig) -> WorkerEnv {
-        let kafka = TestKafka::start(1);
+        WorkerEnv::on(TestKafka::start(1), partitions, emu).await
+    }
+
+    /// A world on `kafka`: topics with `partitions` input partitions, an emulator from `emu`.
+    async fn on(kafka: TestKafka, partitions: i32, emu: EmulatorConfig) -> WorkerEnv {
         let topics = kafka.worker_topics(partitions).await;
         let group = kafka.name("group");
         let emu = start_emulator(emu).await;
@@ -587,4 +591,14 @@ pub async fn admin_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) 
         .unwrap_or_else(|e| panic!("GET {path}: {e}"));
     let status = r.status().as_u16();
     (status, r.text().await.expect("body"))
+}
+
+/// A world on a mock cluster of `brokers` brokers. `None` (the test is skipped) when the tests
+/// run against an external broker: fault injection needs the mock cluster.
+pub async fn mock_env(brokers: i32, partitions: i32, emu: EmulatorConfig) -> Option<WorkerEnv> {
+    if std::env::var(BROKERS_ENV).is_ok_and(|b| !b.trim().is_empty()) {
+        eprintln!("skipped: fault injection needs the embedded mock cluster, not {BROKERS_ENV}");
+        return None;
+    }
+    Some(WorkerEnv::on(TestKafka::start(brokers), partitions, emu).await)
 }

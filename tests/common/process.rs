@@ -77,16 +77,24 @@ impl Proc {
     /// Sends `sig` and waits (at most `within`) for the exit.
     pub fn stop(&mut self, sig: &str, within: Duration) -> std::process::ExitStatus {
         self.signal(sig);
+        self.exited_within(within).unwrap_or_else(|| {
+            panic!(
+                "no exit within {within:?} after {sig}; log: {}",
+                self.log.display()
+            )
+        })
+    }
+
+    /// Waits (at most `within`) for the process to exit by itself; its status, or None.
+    pub fn exited_within(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + within;
         loop {
             if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
+                return Some(s);
             }
-            assert!(
-                Instant::now() < deadline,
-                "no exit within {within:?} after {sig}; log: {}",
-                self.log.display()
-            );
+            if Instant::now() >= deadline {
+                return None;
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
