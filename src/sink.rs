@@ -19,6 +19,8 @@ pub mod headers {
     pub const STAGE: &str = "account-sync.error.stage";
     pub const CODE: &str = "account-sync.error.code";
     pub const REASON: &str = "account-sync.error.reason";
+    /// The failure class ([`super::failure_class`]): what `dlq replay --class` filters on.
+    pub const CLASS: &str = "account-sync.error.class";
     pub const SOURCE_TOPIC: &str = "account-sync.source.topic";
     pub const SOURCE_PARTITION: &str = "account-sync.source.partition";
     pub const SOURCE_OFFSET: &str = "account-sync.source.offset";
@@ -162,6 +164,8 @@ pub struct DeadLetter {
     pub code: i64,
     /// Human-readable reason.
     pub reason: String,
+    /// Why, as one of the [`failure_class`] values.
+    pub class: &'static str,
     /// API attempts made (0 for decode failures).
     pub attempts: u32,
 }
@@ -177,10 +181,11 @@ pub fn dead_letter_headers(
     let partition = pos.partition.to_string();
     let offset = pos.offset.to_string();
     let attempts = dl.attempts.to_string();
-    let pairs: [(&str, &str); 8] = [
+    let pairs: [(&str, &str); 9] = [
         (headers::STAGE, dl.stage.as_str()),
         (headers::CODE, &code),
         (headers::REASON, &dl.reason),
+        (headers::CLASS, dl.class),
         (headers::SOURCE_TOPIC, source_topic),
         (headers::SOURCE_PARTITION, &partition),
         (headers::SOURCE_OFFSET, &offset),
@@ -407,6 +412,7 @@ mod tests {
             stage: Stage::Import,
             code: 40601,
             reason: "Nick too long".into(),
+            class: failure_class::REJECTED,
             attempts: 2,
         };
         let h = dead_letter_headers(&dl, "signups", pos(), "2026-11-22T12:00:00.123Z");
@@ -423,6 +429,7 @@ mod tests {
             ("account-sync.error.stage", "import"),
             ("account-sync.error.code", "40601"),
             ("account-sync.error.reason", "Nick too long"),
+            ("account-sync.error.class", "rejected"),
             ("account-sync.source.topic", "signups"),
             ("account-sync.source.partition", "3"),
             ("account-sync.source.offset", "1234"),

@@ -372,7 +372,7 @@ impl Worker {
                                 tracing::warn!(topic = %a.input_topic, partition = p, offset, reason = %err, "record does not decode; dead-lettering it");
                                 let shared = shared.clone();
                                 tasks.spawn(async move {
-                                    let dl = DeadLetter { stage: Stage::Decode, code: 0, reason: err.to_string(), attempts: 0 };
+                                    let dl = DeadLetter { stage: Stage::Decode, code: 0, reason: err.to_string(), class: failure_class::INVALID_INPUT, attempts: 0 };
                                     dead_letter_decode(&shared, key, payload, pos, dl).await;
                                 });
                             }
@@ -688,6 +688,7 @@ async fn process_window(shared: &Shared, window: ClosedWindow) {
                     stage,
                     code: outcome.error_code,
                     reason: outcome.error_info.clone(),
+                    class: outcome.failure_class,
                     attempts: outcome.attempts,
                 };
                 out.push(shared.sink.dead_letter_record(
