@@ -37,6 +37,7 @@ pub mod limiter;
 pub mod metrics;
 pub mod offsets;
 pub mod pipeline;
+mod progress;
 pub mod shutdown;
 pub mod sink;
 pub mod source;
