@@ -60,6 +60,9 @@ pub enum Stage {
 }
 
 impl Stage {
+    /// Every stage, in pipeline order.
+    pub const ALL: [Stage; 3] = [Stage::Decode, Stage::Check, Stage::Import];
+
     /// Header / metric label value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -112,6 +115,8 @@ pub mod failure_class {
     pub const RETRIES_EXHAUSTED: &str = "retries_exhausted";
     /// The vendor called our request malformed, or we refused to send it: a bug in account-sync.
     pub const BUG: &str = "bug";
+    /// Every class, for label and flag values.
+    pub const ALL: [&str; 4] = [INVALID_INPUT, REJECTED, RETRIES_EXHAUSTED, BUG];
 }
 
 /// The outcome record value (field order as in ARCHITECTURE.md).
@@ -235,6 +240,23 @@ pub struct OutRecord {
     pub headers: Option<OwnedHeaders>,
 }
 
+/// The configuration of a producer that resolves a send only once the record is safe: idempotent
+/// (no duplicates or reordering from its own retries) with acks=all (librdkafka refuses anything
+/// else with idempotence). `extra` are the user's librdkafka properties; the ones the guarantees
+/// rest on are refused earlier, by config validation.
+pub fn producer_config(brokers: &str, extra: &[(String, String)]) -> ClientConfig {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4");
+    for (k, v) in extra {
+        cfg.set(k, v);
+    }
+    cfg
+}
+
 /// Produces outcome and dead-letter records.
 pub struct Sink {
     /// Idempotent (or transactional) producer shared by all windows.
@@ -248,9 +270,8 @@ pub struct Sink {
 }
 
 impl Sink {
-    /// Builds the producer: idempotent (no duplicates or reordering from its own retries),
-    /// acks=all; transactional when `transactional_id` is given (exactly-once mode; the caller
-    /// then runs [`Sink::init_transactions`]). `extra` are the user's librdkafka properties.
+    /// Builds the producer ([`producer_config`]); transactional when `transactional_id` is given
+    /// (exactly-once mode; the caller then runs [`Sink::init_transactions`]).
     pub fn new(
         brokers: &str,
         extra: &[(String, String)],
@@ -259,17 +280,9 @@ impl Sink {
         dlq_topic: &str,
         transactional_id: Option<&str>,
     ) -> Result<Self, KafkaError> {
-        let mut cfg = ClientConfig::new();
-        cfg.set("bootstrap.servers", brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "5")
-            .set("compression.type", "lz4");
+        let mut cfg = producer_config(brokers, extra);
         if let Some(id) = transactional_id {
             cfg.set("transactional.id", id);
-        }
-        for (k, v) in extra {
-            cfg.set(k, v);
         }
         Ok(Sink {
             producer: cfg.create()?,
