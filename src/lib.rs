@@ -23,6 +23,7 @@
 //! - [`shutdown`]: the shutdown signal the worker takes from its caller.
 //! - [`emulator`]: a faithful local Chat API for tests, the demo and benchmarks.
 //! - [`dev`]: the embedded Kafka (librdkafka's mock cluster) for local work and tests.
+//! - [`dlq`]: `account-sync dlq replay`, dead letters back to the input topic.
 //! - [`demo`]: `account-sync demo`, everything in one process.
 //! - [`bench`]: `account-sync bench`, the end-to-end performance figures.
 
@@ -31,6 +32,7 @@ pub mod chat;
 pub mod config;
 pub mod demo;
 pub mod dev;
+pub mod dlq;
 pub mod emulator;
 pub mod event;
 pub mod limiter;
