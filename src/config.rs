@@ -275,9 +275,10 @@ impl ChatArgs {
     }
 }
 
-/// Settings of `account-sync run`.
+/// The worker's Kafka connection, consumer group, and input and dead-letter topics: shared by
+/// `run` and `dlq replay`, so that both read the same flags and `ACCOUNT_SYNC_*` variables.
 #[derive(Debug, Clone, Args)]
-pub struct WorkerArgs {
+pub struct KafkaArgs {
     /// Kafka bootstrap servers (host:port,…).
     #[arg(long, env = "ACCOUNT_SYNC_BROKERS")]
     pub brokers: String,
@@ -287,13 +288,6 @@ pub struct WorkerArgs {
     /// Topic of signup events.
     #[arg(long, env = "ACCOUNT_SYNC_INPUT_TOPIC", default_value = "signups")]
     pub input_topic: String,
-    /// Topic for one outcome record per decoded input record.
-    #[arg(
-        long,
-        env = "ACCOUNT_SYNC_OUTCOME_TOPIC",
-        default_value = "account-outcomes"
-    )]
-    pub outcome_topic: String,
     /// Topic for dead-letter records.
     #[arg(long, env = "ACCOUNT_SYNC_DLQ_TOPIC", default_value = "account-dlq")]
     pub dlq_topic: String,
@@ -305,6 +299,54 @@ pub struct WorkerArgs {
         value_delimiter = ';'
     )]
     pub kafka_properties: Vec<KafkaProperty>,
+}
+
+impl KafkaArgs {
+    /// Checks brokers, group, topics and properties; errors name the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.brokers.trim().is_empty() {
+            return Err("--brokers (ACCOUNT_SYNC_BROKERS) is empty".into());
+        }
+        validate_topic("--input-topic", &self.input_topic)?;
+        validate_topic("--dlq-topic", &self.dlq_topic)?;
+        if self.input_topic == self.dlq_topic {
+            return Err("--input-topic must differ from --dlq-topic (the worker would consume its own output)".into());
+        }
+        if self.group_id.trim().is_empty() {
+            return Err("--group-id is empty".into());
+        }
+        for p in &self.kafka_properties {
+            if MANAGED_KAFKA_PROPERTIES.contains(&p.key.as_str()) {
+                return Err(format!(
+                    "--kafka-property {}: account-sync manages this property itself (it is what makes the delivery guarantees hold)",
+                    p.key
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The `--kafka-property` pairs, for client configs.
+    pub fn properties(&self) -> Vec<(String, String)> {
+        self.kafka_properties
+            .iter()
+            .map(|p| (p.key.clone(), p.value.clone()))
+            .collect()
+    }
+}
+
+/// Settings of `account-sync run`.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Topic for one outcome record per decoded input record.
+    #[arg(
+        long,
+        env = "ACCOUNT_SYNC_OUTCOME_TOPIC",
+        default_value = "account-outcomes"
+    )]
+    pub outcome_topic: String,
     /// Input payload format.
     #[arg(
         long,
@@ -410,21 +452,13 @@ impl WorkerArgs {
 
     /// Checks everything that can be checked before connecting; errors name the setting.
     pub fn validate(&self) -> Result<(), String> {
-        if self.brokers.trim().is_empty() {
-            return Err("--brokers (ACCOUNT_SYNC_BROKERS) is empty".into());
-        }
-        for (flag, topic) in [
-            ("--input-topic", &self.input_topic),
-            ("--outcome-topic", &self.outcome_topic),
-            ("--dlq-topic", &self.dlq_topic),
-        ] {
-            validate_topic(flag, topic)?;
-        }
-        if self.input_topic == self.outcome_topic || self.input_topic == self.dlq_topic {
-            return Err("--input-topic must differ from --outcome-topic and --dlq-topic (it would consume its own output)".into());
-        }
-        if self.group_id.trim().is_empty() {
-            return Err("--group-id is empty".into());
+        self.kafka.validate()?;
+        validate_topic("--outcome-topic", &self.outcome_topic)?;
+        if self.kafka.input_topic == self.outcome_topic {
+            return Err(
+                "--input-topic must differ from --outcome-topic (it would consume its own output)"
+                    .into(),
+            );
         }
         if !(1..=crate::chat::api::MAX_IDS_PER_CALL).contains(&self.window_size) {
             return Err(format!(
@@ -460,14 +494,6 @@ impl WorkerArgs {
         if self.commit_interval.is_zero() {
             return Err("--commit-interval must be greater than 0".into());
         }
-        for p in &self.kafka_properties {
-            if MANAGED_KAFKA_PROPERTIES.contains(&p.key.as_str()) {
-                return Err(format!(
-                    "--kafka-property {}: account-sync manages this property itself (it is what makes the delivery guarantees hold)",
-                    p.key
-                ));
-            }
-        }
         self.decoder()?;
         self.chat.limiters()?;
         Ok(())
@@ -485,7 +511,7 @@ impl WorkerArgs {
                 .map(|h| h.trim().to_owned())
                 .filter(|h| !h.is_empty())
                 .unwrap_or_else(|| format!("{:08x}", fastrand::u32(..)));
-            format!("{}-{host}", self.group_id)
+            format!("{}-{host}", self.kafka.group_id)
         }))
     }
 
@@ -515,7 +541,7 @@ pub const MANAGED_KAFKA_PROPERTIES: &[&str] = &[
     "transactional.id",
 ];
 
-fn validate_topic(flag: &str, topic: &str) -> Result<(), String> {
+pub(crate) fn validate_topic(flag: &str, topic: &str) -> Result<(), String> {
     let ok = !topic.is_empty()
         && topic.len() <= 249
         && topic != "."
@@ -563,7 +589,7 @@ mod tests {
         assert_eq!(w.window_linger, Duration::from_millis(250));
         assert_eq!(w.chat.check_rate, 100.0);
         assert_eq!(w.chat.import_rate, 200.0);
-        assert_eq!(w.input_topic, "signups");
+        assert_eq!(w.kafka.input_topic, "signups");
         assert_eq!(w.chat.request_timeout, Duration::from_secs(10));
         assert_eq!(w.chat.region, Region::China);
         w.validate().unwrap();
@@ -601,9 +627,9 @@ mod tests {
             "sasl.mechanism=PLAIN",
         ])
         .unwrap();
-        assert_eq!(w.kafka_properties.len(), 2);
+        assert_eq!(w.kafka.kafka_properties.len(), 2);
         assert_eq!(
-            w.kafka_properties[1],
+            w.kafka.kafka_properties[1],
             KafkaProperty {
                 key: "sasl.mechanism".into(),
                 value: "PLAIN".into()

@@ -494,13 +494,10 @@ pub(crate) fn collect(
 }
 
 fn draw_progress(done: u64, total: u64, elapsed: Duration) {
-    const WIDTH: usize = 40;
-    let filled = ((done as f64 / total.max(1) as f64) * WIDTH as f64) as usize;
     let rate = done as f64 / elapsed.as_secs_f64().max(0.001);
     eprint!(
-        "\r  [{}{}] {done}/{total} events done  {rate:>7.0} ev/s  {:>5.1}s",
-        "#".repeat(filled.min(WIDTH)),
-        ".".repeat(WIDTH - filled.min(WIDTH)),
+        "\r  {} {done}/{total} events done  {rate:>7.0} ev/s  {:>5.1}s",
+        crate::progress::bar(done, total),
         elapsed.as_secs_f64()
     );
     let _ = std::io::stderr().flush();

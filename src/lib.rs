@@ -23,6 +23,7 @@
 //! - [`shutdown`]: the shutdown signal the worker takes from its caller.
 //! - [`emulator`]: a faithful local Chat API for tests, the demo and benchmarks.
 //! - [`dev`]: the embedded Kafka (librdkafka's mock cluster) for local work and tests.
+//! - [`dlq`]: `account-sync dlq replay`, dead letters back to the input topic.
 //! - [`demo`]: `account-sync demo`, everything in one process.
 //! - [`bench`]: `account-sync bench`, the end-to-end performance figures.
 
@@ -31,12 +32,14 @@ pub mod chat;
 pub mod config;
 pub mod demo;
 pub mod dev;
+pub mod dlq;
 pub mod emulator;
 pub mod event;
 pub mod limiter;
 pub mod metrics;
 pub mod offsets;
 pub mod pipeline;
+mod progress;
 pub mod shutdown;
 pub mod sink;
 pub mod source;

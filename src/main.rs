@@ -7,6 +7,7 @@ use account_sync::chat::usersig;
 use account_sync::config::{LogFormat, SecretKeyArgs, WorkerArgs};
 use account_sync::demo::DemoArgs;
 use account_sync::dev::{DevKafkaArgs, EmbeddedKafka};
+use account_sync::dlq::ReplayArgs;
 use account_sync::emulator::{Emulator, EmulatorConfig};
 use account_sync::shutdown::{self, Shutdown};
 use account_sync::worker::Worker;
@@ -29,7 +30,8 @@ struct Cli {
     )]
     log_format: LogFormat,
     /// Log level or filter (RUST_LOG syntax, e.g. info or account_sync=debug); RUST_LOG wins if
-    /// set. Default: info; for the demo, error (its progress bar and summary are the output).
+    /// set. Default: info; for the demo, error, and for dlq replay, warn (their progress and
+    /// summary are the output).
     #[arg(long, global = true, env = "ACCOUNT_SYNC_LOG_LEVEL")]
     log_level: Option<String>,
     #[command(subcommand)]
@@ -47,6 +49,9 @@ enum Command {
     /// Local development services.
     #[command(subcommand)]
     Dev(DevCommand),
+    /// Dead-letter topic tools.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
     /// Generate (default) or verify an admin UserSig. The key comes from ACCOUNT_SYNC_SECRET_KEY or --secret-key-file.
     Usersig(UsersigArgs),
 }
@@ -57,6 +62,14 @@ enum DevCommand {
     Kafka(DevKafkaArgs),
     /// A standalone Chat API emulator; prints its base URL first.
     ChatApi(Box<ChatApiArgs>),
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Replay dead letters (original key and payload) to the input topic, up to the end of the
+    /// dead-letter topic as of the start, resuming where the last replay stopped. Exit code 0 when
+    /// done (or stopped by a signal), 1 when a replay failed, 2 for bad settings.
+    Replay(Box<ReplayArgs>),
 }
 
 #[derive(clap::Args)]
@@ -133,10 +146,10 @@ fn init_logging(format: LogFormat, level: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default_level = if matches!(cli.command, Command::Demo(_) | Command::Bench(_)) {
-        "error"
-    } else {
-        "info"
+    let default_level = match cli.command {
+        Command::Demo(_) | Command::Bench(_) => "error",
+        Command::Dlq(_) => "warn",
+        _ => "info",
     };
     init_logging(
         cli.log_format,
@@ -185,6 +198,15 @@ async fn run(command: Command) -> Result<ExitCode, String> {
         }
         Command::Demo(args) => account_sync::demo::run(args, signal_shutdown()).await,
         Command::Bench(args) => account_sync::bench::run(args, signal_shutdown()).await,
+        Command::Dlq(DlqCommand::Replay(args)) => {
+            match account_sync::dlq::replay(*args, signal_shutdown()).await {
+                Ok(_) => Ok(ExitCode::SUCCESS),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::from(e.exit_code()))
+                }
+            }
+        }
         Command::Dev(DevCommand::Kafka(args)) => {
             let kafka = EmbeddedKafka::start(args.brokers, &args.topics)
                 .map_err(|e| format!("mock cluster: {e}"))?;

@@ -19,6 +19,8 @@ pub mod headers {
     pub const STAGE: &str = "account-sync.error.stage";
     pub const CODE: &str = "account-sync.error.code";
     pub const REASON: &str = "account-sync.error.reason";
+    /// The failure class ([`super::failure_class`]): what `dlq replay --class` filters on.
+    pub const CLASS: &str = "account-sync.error.class";
     pub const SOURCE_TOPIC: &str = "account-sync.source.topic";
     pub const SOURCE_PARTITION: &str = "account-sync.source.partition";
     pub const SOURCE_OFFSET: &str = "account-sync.source.offset";
@@ -58,6 +60,9 @@ pub enum Stage {
 }
 
 impl Stage {
+    /// Every stage, in pipeline order.
+    pub const ALL: [Stage; 3] = [Stage::Decode, Stage::Check, Stage::Import];
+
     /// Header / metric label value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -110,6 +115,8 @@ pub mod failure_class {
     pub const RETRIES_EXHAUSTED: &str = "retries_exhausted";
     /// The vendor called our request malformed, or we refused to send it: a bug in account-sync.
     pub const BUG: &str = "bug";
+    /// Every class, for label and flag values.
+    pub const ALL: [&str; 4] = [INVALID_INPUT, REJECTED, RETRIES_EXHAUSTED, BUG];
 }
 
 /// The outcome record value (field order as in ARCHITECTURE.md).
@@ -162,6 +169,8 @@ pub struct DeadLetter {
     pub code: i64,
     /// Human-readable reason.
     pub reason: String,
+    /// Why, as one of the [`failure_class`] values.
+    pub class: &'static str,
     /// API attempts made (0 for decode failures).
     pub attempts: u32,
 }
@@ -177,10 +186,11 @@ pub fn dead_letter_headers(
     let partition = pos.partition.to_string();
     let offset = pos.offset.to_string();
     let attempts = dl.attempts.to_string();
-    let pairs: [(&str, &str); 8] = [
+    let pairs: [(&str, &str); 9] = [
         (headers::STAGE, dl.stage.as_str()),
         (headers::CODE, &code),
         (headers::REASON, &dl.reason),
+        (headers::CLASS, dl.class),
         (headers::SOURCE_TOPIC, source_topic),
         (headers::SOURCE_PARTITION, &partition),
         (headers::SOURCE_OFFSET, &offset),
@@ -230,6 +240,23 @@ pub struct OutRecord {
     pub headers: Option<OwnedHeaders>,
 }
 
+/// The configuration of a producer that resolves a send only once the record is safe: idempotent
+/// (no duplicates or reordering from its own retries) with acks=all (librdkafka refuses anything
+/// else with idempotence). `extra` are the user's librdkafka properties; the ones the guarantees
+/// rest on are refused earlier, by config validation.
+pub fn producer_config(brokers: &str, extra: &[(String, String)]) -> ClientConfig {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4");
+    for (k, v) in extra {
+        cfg.set(k, v);
+    }
+    cfg
+}
+
 /// Produces outcome and dead-letter records.
 pub struct Sink {
     /// Idempotent (or transactional) producer shared by all windows.
@@ -243,10 +270,9 @@ pub struct Sink {
 }
 
 impl Sink {
-    /// Builds the producer: idempotent (no duplicates or reordering from its own retries),
-    /// acks=all; transactional when `transactional_id` is given (exactly-once mode; the
-    /// [`Committer`](crate::transaction::Committer) then initialises its transactions). `extra`
-    /// are the user's librdkafka properties.
+    /// Builds the producer ([`producer_config`]); transactional when `transactional_id` is given
+    /// (exactly-once mode; the [`Committer`](crate::transaction::Committer) then initialises its
+    /// transactions).
     pub fn new(
         brokers: &str,
         extra: &[(String, String)],
@@ -255,17 +281,9 @@ impl Sink {
         dlq_topic: &str,
         transactional_id: Option<&str>,
     ) -> Result<Self, KafkaError> {
-        let mut cfg = ClientConfig::new();
-        cfg.set("bootstrap.servers", brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "5")
-            .set("compression.type", "lz4");
+        let mut cfg = producer_config(brokers, extra);
         if let Some(id) = transactional_id {
             cfg.set("transactional.id", id);
-        }
-        for (k, v) in extra {
-            cfg.set(k, v);
         }
         Ok(Sink {
             producer: cfg.create()?,
@@ -402,6 +420,7 @@ mod tests {
             stage: Stage::Import,
             code: 40601,
             reason: "Nick too long".into(),
+            class: failure_class::REJECTED,
             attempts: 2,
         };
         let h = dead_letter_headers(&dl, "signups", pos(), "2026-11-22T12:00:00.123Z");
@@ -418,6 +437,7 @@ mod tests {
             ("account-sync.error.stage", "import"),
             ("account-sync.error.code", "40601"),
             ("account-sync.error.reason", "Nick too long"),
+            ("account-sync.error.class", "rejected"),
             ("account-sync.source.topic", "signups"),
             ("account-sync.source.partition", "3"),
             ("account-sync.source.offset", "1234"),

@@ -190,20 +190,16 @@ impl Worker {
 
     async fn run_pipeline(self, shutdown: Shutdown) -> Result<(), WorkerError> {
         let a = &self.args;
-        let extra: Vec<(String, String)> = a
-            .kafka_properties
-            .iter()
-            .map(|p| (p.key.clone(), p.value.clone()))
-            .collect();
+        let extra = a.kafka.properties();
         let transactional_id = a.resolved_transactional_id();
         let exactly_once = transactional_id.is_some();
         let tracker = Arc::new(Mutex::new(OffsetTracker::new()));
         let (events_tx, mut events_rx) = mpsc::unbounded_channel();
         let consumer = Arc::new(source::create_consumer(
             &SourceSettings {
-                brokers: &a.brokers,
-                group_id: &a.group_id,
-                topic: &a.input_topic,
+                brokers: &a.kafka.brokers,
+                group_id: &a.kafka.group_id,
+                topic: &a.kafka.input_topic,
                 commit_interval_ms: a.commit_interval.as_millis() as u64,
                 extra: &extra,
                 exactly_once,
@@ -213,11 +209,11 @@ impl Worker {
             self.metrics.clone(),
         )?);
         let sink = Arc::new(Sink::new(
-            &a.brokers,
+            &a.kafka.brokers,
             &extra,
-            &a.input_topic,
+            &a.kafka.input_topic,
             &a.outcome_topic,
-            &a.dlq_topic,
+            &a.kafka.dlq_topic,
             transactional_id.as_deref(),
         )?);
         let (delivery, committer) = match &transactional_id {
@@ -227,7 +223,7 @@ impl Worker {
                     sink: sink.clone(),
                     consumer: consumer.clone(),
                     tracker: tracker.clone(),
-                    topic: a.input_topic.clone(),
+                    topic: a.kafka.input_topic.clone(),
                     linger: a.transaction_linger,
                     timing: TxnTiming::from_properties(&extra),
                     metrics: self.metrics.clone(),
@@ -258,7 +254,7 @@ impl Worker {
             delivery,
             window_slots: Arc::new(Semaphore::new(a.max_windows_in_flight)),
             consumer: consumer.clone(),
-            topic: a.input_topic.clone(),
+            topic: a.kafka.input_topic.clone(),
             tracker: tracker.clone(),
             progress: Notify::new(),
             metrics: self.metrics.clone(),
@@ -301,7 +297,7 @@ impl Worker {
         // Whether the gate is closed as far as the metrics know: a closing counts once.
         let mut fault_in_force = false;
         let mut failure: Option<WorkerError> = None;
-        tracing::info!(topic = %a.input_topic, group = %a.group_id, exactly_once, "worker started");
+        tracing::info!(topic = %a.kafka.input_topic, group = %a.kafka.group_id, exactly_once, "worker started");
 
         loop {
             let deadline = lock_window().deadline();
@@ -315,9 +311,9 @@ impl Worker {
                 Some(ev) = events_rx.recv() => match ev {
                     RebalanceEvent::Assigned(parts) => {
                         self.readiness.assigned.store(true, Ordering::Relaxed);
-                        self.update_rate_share(&consumer, &a.input_topic, &mut partition_total);
+                        self.update_rate_share(&consumer, &a.kafka.input_topic, &mut partition_total);
                         if paused {
-                            if let Err(e) = source::pause_partitions(&consumer, &a.input_topic, &parts) {
+                            if let Err(e) = source::pause_partitions(&consumer, &a.kafka.input_topic, &parts) {
                                 tracing::warn!(error = %e, "could not pause newly assigned partitions");
                             }
                         }
@@ -329,7 +325,7 @@ impl Worker {
                         let t = tracker.lock().unwrap_or_else(|e| e.into_inner());
                         lock_window().retain_partitions(|p| t.epoch(p).is_some());
                         drop(t);
-                        self.update_rate_share(&consumer, &a.input_topic, &mut partition_total);
+                        self.update_rate_share(&consumer, &a.kafka.input_topic, &mut partition_total);
                     }
                 },
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
@@ -385,10 +381,10 @@ impl Worker {
                                 }
                             }
                             Err(err) => {
-                                tracing::warn!(topic = %a.input_topic, partition = p, offset, reason = %err, "record does not decode; dead-lettering it");
+                                tracing::warn!(topic = %a.kafka.input_topic, partition = p, offset, reason = %err, "record does not decode; dead-lettering it");
                                 let shared = shared.clone();
                                 tasks.spawn(async move {
-                                    let dl = DeadLetter { stage: Stage::Decode, code: 0, reason: err.to_string(), attempts: 0 };
+                                    let dl = DeadLetter { stage: Stage::Decode, code: 0, reason: err.to_string(), class: failure_class::INVALID_INPUT, attempts: 0 };
                                     dead_letter_decode(&shared, key, payload, pos, dl).await;
                                 });
                             }
@@ -464,7 +460,7 @@ impl Worker {
         // of their own: with the group coordinator gone they would never return. Bounded here;
         // on timeout the thread is left behind and the process goes on to exit (the offsets
         // then come from the last periodic commit, and the group notices the session expire).
-        let (tracker, topic) = (tracker.clone(), a.input_topic.clone());
+        let (tracker, topic) = (tracker.clone(), a.kafka.input_topic.clone());
         let close = tokio::task::spawn_blocking(move || {
             if !exactly_once {
                 commit_final(&consumer, &tracker, &topic);
@@ -704,6 +700,7 @@ async fn process_window(shared: &Shared, window: ClosedWindow) {
                     stage,
                     code: outcome.error_code,
                     reason: outcome.error_info.clone(),
+                    class: outcome.failure_class,
                     attempts: outcome.attempts,
                 };
                 out.push(shared.sink.dead_letter_record(

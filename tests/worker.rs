@@ -268,6 +268,7 @@ async fn a_rejected_account_is_dead_lettered_alone() {
     assert_eq!(d.header(headers::STAGE), "import");
     assert_eq!(d.header(headers::CODE), "40005");
     assert_eq!(d.header(headers::REASON), info);
+    assert_eq!(d.header(headers::CLASS), "rejected");
     assert_eq!(d.header(headers::ATTEMPTS), attempts.to_string());
     assert_eq!(d.header(headers::SOURCE_TOPIC), env.topics.input);
     assert_eq!(d.header(headers::SOURCE_PARTITION), "0");

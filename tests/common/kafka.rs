@@ -16,7 +16,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::{Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::util::Timeout;
@@ -128,7 +128,21 @@ pub async fn produce(
     partition: Option<i32>,
     records: &[(Option<&str>, Option<&[u8]>)],
 ) -> Vec<(i32, i64)> {
-    let futures = records.iter().map(|(key, payload)| {
+    let records: Vec<_> = records.iter().map(|&(k, p)| (k, p, None)).collect();
+    produce_with_headers(producer, topic, partition, &records).await
+}
+
+/// A record for [`produce_with_headers`]: key, payload, headers.
+pub type HeadedRecord<'a> = (Option<&'a str>, Option<&'a [u8]>, Option<OwnedHeaders>);
+
+/// [`produce`] with headers (e.g. dead letters made with `sink::dead_letter_headers`).
+pub async fn produce_with_headers(
+    producer: &FutureProducer,
+    topic: &str,
+    partition: Option<i32>,
+    records: &[HeadedRecord<'_>],
+) -> Vec<(i32, i64)> {
+    let futures = records.iter().map(|(key, payload, headers)| {
         let mut r: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic);
         if let Some(k) = key {
             r = r.key(k);
@@ -138,6 +152,9 @@ pub async fn produce(
         }
         if let Some(p) = partition {
             r = r.partition(p);
+        }
+        if let Some(h) = headers {
+            r = r.headers(h.clone());
         }
         producer.send(r, Timeout::After(Duration::from_secs(30)))
     });

@@ -77,9 +77,14 @@ impl Proc {
     /// Sends `sig` and waits (at most `within`) for the exit.
     pub fn stop(&mut self, sig: &str, within: Duration) -> std::process::ExitStatus {
         self.signal(sig);
+        self.wait(within, &format!("after {sig}"))
+    }
+
+    /// Waits (at most `within`, else panics saying `when`) for the process to exit by itself.
+    pub fn wait(&mut self, within: Duration, when: &str) -> std::process::ExitStatus {
         self.exited_within(within).unwrap_or_else(|| {
             panic!(
-                "no exit within {within:?} after {sig}; log: {}",
+                "no exit within {within:?} {when}; log: {}",
                 self.log.display()
             )
         })
@@ -97,6 +102,15 @@ impl Proc {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Everything it printed on stdout (call once it has exited).
+    pub fn stdout(&mut self) -> String {
+        let mut out = String::new();
+        if let Some(s) = self.child.stdout.as_mut() {
+            std::io::Read::read_to_string(s, &mut out).expect("reads stdout");
+        }
+        out
     }
 
     pub fn running(&mut self) -> bool {
