@@ -141,12 +141,8 @@ pub struct ChatArgs {
     /// the region's backup domain; none with --api-base-url unless given).
     #[arg(long, env = "ACCOUNT_SYNC_BACKUP_API_BASE_URL")]
     pub backup_api_base_url: Option<String>,
-    /// Never fail over to a backup domain.
-    #[arg(
-        long,
-        env = "ACCOUNT_SYNC_NO_BACKUP_DOMAIN",
-        conflicts_with = "backup_api_base_url"
-    )]
+    /// Never fail over to a backup domain (wins over --backup-api-base-url).
+    #[arg(long, env = "ACCOUNT_SYNC_NO_BACKUP_DOMAIN")]
     pub no_backup_domain: bool,
     /// The Chat API counts as unavailable (an outage: intake pauses, nothing is dead-lettered)
     /// once no call has succeeded for this long while --outage-min-failed-calls calls failed.
