@@ -12,10 +12,12 @@
 //! - [`window`]: up to 100 distinct UserIDs or the linger time, whichever first.
 //! - [`pipeline`]: the check and import stages, for one window.
 //! - [`limiter`]: token buckets with a changeable rate (AIMD on frequency-limit answers).
-//! - [`chat`]: the Chat REST client: UserSig, API types, error classes, retries, HTTP.
+//! - [`chat`]: the Chat REST client: UserSig, API types, error classes, retries, the outage
+//!   detector, primary/backup domains, HTTP.
 //! - [`sink`]: outcome and dead-letter record formats, and producing them.
 //! - [`offsets`]: per-partition done watermarks: what may be committed.
-//! - [`systemic`]: the gate that pauses everything during a systemic fault, and its prober.
+//! - [`systemic`]: the gate that pauses everything during a systemic fault or an outage, and its
+//!   prober.
 //! - [`transaction`]: exactly-once mode: records and offsets in one Kafka transaction.
 //! - [`worker`]: all of the above wired together; `account-sync run`.
 //! - [`metrics`]: Prometheus metrics and the admin endpoints (`/metrics`, `/healthz`, `/readyz`).
