@@ -373,7 +373,8 @@ pub struct WorkerArgs {
     /// Windows being checked/imported at once.
     #[arg(long, env = "ACCOUNT_SYNC_MAX_WINDOWS_IN_FLIGHT", default_value_t = 32)]
     pub max_windows_in_flight: usize,
-    /// Input records held at once (received, not yet committed-ready); above it the partitions pause.
+    /// Input records held at once (received, not yet done); at the bound intake stops reading, and
+    /// if that lasts 5 s the partitions are paused.
     #[arg(
         long,
         env = "ACCOUNT_SYNC_MAX_EVENTS_IN_FLIGHT",

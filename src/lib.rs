@@ -3,7 +3,8 @@
 //! Upstream services publish one event per signup to Kafka. The worker groups UserIDs into
 //! windows of up to 100, asks `account_check` which are imported, calls `account_import` for the
 //! others — all under token-bucket limits — and writes one outcome record per event, plus a
-//! dead-letter record for every failure. See `ARCHITECTURE.md` in the shared docs for the design.
+//! dead-letter record for every failure. The design is in `docs/ARCHITECTURE.md`, and the vendor
+//! facts it relies on (endpoints, limits, error codes, UserSig) in `docs/chat-api.md`.
 //!
 //! # Module map, in the order data flows
 //!

@@ -1,4 +1,5 @@
-//! Outcome and dead-letter records: their formats (ARCHITECTURE.md, "Records") and producing them.
+//! Outcome and dead-letter records: their formats (`docs/ARCHITECTURE.md`, "Records") and producing
+//! them.
 //!
 //! The encoding functions are pure so that tests and benches can check the exact bytes; [`Sink`]
 //! sends them with an idempotent producer and resolves only when the broker has acknowledged.
@@ -108,7 +109,7 @@ impl Outcome {
 pub mod failure_class {
     /// The record did not decode.
     pub const INVALID_INPUT: &str = "invalid_input";
-    /// The vendor rejected this account's data (70402, 40005, 40601, a per-item ResultCode).
+    /// The vendor rejected this account (70402, 40005, 40601, 70399, a per-item ResultCode).
     pub const REJECTED: &str = "rejected";
     /// Transient errors or frequency limits outlasted the retry budget (or an unknown code its
     /// smaller budget).
@@ -119,7 +120,7 @@ pub mod failure_class {
     pub const ALL: [&str; 4] = [INVALID_INPUT, REJECTED, RETRIES_EXHAUSTED, BUG];
 }
 
-/// The outcome record value (field order as in ARCHITECTURE.md).
+/// The outcome record value (field order as in `docs/ARCHITECTURE.md`, "Records").
 #[derive(Serialize)]
 struct OutcomeJson<'a> {
     user_id: &'a str,

@@ -4,7 +4,8 @@
 //!
 //! Dead-lettering traffic during such a fault would empty the input topic into the dead-letter
 //! topic, so instead the [`SystemicGate`] closes: windows that hit the fault wait at the gate with
-//! their records (offsets stay uncommitted), the source pauses intake, `/readyz` reports the reason,
+//! their records (offsets stay uncommitted), the worker's intake loop pauses every assigned
+//! partition (it watches the gate, see [`SystemicGate::subscribe`]), `/readyz` reports the reason,
 //! and [`run_prober`] probes the API with backoff until a probe succeeds and reopens the gate.
 //!
 //! The probe is one `account_check`, which sees every fault of the key, the UserSig, the admin and

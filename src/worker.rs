@@ -1,9 +1,10 @@
 //! The worker: source → decode → windower → check/import stages → sink → offsets, wired together.
 //!
-//! One loop (the source task) reads records, decodes them, fills the open window and dispatches
+//! One loop (the intake loop) reads records, decodes them, fills the open window and dispatches
 //! closed windows as tasks; the number of windows in flight is bounded by a semaphore and the
-//! number of records held by `max_events_in_flight`, above which every assigned partition is
-//! paused (the loop keeps polling, so the consumer stays in its group). Each window task resolves
+//! number of records held by `max_events_in_flight`: at that bound the loop stops reading, and
+//! only if that lasts 5 s (`PAUSE_AFTER`) pauses every assigned partition (the loop keeps polling,
+//! so the consumer stays in its group). Each window task resolves
 //! its users, produces one outcome per record (and a dead-letter record per failure), waits for
 //! the broker's acknowledgements, and only then marks the records done, which may move the
 //! partition's committable position (see [`crate::offsets`]).
@@ -476,7 +477,7 @@ impl Worker {
     }
 
     /// Takes this replica's share of the app's rate budget: assigned / total partitions of the
-    /// input topic (ARCHITECTURE.md, "Rate limits across replicas").
+    /// input topic (`docs/ARCHITECTURE.md`, "Rate limits across replicas").
     /// `known_total` is the topic's partition count from the last metadata answer: a rebalance
     /// during a broker outage still recomputes the share from it instead of keeping a share that
     /// no longer matches the assignment.

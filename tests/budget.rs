@@ -1,5 +1,5 @@
-//! Rate budgets shared across replicas (ARCHITECTURE.md, "Rate limits across replicas"): three
-//! workers in one group on a 6-partition topic, each configured with the app's whole budget,
+//! Rate budgets shared across replicas (`docs/ARCHITECTURE.md`, "Rate limits across replicas"):
+//! three workers in one group on a 6-partition topic, each configured with the app's whole budget,
 //! stay together within the emulator's limits (no 60007) and use at least 95 % of them.
 //!
 //! The limits are smaller than the vendor's (20 check/s, 40 import/s) to keep the test short.

@@ -65,8 +65,8 @@ pub const MAX_USER_ID_BYTES: usize = 32;
 /// Longest Nick or FaceUrl the vendor accepts, in bytes (40601 above that).
 pub const MAX_PROFILE_FIELD_BYTES: usize = 500;
 
-/// True when `id` is a UserID the worker will send: 1–32 bytes of `[A-Za-z0-9_-]` (REFERENCE.md,
-/// "Field limits": other characters are rejected as the safe side).
+/// True when `id` is a UserID the worker will send: 1–32 bytes of `[A-Za-z0-9_-]`
+/// (`docs/chat-api.md`, "Field limits": other characters are rejected as the safe side).
 pub fn is_valid_user_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= MAX_USER_ID_BYTES

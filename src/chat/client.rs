@@ -36,7 +36,7 @@ use super::usersig::{self, SecretKey, UserSig};
 use crate::limiter::Limiter;
 use crate::shutdown::Shutdown;
 
-/// The vendor's regional API domains and their backups (`docs/chat-api.md`).
+/// The vendor's regional API domains and their backups (`docs/chat-api.md`, "Regional domains").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Region {
     China,

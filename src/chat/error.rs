@@ -41,7 +41,7 @@ impl fmt::Display for FailureClass {
 /// systemic only after one regeneration; an unknown code is retried only a few times).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CodeKind {
-    /// 70169, 70202, 70500, 40006, 60008 (server timeout).
+    /// 70169, 70202, 70500, 40006 (server timeout, internal error).
     Transient,
     /// 60007, 60011, 60018, 60019.
     FrequencyLimit,
@@ -54,7 +54,7 @@ pub enum CodeKind {
     /// This account cannot be imported: its data is invalid (70402, 40005, 40601), or it was
     /// deleted less than 3 months ago (70399).
     InvalidAccount,
-    /// Our request is malformed: a bug on our side (60002, 60003, 60009, 60012, 60015).
+    /// Our request is malformed: a bug on our side (60002, 60003, 60008, 60009, 60012, 60015).
     MalformedRequest,
     /// A code the table does not know.
     Unknown,

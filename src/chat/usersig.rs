@@ -1,8 +1,8 @@
 //! TLSSigAPIv2: the admin UserSig that authenticates every REST call.
 //!
-//! Generation follows `shared/api/REFERENCE.md` step by step: HMAC-SHA256 over a four-line content
-//! string, a JSON document carrying the HMAC, zlib, standard base64, then the URL-safe substitutions
-//! `+`→`*`, `/`→`-`, `=`→`_`.
+//! Generation follows `docs/chat-api.md` ("UserSig (TLSSigAPIv2)") step by step: HMAC-SHA256 over
+//! a four-line content string, a JSON document carrying the HMAC, zlib, standard base64, then the
+//! URL-safe substitutions `+`→`*`, `/`→`-`, `=`→`_`.
 //!
 //! Verification never compares bytes: Tencent's own libraries differ in JSON key order, spacing and
 //! zlib level, so [`verify`] undoes the encoding, parses the JSON and recomputes the HMAC from the
@@ -133,7 +133,7 @@ pub enum UserSigError {
 }
 
 impl UserSigError {
-    /// The vendor ErrorCode for this rejection (public codes, see REFERENCE.md).
+    /// The vendor ErrorCode for this rejection (public codes: `docs/chat-api.md`, "Error codes").
     pub fn vendor_code(&self) -> i64 {
         match self {
             UserSigError::Empty => 70002,

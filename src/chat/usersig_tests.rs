@@ -1,6 +1,6 @@
 //! UserSig tests. The known answers come from `tests/data/usersig_kat.py`, an independent
-//! implementation with Python's standard library (hmac, zlib, json, base64) written from REFERENCE.md;
-//! run it to regenerate them.
+//! implementation with Python's standard library (hmac, zlib, json, base64) written from
+//! `docs/chat-api.md` ("UserSig (TLSSigAPIv2)"); run it to regenerate them.
 
 use super::*;
 

@@ -229,7 +229,8 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Reject> {
 }
 
 /// The vendor's list-size rule shared by check, multi-import and delete: 1 to 100 entries.
-/// (REFERENCE.md only gives the maximum; an empty list is refused the same way.)
+/// (The vendor only gives the maximum; an empty list is refused the same way: `docs/chat-api.md`,
+/// "The emulator's own choices".)
 fn check_list_len(field: &str, len: usize) -> Result<(), Reject> {
     if len == 0 || len > MAX_IDS_PER_CALL {
         return Err(reject(
@@ -242,8 +243,9 @@ fn check_list_len(field: &str, len: usize) -> Result<(), Reject> {
     Ok(())
 }
 
-/// Only the length rule: the vendor's statements on allowed characters disagree (REFERENCE.md),
-/// and the worker refuses other characters before calling, so the emulator need not decide.
+/// Only the length rule: the vendor's statements on allowed characters disagree
+/// (`docs/chat-api.md`, "Field limits"), and the worker refuses other characters before calling,
+/// so the emulator need not decide.
 fn user_id_problem(user_id: &str) -> Option<String> {
     if user_id.is_empty() || user_id.len() > MAX_USER_ID_BYTES {
         Some(format!(
@@ -301,8 +303,9 @@ fn account_check(s: &Shared, body: &[u8]) -> Result<String, Reject> {
     }))
 }
 
-/// The account_import rules, in the order the spec of the emulator lists them: UserID, field
-/// lengths, sensitive words, then the edition limit (which only a new account can hit).
+/// The account_import rules, in the order `docs/chat-api.md` ("The emulator's own choices") lists
+/// them: UserID, the poison knob, field lengths, sensitive words, then the edition limit (which
+/// only a new account can hit).
 fn import_one(s: &Shared, req: &ImportRequest<'_>) -> Result<(), Reject> {
     if let Some(problem) = user_id_problem(&req.user_id) {
         return Err(reject(70402, format!("invalid parameters: {problem}")));

@@ -10,7 +10,8 @@
 //! - `faults.rs`: [`Faults`] and the seeded dice that decide them.
 //! - `handlers.rs`: routing, request checking in the vendor's order, and the four APIs.
 //!
-//! Where `shared/api/REFERENCE.md` is silent, the choice made is documented where it is made.
+//! Where the vendor's documentation (`docs/chat-api.md`) is silent, the choice made is documented
+//! where it is made and listed in `docs/chat-api.md`, "The emulator's own choices".
 
 mod faults;
 mod handlers;

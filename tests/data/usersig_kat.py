@@ -2,7 +2,7 @@
 """Derives the UserSig known-answer vectors used by src/chat/usersig_tests.rs.
 
 Independent of the Rust code: Python's standard library only (hmac, hashlib, zlib, json, base64),
-following shared/api/REFERENCE.md ("UserSig (TLSSigAPIv2)") step by step.
+following docs/chat-api.md ("UserSig (TLSSigAPIv2)") step by step.
 
     python3 tests/data/usersig_kat.py            # prints the vectors
     python3 tests/data/usersig_kat.py SIG        # decodes and checks a sig made by account-sync
