@@ -13,9 +13,10 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 use crate::chat::client::{parse_base_url, ApiLimiters};
-use crate::chat::{ChatConfig, OutageRule, Region, RetryPolicy, SecretKey};
+use crate::chat::{Api, ChatConfig, OutageRule, Region, RetryPolicy, SecretKey};
 use crate::event::{Decoder, InputFormat};
 use crate::limiter::Limiter;
+use crate::pipeline::{ImportApi, ImportPlan};
 
 /// Environment variable holding the app's secret key.
 pub const SECRET_KEY_ENV: &str = "ACCOUNT_SYNC_SECRET_KEY";
@@ -180,6 +181,26 @@ pub struct ChatArgs {
     /// Token bucket capacity for account_import.
     #[arg(long, env = "ACCOUNT_SYNC_IMPORT_BURST", default_value_t = 20)]
     pub import_burst: u32,
+    /// How users are imported: single (one account_import each), batch (one multiaccount_import
+    /// per window for its NotImported users), auto (batch when a window has at least --batch-min
+    /// users to import).
+    #[arg(
+        long,
+        env = "ACCOUNT_SYNC_IMPORT_API",
+        value_enum,
+        default_value = "auto"
+    )]
+    pub import_api: ImportApi,
+    /// With --import-api auto: the fewest users to import for which a batch call is made (1-100).
+    #[arg(long, env = "ACCOUNT_SYNC_BATCH_MIN", default_value_t = 2)]
+    pub batch_min: usize,
+    /// multiaccount_import calls per second for the whole app (vendor limit 100, up to 100
+    /// accounts each); 0 = unlimited.
+    #[arg(long, env = "ACCOUNT_SYNC_BATCH_IMPORT_RATE", default_value_t = 100.0)]
+    pub batch_import_rate: f64,
+    /// Token bucket capacity for multiaccount_import.
+    #[arg(long, env = "ACCOUNT_SYNC_BATCH_IMPORT_BURST", default_value_t = 10)]
+    pub batch_import_burst: u32,
     /// Attempts per API call, the first included.
     #[arg(long, env = "ACCOUNT_SYNC_RETRY_MAX_ATTEMPTS", default_value_t = 8)]
     pub retry_max_attempts: u32,
@@ -245,6 +266,26 @@ impl ChatArgs {
         Ok(c)
     }
 
+    /// The import stage's plan; errors name the setting.
+    pub fn import_plan(&self) -> Result<ImportPlan, String> {
+        let plan = ImportPlan {
+            api: self.import_api,
+            batch_min: self.batch_min,
+        };
+        plan.validate()?;
+        Ok(plan)
+    }
+
+    /// The app's budget per rate-limited API, calls/s (0 = unlimited): what each replica takes
+    /// its share of.
+    pub fn budget(&self) -> [(Api, f64); 3] {
+        [
+            (Api::AccountCheck, self.check_rate),
+            (Api::AccountImport, self.import_rate),
+            (Api::MultiaccountImport, self.batch_import_rate),
+        ]
+    }
+
     /// The limiters for the configured rates (0 = unlimited).
     pub fn limiters(&self) -> Result<ApiLimiters, String> {
         let make = |name: &str, rate: f64, burst: u32| -> Result<std::sync::Arc<Limiter>, String> {
@@ -265,8 +306,11 @@ impl ChatArgs {
         Ok(ApiLimiters {
             check: make("check", self.check_rate, self.check_burst)?,
             import: make("import", self.import_rate, self.import_burst)?,
-            // multiaccount_import shares the vendor's 100/s check-class limit.
-            multi_import: make("check", self.check_rate, self.check_burst)?,
+            multi_import: make(
+                "batch-import",
+                self.batch_import_rate,
+                self.batch_import_burst,
+            )?,
         })
     }
 }

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
@@ -56,6 +56,13 @@ pub struct DemoArgs {
     /// account_import calls/s, enforced by the emulator and respected by the worker; 0 = unlimited.
     #[arg(long, default_value_t = 200.0)]
     pub import_rate: f64,
+    /// multiaccount_import calls/s, enforced by the emulator and respected by the worker; 0 =
+    /// unlimited.
+    #[arg(long, default_value_t = 100.0)]
+    pub batch_import_rate: f64,
+    /// How the worker imports: single, batch or auto (see `account-sync run --help`).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub import_api: crate::pipeline::ImportApi,
     /// Emulated API latency in ms (± half of it as jitter).
     #[arg(long, default_value_t = 20)]
     pub api_latency_ms: u64,
@@ -93,6 +100,7 @@ pub struct Summary {
     pub duplicates: u64,
     pub check_calls: u64,
     pub import_calls: u64,
+    pub batch_import_calls: u64,
     pub frequency_limited: u64,
     pub elapsed_seconds: f64,
     pub events_per_second: f64,
@@ -144,8 +152,19 @@ impl DemoArgs {
         if !(1..=100).contains(&self.partitions) {
             return Err("--partitions must be 1 to 100".into());
         }
-        if self.rate < 0.0 || self.check_rate < 0.0 || self.import_rate < 0.0 {
-            return Err("--rate, --check-rate and --import-rate must not be negative".into());
+        if [
+            self.rate,
+            self.check_rate,
+            self.import_rate,
+            self.batch_import_rate,
+        ]
+        .iter()
+        .any(|r| *r < 0.0)
+        {
+            return Err(
+                "--rate, --check-rate, --import-rate and --batch-import-rate must not be negative"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -199,13 +218,28 @@ pub async fn run(args: DemoArgs, shutdown: Shutdown) -> Result<ExitCode, String>
     .map_err(|e| format!("embedded Kafka: {e}"))?;
     let brokers = kafka.bootstrap_servers().to_owned();
     let emulator = start_emulator(&args, key.clone()).await?;
+    let (admin_listen, batch_rate) = (
+        args.admin_listen.to_string(),
+        args.batch_import_rate.to_string(),
+    );
+    let import_api = args
+        .import_api
+        .to_possible_value()
+        .expect("no variant is skipped");
     let worker_args = worker_args(
         &brokers,
         &emulator.base_url(),
         key,
         (args.check_rate, args.import_rate),
         "account-sync-demo",
-        &["--admin-listen", &args.admin_listen.to_string()],
+        &[
+            "--admin-listen",
+            &admin_listen,
+            "--batch-import-rate",
+            &batch_rate,
+            "--import-api",
+            import_api.get_name(),
+        ],
     )?;
     let admin = crate::metrics::bind_admin(worker_args.admin_listen).await?;
     let admin_addr = admin.local_addr().map_err(|e| e.to_string())?;
@@ -257,7 +291,10 @@ pub async fn run(args: DemoArgs, shutdown: Shutdown) -> Result<ExitCode, String>
     drop(kafka);
 
     let summary = summarize(&produced, &seen, &stats, started.elapsed());
-    print_table(&summary);
+    print_table(
+        &summary,
+        [args.check_rate, args.import_rate, args.batch_import_rate],
+    );
     if let Some(path) = &args.summary_json {
         let json = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?;
         std::fs::write(path, json + "\n")
@@ -324,6 +361,7 @@ async fn start_emulator(args: &DemoArgs, key: SecretKey) -> Result<EmulatorHandl
         secret_key: Some(key),
         check_rate: args.check_rate,
         import_rate: args.import_rate,
+        multi_import_rate: args.batch_import_rate,
         latency_ms: args.api_latency_ms,
         latency_jitter_ms: args.api_latency_ms / 2,
         transient_error_rate: args.api_error_rate,
@@ -638,6 +676,7 @@ pub(crate) fn summarize(
     s.decode_dead_lettered = c.dead_by_stage.get("decode").copied().unwrap_or(0);
     s.check_calls = stats.calls.get("account_check").copied().unwrap_or(0);
     s.import_calls = stats.calls.get("account_import").copied().unwrap_or(0);
+    s.batch_import_calls = stats.calls.get("multiaccount_import").copied().unwrap_or(0);
     s.frequency_limited = stats.rate_limited.values().sum();
     let first_ms = produced.values().map(|p| p.at_ms).min().unwrap_or(0);
     s.elapsed_seconds = if c.last_processed_ms > first_ms {
@@ -658,8 +697,18 @@ pub(crate) fn summarize(
     s
 }
 
-fn print_table(s: &Summary) {
-    let rows: [(&str, String); 16] = [
+/// Calls per second over the run as a share of `limit` ("-" when unlimited or no time passed).
+fn ceiling_use(calls: u64, seconds: f64, limit: f64) -> String {
+    if limit <= 0.0 || seconds <= 0.0 {
+        return "-".into();
+    }
+    format!("{:.0} %", calls as f64 / seconds / limit * 100.0)
+}
+
+/// The summary table; `limits` are the check, import and batch import budgets (calls/s).
+fn print_table(s: &Summary, limits: [f64; 3]) {
+    let t = s.elapsed_seconds;
+    let rows: [(&str, String); 20] = [
         ("events produced", s.produced.to_string()),
         ("outcome records", s.outcomes.to_string()),
         ("  imported", s.imported.to_string()),
@@ -671,6 +720,22 @@ fn print_table(s: &Summary) {
         ("duplicates", s.duplicates.to_string()),
         ("account_check calls", s.check_calls.to_string()),
         ("account_import calls", s.import_calls.to_string()),
+        (
+            "multiaccount_import calls",
+            s.batch_import_calls.to_string(),
+        ),
+        (
+            "  check ceiling in use",
+            ceiling_use(s.check_calls, t, limits[0]),
+        ),
+        (
+            "  import ceiling in use",
+            ceiling_use(s.import_calls, t, limits[1]),
+        ),
+        (
+            "  batch ceiling in use",
+            ceiling_use(s.batch_import_calls, t, limits[2]),
+        ),
         ("frequency-limit answers", s.frequency_limited.to_string()),
         ("elapsed", format!("{:.2} s", s.elapsed_seconds)),
         ("throughput", format!("{:.0} events/s", s.events_per_second)),

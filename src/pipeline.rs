@@ -1,8 +1,13 @@
 //! The check and import stages: a closed window in, one [`Outcome`] per distinct UserID out.
 //!
 //! - check stage: one `account_check` for the window's distinct UserIDs;
-//! - import stage: one `account_import` per `NotImported` UserID, all of them in flight at once
-//!   (bounded by a worker-wide semaphore), so that the limiter, not latency, sets the pace.
+//! - import stage: the window's `NotImported` UserIDs — and only those, since the vendor's batch
+//!   import overwrites the Nick / FaceUrl of accounts that exist — either in one
+//!   `multiaccount_import` (up to 100 accounts a call, its own 100 calls/s budget) or one
+//!   `account_import` each, as the [`ImportPlan`] decides. Users the batch call lists in
+//!   `FailAccounts` (it gives no reason) are imported again one by one, so each gets its own
+//!   vendor code in its outcome. Single imports of a window are all in flight at once (bounded by
+//!   a worker-wide semaphore), so that the limiter, not latency, sets the pace.
 //!
 //! A systemic error never becomes an outcome: the call waits at the [`SystemicGate`] and is made
 //! again once the gate reopens. Nor does an outage: a call that gave up on availability errors
@@ -12,6 +17,7 @@
 //! and its users are dead-lettered with `retries_exhausted`. If the worker shuts down while a
 //! window waits, the window is abandoned (`None`) and its offsets stay uncommitted, to be replayed.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use futures_util::future::join_all;
@@ -25,12 +31,69 @@ use crate::sink::{failure_class, Outcome, OutcomeStatus, Stage};
 use crate::systemic::{SystemicGate, Turn};
 use crate::window::ClosedWindow;
 
+/// Which API imports the users of a window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ImportApi {
+    /// One `account_import` per user (vendor: 200 calls/s, so 200 users/s).
+    Single,
+    /// One `multiaccount_import` per window (vendor: 100 calls/s of up to 100: 10,000 users/s).
+    Batch,
+    /// Batch when a window has at least `--batch-min` users to import, single otherwise.
+    Auto,
+}
+
+/// How the import stage imports a window's `NotImported` users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImportPlan {
+    /// Which API.
+    pub api: ImportApi,
+    /// With [`ImportApi::Auto`]: the fewest users to import for which a batch call is made. A
+    /// lone user goes single: it costs one token of the larger single budget and, should it
+    /// fail, needs no second call to learn why.
+    pub batch_min: usize,
+}
+
+impl Default for ImportPlan {
+    fn default() -> Self {
+        ImportPlan {
+            api: ImportApi::Auto,
+            batch_min: 2,
+        }
+    }
+}
+
+impl ImportPlan {
+    /// Whether `n` users to import go in one batch call.
+    pub fn use_batch(&self, n: usize) -> bool {
+        n > 0
+            && match self.api {
+                ImportApi::Single => false,
+                ImportApi::Batch => true,
+                ImportApi::Auto => n >= self.batch_min,
+            }
+    }
+
+    /// Checks the settings; the message names the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=crate::chat::api::MAX_IDS_PER_CALL).contains(&self.batch_min) {
+            return Err(format!(
+                "--batch-min must be between 1 and {}, got {}",
+                crate::chat::api::MAX_IDS_PER_CALL,
+                self.batch_min
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// What the stages share.
 #[derive(Clone)]
 pub struct Stages {
     /// The Chat API client (with the limiters inside).
     pub client: ChatClient,
-    /// Bounds `account_import` calls in flight across all windows.
+    /// Single or batch import.
+    pub import: ImportPlan,
+    /// Bounds import calls (single or batch) in flight across all windows.
     pub import_slots: Arc<Semaphore>,
     /// Closed during systemic faults.
     pub gate: Arc<SystemicGate>,
@@ -63,30 +126,14 @@ impl Stages {
                 first_record[id] = rec;
             }
         }
-        let imports = statuses
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| **s == CheckOutcome::NotImported)
-            .map(|(i, _)| {
-                let event = &window.records[first_record[i]].event;
-                let account = ImportAccount {
-                    user_id: &event.user_id,
-                    nick: event.nick.as_deref(),
-                    face_url: event.face_url.as_deref(),
-                };
-                async move {
-                    let _slot = self
-                        .import_slots
-                        .acquire()
-                        .await
-                        .expect("the import semaphore is never closed");
-                    (
-                        i,
-                        self.until_not_systemic(|| self.client.account_import(account))
-                            .await,
-                    )
-                }
-            });
+        let account = |i: usize| {
+            let event = &window.records[first_record[i]].event;
+            ImportAccount {
+                user_id: &event.user_id,
+                nick: event.nick.as_deref(),
+                face_url: event.face_url.as_deref(),
+            }
+        };
         let mut outcomes: Vec<Outcome> = statuses
             .iter()
             .map(|s| match s {
@@ -105,14 +152,80 @@ impl Stages {
                 },
             })
             .collect();
-        for (i, imported) in join_all(imports).await {
+        let to_import: Vec<usize> = statuses
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| **s == CheckOutcome::NotImported)
+            .map(|(i, _)| i)
+            .collect();
+        // (user, attempts already spent on it by a batch call) to import one by one.
+        let singles: Vec<(usize, u32)> = if self.import.use_batch(to_import.len()) {
+            self.import_batch(&to_import, &account, &mut outcomes)
+                .await?
+        } else {
+            to_import.iter().map(|&i| (i, 0)).collect()
+        };
+        let imports = singles.into_iter().map(|(i, spent)| {
+            let account = account(i);
+            async move {
+                let _slot = self
+                    .import_slots
+                    .acquire()
+                    .await
+                    .expect("the import semaphore is never closed");
+                let imported = self
+                    .until_not_systemic(|| self.client.account_import(account))
+                    .await;
+                (i, spent, imported)
+            }
+        });
+        for (i, spent, imported) in join_all(imports).await {
             let imported = imported?;
+            let attempts = spent + imported.attempts;
             outcomes[i] = match imported.result {
-                Ok(()) => Outcome::success(OutcomeStatus::Imported, imported.attempts),
-                Err(err) => failed(Stage::Import, &err, imported.attempts),
+                Ok(()) => Outcome::success(OutcomeStatus::Imported, attempts),
+                Err(err) => failed(Stage::Import, &err, attempts),
             };
         }
         Some(outcomes)
+    }
+
+    /// One `multiaccount_import` for the users `to_import`: fills in the outcomes of those it
+    /// imported and returns the others (with the attempts spent) for single imports — the ones
+    /// in `FailAccounts`, or all of them when the batch call failed for good, so that each failed
+    /// user gets its own vendor code and reason. `None` on shutdown during a systemic fault.
+    async fn import_batch<'w>(
+        &self,
+        to_import: &[usize],
+        account: &impl Fn(usize) -> ImportAccount<'w>,
+        outcomes: &mut [Outcome],
+    ) -> Option<Vec<(usize, u32)>> {
+        let accounts: Vec<ImportAccount<'w>> = to_import.iter().map(|&i| account(i)).collect();
+        let _slot = self
+            .import_slots
+            .acquire()
+            .await
+            .expect("the import semaphore is never closed");
+        let batch = self
+            .until_not_systemic(|| self.client.multiaccount_import(&accounts))
+            .await?;
+        let spent = batch.attempts;
+        let failed: HashSet<String> = match batch.result {
+            Ok(fail_accounts) => fail_accounts.into_iter().collect(),
+            Err(err) => {
+                tracing::warn!(users = accounts.len(), error = %err, "multiaccount_import failed; importing the window's users one by one");
+                return Some(to_import.iter().map(|&i| (i, spent)).collect());
+            }
+        };
+        let mut again = Vec::with_capacity(failed.len());
+        for (&i, a) in to_import.iter().zip(&accounts) {
+            if failed.contains(a.user_id) {
+                again.push((i, spent));
+            } else {
+                outcomes[i] = Outcome::success(OutcomeStatus::Imported, spent);
+            }
+        }
+        Some(again)
     }
 
     /// Runs `call` until its result is neither systemic nor an outage, waiting at the gate in

@@ -35,7 +35,7 @@ use crate::config::WorkerArgs;
 use crate::event::Decoder;
 use crate::metrics::{Metrics, MetricsObserver, Readiness};
 use crate::offsets::OffsetTracker;
-use crate::pipeline::Stages;
+use crate::pipeline::{ImportPlan, Stages};
 use crate::shutdown::Shutdown;
 use crate::sink::{failure_class, rfc3339_millis, DeadLetter, OutRecord, Sink, Stage};
 use crate::source::{
@@ -102,6 +102,8 @@ enum Delivery {
 pub struct Worker {
     args: WorkerArgs,
     decoder: Decoder,
+    /// Single or batch import (validated here, so a bad --batch-min fails at start).
+    import: ImportPlan,
     client: ChatClient,
     metrics: Arc<Metrics>,
     gate: Arc<SystemicGate>,
@@ -113,6 +115,7 @@ impl Worker {
     pub fn new(args: WorkerArgs) -> Result<Self, WorkerError> {
         args.validate().map_err(WorkerError::Config)?;
         let decoder = args.decoder().map_err(WorkerError::Config)?;
+        let import = args.chat.import_plan().map_err(WorkerError::Config)?;
         let metrics = Metrics::new();
         let limiters = args.chat.limiters().map_err(WorkerError::Config)?;
         let observer: Arc<dyn CallObserver> = Arc::new(MetricsObserver(metrics.clone()));
@@ -130,6 +133,7 @@ impl Worker {
         Ok(Worker {
             args,
             decoder,
+            import,
             client,
             metrics,
             gate,
@@ -243,6 +247,7 @@ impl Worker {
         let shared = Arc::new(Shared {
             stages: Stages {
                 client: self.client.clone(),
+                import: self.import,
                 import_slots: Arc::new(Semaphore::new(a.max_imports_in_flight)),
                 gate: self.gate.clone(),
                 // The worker's own shutdown, not `stop_tasks` (fired only after the pipeline
@@ -513,10 +518,7 @@ impl Worker {
         }
         let share = (assigned as f64 / total as f64).min(1.0);
         let chat = &self.args.chat;
-        for (api, rate) in [
-            (crate::chat::Api::AccountCheck, chat.check_rate),
-            (crate::chat::Api::AccountImport, chat.import_rate),
-        ] {
+        for (api, rate) in chat.budget() {
             if rate <= 0.0 {
                 continue;
             }

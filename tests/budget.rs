@@ -2,7 +2,8 @@
 //! three workers in one group on a 6-partition topic, each configured with the app's whole budget,
 //! stay together within the emulator's limits (no 60007) and use at least 95 % of them.
 //!
-//! The limits are smaller than the vendor's (20 check/s, 40 import/s) to keep the test short.
+//! The limits are smaller than the vendor's (20 check/s, 40 import/s, 10 batch import/s) to keep
+//! the test short.
 
 mod common;
 
@@ -15,6 +16,7 @@ const PARTITIONS: i32 = 6;
 const REPLICAS: usize = 3;
 const CHECK_RATE: f64 = 20.0;
 const IMPORT_RATE: f64 = 40.0;
+const BATCH_RATE: f64 = 10.0;
 
 /// Waits until each of `workers` owns `PARTITIONS / workers.len()` partitions and has taken that
 /// share of the app's budget; panics with what they have otherwise.
@@ -28,6 +30,7 @@ async fn wait_for_shares(workers: &[&RunningWorker]) {
             m.assigned_partitions.get() == i64::from(PARTITIONS) / n as i64
                 && (ceiling("account_import") - IMPORT_RATE * share).abs() < 1e-6
                 && (ceiling("account_check") - CHECK_RATE * share).abs() < 1e-6
+                && (ceiling("multiaccount_import") - BATCH_RATE * share).abs() < 1e-6
         })
     })
     .await;
@@ -55,7 +58,14 @@ async fn wait_for_shares(workers: &[&RunningWorker]) {
 
 /// Flags of a replica: the app's whole budget, plus `extra`.
 fn budget_flags<'a>(check: &'a str, import: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut flags = vec!["--check-rate", check, "--import-rate", import];
+    let mut flags = vec![
+        "--check-rate",
+        check,
+        "--import-rate",
+        import,
+        "--batch-import-rate",
+        "10",
+    ];
     flags.extend_from_slice(extra);
     flags
 }
@@ -194,6 +204,36 @@ async fn three_replicas_share_the_check_budget() {
         CHECK_RATE,
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_share_the_batch_import_budget() {
+    let mut cfg = emulator_config();
+    cfg.check_rate = CHECK_RATE;
+    cfg.multi_import_rate = BATCH_RATE;
+    cfg.latency_ms = 20;
+    cfg.latency_jitter_ms = 10;
+    let env = WorkerEnv::start(PARTITIONS, cfg).await;
+    // Windows of 10 new users, each imported in one multiaccount_import: ~10 s of batch calls.
+    let workers = replicas(&env, &["--window-size", "10", "--import-api", "batch"]).await;
+
+    let users: Vec<String> = (0..1_000).map(|i| format!("budget-batch-{i:04}")).collect();
+    env.produce_users(&users).await;
+    let stats = assert_shared_use(
+        &env,
+        workers,
+        "multiaccount_import",
+        users.len() as u64 / 10,
+        users.len(),
+        BATCH_RATE,
+    )
+    .await;
+    assert_eq!(
+        count(&stats.calls, "account_import"),
+        0,
+        "no single imports"
+    );
+    assert_eq!(stats.imported_accounts, users.len() as u64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -113,8 +113,8 @@ impl CallToken {
 
 #[derive(Debug)]
 struct State {
-    /// Last successful attempt of each API (index: [`api_index`]).
-    last_success: [Option<Instant>; 4],
+    /// Last successful attempt of each API family (index: [`family`]).
+    last_success: [Option<Instant>; 3],
     /// Start of the current run of failures: the first failure after the last success.
     failing_since: Option<Instant>,
     /// Different calls that failed since `failing_since`.
@@ -132,12 +132,14 @@ pub struct ApiHealth {
     state: Mutex<State>,
 }
 
-fn api_index(api: Api) -> usize {
+/// The single and the batch import are one family: both create accounts on the same backend,
+/// and in batch mode the single import only serves the batch's `FailAccounts`, so a poison
+/// account retried singly must count the batch calls' successes as "the API is up".
+fn family(api: Api) -> usize {
     match api {
         Api::AccountCheck => 0,
-        Api::AccountImport => 1,
-        Api::MultiaccountImport => 2,
-        Api::AccountDelete => 3,
+        Api::AccountImport | Api::MultiaccountImport => 1,
+        Api::AccountDelete => 2,
     }
 }
 
@@ -147,7 +149,7 @@ impl ApiHealth {
         ApiHealth {
             rule,
             state: Mutex::new(State {
-                last_success: [None; 4],
+                last_success: [None; 3],
                 failing_since: None,
                 failed_calls: 0,
                 epoch: 0,
@@ -191,7 +193,7 @@ impl ApiHealth {
             // Success, or an answer of the vendor about the request: the API is up.
             _ => {
                 if !call.probe {
-                    s.last_success[api_index(api)] = Some(now);
+                    s.last_success[family(api)] = Some(now);
                 }
                 s.failing_since = None;
                 s.failed_calls = 0;
@@ -214,12 +216,12 @@ impl ApiHealth {
         self.state().unavailable = true;
     }
 
-    /// Whether a real call (not a probe) of `api` succeeded at or after `t`: the evidence that a
-    /// call which spent its retry budget meanwhile failed for its own reasons (a poison account),
-    /// not the API's. A probe is left out: the one `account_check` of the admin succeeding says
+    /// Whether a real call (not a probe) of `api`'s family succeeded at or after `t`: the evidence
+    /// that a call which spent its retry budget meanwhile failed for its own reasons (a poison
+    /// account), not the API's. A probe is left out: the one `account_check` of the admin succeeding says
     /// little about the calls that keep failing.
     pub fn succeeded_since(&self, api: Api, t: Instant) -> bool {
-        self.state().last_success[api_index(api)].is_some_and(|s| s >= t)
+        self.state().last_success[family(api)].is_some_and(|s| s >= t)
     }
 }
 
@@ -312,6 +314,7 @@ mod tests {
         };
         h.record(Api::AccountImport, Err(&rejected), &CallToken::default());
         assert!(h.succeeded_since(Api::AccountImport, t0));
+        assert!(h.succeeded_since(Api::MultiaccountImport, t0), "one family");
         assert!(!h.succeeded_since(Api::AccountCheck, t0));
         let wrong_key = ChatError::Vendor {
             api: Api::AccountCheck,

@@ -365,6 +365,12 @@ fn multiaccount_import(s: &Shared, body: &[u8]) -> Result<String, Reject> {
     // that is what FailAccounts is for.
     let mut fail_accounts = Vec::new();
     for account in &accounts {
+        // The vendor's batch import updates an existing account with the given profile (the
+        // single import leaves it alone): counted, so tests can prove the worker never does it.
+        let has_profile = account.nick.is_some() || account.face_url.is_some();
+        if has_profile && s.accounts().exists(&account.user_id) {
+            s.counters.profile_overwrite();
+        }
         if let Err(r) = import_one(s, account) {
             s.counters.item_failure(r.code);
             fail_accounts.push(account.user_id.clone().into_owned());

@@ -43,6 +43,11 @@ pub struct Stats {
     /// Accounts imported during this run and still present; preexisting ones are not counted.
     /// This is also the count the edition limit (`max_accounts`) applies to.
     pub imported_accounts: u64,
+    /// Existing accounts whose Nick / FaceUrl a `multiaccount_import` overwrote (the vendor's
+    /// batch import updates existing accounts): a worker that batch-imports only `NotImported`
+    /// users keeps this at 0.
+    #[serde(default)]
+    pub profile_overwrites: u64,
 }
 
 /// Index of an API in the per-API counter arrays.
@@ -66,6 +71,7 @@ pub(crate) struct Counters {
     http_502: AtomicU64,
     hung: AtomicU64,
     transient_errors: AtomicU64,
+    profile_overwrites: AtomicU64,
 }
 
 /// Bumps a code counter. Poisoning needs a panic inside `+= 1`; recover rather than cascade.
@@ -114,6 +120,10 @@ impl Counters {
         self.transient_errors.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn profile_overwrite(&self) {
+        self.profile_overwrites.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn snapshot(&self, imported_accounts: u64) -> Stats {
         let per_api = |arr: &[AtomicU64; 4]| {
             Api::ALL
@@ -136,6 +146,7 @@ impl Counters {
             hung: self.hung.load(Ordering::Relaxed),
             transient_errors: self.transient_errors.load(Ordering::Relaxed),
             imported_accounts,
+            profile_overwrites: self.profile_overwrites.load(Ordering::Relaxed),
         }
     }
 }

@@ -385,7 +385,7 @@ pub fn worker_args(
     extra: &[&str],
 ) -> WorkerArgs {
     let sdkappid = SDKAPPID.to_string();
-    let defaults: [(&str, &str); 14] = [
+    let defaults: [(&str, &str); 15] = [
         ("--brokers", &kafka.brokers),
         ("--group-id", group),
         ("--input-topic", &topics.input),
@@ -400,6 +400,9 @@ pub fn worker_args(
         ("--window-linger", "50ms"),
         ("--commit-interval", "200ms"),
         ("--systemic-probe-interval", "100ms"),
+        // The tests written for one account_import per user keep counting them; the batch and
+        // auto modes have their own tests (tests/batch.rs).
+        ("--import-api", "single"),
     ];
     let mut args: Vec<String> = Vec::new();
     for (flag, value) in defaults {

@@ -161,6 +161,8 @@ pub fn run_args(
         "200ms",
         "--systemic-probe-interval",
         "100ms",
+        "--import-api",
+        "single",
         // The mock cluster waits up to session.timeout.ms − 1 s per rebalance round, and a killed
         // member holds its partitions until its session ends: short, but above the mock's fixed
         // 3 s first-round delay (a shorter session never lets the group form).
