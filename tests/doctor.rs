@@ -142,7 +142,7 @@ async fn a_working_setup_passes_every_check() {
     assert!(out.line("dlq-topic").contains("1 partition"));
     assert!(out
         .line("replicas")
-        .contains("2 replicas share 2 partitions: 1 each"));
+        .contains("2 replicas for 2 partitions: 1 each"));
     assert!(out
         .stdout
         .ends_with("doctor: every check passed (10 passed)\n"));

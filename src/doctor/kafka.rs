@@ -19,7 +19,7 @@ use rdkafka::producer::{BaseProducer, Producer, ProducerContext};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 
-use super::report::{Check, Problem};
+use super::report::{count, Check, Problem};
 use crate::config::{DeliveryArg, WorkerArgs};
 use crate::transaction::{CallError, ErrorClass, Stage, TxnFailure};
 
@@ -261,20 +261,12 @@ fn brokers_check(w: &WorkerArgs, md: &Metadata) -> Check {
     Check::pass(
         "brokers",
         format!(
-            "{} answer{how}: {}",
+            "{} reachable{how}: {}",
             count(list.len(), "broker"),
             list.join(", ")
         ),
     )
     .with("brokers", list.len())
-}
-
-/// `1 partition`, `6 partitions`.
-fn count(n: usize, what: &str) -> String {
-    match n {
-        1 => format!("1 {what}"),
-        n => format!("{n} {what}s"),
-    }
 }
 
 /// The partition count of `topic`, or why there is none.

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::report::{Check, Problem};
+use super::report::{count, Check, Problem};
 use crate::chat::Api;
 use crate::config::ChatArgs;
 
@@ -184,12 +184,17 @@ fn replicas_problem(replicas: u32, partitions: usize) -> Result<String, LimitPro
         });
     }
     let (least, most) = (partitions / r, partitions.div_ceil(r));
+    let share = format!(
+        "{} for {}",
+        count(r, "replica"),
+        count(partitions, "partition")
+    );
     Ok(if least == most {
-        format!("{replicas} replicas share {partitions} partitions: {least} each")
+        format!("{share}: {least} each")
     } else {
         format!(
-            "{replicas} replicas share {partitions} partitions: {least} or {most} each (uneven: \
-             a replica's share of the work and of the rate budget follows its partitions)"
+            "{share}: {least} or {most} each (uneven: a replica's share of the work and of the \
+             rate budget follows its partitions)"
         )
     })
 }
@@ -247,7 +252,7 @@ mod tests {
     fn replicas_against_partitions() {
         assert_eq!(
             replicas_problem(3, 6).unwrap(),
-            "3 replicas share 6 partitions: 2 each"
+            "3 replicas for 6 partitions: 2 each"
         );
         assert!(replicas_problem(4, 6).unwrap().contains("1 or 2 each"));
         assert_eq!(

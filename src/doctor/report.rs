@@ -99,6 +99,14 @@ impl Check {
     }
 }
 
+/// `1 partition`, `6 partitions`.
+pub(super) fn count(n: usize, what: &str) -> String {
+    match n {
+        1 => format!("1 {what}"),
+        n => format!("{n} {what}s"),
+    }
+}
+
 /// A problem a check found: its `Display` says what is wrong, [`Problem::fix`] what to do.
 pub trait Problem: Display {
     /// What the user should do about it.
