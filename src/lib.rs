@@ -27,6 +27,7 @@
 //! - [`emulator`]: a faithful local Chat API for tests, the demo and benchmarks.
 //! - [`dev`]: the embedded Kafka (librdkafka's mock cluster) for local work and tests.
 //! - [`dlq`]: `account-sync dlq replay`, dead letters back to the input topic.
+//! - [`doctor`]: `account-sync doctor`, checks a deployment's settings, Kafka and the Chat API.
 //! - [`demo`]: `account-sync demo`, everything in one process.
 //! - [`bench`]: `account-sync bench`, the end-to-end performance figures.
 
@@ -36,6 +37,7 @@ pub mod config;
 pub mod demo;
 pub mod dev;
 pub mod dlq;
+pub mod doctor;
 pub mod emulator;
 pub mod event;
 pub mod limiter;

@@ -8,6 +8,7 @@ use account_sync::config::{LogFormat, SecretKeyArgs, WorkerArgs};
 use account_sync::demo::DemoArgs;
 use account_sync::dev::{DevKafkaArgs, EmbeddedKafka};
 use account_sync::dlq::ReplayArgs;
+use account_sync::doctor::DoctorArgs;
 use account_sync::emulator::{Emulator, EmulatorConfig};
 use account_sync::shutdown::{self, Shutdown};
 use account_sync::worker::Worker;
@@ -30,7 +31,7 @@ struct Cli {
     )]
     log_format: LogFormat,
     /// Log level or filter (RUST_LOG syntax, e.g. info or account_sync=debug); RUST_LOG wins if
-    /// set. Default: info; for the demo, error, and for dlq replay, warn (their progress and
+    /// set. Default: info; for the demo and doctor, error, and for dlq replay, warn (their progress and
     /// summary are the output).
     #[arg(long, global = true, env = "ACCOUNT_SYNC_LOG_LEVEL")]
     log_level: Option<String>,
@@ -42,6 +43,11 @@ struct Cli {
 enum Command {
     /// Run the worker (production).
     Run(Box<WorkerArgs>),
+    /// Check a deployment before running it: the settings of `run` (same flags, variables and
+    /// key file), Kafka (brokers, topics, group, transactions), the Chat API (one account_check of
+    /// the admin), the UserSig lifetime, rates and replicas. One line per check; exit code 0 when
+    /// every check passed, 1 otherwise.
+    Doctor(Box<DoctorArgs>),
     /// Everything in one process: embedded Kafka, Chat API emulator, load generator, worker.
     Demo(DemoArgs),
     /// End-to-end benchmarks against the embedded Kafka and the emulator; prints a table.
@@ -149,6 +155,8 @@ fn main() -> ExitCode {
     let default_level = match cli.command {
         Command::Demo(_) | Command::Bench(_) => "error",
         Command::Dlq(_) => "warn",
+        // Its lines are the output; what goes wrong is in them, not in a log.
+        Command::Doctor(_) => "error",
         _ => "info",
     };
     init_logging(
@@ -195,6 +203,14 @@ async fn run(command: Command) -> Result<ExitCode, String> {
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Doctor(args) => {
+            let report = account_sync::doctor::run(&args).await;
+            match args.json {
+                true => println!("{}", report.json()),
+                false => print!("{}", report.text()),
+            }
+            Ok(ExitCode::from(report.exit_code()))
         }
         Command::Demo(args) => account_sync::demo::run(args, signal_shutdown()).await,
         Command::Bench(args) => account_sync::bench::run(args, signal_shutdown()).await,

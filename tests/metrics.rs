@@ -16,9 +16,8 @@ use account_sync::emulator::is_preexisting;
 use account_sync::sink::headers;
 use common::emulator::{count, emulator_config};
 use common::kafka::{admin_get, ends, event_json, produce, RunningWorker, WorkerEnv};
+use common::monitoring::{alerts, crate_path, dashboard, prometheus_tool};
 
-const DASHBOARD: &str = "helm/account-sync/files/dashboard.json";
-const ALERTS: &str = "helm/account-sync/files/alerts.yaml";
 /// Metrics that exist only while a systemic fault is in force: the fault test checks them.
 const FAULT_ONLY: &[&str] = &["account_sync_systemic_fault"];
 
@@ -189,10 +188,6 @@ async fn scrape_until(
 // ---------------------------------------------------------------------------------------------
 // Files and tools
 
-fn crate_path(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
-}
-
 /// Writes a scrape under `target/` for a human (and CI artefacts) to look at.
 fn save(scrape: &Scrape, file: &str) -> PathBuf {
     let dir = crate_path("target");
@@ -203,25 +198,17 @@ fn save(scrape: &Scrape, file: &str) -> PathBuf {
 }
 
 /// `promtool check metrics < path`: no errors and no lint warnings. Skipped (with a note) when
-/// promtool is not installed, unless `CI` is set.
+/// promtool is not installed, unless in CI.
 fn promtool_check_metrics(path: &Path) {
+    let Some(promtool) = prometheus_tool("promtool", "`promtool check metrics`") else {
+        return;
+    };
     let input = std::fs::File::open(path).expect("scrape file");
-    let out = match Command::new("promtool")
+    let out = Command::new(promtool)
         .args(["check", "metrics"])
         .stdin(Stdio::from(input))
         .output()
-    {
-        Ok(out) => out,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "promtool is required when CI is set (Debian package `prometheus`)"
-            );
-            eprintln!("note: promtool not on PATH; skipping `promtool check metrics`");
-            return;
-        }
-        Err(e) => panic!("running promtool: {e}"),
-    };
+        .expect("promtool runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -262,11 +249,6 @@ fn collect_strings(v: &serde_json::Value, out: &mut Vec<String>) {
     }
 }
 
-fn dashboard() -> serde_json::Value {
-    let text = std::fs::read_to_string(crate_path(DASHBOARD)).expect("dashboard file");
-    serde_json::from_str(&text).expect("dashboard is JSON")
-}
-
 /// Every metric name the dashboard (any string: queries, variables, descriptions) and the alert
 /// rules (every line but comments: exprs and annotations) mention.
 fn queried_metric_names() -> BTreeSet<String> {
@@ -274,8 +256,7 @@ fn queried_metric_names() -> BTreeSet<String> {
     collect_strings(&dashboard(), &mut strings);
     let mut names: BTreeSet<String> = strings.iter().flat_map(|s| metric_names_in(s)).collect();
     assert!(names.len() >= 15, "the dashboard queries {names:?}");
-    let alerts = std::fs::read_to_string(crate_path(ALERTS)).expect("alerts file");
-    let rules: String = alerts
+    let rules: String = alerts()
         .lines()
         .filter(|l| !l.trim_start().starts_with('#'))
         .collect::<Vec<_>>()
@@ -711,7 +692,7 @@ fn the_dashboard_and_the_alerts_are_well_formed() {
     }
     assert!(queries >= 20, "{queries} queries");
 
-    let alerts = std::fs::read_to_string(crate_path(ALERTS)).expect("alerts file");
+    let alerts = alerts();
     for name in [
         "AccountSyncNotReady",
         "AccountSyncDeadLetterRateHigh",

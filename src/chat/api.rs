@@ -50,6 +50,16 @@ impl Api {
             Api::AccountDelete => "/v4/im_open_login_svc/account_delete",
         }
     }
+
+    /// The vendor's limit for the whole app, in calls per second, of the APIs the worker
+    /// rate-limits (REFERENCE.md); `None` for the others.
+    pub fn vendor_rate_limit(self) -> Option<f64> {
+        match self {
+            Api::AccountCheck | Api::MultiaccountImport => Some(100.0),
+            Api::AccountImport => Some(200.0),
+            Api::AccountDelete => None,
+        }
+    }
 }
 
 impl fmt::Display for Api {

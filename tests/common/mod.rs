@@ -4,4 +4,5 @@
 
 pub mod emulator;
 pub mod kafka;
+pub mod monitoring;
 pub mod process;

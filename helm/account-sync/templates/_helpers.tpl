@@ -27,17 +27,23 @@ app.kubernetes.io/name: {{ include "account-sync.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
-{{/* Labels of every resource. */}}
-{{- define "account-sync.labels" -}}
-helm.sh/chart: {{ include "account-sync.chart" . }}
-{{ include "account-sync.selectorLabels" . }}
-app.kubernetes.io/version: {{ include "account-sync.imageTag" . | trunc 63 | quote }}
-app.kubernetes.io/component: worker
+{{/* Labels of every resource, for component `component`: (dict "root" $ "component" NAME). */}}
+{{- define "account-sync.componentLabels" -}}
+{{- $root := .root -}}
+helm.sh/chart: {{ include "account-sync.chart" $root }}
+{{ include "account-sync.selectorLabels" $root }}
+app.kubernetes.io/version: {{ include "account-sync.imageTag" $root | trunc 63 | quote }}
+app.kubernetes.io/component: {{ .component }}
 app.kubernetes.io/part-of: account-sync
-app.kubernetes.io/managed-by: {{ .Release.Service }}
-{{- with .Values.commonLabels }}
+app.kubernetes.io/managed-by: {{ $root.Release.Service }}
+{{- with $root.Values.commonLabels }}
 {{ toYaml . }}
 {{- end }}
+{{- end }}
+
+{{/* Labels of the worker's resources. */}}
+{{- define "account-sync.labels" -}}
+{{ include "account-sync.componentLabels" (dict "root" . "component" "worker") }}
 {{- end }}
 
 {{- define "account-sync.serviceAccountName" -}}
@@ -194,4 +200,190 @@ Secret. kafka.properties come last, so they win.
 {{- end }}
 {{- end }}
 {{- $port }}
+{{- end }}
+
+{{/*
+Settings of `account-sync run` (and of `doctor`, which takes the same), one ACCOUNT_SYNC_* variable
+per flag: the worker's ConfigMap data, and the doctor hook's env (at pre-install no ConfigMap of
+the release exists yet). Nothing secret: the secret key and the SASL password come from Secrets.
+*/}}
+{{- define "account-sync.settings" -}}
+ACCOUNT_SYNC_BROKERS: {{ .Values.kafka.brokers | quote }}
+ACCOUNT_SYNC_GROUP_ID: {{ .Values.kafka.groupId | quote }}
+ACCOUNT_SYNC_INPUT_TOPIC: {{ .Values.kafka.topics.input | quote }}
+ACCOUNT_SYNC_OUTCOME_TOPIC: {{ .Values.kafka.topics.outcome | quote }}
+ACCOUNT_SYNC_DLQ_TOPIC: {{ .Values.kafka.topics.dlq | quote }}
+ACCOUNT_SYNC_SDKAPPID: {{ required "chat.sdkappid is required (the app's SDKAppID)" .Values.chat.sdkappid | int64 | quote }}
+ACCOUNT_SYNC_IDENTIFIER: {{ .Values.chat.identifier | quote }}
+ACCOUNT_SYNC_REGION: {{ .Values.chat.region | quote }}
+{{- with .Values.chat.apiBaseUrl }}
+ACCOUNT_SYNC_API_BASE_URL: {{ . | quote }}
+{{- end }}
+{{- if not .Values.chat.backupDomain }}
+ACCOUNT_SYNC_NO_BACKUP_DOMAIN: "true"
+{{- else }}
+{{- with .Values.chat.backupApiBaseUrl }}
+ACCOUNT_SYNC_BACKUP_API_BASE_URL: {{ . | quote }}
+{{- end }}
+{{- end }}
+ACCOUNT_SYNC_OUTAGE_AFTER: {{ .Values.chat.outage.after | quote }}
+ACCOUNT_SYNC_OUTAGE_MIN_FAILED_CALLS: {{ .Values.chat.outage.minFailedCalls | int64 | quote }}
+ACCOUNT_SYNC_REQUEST_TIMEOUT: {{ .Values.chat.requestTimeout | quote }}
+ACCOUNT_SYNC_RETRY_MAX_ATTEMPTS: {{ .Values.chat.retry.maxAttempts | int64 | quote }}
+ACCOUNT_SYNC_RETRY_MAX_ELAPSED: {{ .Values.chat.retry.maxElapsed | quote }}
+# The app's rate budget (calls/s for the whole app); each replica takes the share of the input
+# partitions it owns, so the sum over replicas never exceeds it.
+ACCOUNT_SYNC_CHECK_RATE: {{ .Values.rateBudget.checkRate | toString | quote }}
+ACCOUNT_SYNC_CHECK_BURST: {{ .Values.rateBudget.checkBurst | int64 | quote }}
+ACCOUNT_SYNC_IMPORT_RATE: {{ .Values.rateBudget.importRate | toString | quote }}
+ACCOUNT_SYNC_IMPORT_BURST: {{ .Values.rateBudget.importBurst | int64 | quote }}
+ACCOUNT_SYNC_BATCH_IMPORT_RATE: {{ .Values.rateBudget.batchImportRate | toString | quote }}
+ACCOUNT_SYNC_BATCH_IMPORT_BURST: {{ .Values.rateBudget.batchImportBurst | int64 | quote }}
+ACCOUNT_SYNC_IMPORT_API: {{ .Values.rateBudget.importApi | quote }}
+ACCOUNT_SYNC_BATCH_MIN: {{ .Values.rateBudget.batchMin | int64 | quote }}
+ACCOUNT_SYNC_WINDOW_SIZE: {{ .Values.worker.windowSize | int64 | quote }}
+ACCOUNT_SYNC_WINDOW_LINGER: {{ .Values.worker.windowLinger | quote }}
+ACCOUNT_SYNC_MAX_WINDOWS_IN_FLIGHT: {{ .Values.worker.maxWindowsInFlight | int64 | quote }}
+ACCOUNT_SYNC_MAX_EVENTS_IN_FLIGHT: {{ .Values.worker.maxEventsInFlight | int64 | quote }}
+ACCOUNT_SYNC_MAX_IMPORTS_IN_FLIGHT: {{ .Values.worker.maxImportsInFlight | int64 | quote }}
+ACCOUNT_SYNC_COMMIT_INTERVAL: {{ .Values.worker.commitInterval | quote }}
+ACCOUNT_SYNC_DRAIN_TIMEOUT: {{ printf "%ds" (int .Values.worker.drainTimeoutSeconds) | quote }}
+ACCOUNT_SYNC_INPUT_FORMAT: {{ .Values.worker.input.format | quote }}
+ACCOUNT_SYNC_USER_ID_POINTER: {{ .Values.worker.input.userIdPointer | quote }}
+ACCOUNT_SYNC_NICK_POINTER: {{ .Values.worker.input.nickPointer | quote }}
+ACCOUNT_SYNC_FACE_URL_POINTER: {{ .Values.worker.input.faceUrlPointer | quote }}
+ACCOUNT_SYNC_LOG_FORMAT: {{ .Values.log.format | quote }}
+ACCOUNT_SYNC_LOG_LEVEL: {{ .Values.log.level | quote }}
+ACCOUNT_SYNC_ADMIN_LISTEN: {{ printf "0.0.0.0:%d" (int .Values.admin.port) | quote }}
+{{- end }}
+
+{{/*
+The container env besides the settings: the secret key (file or variable, from the Secret named
+`secretName`), the SASL credentials, the Kafka properties, extraEnv. Called with
+(dict "root" $ "secretName" NAME). The order matters: $(VAR) expansion in
+ACCOUNT_SYNC_KAFKA_PROPERTIES only sees variables defined before it.
+*/}}
+{{- define "account-sync.env" -}}
+{{- $root := .root }}
+{{- $kafkaProperties := include "account-sync.kafkaProperties" $root }}
+{{- if $root.Values.secretKey.mountAsFile }}
+- name: ACCOUNT_SYNC_SECRET_KEY_FILE
+  value: {{ include "account-sync.secretKeyFile" $root | quote }}
+{{- else }}
+- name: ACCOUNT_SYNC_SECRET_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secretName }}
+      key: {{ $root.Values.secretKey.key | quote }}
+{{- end }}
+{{- if $root.Values.kafka.sasl.enabled }}
+{{- if $root.Values.kafka.sasl.usernameKey }}
+- name: ACCOUNT_SYNC_SASL_USERNAME
+  valueFrom:
+    secretKeyRef:
+      name: {{ $root.Values.kafka.sasl.existingSecret }}
+      key: {{ $root.Values.kafka.sasl.usernameKey | quote }}
+{{- end }}
+# Read from the Secret here and substituted into ACCOUNT_SYNC_KAFKA_PROPERTIES below
+# by Kubernetes ($(VAR) expansion of earlier variables), so the password is in no
+# ConfigMap and not in the pod spec.
+- name: ACCOUNT_SYNC_SASL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $root.Values.kafka.sasl.existingSecret }}
+      key: {{ $root.Values.kafka.sasl.passwordKey | quote }}
+{{- end }}
+{{- if $kafkaProperties }}
+- name: ACCOUNT_SYNC_KAFKA_PROPERTIES
+  value: {{ $kafkaProperties | quote }}
+{{- end }}
+{{- with $root.Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* The container's volume mounts: scratch /tmp, the secret key file, Kafka CA and client certificate, extras. */}}
+{{- define "account-sync.volumeMounts" -}}
+{{- $tls := .Values.kafka.tls }}
+- name: tmp
+  mountPath: /tmp
+{{- if .Values.secretKey.mountAsFile }}
+- name: secret-key
+  mountPath: {{ .Values.secretKey.mountPath | quote }}
+  readOnly: true
+{{- end }}
+{{- if and $tls.enabled (or $tls.ca.secretName $tls.ca.configMapName) }}
+- name: kafka-ca
+  mountPath: {{ include "account-sync.kafkaCaDir" . }}
+  readOnly: true
+{{- end }}
+{{- if and $tls.enabled $tls.clientCertSecret }}
+- name: kafka-client-cert
+  mountPath: {{ include "account-sync.kafkaClientCertDir" . }}
+  readOnly: true
+{{- end }}
+{{- with .Values.extraVolumeMounts }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* The volumes behind account-sync.volumeMounts; the secret key from the Secret `secretName`. Called with (dict "root" $ "secretName" NAME). */}}
+{{- define "account-sync.volumes" -}}
+{{- $root := .root }}
+{{- $tls := $root.Values.kafka.tls }}
+# The root filesystem is read-only; a small scratch /tmp for libraries that want one.
+- name: tmp
+  emptyDir:
+    sizeLimit: 16Mi
+{{- if $root.Values.secretKey.mountAsFile }}
+- name: secret-key
+  secret:
+    secretName: {{ .secretName }}
+    defaultMode: 0440
+    items:
+      - key: {{ $root.Values.secretKey.key | quote }}
+        path: secret-key
+{{- end }}
+{{- if and $tls.enabled $tls.ca.secretName }}
+- name: kafka-ca
+  secret:
+    secretName: {{ $tls.ca.secretName }}
+    items:
+      - key: {{ $tls.ca.key | quote }}
+        path: ca.crt
+{{- else if and $tls.enabled $tls.ca.configMapName }}
+- name: kafka-ca
+  configMap:
+    name: {{ $tls.ca.configMapName }}
+    items:
+      - key: {{ $tls.ca.key | quote }}
+        path: ca.crt
+{{- end }}
+{{- if and $tls.enabled $tls.clientCertSecret }}
+- name: kafka-client-cert
+  secret:
+    secretName: {{ $tls.clientCertSecret }}
+    defaultMode: 0440
+    items:
+      - key: tls.crt
+        path: tls.crt
+      - key: tls.key
+        path: tls.key
+{{- end }}
+{{- with $root.Values.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Name of the doctor hook's Job (and of its copy of the chart-made Secret). */}}
+{{- define "account-sync.doctorName" -}}
+{{- printf "%s-doctor" (include "account-sync.fullname" . | trunc 56 | trimSuffix "-") }}
+{{- end }}
+
+{{/* The most replicas the release runs: the autoscaler's maximum, else replicaCount. */}}
+{{- define "account-sync.maxReplicas" -}}
+{{- if .Values.keda.enabled }}{{ .Values.keda.maxReplicaCount }}
+{{- else if .Values.autoscaling.enabled }}{{ .Values.autoscaling.maxReplicas }}
+{{- else }}{{ .Values.replicaCount }}
+{{- end }}
 {{- end }}

@@ -1,0 +1,285 @@
+//! `account-sync doctor` as a user runs it: the binary, with the settings of `run`, against the
+//! embedded Kafka and the Chat API emulator. A healthy setup passes every check (exit 0); each
+//! kind of mistake gives its own ✗ line, and only that one (exit 1); the secret key never appears
+//! in what it prints.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::emulator::{emulator_config, SECRET};
+use common::kafka::WorkerEnv;
+use common::process::{run_args, Proc};
+
+/// What one doctor run printed, and how it ended.
+struct Outcome {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Outcome {
+    /// The status symbol of each check line, by check name (`brokers` → `✓`).
+    fn statuses(&self) -> BTreeMap<String, String> {
+        self.stdout
+            .lines()
+            .filter_map(|l| {
+                let (symbol, rest) = l.split_once(' ')?;
+                let (name, _) = rest.split_once(": ")?;
+                ["✓", "✗", "-"]
+                    .contains(&symbol)
+                    .then(|| (name.to_owned(), symbol.to_owned()))
+            })
+            .collect()
+    }
+
+    /// The names of the failed checks.
+    fn failed(&self) -> Vec<String> {
+        let s = self.statuses();
+        s.into_iter()
+            .filter(|(_, symbol)| symbol == "✗")
+            .map(|(name, _)| name)
+            .collect()
+    }
+
+    /// The line of check `name`.
+    fn line(&self, name: &str) -> &str {
+        self.stdout
+            .lines()
+            .find(|l| {
+                l.split_once(' ')
+                    .is_some_and(|(_, rest)| rest.starts_with(&format!("{name}: ")))
+            })
+            .unwrap_or_else(|| panic!("no line for {name}:\n{}", self.stdout))
+    }
+
+    /// Exit code 1, and `check` the one ✗ line, containing every one of `words`.
+    fn fails_only(&self, check: &str, words: &[&str]) {
+        assert_eq!(self.code, Some(1), "{}{}", self.stdout, self.stderr);
+        assert_eq!(self.failed(), vec![check.to_owned()], "{}", self.stdout);
+        let line = self.line(check);
+        assert!(line.starts_with("✗ "), "{line}");
+        for w in words {
+            assert!(line.contains(w), "{w:?} missing from {line:?}");
+        }
+        assert!(line.contains(" → "), "a failure says what to do: {line}");
+    }
+}
+
+/// A broker with the worker's topics (2 input partitions) and an emulator.
+async fn world() -> WorkerEnv {
+    WorkerEnv::start(2, emulator_config()).await
+}
+
+/// `account-sync doctor` with the test worker's settings (those of `run_args`), `changes`
+/// replacing the value of a flag already there or added, the key in the environment (`key`).
+async fn doctor(env: &WorkerEnv, changes: &[(&str, &str)], key: &str) -> Outcome {
+    let mut args = run_args(
+        &env.kafka.brokers,
+        &env.topics,
+        &env.group,
+        &env.emu.base_url(),
+        &[],
+    );
+    args[0] = "doctor".into();
+    for (flag, value) in changes {
+        match args.iter().position(|a| a == flag) {
+            Some(i) if !value.is_empty() => args[i + 1] = value.to_string(),
+            Some(_) => {}
+            None if value.is_empty() => args.push(flag.to_string()),
+            None => args.extend([flag.to_string(), value.to_string()]),
+        }
+    }
+    let key = key.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let mut p = Proc::spawn("doctor", &args, &[("ACCOUNT_SYNC_SECRET_KEY", &key)]);
+        let status = p.wait(Duration::from_secs(60), "of the doctor");
+        let out = Outcome {
+            code: status.code(),
+            stdout: p.stdout(),
+            stderr: p.logs(),
+        };
+        eprintln!("doctor took {:?}:\n{}", started.elapsed(), out.stdout);
+        assert!(
+            key.is_empty() || !out.stdout.contains(&key) && !out.stderr.contains(&key),
+            "the secret key was printed"
+        );
+        out
+    })
+    .await
+    .expect("doctor run")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_working_setup_passes_every_check() {
+    let env = world().await;
+    let out = doctor(&env, &[("--replicas", "2")], SECRET).await;
+    assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+    let statuses = out.statuses();
+    for check in [
+        "config",
+        "brokers",
+        "input-topic",
+        "outcome-topic",
+        "dlq-topic",
+        "group",
+        "chat-api",
+        "usersig",
+        "rates",
+        "replicas",
+    ] {
+        assert_eq!(
+            statuses.get(check).map(String::as_str),
+            Some("✓"),
+            "{check}: {}",
+            out.stdout
+        );
+    }
+    assert!(out.line("input-topic").contains("2 partitions"));
+    assert!(out.line("outcome-topic").contains("3 partitions"));
+    assert!(out.line("dlq-topic").contains("1 partition"));
+    assert!(out
+        .line("replicas")
+        .contains("2 replicas for 2 partitions: 1 each"));
+    assert!(out
+        .stdout
+        .ends_with("doctor: every check passed (10 passed)\n"));
+    let calls = env.emu.stats().calls;
+    assert_eq!(calls.get("account_check"), Some(&1), "one probe: {calls:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_for_machines_and_transactions_in_exactly_once_mode() {
+    let env = world().await;
+    let txn = env.kafka.name("txn");
+    let out = doctor(
+        &env,
+        &[
+            ("--delivery", "exactly-once"),
+            ("--transactional-id", &txn),
+            ("--json", ""),
+        ],
+        SECRET,
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+    let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("one JSON object");
+    assert_eq!(v["ok"], true);
+    let checks: BTreeMap<&str, &serde_json::Value> = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["check"].as_str().unwrap(), c))
+        .collect();
+    assert_eq!(checks["transactions"]["status"], "pass");
+    let doctor_id = format!("{txn}-doctor");
+    assert!(
+        checks["transactions"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&doctor_id),
+        "the doctor's own transactional.id, never the worker's"
+    );
+    assert_eq!(checks["input-topic"]["data"]["partitions"], 2);
+    assert_eq!(checks["replicas"]["status"], "skip");
+    assert!(checks.values().all(|c| c["status"] != "fail"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_broker() {
+    let env = world().await;
+    // A port nothing listens on: the connection is refused.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let out = doctor(
+        &env,
+        &[("--brokers", &closed), ("--kafka-timeout", "2s")],
+        SECRET,
+    )
+    .await;
+    out.fails_only("brokers", &[&closed, "within 2s", "Connection refused"]);
+    for check in ["input-topic", "outcome-topic", "dlq-topic", "group"] {
+        assert!(
+            out.line(check).starts_with("- ") && out.line(check).contains("not checked"),
+            "{}",
+            out.line(check)
+        );
+    }
+    assert!(
+        out.line("chat-api").starts_with("✓ "),
+        "the API is asked anyway"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_topic() {
+    let env = world().await;
+    let out = doctor(&env, &[("--dlq-topic", "no-such-dlq")], SECRET).await;
+    out.fails_only(
+        "dlq-topic",
+        &["\"no-such-dlq\"", "does not exist", "--create"],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_key() {
+    let env = world().await;
+    let out = doctor(&env, &[], "not-the-apps-key-42").await;
+    out.fails_only("chat-api", &["70009", "secret key", "--secret-key-file"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identifier_that_is_not_an_admin() {
+    let env = world().await;
+    let out = doctor(&env, &[("--identifier", "just_a_user")], SECRET).await;
+    out.fails_only(
+        "chat-api",
+        &["\"just_a_user\"", "not an app administrator", "60010"],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_above_the_vendor_limit() {
+    let env = world().await;
+    let out = doctor(&env, &[("--import-rate", "250")], SECRET).await;
+    out.fails_only("rates", &["account_import at 250/s", "limit of 200/s"]);
+    assert_eq!(
+        env.emu.stats().calls.get("account_check"),
+        Some(&1),
+        "the rate is checked, not tried"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setting_run_would_refuse() {
+    let env = world().await;
+    let out = doctor(&env, &[("--window-size", "150")], SECRET).await;
+    out.fails_only("config", &["--window-size must be 1 to 100"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_key() {
+    let env = world().await;
+    let out = doctor(&env, &[], "").await;
+    out.fails_only("config", &["ACCOUNT_SYNC_SECRET_KEY is empty"]);
+    assert!(out.line("chat-api").starts_with("- "), "{}", out.stdout);
+    assert!(
+        out.line("brokers").starts_with("✓ "),
+        "Kafka is asked anyway"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_replicas_than_partitions() {
+    let env = world().await;
+    let out = doctor(&env, &[("--replicas", "5")], SECRET).await;
+    out.fails_only(
+        "replicas",
+        &["--replicas 5", "2 partitions", "3 replicas would sit idle"],
+    );
+}
