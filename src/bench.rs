@@ -564,6 +564,19 @@ async fn ceiling_import(a: &BenchArgs, f: &mut Figures, sd: &Shutdown) -> Result
     Ok(())
 }
 
+/// The steady users/s of `m` and its share of `ceiling` (target: at least 99 %).
+fn users_per_second_against(f: &mut Figures, s: &str, m: &Measured, ceiling: f64, what: &str) {
+    let rate = rate_or_zero(&m.outcome_ms);
+    let share = rate / ceiling;
+    f.add(
+        s,
+        "users/s, steady part (p10-p90 of outcome times)",
+        rate,
+        "1/s",
+    );
+    f.target(s, what, share * 100.0, "%", ">= 99 %", share >= 0.99);
+}
+
 async fn ceiling_import_batch(a: &BenchArgs, f: &mut Figures, sd: &Shutdown) -> Result<(), String> {
     let s = Scenario::CeilingImportBatch.name();
     let ceiling = VENDOR_BATCH_RATE * WINDOW;
@@ -576,22 +589,7 @@ async fn ceiling_import_batch(a: &BenchArgs, f: &mut Figures, sd: &Shutdown) -> 
     run.worker_flags = vec!["--import-api", "batch"];
     f.setup(s, format!("{} new users as a backlog; emulator and worker at 100 check/s and 100 multiaccount_import/s (100 accounts a call); API latency 50 ± 20 ms", run.events));
     let m = run_in_process(&run, sd).await?;
-    let rate = rate_or_zero(&m.outcome_ms);
-    let share = rate / ceiling;
-    f.add(
-        s,
-        "users/s, steady part (p10-p90 of outcome times)",
-        rate,
-        "1/s",
-    );
-    f.target(
-        s,
-        "share of the 10,000 users/s ceiling",
-        share * 100.0,
-        "%",
-        ">= 99 %",
-        share >= 0.99,
-    );
+    users_per_second_against(f, s, &m, ceiling, "share of the 10,000 users/s ceiling");
     let batches = m
         .stats
         .calls
@@ -617,21 +615,12 @@ async fn ceiling_check(a: &BenchArgs, f: &mut Figures, sd: &Shutdown) -> Result<
     let run = Run::at_vendor_limits(a, a.events_for(Scenario::CeilingCheck, ceiling), 0.0, 0.99);
     f.setup(s, format!("{} users as a backlog, 99 % already imported; emulator and worker at 100 check/s, 200 import/s; API latency 50 ± 20 ms", run.events));
     let m = run_in_process(&run, sd).await?;
-    let rate = rate_or_zero(&m.outcome_ms);
-    let share = rate / ceiling;
-    f.add(
+    users_per_second_against(
+        f,
         s,
-        "users/s, steady part (p10-p90 of outcome times)",
-        rate,
-        "1/s",
-    );
-    f.target(
-        s,
+        &m,
+        ceiling,
         "share of the 10,000 users/s check ceiling",
-        share * 100.0,
-        "%",
-        ">= 99 %",
-        share >= 0.99,
     );
     let calls = m.summary.check_calls as f64;
     f.add(

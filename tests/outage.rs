@@ -84,14 +84,7 @@ async fn outage_then_recovery(
     assert_eq!(outages(&m), 1, "one outage, no flapping");
     worker.stop().await.expect("clean stop");
 
-    let outcomes = outcomes_by_source(&env.outcomes());
-    assert_eq!(outcomes.len(), users.len());
-    assert!(
-        outcomes.values().all(|v| v["status"] == "imported"),
-        "{outcomes:?}"
-    );
-    assert_eq!(env.dead_letter_count(), 0);
-    assert_eq!(env.committed(), ends(&offsets));
+    env.assert_all_imported(users.len(), &offsets);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

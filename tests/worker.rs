@@ -413,14 +413,7 @@ async fn a_systemic_fault_pauses_without_dead_lettering_and_recovers_by_itself()
     assert_eq!(m.systemic_fault.with_label_values(&["70009"]).get(), 0);
     worker.stop().await.expect("clean stop");
 
-    let outcomes = outcomes_by_source(&env.outcomes());
-    assert_eq!(outcomes.len(), 40);
-    assert!(
-        outcomes.values().all(|v| v["status"] == "imported"),
-        "{outcomes:?}"
-    );
-    assert_eq!(env.dead_letter_count(), 0);
-    assert_eq!(env.committed(), ends(&offsets));
+    env.assert_all_imported(40, &offsets);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

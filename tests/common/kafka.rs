@@ -584,6 +584,19 @@ impl WorkerEnv {
     pub fn dead_letters(&self) -> Vec<ReadRecord> {
         read_everything(&self.kafka.brokers, &self.topics.dlq)
     }
+
+    /// Once the workers stopped: `n` outcomes, one per input record, all `imported`, nothing
+    /// dead-lettered, and the group's offsets committed to the end of `offsets`.
+    pub fn assert_all_imported(&self, n: usize, offsets: &[(i32, i64)]) {
+        let outcomes = outcomes_by_source(&self.outcomes());
+        assert_eq!(outcomes.len(), n);
+        assert!(
+            outcomes.values().all(|v| v["status"] == "imported"),
+            "{outcomes:?}"
+        );
+        assert_eq!(self.dead_letter_count(), 0);
+        assert_eq!(self.committed(), ends(offsets));
+    }
 }
 
 /// Outcome JSON values keyed by source (partition, offset); panics on a second outcome for one
