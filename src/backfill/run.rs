@@ -62,15 +62,22 @@ struct Out {
 }
 
 impl Out {
-    /// Creates (or, when resuming, appends to) the file; a failure is a bad setting.
+    /// Creates (or, when resuming, appends to) the file; a failure is a bad setting. When
+    /// resuming, a last line cut short by a kill is removed first: it was written after the last
+    /// checkpoint, so its line is done again.
     fn open(what: &'static str, path: &Path, append: bool) -> Result<Out, BackfillError> {
+        let bad =
+            |e: std::io::Error| BackfillError::Config(format!("{what} {}: {e}", path.display()));
         let file = std::fs::OpenOptions::new()
             .create(true)
             .write(true)
             .append(append)
             .truncate(!append)
             .open(path)
-            .map_err(|e| BackfillError::Config(format!("{what} {}: {e}", path.display())))?;
+            .map_err(bad)?;
+        if append {
+            trim_partial_line(path, &file).map_err(bad)?;
+        }
         Ok(Out {
             what,
             path: path.to_owned(),
@@ -98,6 +105,32 @@ impl Out {
         self.w.flush()?;
         self.w.get_ref().sync_data()
     }
+}
+
+/// Cuts `file` (open for appending) after its last line break, if anything follows it.
+fn trim_partial_line(path: &Path, file: &File) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let len = file.metadata()?.len();
+    let mut reader = File::open(path)?;
+    let mut end = len;
+    let mut chunk = vec![0u8; 4096];
+    while end > 0 {
+        let start = end.saturating_sub(chunk.len() as u64);
+        let n = (end - start) as usize;
+        reader.seek(SeekFrom::Start(start))?;
+        reader.read_exact(&mut chunk[..n])?;
+        if let Some(i) = chunk[..n].iter().rposition(|&b| b == b'\n') {
+            let keep = start + i as u64 + 1;
+            if keep < len {
+                tracing::info!(path = %path.display(), bytes = len - keep, "removing a last line cut short by a kill");
+                file.set_len(keep)?;
+            }
+            return Ok(());
+        }
+        end = start;
+    }
+    // No line break at all: nothing whole was written.
+    file.set_len(0)
 }
 
 /// Where an outcome's user was: its line (instead of the Kafka source fields).
@@ -619,4 +652,39 @@ fn open_input(
         total,
         id,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resumed_output_loses_only_its_torn_last_line() {
+        let path = std::env::temp_dir().join(format!(
+            "as-backfill-out-{}-{}",
+            std::process::id(),
+            fastrand::u32(..)
+        ));
+        let long = "x".repeat(5000);
+        for (before, after) in [
+            ("a\nb\n".to_owned(), "a\nb\n".to_owned()),
+            ("a\nb\n{\"user".to_owned(), "a\nb\n".to_owned()),
+            (format!("{long}\n{long}"), format!("{long}\n")),
+            ("no line break".to_owned(), String::new()),
+            (String::new(), String::new()),
+        ] {
+            std::fs::write(&path, &before).unwrap();
+            let mut out = Out::open("--outcomes", &path, true).unwrap();
+            out.line(b"c").unwrap();
+            out.sync().unwrap();
+            assert_eq!(
+                std::fs::read_to_string(&path).unwrap(),
+                format!("{after}c\n")
+            );
+        }
+        // Not resuming: a fresh file.
+        Out::open("--outcomes", &path, false).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
+        std::fs::remove_file(&path).unwrap();
+    }
 }
