@@ -375,6 +375,37 @@ impl KafkaArgs {
     }
 }
 
+/// Where the fields of a JSON input record are: shared by `run` (Kafka payloads) and `backfill`
+/// (JSON Lines), so both read the same flags and `ACCOUNT_SYNC_*` variables.
+#[derive(Debug, Clone, Args)]
+pub struct PointerArgs {
+    /// JSON pointer to the UserID.
+    #[arg(long, env = "ACCOUNT_SYNC_USER_ID_POINTER", default_value = "/UserID")]
+    pub user_id_pointer: String,
+    /// JSON pointer to the optional nickname.
+    #[arg(long, env = "ACCOUNT_SYNC_NICK_POINTER", default_value = "/Nick")]
+    pub nick_pointer: String,
+    /// JSON pointer to the optional avatar URL.
+    #[arg(
+        long,
+        env = "ACCOUNT_SYNC_FACE_URL_POINTER",
+        default_value = "/FaceUrl"
+    )]
+    pub face_url_pointer: String,
+}
+
+impl PointerArgs {
+    /// A decoder of `format` with these pointers; errors name the flag.
+    pub fn decoder(&self, format: InputFormat) -> Result<Decoder, String> {
+        Decoder::new(
+            format,
+            &self.user_id_pointer,
+            &self.nick_pointer,
+            &self.face_url_pointer,
+        )
+    }
+}
+
 /// Settings of `account-sync run`.
 #[derive(Debug, Clone, Args)]
 pub struct WorkerArgs {
@@ -395,19 +426,8 @@ pub struct WorkerArgs {
         default_value = "json"
     )]
     pub input_format: InputFormatArg,
-    /// JSON pointer to the UserID.
-    #[arg(long, env = "ACCOUNT_SYNC_USER_ID_POINTER", default_value = "/UserID")]
-    pub user_id_pointer: String,
-    /// JSON pointer to the optional nickname.
-    #[arg(long, env = "ACCOUNT_SYNC_NICK_POINTER", default_value = "/Nick")]
-    pub nick_pointer: String,
-    /// JSON pointer to the optional avatar URL.
-    #[arg(
-        long,
-        env = "ACCOUNT_SYNC_FACE_URL_POINTER",
-        default_value = "/FaceUrl"
-    )]
-    pub face_url_pointer: String,
+    #[command(flatten)]
+    pub pointers: PointerArgs,
     /// Most distinct UserIDs per account_check window (1-100).
     #[arg(long, env = "ACCOUNT_SYNC_WINDOW_SIZE", default_value_t = 100)]
     pub window_size: usize,
@@ -501,12 +521,7 @@ impl WorkerArgs {
                     .into(),
             );
         }
-        if !(1..=crate::chat::api::MAX_IDS_PER_CALL).contains(&self.window_size) {
-            return Err(format!(
-                "--window-size must be 1 to 100 (account_check takes at most 100 UserIDs), got {}",
-                self.window_size
-            ));
-        }
+        validate_window_size(self.window_size)?;
         if self.window_linger.is_zero() {
             return Err("--window-linger must be greater than 0".into());
         }
@@ -562,12 +577,7 @@ impl WorkerArgs {
             InputFormatArg::Json => InputFormat::Json,
             InputFormatArg::Plain => InputFormat::Plain,
         };
-        Decoder::new(
-            format,
-            &self.user_id_pointer,
-            &self.nick_pointer,
-            &self.face_url_pointer,
-        )
+        self.pointers.decoder(format)
     }
 }
 
@@ -581,6 +591,17 @@ pub const MANAGED_KAFKA_PROPERTIES: &[&str] = &[
     "isolation.level",
     "transactional.id",
 ];
+
+/// `--window-size`: 1 to 100, what one `account_check` takes.
+pub(crate) fn validate_window_size(size: usize) -> Result<(), String> {
+    if (1..=crate::chat::api::MAX_IDS_PER_CALL).contains(&size) {
+        Ok(())
+    } else {
+        Err(format!(
+            "--window-size must be 1 to 100 (account_check takes at most 100 UserIDs), got {size}"
+        ))
+    }
+}
 
 pub(crate) fn validate_topic(flag: &str, topic: &str) -> Result<(), String> {
     let ok = !topic.is_empty()

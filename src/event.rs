@@ -32,6 +32,28 @@ pub struct SignupEvent {
     pub face_url: Option<String>,
 }
 
+impl SignupEvent {
+    /// An event from fields found elsewhere than in JSON (a CSV row), checked as a decoded
+    /// payload is: the UserID like [`InputFormat::Plain`] (trimmed of ASCII whitespace), Nick and
+    /// FaceUrl as the optional JSON fields (`None` or `""` = not given, at most 500 bytes).
+    pub fn from_fields(
+        user_id: &str,
+        nick: Option<&str>,
+        face_url: Option<&str>,
+    ) -> Result<SignupEvent, DecodeError> {
+        let user_id = validate_user_id(user_id.trim_matches(|c: char| c.is_ascii_whitespace()))?;
+        let text = |field, v: Option<&str>| match v {
+            None => Ok(None),
+            Some(s) => profile_text(field, s),
+        };
+        Ok(SignupEvent {
+            user_id: user_id.to_owned(),
+            nick: text("Nick", nick)?,
+            face_url: text("FaceUrl", face_url)?,
+        })
+    }
+}
+
 /// How payloads are laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InputFormat {
@@ -229,6 +251,17 @@ fn validate_user_id(id: &str) -> Result<&str, DecodeError> {
     Ok(id)
 }
 
+/// An optional profile field given as a string: "" means not given; at most 500 bytes.
+fn profile_text(field: &'static str, s: &str) -> Result<Option<String>, DecodeError> {
+    if s.len() > MAX_PROFILE_FIELD_BYTES {
+        return Err(DecodeError::FieldTooLong {
+            field,
+            len: s.len(),
+        });
+    }
+    Ok((!s.is_empty()).then(|| s.to_owned()))
+}
+
 /// A top-level field's value, as far as decoding cares.
 enum Field<'a> {
     /// A string, borrowed from the payload unless it had escapes.
@@ -247,14 +280,7 @@ fn optional(
 ) -> Result<Option<String>, DecodeError> {
     match value {
         None | Some(Field::Null) => Ok(None),
-        Some(Field::Str(s)) if s.is_empty() => Ok(None),
-        Some(Field::Str(s)) if s.len() > MAX_PROFILE_FIELD_BYTES => {
-            Err(DecodeError::FieldTooLong {
-                field,
-                len: s.len(),
-            })
-        }
-        Some(Field::Str(s)) => Ok(Some(s.into_owned())),
+        Some(Field::Str(s)) => profile_text(field, &s),
         Some(Field::Other) => Err(DecodeError::NotAString {
             field,
             pointer: pointer.to_owned(),
@@ -456,14 +482,7 @@ fn optional_field(
 ) -> Result<Option<String>, DecodeError> {
     match doc.pointer(pointer) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(Value::String(s)) if s.len() > MAX_PROFILE_FIELD_BYTES => {
-            Err(DecodeError::FieldTooLong {
-                field,
-                len: s.len(),
-            })
-        }
-        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::String(s)) => profile_text(field, s),
         Some(_) => Err(DecodeError::NotAString {
             field,
             pointer: pointer.to_owned(),

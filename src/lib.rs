@@ -27,10 +27,13 @@
 //! - [`emulator`]: a faithful local Chat API for tests, the demo and benchmarks.
 //! - [`dev`]: the embedded Kafka (librdkafka's mock cluster) for local work and tests.
 //! - [`dlq`]: `account-sync dlq replay`, dead letters back to the input topic.
+//! - [`backfill`]: `account-sync backfill FILE`, a one-off migration from a file through the same
+//!   stages, without Kafka.
 //! - [`doctor`]: `account-sync doctor`, checks a deployment's settings, Kafka and the Chat API.
 //! - [`demo`]: `account-sync demo`, everything in one process.
 //! - [`bench`]: `account-sync bench`, the end-to-end performance figures.
 
+pub mod backfill;
 pub mod bench;
 pub mod chat;
 pub mod config;

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
+use account_sync::backfill::BackfillArgs;
 use account_sync::chat::usersig;
 use account_sync::config::{LogFormat, SecretKeyArgs, WorkerArgs};
 use account_sync::demo::DemoArgs;
@@ -31,7 +32,7 @@ struct Cli {
     )]
     log_format: LogFormat,
     /// Log level or filter (RUST_LOG syntax, e.g. info or account_sync=debug); RUST_LOG wins if
-    /// set. Default: info; for the demo and doctor, error, and for dlq replay, warn (their progress and
+    /// set. Default: info; for the demo and doctor, error, and for dlq replay and backfill, warn (their progress and
     /// summary are the output).
     #[arg(long, global = true, env = "ACCOUNT_SYNC_LOG_LEVEL")]
     log_level: Option<String>,
@@ -58,6 +59,23 @@ enum Command {
     /// Dead-letter topic tools.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Migrate existing users from a file (JSON Lines, CSV, or one UserID a line; - for
+    /// standard input) through the worker's check and import stages, without Kafka.
+    ///
+    /// Bad lines are reported (line number and reason) in the rejects file and the run goes on.
+    /// With --checkpoint the run is resumable: after Ctrl-C, SIGTERM or a kill, the same command
+    /// continues after the last line checkpointed (lines above it that were done before a kill
+    /// are done again: their outcomes may appear twice).
+    ///
+    /// The budget: this command takes the rates it is given (--check-rate, --import-rate;
+    /// default the vendor's whole 100 and 200 calls/s). Beside a running worker of the same
+    /// app, give each a part of the budget (e.g. --check-rate 50 --import-rate 100 here and
+    /// the rest to the worker), or together they exceed the vendor's limits.
+    ///
+    /// Exit codes: 0 every line done; 1 some users failed (listed in --outcomes, else on
+    /// stderr), or an output could not be written; 2 bad settings or an unreadable FILE; 3
+    /// stopped by a signal before the end (run the same command again to continue).
+    Backfill(Box<BackfillArgs>),
     /// Generate (default) or verify an admin UserSig. The key comes from ACCOUNT_SYNC_SECRET_KEY or --secret-key-file.
     Usersig(UsersigArgs),
 }
@@ -154,7 +172,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = match cli.command {
         Command::Demo(_) | Command::Bench(_) => "error",
-        Command::Dlq(_) => "warn",
+        Command::Dlq(_) | Command::Backfill(_) => "warn",
         // Its lines are the output; what goes wrong is in them, not in a log.
         Command::Doctor(_) => "error",
         _ => "info",
@@ -178,6 +196,18 @@ fn main() -> ExitCode {
         Err(message) => {
             eprintln!("error: {message}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The exit code of a subcommand that reports its own errors: `Ok(code)`, or the error printed
+/// and its code.
+fn exit_code<E: std::fmt::Display>(result: Result<u8, E>, code: impl FnOnce(&E) -> u8) -> ExitCode {
+    match result {
+        Ok(c) => ExitCode::from(c),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(code(&e))
         }
     }
 }
@@ -215,13 +245,12 @@ async fn run(command: Command) -> Result<ExitCode, String> {
         Command::Demo(args) => account_sync::demo::run(args, signal_shutdown()).await,
         Command::Bench(args) => account_sync::bench::run(args, signal_shutdown()).await,
         Command::Dlq(DlqCommand::Replay(args)) => {
-            match account_sync::dlq::replay(*args, signal_shutdown()).await {
-                Ok(_) => Ok(ExitCode::SUCCESS),
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    Ok(ExitCode::from(e.exit_code()))
-                }
-            }
+            let replayed = account_sync::dlq::replay(*args, signal_shutdown()).await;
+            Ok(exit_code(replayed.map(|_| 0), |e| e.exit_code()))
+        }
+        Command::Backfill(args) => {
+            let done = account_sync::backfill::run(*args, signal_shutdown()).await;
+            Ok(exit_code(done.map(|s| s.exit_code()), |e| e.exit_code()))
         }
         Command::Dev(DevCommand::Kafka(args)) => {
             let kafka = EmbeddedKafka::start(args.brokers, &args.topics)

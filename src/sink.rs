@@ -120,18 +120,26 @@ pub mod failure_class {
     pub const ALL: [&str; 4] = [INVALID_INPUT, REJECTED, RETRIES_EXHAUSTED, BUG];
 }
 
-/// The outcome record value (field order as in `docs/ARCHITECTURE.md`, "Records").
+/// The outcome record value (field order as in `docs/ARCHITECTURE.md`, "Records"); `source` says
+/// where the input record was (its fields stand between `attempts` and `processed_at`).
 #[derive(Serialize)]
-struct OutcomeJson<'a> {
+struct OutcomeJson<'a, S> {
     user_id: &'a str,
     status: OutcomeStatus,
     error_code: i64,
     error_info: &'a str,
     attempts: u32,
+    #[serde(flatten)]
+    source: S,
+    processed_at: &'a str,
+}
+
+/// Where a Kafka input record was: the source fields of the worker's outcome records.
+#[derive(Serialize)]
+struct KafkaSource<'a> {
     source_topic: &'a str,
     source_partition: i32,
     source_offset: i64,
-    processed_at: &'a str,
 }
 
 /// RFC 3339 UTC with milliseconds: `2026-11-22T12:00:00.123Z`.
@@ -147,15 +155,29 @@ pub fn encode_outcome(
     pos: SourcePos,
     processed_at: &str,
 ) -> Vec<u8> {
+    let source = KafkaSource {
+        source_topic,
+        source_partition: pos.partition,
+        source_offset: pos.offset,
+    };
+    encode_outcome_from(user_id, outcome, source, processed_at)
+}
+
+/// Encodes an outcome record value whose source fields are `source`'s (a struct serialising to
+/// an object), e.g. `{"line": 12}` for a line of a backfill file.
+pub fn encode_outcome_from<S: Serialize>(
+    user_id: &str,
+    outcome: &Outcome,
+    source: S,
+    processed_at: &str,
+) -> Vec<u8> {
     serde_json::to_vec(&OutcomeJson {
         user_id,
         status: outcome.status,
         error_code: outcome.error_code,
         error_info: &outcome.error_info,
         attempts: outcome.attempts,
-        source_topic,
-        source_partition: pos.partition,
-        source_offset: pos.offset,
+        source,
         processed_at,
     })
     .expect("serialising a plain struct cannot fail")

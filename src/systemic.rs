@@ -299,6 +299,23 @@ pub async fn run_prober(
     }
 }
 
+/// The background work every user of the [`crate::pipeline::Stages`] runs beside them, until
+/// `stop`: [`run_prober`] while the gate is closed, and the primary domain's failback probe while
+/// calls go to the backup domain, both from `interval` (the `--systemic-probe-interval`).
+pub async fn run_probers(
+    gate: std::sync::Arc<SystemicGate>,
+    client: ChatClient,
+    interval: Duration,
+    stop: Shutdown,
+) {
+    // The primary domain is probed at the systemic probes' first pace: a failover is not a
+    // fault, and coming back soon keeps the backup for when it is needed.
+    tokio::join!(
+        run_prober(&gate, &client, interval, stop.clone()),
+        client.run_failback(interval, stop)
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -167,22 +167,15 @@ impl Worker {
             );
             tokio::spawn(async move { crate::metrics::serve_admin(l, m, r, s).await })
         });
-        let prober = {
-            let (gate, client, s) = (self.gate.clone(), self.client.clone(), stop_tasks.clone());
-            let initial = self.args.systemic_probe_interval;
-            tokio::spawn(async move { systemic::run_prober(&gate, &client, initial, s).await })
-        };
-        // The primary domain is probed at the systemic probes' first pace: a failover is not a
-        // fault, and coming back soon keeps the backup for when it is needed.
-        let failback = {
-            let (client, s) = (self.client.clone(), stop_tasks.clone());
-            let every = self.args.systemic_probe_interval;
-            tokio::spawn(async move { client.run_failback(every, s).await })
-        };
+        let probers = tokio::spawn(systemic::run_probers(
+            self.gate.clone(),
+            self.client.clone(),
+            self.args.systemic_probe_interval,
+            stop_tasks.clone(),
+        ));
         let result = self.run_pipeline(shutdown).await;
         stop_trigger.trigger();
-        let _ = prober.await;
-        let _ = failback.await;
+        let _ = probers.await;
         if let Some(t) = admin_task {
             match t.await {
                 Ok(Err(e)) => tracing::warn!(error = %e, "admin server stopped with an error"),

@@ -35,6 +35,25 @@ impl Drop for Proc {
 impl Proc {
     /// Starts the binary with `args` and `env`, stdout piped, stderr to a fresh log file.
     pub fn spawn(name: &str, args: &[String], env: &[(&str, &str)]) -> Proc {
+        Self::spawn_with(name, args, env, None)
+    }
+
+    /// As [`Proc::spawn`], with `input` written to its standard input (then closed).
+    pub fn spawn_with_input(
+        name: &str,
+        args: &[String],
+        env: &[(&str, &str)],
+        input: Vec<u8>,
+    ) -> Proc {
+        Self::spawn_with(name, args, env, Some(input))
+    }
+
+    fn spawn_with(
+        name: &str,
+        args: &[String],
+        env: &[(&str, &str)],
+        input: Option<Vec<u8>>,
+    ) -> Proc {
         static N: AtomicU32 = AtomicU32::new(0);
         let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
             "proc-{}-{}-{name}.log",
@@ -51,10 +70,18 @@ impl Proc {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        Proc {
-            child: cmd.spawn().expect("binary starts"),
-            log,
+        if input.is_some() {
+            cmd.stdin(Stdio::piped());
         }
+        let mut child = cmd.spawn().expect("binary starts");
+        if let Some(input) = input {
+            let mut stdin = child.stdin.take().expect("stdin piped");
+            // A thread, so that a child that reads slowly cannot block the test.
+            std::thread::spawn(move || {
+                let _ = std::io::Write::write_all(&mut stdin, &input);
+            });
+        }
+        Proc { child, log }
     }
 
     /// The first line the process prints (dev services print their address).
@@ -143,18 +170,6 @@ pub fn run_args(
         &topics.outcomes,
         "--dlq-topic",
         &topics.dlq,
-        "--sdkappid",
-        &SDKAPPID.to_string(),
-        "--identifier",
-        ADMIN,
-        "--api-base-url",
-        api,
-        "--request-timeout",
-        "3500ms",
-        "--retry-initial-backoff",
-        "10ms",
-        "--retry-max-backoff",
-        "100ms",
         "--window-linger",
         "50ms",
         "--commit-interval",
@@ -174,6 +189,28 @@ pub fn run_args(
     .iter()
     .map(|s| s.to_string())
     .collect();
+    a.extend(chat_args(api));
     a.extend(extra.iter().map(|s| s.to_string()));
     a
+}
+
+/// The Chat API flags of the test app at `api` (the emulator's base URL), with retries fast
+/// enough for tests: for any subcommand that flattens the worker's Chat settings.
+pub fn chat_args(api: &str) -> Vec<String> {
+    [
+        "--sdkappid",
+        &SDKAPPID.to_string(),
+        "--identifier",
+        ADMIN,
+        "--api-base-url",
+        api,
+        "--request-timeout",
+        "3500ms",
+        "--retry-initial-backoff",
+        "10ms",
+        "--retry-max-backoff",
+        "100ms",
+    ]
+    .map(String::from)
+    .to_vec()
 }
