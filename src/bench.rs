@@ -15,6 +15,10 @@
 //! - `memory`: the broker (`account-sync dev kafka`) and the worker (`account-sync run`) as
 //!   separate processes; the worker's peak RSS (VmHWM) under the overhead run and with a large
 //!   backlog waiting in the topic.
+//! - `backfill`: `account-sync backfill` as a child process on a generated JSON Lines file
+//!   (`--users`, default 1,000,000), 30 % already imported, the vendor's limits enforced by the
+//!   emulator: users/s, peak RSS, and a SIGKILL at 50 % followed by a rerun: time to its first
+//!   API call, lines redone.
 //!
 //! The in-process scenarios reuse the demo's load generator and independent verifier
 //! ([`crate::demo`]): the backlog is produced before the worker starts (so the producer is never
@@ -67,16 +71,19 @@ pub enum Scenario {
     Latency,
     /// Worker in its own process: peak RSS under the overhead run and with a large backlog.
     Memory,
+    /// `account-sync backfill` of a JSON Lines file: users/s, peak RSS, resume after a kill.
+    Backfill,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 6] = [
+    const ALL: [Scenario; 7] = [
         Scenario::CeilingImport,
         Scenario::CeilingImportBatch,
         Scenario::CeilingCheck,
         Scenario::Overhead,
         Scenario::Latency,
         Scenario::Memory,
+        Scenario::Backfill,
     ];
 
     fn name(self) -> &'static str {
@@ -87,6 +94,7 @@ impl Scenario {
             Scenario::Overhead => "overhead",
             Scenario::Latency => "latency",
             Scenario::Memory => "memory",
+            Scenario::Backfill => "backfill",
         }
     }
 
@@ -98,7 +106,7 @@ impl Scenario {
             Scenario::CeilingCheck => 20.0,
             Scenario::Latency => 30.0,
             Scenario::Memory => 30.0,
-            Scenario::Overhead => 0.0,
+            Scenario::Overhead | Scenario::Backfill => 0.0,
         }
     }
 }
@@ -107,8 +115,7 @@ impl Scenario {
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// Scenario to run (repeatable): ceiling-import, ceiling-import-batch, ceiling-check, overhead,
-    /// latency, memory.
-    /// Default: all of them, in that order.
+    /// latency, memory, backfill. Default: all of them, in that order.
     #[arg(long = "scenario", value_enum)]
     pub scenarios: Vec<Scenario>,
     /// Seconds of load of the time-based scenarios (defaults: ceiling-import 60 = 12,000 users,
@@ -123,6 +130,10 @@ pub struct BenchArgs {
     /// Events waiting in the topic for the memory scenario's backlog runs.
     #[arg(long, default_value_t = 1_000_000)]
     pub backlog: u64,
+    /// Lines of the backfill scenario's file (with single imports at 200/s, 1,000,000 users
+    /// 30 % known take about an hour; 100,000 about six minutes).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub users: u64,
     /// Partitions of the input topic.
     #[arg(long, default_value_t = 6)]
     pub partitions: i32,
@@ -139,8 +150,8 @@ impl BenchArgs {
         if self.duration.is_some_and(|d| !(d > 0.0 && d.is_finite())) {
             return Err("--duration must be a positive number of seconds".into());
         }
-        if self.events == Some(0) || self.backlog == 0 {
-            return Err("--events and --backlog must be at least 1".into());
+        if self.events == Some(0) || self.backlog == 0 || self.users < 2 {
+            return Err("--events and --backlog must be at least 1, --users at least 2".into());
         }
         if !(1..=100).contains(&self.partitions) {
             return Err("--partitions must be 1 to 100".into());
@@ -275,6 +286,7 @@ pub async fn run(args: BenchArgs, shutdown: Shutdown) -> Result<ExitCode, String
             Scenario::Overhead => overhead(&args, &mut f, &shutdown).await?,
             Scenario::Latency => latency(&args, &mut f, &shutdown).await?,
             Scenario::Memory => memory(&args, &mut f, &shutdown).await?,
+            Scenario::Backfill => backfill(&args, &mut f, &shutdown).await?,
         }
     }
     let report = Report {
@@ -1116,6 +1128,370 @@ async fn memory(a: &BenchArgs, f: &mut Figures, sd: &Shutdown) -> Result<(), Str
         mib(broker_peak),
         "MiB",
     );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backfill: `account-sync backfill` in a process of its own, killed at 50 % and resumed.
+
+/// UserID of line `i` of the backfill scenario's file.
+fn backfill_user(i: u64) -> String {
+    format!("bf-{i:08}")
+}
+
+/// Writes the backfill scenario's JSON Lines file: `n` users with a Nick.
+fn write_backfill_file(path: &Path, n: u64) -> Result<(), String> {
+    use std::io::Write as _;
+    let err = |e: std::io::Error| format!("{}: {e}", path.display());
+    let mut w = std::io::BufWriter::new(std::fs::File::create(path).map_err(err)?);
+    for i in 1..=n {
+        writeln!(
+            w,
+            r#"{{"UserID":"{}","Nick":"User {i}","signup":"2024-01-01"}}"#,
+            backfill_user(i)
+        )
+        .map_err(err)?;
+    }
+    w.flush().map_err(err)
+}
+
+/// The backfill command of the scenario and its files.
+struct BackfillCommand {
+    exe: PathBuf,
+    file: PathBuf,
+    outcomes: PathBuf,
+    checkpoint: PathBuf,
+    api_base_url: String,
+    key: String,
+}
+
+/// How one backfill process fared.
+struct BackfillRun {
+    /// Peak RSS (VmHWM), KiB, and when a tenth of the run's lines were done.
+    peak_kib: u64,
+    peak_at_10_kib: Option<u64>,
+    /// From the start to the kill or the exit.
+    elapsed: Duration,
+    /// The checkpoint when it ended.
+    done_through: u64,
+}
+
+impl BackfillCommand {
+    fn spawn(&self, name: &str) -> Result<ChildGuard, String> {
+        let log = std::env::temp_dir().join(format!("account-sync-bench-backfill-{name}.log"));
+        let log_file =
+            std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let mut cmd = Command::new(&self.exe);
+        cmd.args(["--log-level", "warn", "backfill"])
+            .arg(&self.file)
+            .args(["--sdkappid", &demo::SDKAPPID.to_string()])
+            .args(["--identifier", demo::ADMIN])
+            .args(["--api-base-url", &self.api_base_url])
+            .arg("--outcomes")
+            .arg(&self.outcomes)
+            .arg("--checkpoint")
+            .arg(&self.checkpoint)
+            .env_remove("ACCOUNT_SYNC_SECRET_KEY_FILE")
+            .env("ACCOUNT_SYNC_SECRET_KEY", &self.key)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log_file));
+        Ok(ChildGuard {
+            child: cmd
+                .spawn()
+                .map_err(|e| format!("starting the backfill: {e}"))?,
+            name: "backfill",
+        })
+    }
+
+    fn done_through(&self) -> u64 {
+        std::fs::read_to_string(&self.checkpoint)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v["done_through_line"].as_u64())
+            .unwrap_or(0)
+    }
+
+    /// Watches `child` (started at `started`, resuming after line `from`) until its checkpoint
+    /// reaches `kill_at` (then kills it) or it exits (which must be with 0).
+    async fn watch(
+        &self,
+        child: &mut ChildGuard,
+        started: Instant,
+        (from, n): (u64, u64),
+        kill_at: Option<u64>,
+        shutdown: &Shutdown,
+    ) -> Result<BackfillRun, String> {
+        let tenth = from + (kill_at.unwrap_or(n) - from) / 10;
+        let pid = child.pid();
+        let (mut peak, mut peak_at_10) = (0, None);
+        let limit = Duration::from_secs(600 + n / 50);
+        loop {
+            peak = proc_status_kib(pid, "VmHWM").unwrap_or(peak);
+            let done = self.done_through();
+            if peak_at_10.is_none() && done >= tenth {
+                peak_at_10 = Some(peak);
+            }
+            if kill_at.is_some_and(|k| done >= k) {
+                let _ = child.child.kill();
+                let _ = child.child.wait();
+                break;
+            }
+            if let Some(status) = child.exited() {
+                if !status.success() {
+                    return Err(format!("the backfill exited with {status}"));
+                }
+                break;
+            }
+            if shutdown.is_triggered() || started.elapsed() > limit {
+                child.terminate(Duration::from_secs(30));
+                return Err("interrupted or timed out".into());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(BackfillRun {
+            peak_kib: peak,
+            peak_at_10_kib: peak_at_10,
+            elapsed: started.elapsed(),
+            done_through: self.done_through(),
+        })
+    }
+}
+
+/// What the outcomes file says after the kill and the rerun.
+#[derive(Debug, Default)]
+struct BackfillOutcomes {
+    /// Lines without an outcome.
+    lost: u64,
+    /// Lines with more than one outcome record.
+    repeated: u64,
+    /// Outcomes of the rerun for lines at or below the checkpoint at the kill.
+    redone_below_checkpoint: u64,
+    /// Lines above it that the rerun found imported although nobody but the killed run could
+    /// have imported them: work done twice.
+    redone_above_checkpoint: u64,
+    /// Outcomes by status.
+    imported: u64,
+    already_imported: u64,
+    failed: u64,
+}
+
+/// Reads the outcomes back: those before byte `split` are the killed run's.
+fn backfill_outcomes(
+    path: &Path,
+    split: u64,
+    n: u64,
+    at_kill: u64,
+    existing_fraction: f64,
+) -> Result<BackfillOutcomes, String> {
+    #[derive(serde::Deserialize)]
+    struct O {
+        user_id: String,
+        status: String,
+        line: u64,
+    }
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut seen = vec![0u8; n as usize + 1];
+    let mut r = BackfillOutcomes::default();
+    let mut offset = 0u64;
+    for line in std::io::BufReader::new(file).lines() {
+        let line = line.map_err(|e| e.to_string())?;
+        let rerun = offset >= split;
+        offset += line.len() as u64 + 1;
+        let o: O = serde_json::from_str(&line).map_err(|e| format!("outcome {line:?}: {e}"))?;
+        let l = o.line as usize;
+        if l == 0 || l > n as usize {
+            return Err(format!("outcome for line {l} of {n}"));
+        }
+        seen[l] = seen[l].saturating_add(1);
+        match o.status.as_str() {
+            "imported" => r.imported += 1,
+            "already_imported" => r.already_imported += 1,
+            _ => r.failed += 1,
+        }
+        if rerun && o.line <= at_kill {
+            r.redone_below_checkpoint += 1;
+        }
+        if rerun
+            && o.line > at_kill
+            && o.status == "already_imported"
+            && !crate::emulator::is_preexisting(&o.user_id, existing_fraction)
+        {
+            r.redone_above_checkpoint += 1;
+        }
+    }
+    r.lost = seen[1..].iter().filter(|&&c| c == 0).count() as u64;
+    r.repeated = seen[1..].iter().filter(|&&c| c > 1).count() as u64;
+    Ok(r)
+}
+
+/// The byte after the last line break at or before `len`: where a resumed run appends.
+fn after_last_line_break(path: &Path, len: u64) -> u64 {
+    let Ok(bytes) = std::fs::read(path) else {
+        return 0;
+    };
+    let len = (len as usize).min(bytes.len());
+    bytes[..len]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i as u64 + 1)
+}
+
+async fn backfill(a: &BenchArgs, f: &mut Figures, sd: &Shutdown) -> Result<(), String> {
+    let s = Scenario::Backfill.name();
+    let n = a.users;
+    let existing = 0.3;
+    let dir = std::env::temp_dir().join(format!(
+        "account-sync-bench-backfill-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let file = dir.join("users.jsonl");
+    let t = Instant::now();
+    write_backfill_file(&file, n)?;
+    let size = std::fs::metadata(&file).map_or(0, |m| m.len());
+    f.setup(s, format!("account-sync backfill (its own process) of a {n}-line JSON Lines file ({:.0} MiB, written in {:.1} s), {:.0} % already imported; emulator at 100 check/s, 200 import/s, API latency 50 ± 20 ms; backfill defaults (the vendor's rates, single account_import per user); SIGKILL when the checkpoint passes 50 %, then the same command again", size as f64 / 1048576.0, t.elapsed().as_secs_f64(), existing * 100.0));
+    let key = fresh_key();
+    let run = Run::at_vendor_limits(a, n, 0.0, existing);
+    let emulator = start_emulator(emulator_config(&run, SecretKey::new(key.clone()))).await?;
+    let cmd = BackfillCommand {
+        exe: std::env::current_exe().map_err(|e| format!("own executable: {e}"))?,
+        outcomes: dir.join("outcomes.jsonl"),
+        checkpoint: dir.join("checkpoint.json"),
+        file,
+        api_base_url: emulator.base_url(),
+        key,
+    };
+
+    let mut first = cmd.spawn("1")?;
+    let r1 = cmd
+        .watch(&mut first, Instant::now(), (0, n), Some(n / 2), sd)
+        .await?;
+    let at_kill = cmd.done_through();
+    let split = after_last_line_break(
+        &cmd.outcomes,
+        std::fs::metadata(&cmd.outcomes).map_or(0, |m| m.len()),
+    );
+    let total_calls = |st: &crate::emulator::Stats| st.calls.values().sum::<u64>();
+    let calls_before = total_calls(&emulator.stats());
+    eprintln!("  killed at line {at_kill} of {n}; resuming");
+
+    let started = Instant::now();
+    let mut second = cmd.spawn("2")?;
+    let first_call = loop {
+        if total_calls(&emulator.stats()) > calls_before {
+            break started.elapsed();
+        }
+        if started.elapsed() > Duration::from_secs(60) || second.exited().is_some() {
+            return Err("the resumed backfill made no API call within 60 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    let r2 = cmd
+        .watch(&mut second, started, (at_kill, n), None, sd)
+        .await?;
+    let stats = emulator.stats();
+    emulator.shutdown().await;
+    let o = backfill_outcomes(&cmd.outcomes, split, n, at_kill, existing)?;
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let rate1 = at_kill as f64 / r1.elapsed.as_secs_f64();
+    let rate2 = (n - at_kill) as f64 / r2.elapsed.as_secs_f64();
+    let whole = n as f64 / (r1.elapsed + r2.elapsed).as_secs_f64();
+    let target = ">= 9,900 (needs batch import)";
+    f.target(
+        s,
+        "users/s, first run (to the kill at 50 %)",
+        rate1,
+        "1/s",
+        target,
+        rate1 >= 9_900.0,
+    );
+    f.add(s, "users/s, resumed run", rate2, "1/s");
+    f.target(
+        s,
+        "users/s, whole file (both runs, start-ups included)",
+        whole,
+        "1/s",
+        target,
+        whole >= 9_900.0,
+    );
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    for (label, r) in [("first run", &r1), ("resumed run", &r2)] {
+        let peak = mib(r.peak_kib);
+        f.target(
+            s,
+            &format!("backfill peak RSS, {label}"),
+            peak,
+            "MiB",
+            "<= 64 MiB",
+            peak <= 64.0,
+        );
+        if let Some(p) = r.peak_at_10_kib {
+            f.add(
+                s,
+                &format!("  peak RSS after a tenth of its lines, {label}"),
+                mib(p),
+                "MiB",
+            );
+        }
+    }
+    let ms = first_call.as_secs_f64() * 1000.0;
+    f.target(
+        s,
+        "resume: start to the first API call",
+        ms,
+        "ms",
+        "< 2000 ms",
+        ms < 2000.0,
+    );
+    f.add(s, "checkpoint at the kill (line)", at_kill as f64, "");
+    let below = o.redone_below_checkpoint as f64;
+    f.target(
+        s,
+        "lines at or below the checkpoint redone",
+        below,
+        "",
+        "0",
+        below == 0.0,
+    );
+    f.add(
+        s,
+        "lines redone above the checkpoint",
+        o.redone_above_checkpoint as f64,
+        "",
+    );
+    f.add(
+        s,
+        "outcome records repeated in the file",
+        o.repeated as f64,
+        "",
+    );
+    let lost = o.lost as f64;
+    f.target(s, "lines without an outcome", lost, "", "0", lost == 0.0);
+    f.add(s, "outcomes: imported", o.imported as f64, "");
+    f.add(s, "  already imported", o.already_imported as f64, "");
+    f.add(s, "  failed", o.failed as f64, "");
+    f.add(
+        s,
+        "account_check calls",
+        stats.calls.get("account_check").copied().unwrap_or(0) as f64,
+        "",
+    );
+    f.add(
+        s,
+        "account_import calls",
+        stats.calls.get("account_import").copied().unwrap_or(0) as f64,
+        "",
+    );
+    let limited = stats.rate_limited.values().sum::<u64>() as f64;
+    f.target(s, "60007 answers", limited, "", "0", limited == 0.0);
+    if r2.done_through != n {
+        return Err(format!(
+            "the resumed run ended at line {} of {n}",
+            r2.done_through
+        ));
+    }
     Ok(())
 }
 

@@ -27,7 +27,8 @@ use crate::sink::{encode_outcome_from, rfc3339_millis, Outcome, OutcomeStatus};
 use crate::systemic::{self, SystemicGate};
 use crate::window::{CloseReason, ClosedWindow, InputRecord, SourcePos, Window};
 
-/// How long a window waits for more lines (only a slow standard input ever makes it wait).
+/// How long an open window waits for the reader's next lines (only a slow standard input ever
+/// makes it wait).
 const LINGER: Duration = Duration::from_millis(250);
 /// Batches of lines the reader may have ready ahead of the loop.
 const READ_AHEAD: usize = 4;
@@ -343,6 +344,8 @@ impl Backfill {
     ) -> Result<Stop, BackfillError> {
         let mut eof = false;
         let mut stop_by: Option<Instant> = None;
+        // Since when the loop has been waiting for the reader with a window open.
+        let mut waiting_since = Instant::now();
         let mut gate_rx = self.gate.subscribe();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -365,7 +368,13 @@ impl Backfill {
                 return Ok(Stop::Complete);
             }
             let reading = stop_by.is_none() && !eof && st.ready.is_empty();
-            let deadline = st.window.deadline();
+            // The open window closes early only when the reader keeps it waiting (a slow standard
+            // input), never because the loop stopped reading to wait for a window slot: a window
+            // closed short costs an account_check call like a full one.
+            if !reading {
+                waiting_since = Instant::now();
+            }
+            let lingering = reading && !st.window.is_empty();
             tokio::select! {
                 biased;
                 _ = self.shutdown.wait(), if stop_by.is_none() => {
@@ -387,6 +396,7 @@ impl Backfill {
                 }
                 batch = rx.recv(), if reading => match batch {
                     Some(items) => {
+                        waiting_since = Instant::now();
                         for item in items {
                             self.line(st, item)?;
                         }
@@ -404,7 +414,7 @@ impl Backfill {
                         }
                     }
                 },
-                _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() && stop_by.is_none() => {
+                _ = tokio::time::sleep_until(waiting_since + LINGER), if lingering => {
                     if let Some(w) = st.window.take(CloseReason::Linger) {
                         st.ready.push_back(w);
                     }
