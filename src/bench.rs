@@ -136,6 +136,11 @@ pub struct BenchArgs {
     /// Show progress bars while waiting for outcomes.
     #[arg(long)]
     pub progress: bool,
+    /// Extra flag for the worker of the in-process scenarios (repeatable), spelt with `=`, e.g.
+    /// `--worker-flag=--kafka-property=fetch.wait.max.ms=5`: to measure what a setting does.
+    /// The setups printed name them.
+    #[arg(long = "worker-flag", allow_hyphen_values = true)]
+    pub worker_flags: Vec<String>,
 }
 
 impl BenchArgs {
@@ -214,10 +219,16 @@ pub struct Report {
 struct Figures {
     figures: Vec<Figure>,
     setups: Vec<(String, String)>,
+    /// `--worker-flag`s, named in every setup.
+    worker_flags: Vec<String>,
 }
 
 impl Figures {
-    fn setup(&mut self, scenario: &str, text: String) {
+    fn setup(&mut self, scenario: &str, mut text: String) {
+        // The memory scenario's worker is a process of its own, started without them.
+        if !self.worker_flags.is_empty() && scenario != Scenario::Memory.name() {
+            text += &format!("; worker flags: {}", self.worker_flags.join(" "));
+        }
         eprintln!("bench {scenario}: {text}");
         self.setups.push((scenario.to_owned(), text));
     }
@@ -267,7 +278,10 @@ pub async fn run(args: BenchArgs, shutdown: Shutdown) -> Result<ExitCode, String
         args.scenarios.clone()
     };
     let load_before = load_average();
-    let mut f = Figures::default();
+    let mut f = Figures {
+        worker_flags: args.worker_flags.clone(),
+        ..Figures::default()
+    };
     for s in scenarios {
         if shutdown.is_triggered() {
             break;
@@ -312,7 +326,7 @@ struct Run {
     partitions: i32,
     progress: bool,
     /// Extra flags for the worker.
-    worker_flags: Vec<&'static str>,
+    worker_flags: Vec<String>,
 }
 
 impl Run {
@@ -328,7 +342,7 @@ impl Run {
             jitter_ms: 20,
             partitions: a.partitions,
             progress: a.progress,
-            worker_flags: Vec::new(),
+            worker_flags: a.worker_flags.clone(),
         }
     }
 }
@@ -477,7 +491,10 @@ async fn run_in_process(run: &Run, shutdown: &Shutdown) -> Result<Measured, Stri
         key,
         run.limits,
         "bench",
-        &run.worker_flags,
+        &run.worker_flags
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
     )?;
     let worker = Worker::new(worker_args).map_err(|e| e.to_string())?;
     let metrics = worker.metrics();
@@ -672,7 +689,7 @@ async fn overhead(a: &BenchArgs, f: &mut Figures, sd: &Shutdown) -> Result<(), S
             jitter_ms: 0,
             partitions: a.partitions,
             progress: a.progress,
-            worker_flags: Vec::new(),
+            worker_flags: a.worker_flags.clone(),
         };
         f.setup(s, format!("{} users, all {label}, as a backlog; limits off on both sides; API latency 1 ms; worker, emulator, broker and verifier share one process", run.events));
         let m = run_in_process(&run, sd).await?;
