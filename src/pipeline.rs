@@ -23,7 +23,7 @@ use crate::chat::{Attempted, ChatClient, ChatError, FailureClass};
 use crate::shutdown::Shutdown;
 use crate::sink::{failure_class, Outcome, OutcomeStatus, Stage};
 use crate::systemic::{SystemicGate, Turn};
-use crate::window::ClosedWindow;
+use crate::window::{CheckInFlight, ClosedWindow};
 
 /// What the stages share.
 #[derive(Clone)]
@@ -40,12 +40,19 @@ pub struct Stages {
 
 impl Stages {
     /// Resolves every distinct UserID of `window` (indexed like `window.ids`). `None` when the
-    /// worker shut down while the window waited out a systemic fault.
-    pub async fn resolve(&self, window: &ClosedWindow) -> Option<Vec<Outcome>> {
+    /// worker shut down while the window waited out a systemic fault. `check` counts the window's
+    /// check as in flight (for the window close rule) until the check call returned.
+    pub async fn resolve(
+        &self,
+        window: &ClosedWindow,
+        check: CheckInFlight,
+    ) -> Option<Vec<Outcome>> {
         let ids: Vec<&str> = window.ids.iter().map(String::as_str).collect();
         let checked = self
             .until_not_systemic(|| self.client.account_check(&ids))
-            .await?;
+            .await;
+        drop(check);
+        let checked = checked?;
         let check_attempts = checked.attempts;
         let statuses = match checked.result {
             Ok(statuses) => statuses,

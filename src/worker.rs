@@ -1,6 +1,7 @@
 //! The worker: source → decode → windower → check/import stages → sink → offsets, wired together.
 //!
-//! One loop (the source task) reads records, decodes them, fills the open window and dispatches
+//! One loop (the source task) reads records, decodes them, fills the open window, closes it when
+//! the [`CloseRule`] says (full, idle, or its linger; see [`crate::window`]) and dispatches
 //! closed windows as tasks; the number of windows in flight is bounded by a semaphore and the
 //! number of records held by `max_events_in_flight`, above which every assigned partition is
 //! paused (the loop keeps polling, so the consumer stays in its group). Each window task resolves
@@ -42,7 +43,10 @@ use crate::source::{
 };
 use crate::systemic::{self, SystemicGate};
 use crate::transaction::{Committer, TxnFailure, TxnItem, TxnTiming};
-use crate::window::{CloseReason, ClosedWindow, InputRecord, SourcePos, Window};
+use crate::window::{
+    CheckInFlight, ChecksInFlight, CloseReason, CloseRule, ClosedWindow, InputRecord, Intake,
+    SourcePos, Window,
+};
 
 /// Why the worker stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +87,8 @@ struct Shared {
     tracker: Arc<Mutex<OffsetTracker>>,
     /// Woken whenever records complete (the loop may resume intake).
     progress: Notify,
+    /// Windows closed whose account_check has not answered yet (the window close rule).
+    checks: Arc<ChecksInFlight>,
     /// Metrics of this worker.
     metrics: Arc<Metrics>,
     /// Fatal errors from tasks (a final delivery failure, a failed transaction).
@@ -257,6 +263,7 @@ impl Worker {
             topic: a.kafka.input_topic.clone(),
             tracker: tracker.clone(),
             progress: Notify::new(),
+            checks: Arc::new(ChecksInFlight::default()),
             metrics: self.metrics.clone(),
             fatal: fatal_tx,
         });
@@ -283,6 +290,11 @@ impl Worker {
             a.drain_timeout,
         )));
         let lock_window = || window.lock().unwrap_or_else(|e| e.into_inner());
+        let close_rule = CloseRule::default();
+        let check_limiter = self
+            .client
+            .limiters()
+            .for_api(crate::chat::Api::AccountCheck);
         let mut tasks: JoinSet<()> = JoinSet::new();
         let mut paused = false;
         // Set while the in-flight bound is reached: intake stops by not reading (librdkafka keeps
@@ -300,7 +312,18 @@ impl Worker {
         tracing::info!(topic = %a.kafka.input_topic, group = %a.kafka.group_id, exactly_once, "worker started");
 
         loop {
-            let deadline = lock_window().deadline();
+            // Intake is reading: neither held back by the in-flight bound nor paused.
+            let reading = full_since.is_none() && !paused;
+            let plan = close_rule.plan(
+                &lock_window(),
+                Intake {
+                    reading,
+                    checks_in_flight: shared.checks.get(),
+                },
+                || check_limiter.map_or(Duration::ZERO, |l| l.time_to_token()),
+            );
+            let deadline = plan.map(|p| p.linger_at);
+            let idle_at = plan.and_then(|p| p.idle_at);
             tokio::select! {
                 biased;
                 _ = shutdown.wait() => break,
@@ -397,6 +420,15 @@ impl Worker {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 },
+                // After recv (biased): a record that is ready joins the window instead.
+                _ = tokio::time::sleep_until(idle_at.unwrap_or_else(tokio::time::Instant::now)), if idle_at.is_some() => {
+                    let closed = lock_window().take(CloseReason::Idle);
+                    if let Some(w) = closed {
+                        dispatch(&shared, &mut tasks, w);
+                    }
+                }
+                // Checks at the close rule's bound: the open window may close when one answers.
+                _ = shared.checks.answered(), if plan.is_some() && idle_at.is_none() && reading => {}
             }
             let full = {
                 let t = tracker.lock().unwrap_or_else(|e| e.into_inner());
@@ -580,8 +612,8 @@ fn revoke_hook(
                 .unwrap_or_else(|e| e.into_inner())
                 .take_partitions(|p| parts.contains(&p));
             if let Some(w) = taken {
-                let s = shared.clone();
-                runtime.spawn(async move { window_task(&s, w).await });
+                let (s, check) = (shared.clone(), shared.checks.start());
+                runtime.spawn(async move { window_task(&s, w, check).await });
             }
             let pending = || {
                 let t = shared.tracker.lock().unwrap_or_else(|e| e.into_inner());
@@ -636,6 +668,7 @@ fn dispatch(shared: &Arc<Shared>, tasks: &mut JoinSet<()>, window: ClosedWindow)
     let reason = match window.closed_by {
         CloseReason::Full => "full",
         CloseReason::Linger => "linger",
+        CloseReason::Idle => "idle",
         CloseReason::Flush => "flush",
     };
     m.windows.with_label_values(&[reason]).inc();
@@ -646,25 +679,26 @@ fn dispatch(shared: &Arc<Shared>, tasks: &mut JoinSet<()>, window: ClosedWindow)
         closed_by = reason,
         "window closed"
     );
-    let shared = shared.clone();
-    tasks.spawn(async move { window_task(&shared, window).await });
+    let (shared, check) = (shared.clone(), shared.checks.start());
+    tasks.spawn(async move { window_task(&shared, window, check).await });
 }
 
-/// A window's whole life after it closed: wait for a window slot, resolve, deliver.
-async fn window_task(shared: &Shared, window: ClosedWindow) {
+/// A window's whole life after it closed: wait for a window slot, resolve, deliver. `check`
+/// counts its check as in flight until the check answered.
+async fn window_task(shared: &Shared, window: ClosedWindow, check: CheckInFlight) {
     let _slot = shared
         .window_slots
         .acquire()
         .await
         .expect("the window semaphore is never closed");
     shared.metrics.windows_in_flight.inc();
-    process_window(shared, window).await;
+    process_window(shared, window, check).await;
     shared.metrics.windows_in_flight.dec();
 }
 
 /// Resolves a window, delivers its records, and marks the delivered input records done.
-async fn process_window(shared: &Shared, window: ClosedWindow) {
-    let Some(outcomes) = shared.stages.resolve(&window).await else {
+async fn process_window(shared: &Shared, window: ClosedWindow, check: CheckInFlight) {
+    let Some(outcomes) = shared.stages.resolve(&window, check).await else {
         tracing::info!(
             records = window.records.len(),
             "window abandoned at shutdown during a systemic fault; it will be replayed"
