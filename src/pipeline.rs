@@ -4,6 +4,9 @@
 //! - import stage: one `account_import` per `NotImported` UserID, all of them in flight at once
 //!   (bounded by a worker-wide semaphore), so that the limiter, not latency, sets the pace.
 //!
+//! Each outcome is handed on as soon as it is decided (see [`Stages::resolve`]), so a user's
+//! records are delivered without waiting for the rest of the window.
+//!
 //! A systemic error never becomes an outcome: the call waits at the [`SystemicGate`] and is made
 //! again once the gate reopens. Nor does an outage: a call that gave up on availability errors
 //! (its retry budget spent, or cut short because the API was declared unavailable) while no other
@@ -12,9 +15,10 @@
 //! and its users are dead-lettered with `retries_exhausted`. If the worker shuts down while a
 //! window waits, the window is abandoned (`None`) and its offsets stay uncommitted, to be replayed.
 
+use std::future::Future;
 use std::sync::Arc;
 
-use futures_util::future::join_all;
+use futures_util::future::{join, join_all};
 use tokio::sync::Semaphore;
 
 use crate::chat::client::{CheckOutcome, ImportAccount};
@@ -42,11 +46,21 @@ impl Stages {
     /// Resolves every distinct UserID of `window` (indexed like `window.ids`). `None` when the
     /// worker shut down while the window waited out a systemic fault. `check` counts the window's
     /// check as in flight (for the window close rule) until the check call returned.
-    pub async fn resolve(
+    ///
+    /// Outcomes are handed to `decided` as soon as they are known, `(index in window.ids,
+    /// outcome)`: those the check decides (already imported, failed) together once it answered,
+    /// each import's as it answers — a user's outcome does not wait for the window's slowest
+    /// import. Every UserID is handed over exactly once, unless the window is abandoned.
+    pub async fn resolve<F, Fut>(
         &self,
         window: &ClosedWindow,
         check: CheckInFlight,
-    ) -> Option<Vec<Outcome>> {
+        decided: F,
+    ) -> Option<Vec<Outcome>>
+    where
+        F: Fn(Vec<(usize, Outcome)>) -> Fut,
+        Fut: Future<Output = ()>,
+    {
         let ids: Vec<&str> = window.ids.iter().map(String::as_str).collect();
         let checked = self
             .until_not_systemic(|| self.client.account_check(&ids))
@@ -59,6 +73,7 @@ impl Stages {
             Err(err) => {
                 // The whole call failed for good: every user of the window fails at check.
                 let outcome = failed(Stage::Check, &err, check_attempts);
+                decided((0..ids.len()).map(|i| (i, outcome.clone())).collect()).await;
                 return Some(vec![outcome; ids.len()]);
             }
         };
@@ -70,6 +85,7 @@ impl Stages {
                 first_record[id] = rec;
             }
         }
+        let decided = &decided;
         let imports = statuses
             .iter()
             .enumerate()
@@ -82,16 +98,21 @@ impl Stages {
                     face_url: event.face_url.as_deref(),
                 };
                 async move {
-                    let _slot = self
-                        .import_slots
-                        .acquire()
-                        .await
-                        .expect("the import semaphore is never closed");
-                    (
-                        i,
+                    let imported = {
+                        let _slot = self
+                            .import_slots
+                            .acquire()
+                            .await
+                            .expect("the import semaphore is never closed");
                         self.until_not_systemic(|| self.client.account_import(account))
-                            .await,
-                    )
+                            .await?
+                    };
+                    let outcome = match imported.result {
+                        Ok(()) => Outcome::success(OutcomeStatus::Imported, imported.attempts),
+                        Err(err) => failed(Stage::Import, &err, imported.attempts),
+                    };
+                    decided(vec![(i, outcome.clone())]).await;
+                    Some((i, outcome))
                 }
             });
         let mut outcomes: Vec<Outcome> = statuses
@@ -112,12 +133,21 @@ impl Stages {
                 },
             })
             .collect();
-        for (i, imported) in join_all(imports).await {
-            let imported = imported?;
-            outcomes[i] = match imported.result {
-                Ok(()) => Outcome::success(OutcomeStatus::Imported, imported.attempts),
-                Err(err) => failed(Stage::Import, &err, imported.attempts),
-            };
+        let by_check: Vec<(usize, Outcome)> = statuses
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| **s != CheckOutcome::NotImported)
+            .map(|(i, _)| (i, outcomes[i].clone()))
+            .collect();
+        let by_check = async {
+            if !by_check.is_empty() {
+                decided(by_check).await;
+            }
+        };
+        let ((), imported) = join(by_check, join_all(imports)).await;
+        for r in imported {
+            let (i, outcome) = r?;
+            outcomes[i] = outcome;
         }
         Some(outcomes)
     }

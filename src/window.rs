@@ -101,6 +101,43 @@ pub struct ClosedWindow {
     pub closed_by: CloseReason,
 }
 
+impl ClosedWindow {
+    /// The records of each distinct UserID (indices into `records`), for delivering a user's
+    /// records as soon as its outcome is decided.
+    pub fn records_by_id(&self) -> RecordsById {
+        let mut start = vec![0; self.ids.len() + 1];
+        for &id in &self.id_of_record {
+            start[id + 1] += 1;
+        }
+        for i in 1..start.len() {
+            start[i] += start[i - 1];
+        }
+        let mut next = start.clone();
+        let mut order = vec![0; self.records.len()];
+        for (rec, &id) in self.id_of_record.iter().enumerate() {
+            order[next[id]] = rec;
+            next[id] += 1;
+        }
+        RecordsById { order, start }
+    }
+}
+
+/// The records of each distinct UserID of a [`ClosedWindow`] (two allocations per window).
+#[derive(Debug)]
+pub struct RecordsById {
+    /// Record indices, grouped by UserID, in arrival order within a group.
+    order: Vec<usize>,
+    /// Where each UserID's group starts in `order` (one more entry than UserIDs).
+    start: Vec<usize>,
+}
+
+impl RecordsById {
+    /// The records (indices into `ClosedWindow::records`) of the UserID at `id` in `ids`.
+    pub fn of(&self, id: usize) -> &[usize] {
+        &self.order[self.start[id]..self.start[id + 1]]
+    }
+}
+
 /// Why a window closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
@@ -379,6 +416,11 @@ mod tests {
         assert_eq!(closed.records.len(), 4);
         assert_eq!(closed.id_of_record, [0, 1, 0, 2]);
         assert_eq!(closed.closed_by, CloseReason::Full);
+        let by_id = closed.records_by_id();
+        assert_eq!(
+            (by_id.of(0), by_id.of(1), by_id.of(2)),
+            (&[0, 2][..], &[1][..], &[3][..])
+        );
         assert!(w.is_empty());
         assert_eq!(w.deadline(), None);
         // The next window starts fresh.

@@ -5,9 +5,10 @@
 //! closed windows as tasks; the number of windows in flight is bounded by a semaphore and the
 //! number of records held by `max_events_in_flight`, above which every assigned partition is
 //! paused (the loop keeps polling, so the consumer stays in its group). Each window task resolves
-//! its users, produces one outcome per record (and a dead-letter record per failure), waits for
-//! the broker's acknowledgements, and only then marks the records done, which may move the
-//! partition's committable position (see [`crate::offsets`]).
+//! its users and, as soon as a user's outcome is decided, produces one outcome per record of that
+//! user (and a dead-letter record per failure), waits for the broker's acknowledgements, and only
+//! then marks those records done, which may move the partition's committable position (see
+//! [`crate::offsets`]).
 //!
 //! In exactly-once mode the window tasks hand their records to the transaction
 //! [`Committer`](crate::transaction::Committer) instead, which produces them and commits the
@@ -37,7 +38,7 @@ use crate::metrics::{Metrics, MetricsObserver, Readiness};
 use crate::offsets::OffsetTracker;
 use crate::pipeline::Stages;
 use crate::shutdown::Shutdown;
-use crate::sink::{failure_class, rfc3339_millis, DeadLetter, OutRecord, Sink, Stage};
+use crate::sink::{failure_class, rfc3339_millis, DeadLetter, OutRecord, Outcome, Sink, Stage};
 use crate::source::{
     self, RebalanceEvent, RevokeHook, SourceConsumer, SourceContext, SourceSettings,
 };
@@ -45,7 +46,7 @@ use crate::systemic::{self, SystemicGate};
 use crate::transaction::{Committer, TxnFailure, TxnItem, TxnTiming};
 use crate::window::{
     CheckInFlight, ChecksInFlight, CloseReason, CloseRule, ClosedWindow, InputRecord, Intake,
-    SourcePos, Window,
+    RecordsById, SourcePos, Window,
 };
 
 /// Why the worker stopped with an error.
@@ -696,12 +697,16 @@ async fn window_task(shared: &Shared, window: ClosedWindow, check: CheckInFlight
     shared.metrics.windows_in_flight.dec();
 }
 
-/// Resolves a window, delivers its records, and marks the delivered input records done.
+/// Resolves a window and delivers each user's records as soon as its outcome is decided (see
+/// [`Stages::resolve`](crate::pipeline::Stages::resolve)); marks the delivered input records done.
 async fn process_window(shared: &Shared, window: ClosedWindow, check: CheckInFlight) {
-    let Some(outcomes) = shared.stages.resolve(&window, check).await else {
+    let records_of = window.records_by_id();
+    let decided =
+        |outcomes: Vec<(usize, Outcome)>| deliver_outcomes(shared, &window, &records_of, outcomes);
+    let Some(outcomes) = shared.stages.resolve(&window, check, decided).await else {
         tracing::info!(
             records = window.records.len(),
-            "window abandoned at shutdown during a systemic fault; it will be replayed"
+            "window abandoned at shutdown during a systemic fault; its undelivered records will be replayed"
         );
         return;
     };
@@ -716,15 +721,31 @@ async fn process_window(shared: &Shared, window: ClosedWindow, check: CheckInFli
         failed = count(crate::sink::OutcomeStatus::Failed),
         "window resolved"
     );
-    let now = SystemTime::now();
-    let stamp = rfc3339_millis(now);
-    // One group of records per input record: its outcome, and its dead letter if it failed.
-    let groups: Vec<(SourcePos, Vec<OutRecord>)> = window
-        .records
+}
+
+/// Delivers the records of the users whose outcomes were just decided (`(index in window.ids,
+/// outcome)`): one outcome per record, and a dead letter per failed one; counts and marks done
+/// the delivered ones.
+async fn deliver_outcomes(
+    shared: &Shared,
+    window: &ClosedWindow,
+    records_of: &RecordsById,
+    decided: Vec<(usize, Outcome)>,
+) {
+    let stamp = rfc3339_millis(SystemTime::now());
+    let records: Vec<(&InputRecord, &Outcome)> = decided
         .iter()
-        .zip(&window.id_of_record)
-        .map(|(rec, &id)| {
-            let outcome = &outcomes[id];
+        .flat_map(|(id, outcome)| {
+            records_of
+                .of(*id)
+                .iter()
+                .map(move |&r| (&window.records[r], outcome))
+        })
+        .collect();
+    // One group of records per input record: its outcome, and its dead letter if it failed.
+    let groups: Vec<(SourcePos, Vec<OutRecord>)> = records
+        .iter()
+        .map(|&(rec, outcome)| {
             let mut out =
                 vec![shared
                     .sink
@@ -749,16 +770,13 @@ async fn process_window(shared: &Shared, window: ClosedWindow, check: CheckInFli
         })
         .collect();
     let delivered = deliver(shared, groups).await;
-    for ((rec, &id), ok) in window
-        .records
-        .iter()
-        .zip(&window.id_of_record)
-        .zip(&delivered)
-    {
+    let acknowledged_ms = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    for (&(rec, outcome), ok) in records.iter().zip(&delivered) {
         if !ok {
             continue;
         }
-        let outcome = &outcomes[id];
         shared
             .metrics
             .outcomes
@@ -781,11 +799,8 @@ async fn process_window(shared: &Shared, window: ClosedWindow, check: CheckInFli
             );
         }
         if let Some(ts) = rec.timestamp_ms {
-            let age_ms = now
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0)
-                - ts;
+            // To the acknowledgement (in exactly-once mode, the commit), as the metric says.
+            let age_ms = acknowledged_ms - ts;
             if age_ms >= 0 {
                 shared
                     .metrics
