@@ -411,7 +411,8 @@ pub struct WorkerArgs {
     /// across its restarts (default: GROUP-HOSTNAME, the pod name in Kubernetes).
     #[arg(long, env = "ACCOUNT_SYNC_TRANSACTIONAL_ID")]
     pub transactional_id: Option<String>,
-    /// Exactly-once: how long a transaction gathers finished windows before it commits.
+    /// Exactly-once: longest a transaction gathers finished windows before it commits (it commits
+    /// at once when it holds every record read so far).
     #[arg(long, env = "ACCOUNT_SYNC_TRANSACTION_LINGER", default_value = "100ms", value_parser = parse_duration)]
     pub transaction_linger: Duration,
     #[command(flatten)]
