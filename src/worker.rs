@@ -3,8 +3,9 @@
 //! One loop (the source task) reads records, decodes them, fills the open window, closes it when
 //! the [`CloseRule`] says (full, idle, or its linger; see [`crate::window`]) and dispatches
 //! closed windows as tasks; the number of windows in flight is bounded by a semaphore and the
-//! number of records held by `max_events_in_flight`, above which every assigned partition is
-//! paused (the loop keeps polling, so the consumer stays in its group). Each window task resolves
+//! number of records held by `max_events_in_flight`, at which intake stops reading until a
+//! window's worth of room is free (if that lasts 5 s every assigned partition is paused; the loop
+//! keeps polling, so the consumer stays in its group). Each window task resolves
 //! its users and, as soon as a user's outcome is decided, produces one outcome per record of that
 //! user (and a dead-letter record per failure), waits for the broker's acknowledgements, and only
 //! then marks those records done, which may move the partition's committable position (see
@@ -432,8 +433,15 @@ impl Worker {
                 _ = shared.checks.answered(), if plan.is_some() && idle_at.is_none() && reading => {}
             }
             let full = {
-                let t = tracker.lock().unwrap_or_else(|e| e.into_inner());
-                t.pending() >= a.max_events_in_flight
+                let pending = tracker.lock().unwrap_or_else(|e| e.into_inner()).pending();
+                // Held at the bound, intake resumes once a window's worth of room is free:
+                // records complete one user at a time, and reading them back one at a time
+                // would fill windows only at the pace of completions (by linger, half full at
+                // 200 imports/s).
+                match full_since {
+                    Some(_) => pending + a.window_size > a.max_events_in_flight,
+                    None => pending >= a.max_events_in_flight,
+                }
             };
             full_since = full.then(|| full_since.unwrap_or_else(tokio::time::Instant::now));
             let want_pause =
