@@ -52,7 +52,7 @@ impl Api {
     }
 
     /// The vendor's limit for the whole app, in calls per second, of the APIs the worker
-    /// rate-limits (REFERENCE.md); `None` for the others.
+    /// rate-limits (`docs/chat-api.md`); `None` for the others.
     pub fn vendor_rate_limit(self) -> Option<f64> {
         match self {
             Api::AccountCheck | Api::MultiaccountImport => Some(100.0),
