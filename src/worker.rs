@@ -456,18 +456,28 @@ impl Worker {
         }
         drop(sink);
         // The final commit and leaving the group block inside librdkafka, without a timeout
-        // of their own: with the group coordinator gone they would never return. Bounded here;
-        // on timeout the thread is left behind and the process goes on to exit (the offsets
-        // then come from the last periodic commit, and the group notices the session expire).
+        // of their own: with the group coordinator gone they would never return, and closing can
+        // hang in the rebalance callback (librdkafka issue 4041: `rd_kafka_rebalance_protocol`
+        // called after the close began). Bounded here; on timeout the thread is left behind and
+        // the process goes on to exit (the offsets then come from the last periodic commit, and
+        // the group notices the session expire). A thread of its own, not `spawn_blocking`: the
+        // runtime waits for its blocking tasks when it shuts down, so a hung close would hold
+        // the caller's runtime (a test's, an embedding program's) forever.
         let (tracker, topic) = (tracker.clone(), a.kafka.input_topic.clone());
-        let close = tokio::task::spawn_blocking(move || {
-            if !exactly_once {
-                commit_final(&consumer, &tracker, &topic);
-            }
-            // Closing the consumer leaves the group.
-            drop(Arc::try_unwrap(consumer).ok());
-        });
-        if tokio::time::timeout(CLOSE_TIMEOUT, close).await.is_err() {
+        let (closed_tx, closed) = oneshot::channel::<()>();
+        let spawned = std::thread::Builder::new()
+            .name("account-sync-close".into())
+            .spawn(move || {
+                if !exactly_once {
+                    commit_final(&consumer, &tracker, &topic);
+                }
+                // Closing the consumer leaves the group.
+                drop(Arc::try_unwrap(consumer).ok());
+                let _ = closed_tx.send(());
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "could not start the closing thread; leaving the group by the session timeout");
+        } else if tokio::time::timeout(CLOSE_TIMEOUT, closed).await.is_err() {
             tracing::warn!(timeout = ?CLOSE_TIMEOUT, "final commit / leaving the group did not finish in time; exiting anyway");
         }
         tracing::info!("worker stopped");
