@@ -12,6 +12,10 @@
 //!   Events/s end to end and the process's CPU seconds per 10,000 events.
 //! - `latency`: a steady 100 new users/s (half the import ceiling) at the vendor's limits:
 //!   event → outcome p50 / p99.
+//! - `latency-low`: the same at 5 new users/s (a trickle): event → outcome p99.
+//! - `latency-known`: a steady 5,000 already-imported users/s (half the check ceiling in users):
+//!   event → outcome p99, and account_check calls per 100 users (the check budget is not spent on
+//!   small windows).
 //! - `memory`: the broker (`account-sync dev kafka`) and the worker (`account-sync run`) as
 //!   separate processes; the worker's peak RSS (VmHWM) under the overhead run and with a large
 //!   backlog waiting in the topic.
@@ -55,6 +59,17 @@ const VENDOR_BATCH_RATE: f64 = 100.0;
 /// user, so their figures stay comparable across versions.
 const SINGLE: [&str; 2] = ["--import-api", "single"];
 
+/// `extra` (the `--worker-flag`s), with [`SINGLE`] first unless they choose the import API.
+fn single_unless_given(extra: &[String]) -> Vec<String> {
+    let mut flags: Vec<String> = if extra.iter().any(|f| f == "--import-api") {
+        Vec::new()
+    } else {
+        SINGLE.map(String::from).to_vec()
+    };
+    flags.extend(extra.iter().cloned());
+    flags
+}
+
 /// A scenario of `account-sync bench`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -69,6 +84,10 @@ pub enum Scenario {
     Overhead,
     /// 100 new users/s at the vendor's limits: event-to-outcome p50 / p99.
     Latency,
+    /// 5 new users/s at the vendor's limits: event-to-outcome p99.
+    LatencyLow,
+    /// 5,000 already-imported users/s at the vendor's limits: p99, and checks per 100 users.
+    LatencyKnown,
     /// Worker in its own process: peak RSS under the overhead run and with a large backlog.
     Memory,
     /// `account-sync backfill` of a JSON Lines file: users/s, peak RSS, resume after a kill.
@@ -76,12 +95,14 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    const ALL: [Scenario; 7] = [
+    const ALL: [Scenario; 9] = [
         Scenario::CeilingImport,
         Scenario::CeilingImportBatch,
         Scenario::CeilingCheck,
         Scenario::Overhead,
         Scenario::Latency,
+        Scenario::LatencyLow,
+        Scenario::LatencyKnown,
         Scenario::Memory,
         Scenario::Backfill,
     ];
@@ -93,6 +114,8 @@ impl Scenario {
             Scenario::CeilingCheck => "ceiling-check",
             Scenario::Overhead => "overhead",
             Scenario::Latency => "latency",
+            Scenario::LatencyLow => "latency-low",
+            Scenario::LatencyKnown => "latency-known",
             Scenario::Memory => "memory",
             Scenario::Backfill => "backfill",
         }
@@ -105,6 +128,8 @@ impl Scenario {
             Scenario::CeilingImportBatch => 20.0,
             Scenario::CeilingCheck => 20.0,
             Scenario::Latency => 30.0,
+            Scenario::LatencyLow => 60.0,
+            Scenario::LatencyKnown => 20.0,
             Scenario::Memory => 30.0,
             Scenario::Overhead | Scenario::Backfill => 0.0,
         }
@@ -115,12 +140,13 @@ impl Scenario {
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// Scenario to run (repeatable): ceiling-import, ceiling-import-batch, ceiling-check, overhead,
-    /// latency, memory, backfill. Default: all of them, in that order.
+    /// latency, latency-low, latency-known, memory, backfill. Default: all of them, in that order.
     #[arg(long = "scenario", value_enum)]
     pub scenarios: Vec<Scenario>,
     /// Seconds of load of the time-based scenarios (defaults: ceiling-import 60 = 12,000 users,
-    /// ceiling-import-batch 20 = 200,000 users, ceiling-check 20 = 200,000 users, latency 30 = 3,000 users; memory: how long the backlog run
-    /// at the vendor's limits lasts, 30).
+    /// ceiling-import-batch 20 = 200,000 users, ceiling-check 20 = 200,000 users, latency 30 =
+    /// 3,000 users, latency-low 60 = 300 users, latency-known 20 = 100,000 users; memory: how long
+    /// the backlog run at the vendor's limits lasts, 30).
     #[arg(long)]
     pub duration: Option<f64>,
     /// Events of the overhead scenario and of the memory scenario's overhead run (default
@@ -143,6 +169,11 @@ pub struct BenchArgs {
     /// Show progress bars while waiting for outcomes.
     #[arg(long)]
     pub progress: bool,
+    /// Extra flag for the worker of the in-process scenarios (repeatable), spelt with `=`, e.g.
+    /// `--worker-flag=--kafka-property=fetch.wait.max.ms=5`: to measure what a setting does.
+    /// The setups printed name them.
+    #[arg(long = "worker-flag", allow_hyphen_values = true)]
+    pub worker_flags: Vec<String>,
 }
 
 impl BenchArgs {
@@ -221,10 +252,16 @@ pub struct Report {
 struct Figures {
     figures: Vec<Figure>,
     setups: Vec<(String, String)>,
+    /// `--worker-flag`s, named in every setup.
+    worker_flags: Vec<String>,
 }
 
 impl Figures {
-    fn setup(&mut self, scenario: &str, text: String) {
+    fn setup(&mut self, scenario: &str, mut text: String) {
+        // The memory scenario's worker is a process of its own, started without them.
+        if !self.worker_flags.is_empty() && scenario != Scenario::Memory.name() {
+            text += &format!("; worker flags: {}", self.worker_flags.join(" "));
+        }
         eprintln!("bench {scenario}: {text}");
         self.setups.push((scenario.to_owned(), text));
     }
@@ -274,7 +311,10 @@ pub async fn run(args: BenchArgs, shutdown: Shutdown) -> Result<ExitCode, String
         args.scenarios.clone()
     };
     let load_before = load_average();
-    let mut f = Figures::default();
+    let mut f = Figures {
+        worker_flags: args.worker_flags.clone(),
+        ..Figures::default()
+    };
     for s in scenarios {
         if shutdown.is_triggered() {
             break;
@@ -284,7 +324,9 @@ pub async fn run(args: BenchArgs, shutdown: Shutdown) -> Result<ExitCode, String
             Scenario::CeilingImportBatch => ceiling_import_batch(&args, &mut f, &shutdown).await?,
             Scenario::CeilingCheck => ceiling_check(&args, &mut f, &shutdown).await?,
             Scenario::Overhead => overhead(&args, &mut f, &shutdown).await?,
-            Scenario::Latency => latency(&args, &mut f, &shutdown).await?,
+            Scenario::Latency | Scenario::LatencyLow | Scenario::LatencyKnown => {
+                latency(s, &args, &mut f, &shutdown).await?
+            }
             Scenario::Memory => memory(&args, &mut f, &shutdown).await?,
             Scenario::Backfill => backfill(&args, &mut f, &shutdown).await?,
         }
@@ -321,7 +363,7 @@ struct Run {
     partitions: i32,
     progress: bool,
     /// Extra flags for the worker.
-    worker_flags: Vec<&'static str>,
+    worker_flags: Vec<String>,
 }
 
 impl Run {
@@ -338,7 +380,7 @@ impl Run {
             jitter_ms: 20,
             partitions: a.partitions,
             progress: a.progress,
-            worker_flags: SINGLE.to_vec(),
+            worker_flags: single_unless_given(&a.worker_flags),
         }
     }
 }
@@ -357,6 +399,8 @@ struct Measured {
     latency_warm_up_read_ms: Vec<f64>,
     /// CPU seconds of the whole process from the worker's start to the last outcome read.
     cpu_seconds: f64,
+    /// The worker's windows: how many closed for each reason, and their mean distinct UserIDs.
+    windows: Windows,
     /// Emulator counters.
     stats: crate::emulator::Stats,
 }
@@ -373,6 +417,56 @@ fn emulator_config(run: &Run, key: SecretKey) -> EmulatorConfig {
         latency_jitter_ms: run.jitter_ms,
         existing_fraction: run.existing_fraction,
         ..EmulatorConfig::default()
+    }
+}
+
+/// The worker's windows, from its metrics.
+struct Windows {
+    /// (closed_by, count) for every reason.
+    closed_by: Vec<(&'static str, u64)>,
+    /// Mean distinct UserIDs per window.
+    mean_ids: f64,
+}
+
+impl Windows {
+    fn of(m: &crate::metrics::Metrics) -> Windows {
+        let closed_by = ["full", "idle", "linger", "flush"]
+            .into_iter()
+            .map(|r| (r, m.windows.with_label_values(&[r]).get()))
+            .collect();
+        let (sum, n) = (
+            m.window_size.get_sample_sum(),
+            m.window_size.get_sample_count(),
+        );
+        Windows {
+            closed_by,
+            mean_ids: sum / (n.max(1) as f64),
+        }
+    }
+
+    /// Adds the window figures to `f`, the mean with `target` (minimum mean) if given.
+    fn report(&self, f: &mut Figures, s: &str, label: &str, target: Option<f64>) {
+        let name = format!("distinct UserIDs per window (mean){label}");
+        match target {
+            Some(t) => f.target(
+                s,
+                &name,
+                self.mean_ids,
+                "",
+                &format!(">= {t}"),
+                self.mean_ids >= t,
+            ),
+            None => f.add(s, &name, self.mean_ids, ""),
+        }
+        let text: Vec<String> = self
+            .closed_by
+            .iter()
+            .map(|(r, n)| format!("{r} {n}"))
+            .collect();
+        eprintln!("  windows closed by: {}", text.join(", "));
+        for (r, n) in &self.closed_by {
+            f.add(s, &format!("  windows closed by {r}{label}"), *n as f64, "");
+        }
     }
 }
 
@@ -436,7 +530,10 @@ async fn run_in_process(run: &Run, shutdown: &Shutdown) -> Result<Measured, Stri
         key,
         run.limits,
         "bench",
-        &run.worker_flags,
+        &run.worker_flags
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
     )?;
     let worker = Worker::new(worker_args).map_err(|e| e.to_string())?;
     let metrics = worker.metrics();
@@ -470,6 +567,7 @@ async fn run_in_process(run: &Run, shutdown: &Shutdown) -> Result<Measured, Stri
     emulator.shutdown().await;
     drop(kafka);
     worker_result.map_err(|e| format!("worker: {e}"))?;
+    let windows = Windows::of(&metrics);
 
     let summary = demo::summarize(&produced, &collected, &stats, Duration::ZERO);
     let c = collected?;
@@ -489,6 +587,7 @@ async fn run_in_process(run: &Run, shutdown: &Shutdown) -> Result<Measured, Stri
         summary,
         outcome_ms,
         cpu_seconds,
+        windows,
         stats,
     })
 }
@@ -543,6 +642,10 @@ fn rate_or_zero(sorted_ms: &[i64]) -> f64 {
     steady_rate(sorted_ms).unwrap_or(0.0)
 }
 
+/// Least mean distinct UserIDs per window while a backlog waits (the check budget is not spent on
+/// small windows).
+const BACKLOG_WINDOW: f64 = 95.0;
+
 async fn ceiling_import(a: &BenchArgs, f: &mut Figures, sd: &Shutdown) -> Result<(), String> {
     let s = Scenario::CeilingImport.name();
     let run = Run::at_vendor_limits(
@@ -572,6 +675,7 @@ async fn ceiling_import(a: &BenchArgs, f: &mut Figures, sd: &Shutdown) -> Result
     f.add(s, "account_import calls", m.summary.import_calls as f64, "");
     f.add(s, "imported outcomes", m.summary.imported as f64, "");
     no_frequency_limit_answers(f, s, &m);
+    m.windows.report(f, s, "", Some(BACKLOG_WINDOW));
     Ok(())
 }
 
@@ -603,7 +707,10 @@ async fn ceiling_import_batch(a: &BenchArgs, f: &mut Figures, sd: &Shutdown) -> 
         0.0,
         0.0,
     );
-    run.worker_flags = vec!["--import-api", "batch"];
+    if !a.worker_flags.iter().any(|f| f == "--import-api") {
+        run.worker_flags = ["--import-api", "batch"].map(String::from).to_vec();
+        run.worker_flags.extend(a.worker_flags.iter().cloned());
+    }
     f.setup(s, format!("{} new users as a backlog; emulator and worker at 100 check/s and 100 multiaccount_import/s (100 accounts a call); API latency 50 ± 20 ms", run.events));
     let m = run_in_process(&run, sd).await?;
     users_per_second_against(f, s, &m, ceiling, "share of the 10,000 users/s ceiling");
@@ -642,6 +749,7 @@ async fn ceiling_check(a: &BenchArgs, f: &mut Figures, sd: &Shutdown) -> Result<
     );
     f.add(s, "account_import calls", m.summary.import_calls as f64, "");
     no_frequency_limit_answers(f, s, &m);
+    m.windows.report(f, s, "", Some(BACKLOG_WINDOW));
     Ok(())
 }
 
@@ -658,7 +766,7 @@ async fn overhead(a: &BenchArgs, f: &mut Figures, sd: &Shutdown) -> Result<(), S
             jitter_ms: 0,
             partitions: a.partitions,
             progress: a.progress,
-            worker_flags: SINGLE.to_vec(),
+            worker_flags: single_unless_given(&a.worker_flags),
         };
         f.setup(s, format!("{} users, all {label}, as a backlog; limits off on both sides; API latency 1 ms; worker, emulator, broker and verifier share one process", run.events));
         let m = run_in_process(&run, sd).await?;
@@ -693,30 +801,92 @@ async fn overhead(a: &BenchArgs, f: &mut Figures, sd: &Shutdown) -> Result<(), S
             m.stats.calls.get("account_check").copied().unwrap_or(0) as f64,
             "",
         );
+        m.windows
+            .report(f, s, &format!(", users {label}"), Some(BACKLOG_WINDOW));
     }
     Ok(())
 }
 
-async fn latency(a: &BenchArgs, f: &mut Figures, sd: &Shutdown) -> Result<(), String> {
-    let s = Scenario::Latency.name();
-    let rate = VENDOR_RATES.1 / 2.0;
-    let run = Run::at_vendor_limits(a, a.events_for(Scenario::Latency, rate), rate, 0.0);
+/// A steady-stream latency scenario: rate, existing fraction, and targets.
+struct LatencySpec {
+    /// Events per second.
+    rate: f64,
+    /// Share of the users already imported.
+    existing_fraction: f64,
+    /// p99 target, ms.
+    p99_ms: f64,
+    /// p50 target, ms, if any.
+    p50_ms: Option<f64>,
+    /// Most account_check calls per 100 users, if a target.
+    checks_per_100: Option<f64>,
+}
+
+impl LatencySpec {
+    fn of(s: Scenario) -> LatencySpec {
+        match s {
+            // Half the import ceiling.
+            Scenario::Latency => LatencySpec {
+                rate: VENDOR_RATES.1 / 2.0,
+                existing_fraction: 0.0,
+                p99_ms: 200.0,
+                p50_ms: Some(130.0),
+                checks_per_100: None,
+            },
+            Scenario::LatencyLow => LatencySpec {
+                rate: 5.0,
+                existing_fraction: 0.0,
+                p99_ms: 200.0,
+                p50_ms: None,
+                checks_per_100: None,
+            },
+            // Half the check ceiling, in users.
+            _ => LatencySpec {
+                rate: VENDOR_RATES.0 * WINDOW / 2.0,
+                existing_fraction: 1.0,
+                p99_ms: 300.0,
+                p50_ms: None,
+                checks_per_100: Some(1.1),
+            },
+        }
+    }
+}
+
+async fn latency(
+    sc: Scenario,
+    a: &BenchArgs,
+    f: &mut Figures,
+    sd: &Shutdown,
+) -> Result<(), String> {
+    let s = sc.name();
+    let spec = LatencySpec::of(sc);
+    let rate = spec.rate;
+    let run = Run::at_vendor_limits(a, a.events_for(sc, rate), rate, spec.existing_fraction);
+    let users = if spec.existing_fraction == 1.0 {
+        "already-imported"
+    } else {
+        "new"
+    };
     // The mock broker answers a fetch that finds no data only after the consumer's
     // fetch.wait.max.ms, even when data arrives meanwhile (a real broker answers at once), so the
     // worker's setting of it is part of this figure.
-    f.setup(s, format!("{} new users at {rate} events/s, produced once the worker has joined; emulator and worker at 100 check/s, 200 import/s; API latency 50 ± 20 ms; window linger 250 ms; worker defaults; percentiles over the events after the first 2 s of the stream", run.events));
+    f.setup(s, format!("{} {users} users at {rate} events/s, produced once the worker has joined; emulator and worker at 100 check/s, 200 import/s; API latency 50 ± 20 ms; window linger 250 ms; worker defaults; percentiles over the events after the first 2 s of the stream", run.events));
     let m = run_in_process(&run, sd).await?;
     let p = |v: &[f64], q| demo::percentile(v, q);
     let read = &m.latency_read_ms;
-    f.add(s, "event -> outcome read back, p50", p(read, 0.5), "ms");
+    let p50 = p(read, 0.5);
+    let name = "event -> outcome read back, p50";
+    match spec.p50_ms {
+        Some(t) => f.target(s, name, p50, "ms", &format!("<= {t} ms"), p50 <= t),
+        None => f.add(s, name, p50, "ms"),
+    }
     let p99 = p(read, 0.99);
     f.target(
         s,
         "event -> outcome read back, p99",
         p99,
         "ms",
-        "<= 550 ms (linger + 300)",
-        p99 <= 550.0,
+        &format!("<= {} ms", spec.p99_ms),
+        p99 <= spec.p99_ms,
     );
     f.add(
         s,
@@ -732,6 +902,19 @@ async fn latency(a: &BenchArgs, f: &mut Figures, sd: &Shutdown) -> Result<(), St
         "warm-up (first 2 s, not above): read back, max",
         m.latency_warm_up_read_ms.last().copied().unwrap_or(0.0),
         "ms",
+    );
+    let checks = m.summary.check_calls as f64 * 100.0 / m.summary.outcomes.max(1) as f64;
+    let name = "account_check calls per 100 users";
+    match spec.checks_per_100 {
+        Some(t) => f.target(s, name, checks, "", &format!("<= {t}"), checks <= t),
+        None => f.add(s, name, checks, ""),
+    }
+    m.windows.report(f, s, "", None);
+    f.add(
+        s,
+        "CPU s per 10,000 events (whole process)",
+        m.cpu_seconds * 10_000.0 / m.summary.produced.max(1) as f64,
+        "s",
     );
     Ok(())
 }
@@ -1014,7 +1197,7 @@ async fn memory(a: &BenchArgs, f: &mut Figures, sd: &Shutdown) -> Result<(), Str
         jitter_ms: 0,
         partitions: p_overhead,
         progress: false,
-        worker_flags: SINGLE.to_vec(),
+        worker_flags: single_unless_given(&[]),
     };
     let slow = Run {
         existing_fraction: 0.0,

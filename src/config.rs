@@ -431,7 +431,8 @@ pub struct WorkerArgs {
     /// Most distinct UserIDs per account_check window (1-100).
     #[arg(long, env = "ACCOUNT_SYNC_WINDOW_SIZE", default_value_t = 100)]
     pub window_size: usize,
-    /// Longest a window waits to fill up before it is checked anyway.
+    /// Longest a window waits to fill up before it is checked anyway (it is checked sooner when
+    /// waiting buys nothing: intake has no more records for now and a check can go out at once).
     #[arg(long, env = "ACCOUNT_SYNC_WINDOW_LINGER", default_value = "250ms", value_parser = parse_duration)]
     pub window_linger: Duration,
     /// Windows being checked/imported at once.
@@ -475,7 +476,8 @@ pub struct WorkerArgs {
     /// across its restarts (default: GROUP-HOSTNAME, the pod name in Kubernetes).
     #[arg(long, env = "ACCOUNT_SYNC_TRANSACTIONAL_ID")]
     pub transactional_id: Option<String>,
-    /// Exactly-once: how long a transaction gathers finished windows before it commits.
+    /// Exactly-once: longest a transaction gathers finished windows before it commits (it commits
+    /// at once when it holds every record read so far).
     #[arg(long, env = "ACCOUNT_SYNC_TRANSACTION_LINGER", default_value = "100ms", value_parser = parse_duration)]
     pub transaction_linger: Duration,
     #[command(flatten)]

@@ -10,7 +10,8 @@
 //!
 //! - [`source`]: the Kafka consumer (consumer group, rebalance events, pause/resume).
 //! - [`event`]: payload → [`event::SignupEvent`], or a decode error that becomes a dead letter.
-//! - [`window`]: up to 100 distinct UserIDs or the linger time, whichever first.
+//! - [`window`]: up to 100 distinct UserIDs; closed when full, when waiting buys nothing
+//!   ([`window::CloseRule`]), or at the linger time.
 //! - [`pipeline`]: the check and import stages, for one window.
 //! - [`limiter`]: token buckets with a changeable rate (AIMD on frequency-limit answers).
 //! - [`chat`]: the Chat REST client: UserSig, API types, error classes, retries, the outage

@@ -15,6 +15,7 @@
 //!
 //! Time is `tokio::time::Instant`, so tests drive it with `tokio::time::pause()`.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex as SyncMutex;
 use std::time::Duration;
 
@@ -40,6 +41,8 @@ pub struct Limiter {
     state: SyncMutex<Bucket>,
     /// Wakes the head waiter when the rate changes, so it recomputes its wait.
     rate_changed: Notify,
+    /// Calls inside [`Limiter::acquire`]: they get the next tokens before a new caller.
+    waiting: AtomicUsize,
 }
 
 #[derive(Debug)]
@@ -125,6 +128,7 @@ impl Limiter {
             queue: Mutex::new(()),
             state: SyncMutex::new(bucket),
             rate_changed: Notify::new(),
+            waiting: AtomicUsize::new(0),
         }
     }
 
@@ -141,6 +145,8 @@ impl Limiter {
         if self.bucket().ceiling.is_none() {
             return Duration::ZERO;
         }
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let _waiting = Waiting(&self.waiting);
         let _head = self.queue.lock().await;
         loop {
             let wait = {
@@ -161,6 +167,30 @@ impl Limiter {
                 _ = changed => {}
             }
         }
+    }
+
+    /// How long a call to [`Limiter::acquire`] made now would wait for its token at the current
+    /// rate, taking nothing: zero when a token is available now and nobody is waiting ahead
+    /// (always zero when unlimited). The window close rule ([`crate::window::CloseRule`]) asks
+    /// this before it closes a window early.
+    pub fn time_to_token(&self) -> Duration {
+        let ahead = self.waiting.load(Ordering::Relaxed) as f64;
+        let mut b = self.bucket();
+        if b.ceiling.is_none() {
+            return Duration::ZERO;
+        }
+        b.advance(Instant::now());
+        let missing = ahead + 1.0 - b.tokens;
+        if missing <= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(missing / b.rate)
+        }
+    }
+
+    /// Whether a token is available now for a new caller (nobody waiting ahead); takes nothing.
+    pub fn has_token(&self) -> bool {
+        self.time_to_token().is_zero()
     }
 
     /// Takes a token if one is available now, without waiting. The emulator's admission check.
@@ -236,6 +266,15 @@ impl Limiter {
     /// The ceiling in calls per second; `None` when unlimited.
     pub fn ceiling(&self) -> Option<f64> {
         self.bucket().ceiling
+    }
+}
+
+/// Counts a caller of [`Limiter::acquire`] until it returns or is cancelled.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -186,3 +186,46 @@ async fn unlimited_never_waits() {
     assert_eq!(l.ceiling(), None);
     assert!(l.on_frequency_limited().is_infinite());
 }
+
+#[tokio::test(start_paused = true)]
+async fn time_to_token_takes_nothing_and_counts_the_waiters_ahead() {
+    let l = Arc::new(Limiter::new(10.0, 2));
+    assert!(l.has_token());
+    assert_eq!(l.time_to_token(), Duration::ZERO);
+    // Asking takes nothing: both tokens of the burst are still there.
+    assert_eq!(l.acquire().await, Duration::ZERO);
+    assert_eq!(l.acquire().await, Duration::ZERO);
+    assert!(!l.has_token());
+    assert_near(l.time_to_token(), 100);
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    assert_near(l.time_to_token(), 60);
+    // Two callers queue up: a new one would get the third token from now.
+    let waiters: Vec<_> = (0..2)
+        .map(|_| {
+            let l = l.clone();
+            tokio::spawn(async move { l.acquire().await })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    assert_near(l.time_to_token(), 260);
+    for w in waiters {
+        w.await.unwrap();
+    }
+    assert_near(l.time_to_token(), 100);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(l.has_token());
+    // Cancelled waiters do not stay counted.
+    l.acquire().await;
+    let cancelled = tokio::time::timeout(Duration::from_millis(10), l.acquire()).await;
+    assert!(cancelled.is_err());
+    assert_near(l.time_to_token(), 90);
+    assert!(Limiter::unlimited().has_token());
+}
+
+/// `d` is `ms` milliseconds, give or take float rounding.
+#[track_caller]
+fn assert_near(d: Duration, ms: u64) {
+    let want = Duration::from_millis(ms);
+    let diff = if d > want { d - want } else { want - d };
+    assert!(diff < Duration::from_micros(10), "{d:?}, want {want:?}");
+}

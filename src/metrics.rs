@@ -131,7 +131,7 @@ impl Metrics {
             ),
             windows: counter_vec(
                 "account_sync_windows_total",
-                "Windows closed, by reason.",
+                "Windows closed, by reason: full, idle (waiting bought nothing), linger, flush.",
                 &["closed_by"],
             ),
             window_size: reg(
@@ -386,7 +386,7 @@ impl Metrics {
                 self.events_dead_lettered.with_label_values(&[stage, class]);
             }
         }
-        for closed_by in ["full", "linger", "flush"] {
+        for closed_by in ["full", "idle", "linger", "flush"] {
             self.windows.with_label_values(&[closed_by]);
         }
         // Outages are the fault an alert most needs a zero for (`increase()` over a new series).
@@ -651,6 +651,7 @@ mod tests {
             r#"account_sync_events_dead_lettered_total{class="invalid_input",stage="decode"} 0"#,
             r#"account_sync_frequency_limited_total{api="account_check"} 0"#,
             r#"account_sync_windows_total{closed_by="linger"} 0"#,
+            r#"account_sync_windows_total{closed_by="idle"} 0"#,
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
         }

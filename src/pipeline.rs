@@ -9,6 +9,9 @@
 //!   vendor code in its outcome. Single imports of a window are all in flight at once (bounded by
 //!   a worker-wide semaphore), so that the limiter, not latency, sets the pace.
 //!
+//! Each outcome is handed on as soon as it is decided (see [`Stages::resolve`]), so a user's
+//! records are delivered without waiting for the rest of the window.
+//!
 //! A systemic error never becomes an outcome: the call waits at the [`SystemicGate`] and is made
 //! again once the gate reopens. Nor does an outage: a call that gave up on availability errors
 //! (its retry budget spent, or cut short because the API was declared unavailable) while no other
@@ -18,9 +21,10 @@
 //! window waits, the window is abandoned (`None`) and its offsets stay uncommitted, to be replayed.
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::sync::Arc;
 
-use futures_util::future::join_all;
+use futures_util::future::{join, join_all};
 use tokio::sync::Semaphore;
 
 use crate::chat::client::{CheckOutcome, ImportAccount};
@@ -29,7 +33,7 @@ use crate::chat::{Attempted, ChatClient, ChatError, FailureClass};
 use crate::shutdown::Shutdown;
 use crate::sink::{failure_class, Outcome, OutcomeStatus, Stage};
 use crate::systemic::{SystemicGate, Turn};
-use crate::window::ClosedWindow;
+use crate::window::{CheckInFlight, ClosedWindow};
 
 /// Which API imports the users of a window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -103,18 +107,36 @@ pub struct Stages {
 
 impl Stages {
     /// Resolves every distinct UserID of `window` (indexed like `window.ids`). `None` when the
-    /// worker shut down while the window waited out a systemic fault.
-    pub async fn resolve(&self, window: &ClosedWindow) -> Option<Vec<Outcome>> {
+    /// worker shut down while the window waited out a systemic fault. `check` counts the window's
+    /// check as in flight (for the window close rule) until the check call returned.
+    ///
+    /// Outcomes are handed to `decided` as soon as they are known, `(index in window.ids,
+    /// outcome)`: those the check decides (already imported, failed) together once it answered,
+    /// each import's as it answers — a user's outcome does not wait for the window's slowest
+    /// import. Every UserID is handed over exactly once, unless the window is abandoned.
+    pub async fn resolve<F, Fut>(
+        &self,
+        window: &ClosedWindow,
+        check: CheckInFlight,
+        decided: F,
+    ) -> Option<Vec<Outcome>>
+    where
+        F: Fn(Vec<(usize, Outcome)>) -> Fut,
+        Fut: Future<Output = ()>,
+    {
         let ids: Vec<&str> = window.ids.iter().map(String::as_str).collect();
         let checked = self
             .until_not_systemic(|| self.client.account_check(&ids))
-            .await?;
+            .await;
+        drop(check);
+        let checked = checked?;
         let check_attempts = checked.attempts;
         let statuses = match checked.result {
             Ok(statuses) => statuses,
             Err(err) => {
                 // The whole call failed for good: every user of the window fails at check.
                 let outcome = failed(Stage::Check, &err, check_attempts);
+                decided((0..ids.len()).map(|i| (i, outcome.clone())).collect()).await;
                 return Some(vec![outcome; ids.len()]);
             }
         };
@@ -152,54 +174,81 @@ impl Stages {
                 },
             })
             .collect();
+        let decided = &decided;
+        let by_check: Vec<(usize, Outcome)> = statuses
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| **s != CheckOutcome::NotImported)
+            .map(|(i, _)| (i, outcomes[i].clone()))
+            .collect();
+        let by_check = async {
+            if !by_check.is_empty() {
+                decided(by_check).await;
+            }
+        };
         let to_import: Vec<usize> = statuses
             .iter()
             .enumerate()
             .filter(|(_, s)| **s == CheckOutcome::NotImported)
             .map(|(i, _)| i)
             .collect();
-        // (user, attempts already spent on it by a batch call) to import one by one.
-        let singles: Vec<(usize, u32)> = if self.import.use_batch(to_import.len()) {
-            self.import_batch(&to_import, &account, &mut outcomes)
-                .await?
-        } else {
-            to_import.iter().map(|&i| (i, 0)).collect()
-        };
-        let imports = singles.into_iter().map(|(i, spent)| {
-            let account = account(i);
-            async move {
-                let _slot = self
-                    .import_slots
-                    .acquire()
-                    .await
-                    .expect("the import semaphore is never closed");
-                let imported = self
-                    .until_not_systemic(|| self.client.account_import(account))
-                    .await;
-                (i, spent, imported)
-            }
-        });
-        for (i, spent, imported) in join_all(imports).await {
-            let imported = imported?;
-            let attempts = spent + imported.attempts;
-            outcomes[i] = match imported.result {
-                Ok(()) => Outcome::success(OutcomeStatus::Imported, attempts),
-                Err(err) => failed(Stage::Import, &err, attempts),
+        let imports = async {
+            // (user, attempts already spent on it by a batch call) to import one by one.
+            let (batched, singles) = if self.import.use_batch(to_import.len()) {
+                let (batched, again) = self.import_batch(&to_import, &account).await?;
+                if !batched.is_empty() {
+                    decided(batched.clone()).await;
+                }
+                (batched, again)
+            } else {
+                (Vec::new(), to_import.iter().map(|&i| (i, 0)).collect())
             };
+            let singles = singles.into_iter().map(|(i, spent)| {
+                let account = account(i);
+                async move {
+                    let imported = {
+                        let _slot = self
+                            .import_slots
+                            .acquire()
+                            .await
+                            .expect("the import semaphore is never closed");
+                        self.until_not_systemic(|| self.client.account_import(account))
+                            .await?
+                    };
+                    let attempts = spent + imported.attempts;
+                    let outcome = match imported.result {
+                        Ok(()) => Outcome::success(OutcomeStatus::Imported, attempts),
+                        Err(err) => failed(Stage::Import, &err, attempts),
+                    };
+                    decided(vec![(i, outcome.clone())]).await;
+                    Some((i, outcome))
+                }
+            });
+            let singles = join_all(singles).await;
+            Some((batched, singles))
+        };
+        let ((), imported) = join(by_check, imports).await;
+        let (batched, singles) = imported?;
+        for (i, outcome) in batched {
+            outcomes[i] = outcome;
+        }
+        for r in singles {
+            let (i, outcome) = r?;
+            outcomes[i] = outcome;
         }
         Some(outcomes)
     }
 
-    /// One `multiaccount_import` for the users `to_import`: fills in the outcomes of those it
-    /// imported and returns the others (with the attempts spent) for single imports — the ones
-    /// in `FailAccounts`, or all of them when the batch call failed for good, so that each failed
-    /// user gets its own vendor code and reason. `None` on shutdown during a systemic fault.
+    /// One `multiaccount_import` for the users `to_import`: the outcomes of those it imported,
+    /// and the others (with the attempts spent) for single imports — the ones in `FailAccounts`,
+    /// or all of them when the batch call failed for good, so that each failed user gets its own
+    /// vendor code and reason. `None` on shutdown during a systemic fault.
+    #[allow(clippy::type_complexity)]
     async fn import_batch<'w>(
         &self,
         to_import: &[usize],
         account: &impl Fn(usize) -> ImportAccount<'w>,
-        outcomes: &mut [Outcome],
-    ) -> Option<Vec<(usize, u32)>> {
+    ) -> Option<(Vec<(usize, Outcome)>, Vec<(usize, u32)>)> {
         let accounts: Vec<ImportAccount<'w>> = to_import.iter().map(|&i| account(i)).collect();
         let _slot = self
             .import_slots
@@ -214,18 +263,18 @@ impl Stages {
             Ok(fail_accounts) => fail_accounts.into_iter().collect(),
             Err(err) => {
                 tracing::warn!(users = accounts.len(), error = %err, "multiaccount_import failed; importing the window's users one by one");
-                return Some(to_import.iter().map(|&i| (i, spent)).collect());
+                return Some((Vec::new(), to_import.iter().map(|&i| (i, spent)).collect()));
             }
         };
-        let mut again = Vec::with_capacity(failed.len());
+        let (mut imported, mut again) = (Vec::new(), Vec::with_capacity(failed.len()));
         for (&i, a) in to_import.iter().zip(&accounts) {
             if failed.contains(a.user_id) {
                 again.push((i, spent));
             } else {
-                outcomes[i] = Outcome::success(OutcomeStatus::Imported, spent);
+                imported.push((i, Outcome::success(OutcomeStatus::Imported, spent)));
             }
         }
-        Some(again)
+        Some((imported, again))
     }
 
     /// Runs `call` until its result is neither systemic nor an outage, waiting at the gate in

@@ -2,7 +2,11 @@
 //! Kafka transaction.
 //!
 //! Window tasks hand their finished records to the [`Committer`] instead of producing them. The
-//! committer gathers whatever arrives within the transaction linger, then: begin → produce every
+//! committer gathers what arrives within the transaction linger — or less: as soon as every
+//! input record read so far is in the batch, nothing else can come before the next record is
+//! read and has gone through a check (at least an API round trip), so waiting buys nothing and
+//! the batch commits at once ([`commit_now`]). Under load windows are always in flight and the
+//! batch gathers for the whole linger, as before. Then: begin → produce every
 //! record → mark the batch's input records done → send the partitions' done watermarks with the
 //! consumer's group metadata (`send_offsets_to_transaction`) → commit. A `read_committed` reader
 //! sees the records exactly when the offsets that produced them are committed, so across crashes
@@ -399,7 +403,8 @@ pub struct Committer {
     pub tracker: Arc<Mutex<OffsetTracker>>,
     /// Input topic.
     pub topic: String,
-    /// How long a transaction gathers items after its first one.
+    /// Longest a transaction gathers items after its first one (it commits sooner when nothing
+    /// else can come, see [`commit_now`]).
     pub linger: Duration,
     /// Budget and call timeout (see [`TxnTiming::from_properties`]).
     pub timing: TxnTiming,
@@ -432,7 +437,7 @@ impl Committer {
         while let Some(first) = rx.recv().await {
             let mut batch = vec![first];
             let deadline = Instant::now() + self.linger;
-            loop {
+            while !self.nothing_else_coming(&batch) {
                 tokio::select! {
                     item = rx.recv() => match item {
                         Some(i) => batch.push(i),
@@ -453,6 +458,17 @@ impl Committer {
                 let _ = item.done.send(result.clone());
             }
         }
+    }
+
+    /// Whether every input record read and not yet done is in `batch` (see [`commit_now`]).
+    fn nothing_else_coming(&self, batch: &[TxnItem]) -> bool {
+        let in_batch = batch.iter().map(|i| i.positions.len()).sum();
+        let pending = self
+            .tracker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pending();
+        commit_now(pending, in_batch)
     }
 
     /// Commits a batch: aborts and redoes it on abortable errors, within the budget.
@@ -609,6 +625,14 @@ impl Committer {
     fn producer(&self) -> FutureProducer {
         self.sink.producer().clone()
     }
+}
+
+/// Whether a gathering transaction commits before its linger: when the input records read and not
+/// yet done (`pending`, the offset tracker's count: records in windows being resolved, in the open
+/// window, or dead-lettered at decode) are all among the `in_batch` records of the batch. A batch
+/// may hold more than `pending` (records of a partition revoked meanwhile are no longer pending).
+pub fn commit_now(pending: usize, in_batch: usize) -> bool {
+    pending <= in_batch
 }
 
 /// Runs a blocking librdkafka transaction call off the async threads.

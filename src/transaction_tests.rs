@@ -200,3 +200,14 @@ async fn calls_get_a_share_of_the_budget_and_never_more_than_is_left() {
     tokio::time::advance(Duration::from_secs(1)).await;
     assert_eq!(retry.call_timeout(), Duration::from_millis(1));
 }
+
+#[test]
+fn a_batch_commits_at_once_only_when_it_holds_every_pending_record() {
+    // A trickle: the window that just finished is all there is.
+    assert!(commit_now(3, 3));
+    // Records of a partition revoked meanwhile are in the batch but no longer pending.
+    assert!(commit_now(1, 3));
+    // Other windows (or the open one) still hold records: gather until the linger.
+    assert!(!commit_now(250, 100));
+    assert!(!commit_now(4, 3));
+}

@@ -1,13 +1,15 @@
 //! The worker: source → decode → windower → check/import stages → sink → offsets, wired together.
 //!
-//! One loop (the intake loop) reads records, decodes them, fills the open window and dispatches
+//! One loop (the intake loop) reads records, decodes them, fills the open window, closes it when
+//! the [`CloseRule`] says (full, idle, or its linger; see [`crate::window`]) and dispatches
 //! closed windows as tasks; the number of windows in flight is bounded by a semaphore and the
-//! number of records held by `max_events_in_flight`: at that bound the loop stops reading, and
-//! only if that lasts 5 s (`PAUSE_AFTER`) pauses every assigned partition (the loop keeps polling,
-//! so the consumer stays in its group). Each window task resolves
-//! its users, produces one outcome per record (and a dead-letter record per failure), waits for
-//! the broker's acknowledgements, and only then marks the records done, which may move the
-//! partition's committable position (see [`crate::offsets`]).
+//! number of records held by `max_events_in_flight`, at which intake stops reading until a
+//! window's worth of room is free (if that lasts 5 s every assigned partition is paused; the loop
+//! keeps polling, so the consumer stays in its group). Each window task resolves
+//! its users and, as soon as a user's outcome is decided, produces one outcome per record of that
+//! user (and a dead-letter record per failure), waits for the broker's acknowledgements, and only
+//! then marks those records done, which may move the partition's committable position (see
+//! [`crate::offsets`]).
 //!
 //! In exactly-once mode the window tasks hand their records to the transaction
 //! [`Committer`](crate::transaction::Committer) instead, which produces them and commits the
@@ -37,13 +39,16 @@ use crate::metrics::{Metrics, MetricsObserver, Readiness};
 use crate::offsets::OffsetTracker;
 use crate::pipeline::{ImportPlan, Stages};
 use crate::shutdown::Shutdown;
-use crate::sink::{failure_class, rfc3339_millis, DeadLetter, OutRecord, Sink, Stage};
+use crate::sink::{failure_class, rfc3339_millis, DeadLetter, OutRecord, Outcome, Sink, Stage};
 use crate::source::{
     self, RebalanceEvent, RevokeHook, SourceConsumer, SourceContext, SourceSettings,
 };
 use crate::systemic::{self, SystemicGate};
 use crate::transaction::{Committer, TxnFailure, TxnItem, TxnTiming};
-use crate::window::{CloseReason, ClosedWindow, InputRecord, SourcePos, Window};
+use crate::window::{
+    CheckInFlight, ChecksInFlight, CloseReason, CloseRule, ClosedWindow, InputRecord, Intake,
+    RecordsById, SourcePos, Window,
+};
 
 /// Why the worker stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +89,8 @@ struct Shared {
     tracker: Arc<Mutex<OffsetTracker>>,
     /// Woken whenever records complete (the loop may resume intake).
     progress: Notify,
+    /// Windows closed whose account_check has not answered yet (the window close rule).
+    checks: Arc<ChecksInFlight>,
     /// Metrics of this worker.
     metrics: Arc<Metrics>,
     /// Fatal errors from tasks (a final delivery failure, a failed transaction).
@@ -256,6 +263,7 @@ impl Worker {
             topic: a.kafka.input_topic.clone(),
             tracker: tracker.clone(),
             progress: Notify::new(),
+            checks: Arc::new(ChecksInFlight::default()),
             metrics: self.metrics.clone(),
             fatal: fatal_tx,
         });
@@ -282,6 +290,11 @@ impl Worker {
             a.drain_timeout,
         )));
         let lock_window = || window.lock().unwrap_or_else(|e| e.into_inner());
+        let close_rule = CloseRule::default();
+        let check_limiter = self
+            .client
+            .limiters()
+            .for_api(crate::chat::Api::AccountCheck);
         let mut tasks: JoinSet<()> = JoinSet::new();
         let mut paused = false;
         // Set while the in-flight bound is reached: intake stops by not reading (librdkafka keeps
@@ -299,7 +312,18 @@ impl Worker {
         tracing::info!(topic = %a.kafka.input_topic, group = %a.kafka.group_id, exactly_once, "worker started");
 
         loop {
-            let deadline = lock_window().deadline();
+            // Intake is reading: neither held back by the in-flight bound nor paused.
+            let reading = full_since.is_none() && !paused;
+            let plan = close_rule.plan(
+                &lock_window(),
+                Intake {
+                    reading,
+                    checks_in_flight: shared.checks.get(),
+                },
+                || check_limiter.map_or(Duration::ZERO, |l| l.time_to_token()),
+            );
+            let deadline = plan.map(|p| p.linger_at);
+            let idle_at = plan.and_then(|p| p.idle_at);
             tokio::select! {
                 biased;
                 _ = shutdown.wait() => break,
@@ -396,10 +420,26 @@ impl Worker {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 },
+                // After recv (biased): a record that is ready joins the window instead.
+                _ = tokio::time::sleep_until(idle_at.unwrap_or_else(tokio::time::Instant::now)), if idle_at.is_some() => {
+                    let closed = lock_window().take(CloseReason::Idle);
+                    if let Some(w) = closed {
+                        dispatch(&shared, &mut tasks, w);
+                    }
+                }
+                // Checks at the close rule's bound: the open window may close when one answers.
+                _ = shared.checks.answered(), if plan.is_some() && idle_at.is_none() && reading => {}
             }
             let full = {
-                let t = tracker.lock().unwrap_or_else(|e| e.into_inner());
-                t.pending() >= a.max_events_in_flight
+                let pending = tracker.lock().unwrap_or_else(|e| e.into_inner()).pending();
+                // Held at the bound, intake resumes once a window's worth of room is free:
+                // records complete one user at a time, and reading them back one at a time
+                // would fill windows only at the pace of completions (by linger, half full at
+                // 200 imports/s).
+                match full_since {
+                    Some(_) => pending + a.window_size > a.max_events_in_flight,
+                    None => pending >= a.max_events_in_flight,
+                }
             };
             full_since = full.then(|| full_since.unwrap_or_else(tokio::time::Instant::now));
             let want_pause =
@@ -586,8 +626,8 @@ fn revoke_hook(
                 .unwrap_or_else(|e| e.into_inner())
                 .take_partitions(|p| parts.contains(&p));
             if let Some(w) = taken {
-                let s = shared.clone();
-                runtime.spawn(async move { window_task(&s, w).await });
+                let (s, check) = (shared.clone(), shared.checks.start());
+                runtime.spawn(async move { window_task(&s, w, check).await });
             }
             let pending = || {
                 let t = shared.tracker.lock().unwrap_or_else(|e| e.into_inner());
@@ -642,6 +682,7 @@ fn dispatch(shared: &Arc<Shared>, tasks: &mut JoinSet<()>, window: ClosedWindow)
     let reason = match window.closed_by {
         CloseReason::Full => "full",
         CloseReason::Linger => "linger",
+        CloseReason::Idle => "idle",
         CloseReason::Flush => "flush",
     };
     m.windows.with_label_values(&[reason]).inc();
@@ -652,28 +693,33 @@ fn dispatch(shared: &Arc<Shared>, tasks: &mut JoinSet<()>, window: ClosedWindow)
         closed_by = reason,
         "window closed"
     );
-    let shared = shared.clone();
-    tasks.spawn(async move { window_task(&shared, window).await });
+    let (shared, check) = (shared.clone(), shared.checks.start());
+    tasks.spawn(async move { window_task(&shared, window, check).await });
 }
 
-/// A window's whole life after it closed: wait for a window slot, resolve, deliver.
-async fn window_task(shared: &Shared, window: ClosedWindow) {
+/// A window's whole life after it closed: wait for a window slot, resolve, deliver. `check`
+/// counts its check as in flight until the check answered.
+async fn window_task(shared: &Shared, window: ClosedWindow, check: CheckInFlight) {
     let _slot = shared
         .window_slots
         .acquire()
         .await
         .expect("the window semaphore is never closed");
     shared.metrics.windows_in_flight.inc();
-    process_window(shared, window).await;
+    process_window(shared, window, check).await;
     shared.metrics.windows_in_flight.dec();
 }
 
-/// Resolves a window, delivers its records, and marks the delivered input records done.
-async fn process_window(shared: &Shared, window: ClosedWindow) {
-    let Some(outcomes) = shared.stages.resolve(&window).await else {
+/// Resolves a window and delivers each user's records as soon as its outcome is decided (see
+/// [`Stages::resolve`](crate::pipeline::Stages::resolve)); marks the delivered input records done.
+async fn process_window(shared: &Shared, window: ClosedWindow, check: CheckInFlight) {
+    let records_of = window.records_by_id();
+    let decided =
+        |outcomes: Vec<(usize, Outcome)>| deliver_outcomes(shared, &window, &records_of, outcomes);
+    let Some(outcomes) = shared.stages.resolve(&window, check, decided).await else {
         tracing::info!(
             records = window.records.len(),
-            "window abandoned at shutdown during a systemic fault; it will be replayed"
+            "window abandoned at shutdown during a systemic fault; its undelivered records will be replayed"
         );
         return;
     };
@@ -688,15 +734,31 @@ async fn process_window(shared: &Shared, window: ClosedWindow) {
         failed = count(crate::sink::OutcomeStatus::Failed),
         "window resolved"
     );
-    let now = SystemTime::now();
-    let stamp = rfc3339_millis(now);
-    // One group of records per input record: its outcome, and its dead letter if it failed.
-    let groups: Vec<(SourcePos, Vec<OutRecord>)> = window
-        .records
+}
+
+/// Delivers the records of the users whose outcomes were just decided (`(index in window.ids,
+/// outcome)`): one outcome per record, and a dead letter per failed one; counts and marks done
+/// the delivered ones.
+async fn deliver_outcomes(
+    shared: &Shared,
+    window: &ClosedWindow,
+    records_of: &RecordsById,
+    decided: Vec<(usize, Outcome)>,
+) {
+    let stamp = rfc3339_millis(SystemTime::now());
+    let records: Vec<(&InputRecord, &Outcome)> = decided
         .iter()
-        .zip(&window.id_of_record)
-        .map(|(rec, &id)| {
-            let outcome = &outcomes[id];
+        .flat_map(|(id, outcome)| {
+            records_of
+                .of(*id)
+                .iter()
+                .map(move |&r| (&window.records[r], outcome))
+        })
+        .collect();
+    // One group of records per input record: its outcome, and its dead letter if it failed.
+    let groups: Vec<(SourcePos, Vec<OutRecord>)> = records
+        .iter()
+        .map(|&(rec, outcome)| {
             let mut out =
                 vec![shared
                     .sink
@@ -721,16 +783,13 @@ async fn process_window(shared: &Shared, window: ClosedWindow) {
         })
         .collect();
     let delivered = deliver(shared, groups).await;
-    for ((rec, &id), ok) in window
-        .records
-        .iter()
-        .zip(&window.id_of_record)
-        .zip(&delivered)
-    {
+    let acknowledged_ms = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    for (&(rec, outcome), ok) in records.iter().zip(&delivered) {
         if !ok {
             continue;
         }
-        let outcome = &outcomes[id];
         shared
             .metrics
             .outcomes
@@ -753,11 +812,8 @@ async fn process_window(shared: &Shared, window: ClosedWindow) {
             );
         }
         if let Some(ts) = rec.timestamp_ms {
-            let age_ms = now
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0)
-                - ts;
+            // To the acknowledgement (in exactly-once mode, the commit), as the metric says.
+            let age_ms = acknowledged_ms - ts;
             if age_ms >= 0 {
                 shared
                     .metrics

@@ -32,8 +32,8 @@ use account_sync::transaction::{Stage, TxnFailure};
 use account_sync::worker::WorkerError;
 use common::emulator::{emulator_config, start_emulator, SECRET};
 use common::kafka::{
-    committed, ends, eventually, mock_env, produce_users, read_all, worker_args, RunningWorker,
-    TestKafka, WorkerEnv,
+    committed, ends, eventually, mock_env, outcomes_delivered, produce_users, read_all, trickle,
+    worker_args, RunningWorker, TestKafka, WorkerEnv,
 };
 use common::process::{run_args, Proc};
 use rdkafka::config::ClientConfig;
@@ -184,6 +184,38 @@ async fn records_and_offsets_commit_together() {
     }
 }
 
+/// A trickle of events, one at a time, with a 2 s transaction linger: each transaction holds
+/// everything there is, so it commits at once instead of waiting out the linger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickle_commits_without_waiting_for_the_transaction_linger() {
+    let env = WorkerEnv::start(1, emulator_config()).await;
+    let txn = env.kafka.name("txn-trickle");
+    let worker = env.worker(&[
+        "--delivery",
+        "exactly-once",
+        "--transactional-id",
+        &txn,
+        "--transaction-linger",
+        "2s",
+    ]);
+    let metrics = worker.metrics.clone();
+    let took = trickle(&env, &metrics, "eos-trickle", 5).await;
+    worker.stop().await.expect("clean stop");
+    assert!(
+        took.iter().all(|t| *t < Duration::from_secs(1)),
+        "event -> outcome committed {took:?}: the transaction linger is 2 s, a transaction with \
+         nothing else coming must not wait for it"
+    );
+    let outcomes = read_all(
+        &env.kafka.brokers,
+        &env.topics.outcomes,
+        6,
+        Duration::from_secs(10),
+        true,
+    );
+    assert_eq!(outcomes.len(), 6, "every outcome committed");
+}
+
 /// Starts the binary as an exactly-once worker ([`eos_flags`]) with its admin server on `admin`.
 fn spawn_worker(
     kafka: &TestKafka,
@@ -311,14 +343,6 @@ fn eos_flags(txn_id: &str) -> [&str; 8] {
 /// `n` user ids starting with `prefix`.
 fn users(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}-{i:04}")).collect()
-}
-
-/// Outcomes the worker counted: only those of committed transactions.
-fn outcomes_counted(m: &Metrics) -> u64 {
-    ["imported", "already_imported", "failed"]
-        .iter()
-        .map(|s| m.outcomes.with_label_values(&[s]).get())
-        .sum()
 }
 
 /// Transaction errors of class `kind`, over every stage.
@@ -481,7 +505,7 @@ async fn abortable_errors_abort_and_redo_the_batch() {
     let m = worker.metrics.clone();
     // A first wave without faults, so that the group has formed before the timed waves.
     let mut offsets = env.produce_users(&users("abort-warm-up", 30)).await;
-    let warm = eventually(Duration::from_secs(30), || outcomes_counted(&m) >= 30).await;
+    let warm = eventually(Duration::from_secs(30), || outcomes_delivered(&m) >= 30).await;
     assert!(warm, "the warm-up wave commits");
     let waves = [
         (
@@ -518,7 +542,7 @@ async fn abortable_errors_abort_and_redo_the_batch() {
         // Well within the 10 s transaction timeout: an abortable error costs an abort and a redo,
         // not a wait for records that can no longer be delivered.
         let done = eventually(Duration::from_secs(8), || {
-            outcomes_counted(&m) >= n && txn_errors(&m, "abortable") > aborts
+            outcomes_delivered(&m) >= n && txn_errors(&m, "abortable") > aborts
         })
         .await;
         eprintln!(
@@ -528,11 +552,11 @@ async fn abortable_errors_abort_and_redo_the_batch() {
         assert!(
             done,
             "{api:?} {err:?}: {} of {n} counted, {} abortable errors",
-            outcomes_counted(&m),
+            outcomes_delivered(&m),
             txn_errors(&m, "abortable")
         );
         assert_eq!(
-            outcomes_counted(&m),
+            outcomes_delivered(&m),
             n,
             "{api:?}: aborted attempts are not counted"
         );
@@ -561,7 +585,7 @@ async fn a_fenced_worker_stops_with_its_reason_and_the_other_goes_on() {
     let fenced_metrics = first.metrics.clone();
     let mut offsets = env.produce_users(&users("fence-a", 150)).await;
     let done = eventually(Duration::from_secs(30), || {
-        outcomes_counted(&fenced_metrics) >= 150
+        outcomes_delivered(&fenced_metrics) >= 150
     })
     .await;
     assert!(done, "the first worker commits the first wave");
@@ -697,7 +721,7 @@ async fn refused_transactions_stop_the_worker_with_the_reason() {
             "{what}: one failed call, no retries"
         );
         assert_eq!(
-            outcomes_counted(&m),
+            outcomes_delivered(&m),
             0,
             "{what}: nothing counted as delivered"
         );

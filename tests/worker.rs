@@ -13,7 +13,7 @@ use account_sync::sink::headers;
 use common::emulator::{count, emulator_config, start_emulator, SECRET};
 use common::kafka::{
     committed, ends, event_json, eventually, outcomes_by_source, produce, produce_users, read_all,
-    worker_args, RunningWorker, TestKafka, WorkerEnv,
+    trickle, worker_args, RunningWorker, TestKafka, WorkerEnv,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,7 +107,8 @@ async fn duplicates_in_one_window_are_checked_once_and_each_get_an_outcome() {
     )
     .await;
 
-    // A window of up to 100 ids that lingers 1.5 s: all seven records land in one window.
+    // A window of up to 100 ids that lingers 1.5 s: all seven records land in one window. They
+    // arrive in one fetch, so it closes once intake has nothing more, not by its linger.
     let worker = env.worker(&["--window-size", "100", "--window-linger", "1500ms"]);
     let metrics = worker.metrics.clone();
     assert_eq!(env.wait_outcomes(7, Duration::from_secs(30)).await, 7);
@@ -143,7 +144,8 @@ async fn duplicates_in_one_window_are_checked_once_and_each_get_an_outcome() {
         "imports = distinct new users (a, c, d): {stats:?}"
     );
     assert_eq!(stats.imported_accounts, 3);
-    assert_eq!(metrics.windows.with_label_values(&["linger"]).get(), 1);
+    assert_eq!(metrics.windows.with_label_values(&["idle"]).get(), 1);
+    assert_eq!(metrics.windows.with_label_values(&["linger"]).get(), 0);
     assert_eq!(metrics.windows.with_label_values(&["full"]).get(), 0);
     assert_eq!(env.dead_letter_count(), 0);
     assert_eq!(env.committed(), ends(&offsets));
@@ -162,16 +164,21 @@ async fn windows_close_when_full() {
 
     let full = metrics.windows.with_label_values(&["full"]).get();
     let linger = metrics.windows.with_label_values(&["linger"]).get();
+    let idle = metrics.windows.with_label_values(&["idle"]).get();
     let checks = count(&env.emu.stats().calls, "account_check");
     assert!(
         full >= 3,
-        "35 ids in windows of 10: at least 3 full windows, got {full} (linger {linger})"
+        "35 ids in windows of 10: at least 3 full windows, got {full} (linger {linger}, idle {idle})"
     );
     assert!(
         checks >= 4,
         "35 ids in windows of 10: at least 4 checks, got {checks}"
     );
-    assert_eq!(checks, (full + linger) as u64, "one check per window");
+    assert_eq!(
+        checks,
+        (full + linger + idle) as u64,
+        "one check per window"
+    );
     let outcomes = outcomes_by_source(&env.outcomes());
     assert_eq!(outcomes.len(), 35);
     assert!(outcomes.values().all(|v| v["status"] == "imported"));
@@ -179,18 +186,35 @@ async fn windows_close_when_full() {
     assert_eq!(env.committed(), ends(&offsets));
 }
 
+/// A window that does not fill and that nothing closes earlier closes by its linger. Here the
+/// check budget is spent: one check per 5 s, and a first event took the token, so closing the
+/// window early would not send its check any sooner (the next token comes long after the linger).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_window_that_does_not_fill_closes_by_linger() {
     let env = WorkerEnv::start(1, emulator_config()).await;
+    let first = env.produce_users(&["linger-first".to_owned()]).await;
+    let worker = env.worker(&[
+        "--window-linger",
+        "200ms",
+        "--check-rate",
+        "0.2",
+        "--check-burst",
+        "1",
+    ]);
+    let metrics = worker.metrics.clone();
+    assert_eq!(env.wait_outcomes(1, Duration::from_secs(30)).await, 1);
+    assert_eq!(
+        metrics.windows.with_label_values(&["idle"]).get(),
+        1,
+        "the first event, alone with a token to spare, went at once"
+    );
     let users: Vec<String> = (0..5).map(|i| format!("linger-{i}")).collect();
     let offsets = env.produce_users(&users).await;
-
-    let worker = env.worker(&["--window-linger", "200ms"]);
-    let metrics = worker.metrics.clone();
-    assert_eq!(env.wait_outcomes(5, Duration::from_secs(30)).await, 5);
+    assert_eq!(env.wait_outcomes(6, Duration::from_secs(30)).await, 6);
     worker.stop().await.expect("clean stop");
 
     assert!(metrics.windows.with_label_values(&["linger"]).get() >= 1);
+    assert_eq!(metrics.windows.with_label_values(&["idle"]).get(), 1);
     assert_eq!(
         metrics.windows.with_label_values(&["full"]).get(),
         0,
@@ -200,10 +224,28 @@ async fn a_window_that_does_not_fill_closes_by_linger() {
     let got: BTreeSet<&str> = outcomes
         .values()
         .map(|v| v["user_id"].as_str().unwrap())
+        .filter(|u| *u != "linger-first")
         .collect();
     assert_eq!(got, users.iter().map(String::as_str).collect());
     assert!(outcomes.values().all(|v| v["status"] == "imported"));
-    assert_eq!(env.committed(), ends(&offsets));
+    assert_eq!(env.committed(), ends(&[first, offsets].concat()));
+}
+
+/// A trickle of events, one at a time: each gets its outcome far sooner than the linger (2 s),
+/// in a window of its own that closed as soon as intake had nothing more for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickle_of_events_gets_outcomes_well_under_the_linger() {
+    let env = WorkerEnv::start(1, emulator_config()).await;
+    let worker = env.worker(&["--window-linger", "2s"]);
+    let metrics = worker.metrics.clone();
+    let took = trickle(&env, &metrics, "trickle", 5).await;
+    worker.stop().await.expect("clean stop");
+    assert!(
+        took.iter().all(|t| *t < Duration::from_secs(1)),
+        "event -> outcome {took:?}: the linger is 2 s, a lone event must not wait for it"
+    );
+    assert_eq!(metrics.windows.with_label_values(&["idle"]).get(), 6);
+    assert_eq!(metrics.windows.with_label_values(&["linger"]).get(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -347,6 +347,8 @@ impl Backfill {
         // Since when the loop has been waiting for the reader with a window open.
         let mut waiting_since = Instant::now();
         let mut gate_rx = self.gate.subscribe();
+        // The worker's window close rule reads these; the backfill closes its windows by itself.
+        let checks = Arc::new(crate::window::ChecksInFlight::default());
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -355,9 +357,11 @@ impl Backfill {
                 let Some(w) = st.ready.pop_front() else {
                     break;
                 };
-                let stages = stages.clone();
+                let (stages, check) = (stages.clone(), checks.start());
                 st.tasks.spawn(async move {
-                    let outcomes = stages.resolve(&w).await;
+                    // The outcomes are written per window, in line order, once it is resolved:
+                    // nothing to hand on earlier.
+                    let outcomes = stages.resolve(&w, check, |_| async {}).await;
                     (w, outcomes)
                 });
             }

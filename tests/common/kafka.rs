@@ -635,3 +635,50 @@ pub async fn mock_env(brokers: i32, partitions: i32, emu: EmulatorConfig) -> Opt
     }
     Some(WorkerEnv::on(TestKafka::start(brokers), partitions, emu).await)
 }
+
+/// Outcomes the worker has delivered (acknowledged, or committed in exactly-once mode).
+pub fn outcomes_delivered(metrics: &account_sync::metrics::Metrics) -> u64 {
+    ["imported", "already_imported", "failed"]
+        .iter()
+        .map(|s| metrics.outcomes.with_label_values(&[s]).get())
+        .sum()
+}
+
+/// Sends a trickle to `env`'s worker (whose metrics are `metrics`, started on an empty input
+/// topic): one event to warm up (the consumer's first fetches of a partition can be late on the
+/// mock broker; the producer connects), then `n` events one at a time, each once the one before
+/// has its outcome. Returns, for the `n` events, the time from producing the event (its
+/// acknowledgement included) to the worker counting its outcome delivered, to within 10 ms.
+pub async fn trickle(
+    env: &WorkerEnv,
+    metrics: &account_sync::metrics::Metrics,
+    prefix: &str,
+    n: u64,
+) -> Vec<Duration> {
+    let producer = env.kafka.producer();
+    let send = |user: String| {
+        let (producer, topic) = (producer.clone(), env.topics.input.clone());
+        async move { produce_users(&producer, &topic, 1, &[user]).await }
+    };
+    let delivered = |k: u64| async move {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while outcomes_delivered(metrics) < k {
+            assert!(
+                Instant::now() < deadline,
+                "event {k} got no outcome in 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    send(format!("{prefix}-warm-up")).await;
+    delivered(1).await;
+    let mut took = Vec::new();
+    for i in 0..n {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let t = Instant::now();
+        send(format!("{prefix}-{i}")).await;
+        delivered(i + 2).await;
+        took.push(t.elapsed());
+    }
+    took
+}
