@@ -32,13 +32,36 @@ use serde_json::Value;
 /// assertion can hang the run instead of failing it: the test's mock cluster is dropped while the
 /// worker task is still stopping, and the worker's final synchronous offset commit then waits
 /// forever for a group coordinator that no longer exists (the runtime's shutdown waits for it).
-/// The panic message is printed before this runs. Declared first in a test, so dropped last.
+/// Declared first in a test, so dropped last. [`ExitOnPanic::arm`] also writes each panic
+/// straight to the process's stderr: the test harness captures the usual panic message and
+/// prints it only when the test returns, which an exit from here never does.
 struct ExitOnPanic;
+
+impl ExitOnPanic {
+    fn arm() -> Self {
+        static HOOK: std::sync::Once = std::sync::Once::new();
+        HOOK.call_once(|| {
+            let default = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                use std::io::Write;
+                let thread = std::thread::current();
+                let name = thread.name().unwrap_or("?");
+                // Not eprintln!: that goes to the harness's capture, lost on exit.
+                let _ = writeln!(std::io::stderr(), "thread '{name}' {info}");
+                default(info);
+            }));
+        });
+        ExitOnPanic
+    }
+}
 
 impl Drop for ExitOnPanic {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("a reliability test failed; exiting now rather than hang in teardown");
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                b"a reliability test failed; exiting now rather than hang in teardown\n",
+            );
             std::process::exit(101);
         }
     }
@@ -213,7 +236,7 @@ async fn finish_run(
 /// them (the producer is idempotent), the worker keeps going, nothing is lost or duplicated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retriable_broker_errors_on_produce_fetch_and_commit_lose_nothing() {
-    let _exit_on_panic = ExitOnPanic;
+    let _exit_on_panic = ExitOnPanic::arm();
     let mut cfg = emulator_config();
     cfg.latency_ms = 5;
     cfg.check_rate = 400.0;
@@ -232,6 +255,14 @@ async fn retriable_broker_errors_on_produce_fetch_and_commit_lose_nothing() {
         "50",
         "--max-events-in-flight",
         "300",
+        // One produce request in flight per connection: the mock cluster does not check the
+        // sequence numbers of an idempotent producer without a transactional.id, so when a
+        // request fails (injected) and the next one in flight succeeds, librdkafka infers — as
+        // it may from a real broker, which rejects out-of-order sequences — that the first was
+        // written too, and acknowledges records the mock never stored (see the README's mock
+        // broker notes). With one request in flight no later request can succeed first.
+        "--kafka-property",
+        "max.in.flight.requests.per.connection=1",
     ]);
     let m = worker.metrics.clone();
     assert!(env.wait_outcomes(150, Duration::from_secs(30)).await >= 150);
@@ -298,7 +329,7 @@ async fn retriable_broker_errors_on_produce_fetch_and_commit_lose_nothing() {
 /// when they return. Nothing lost; the run ends with every offset committed and a clean stop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn brokers_going_down_and_up_mid_run_lose_nothing() {
-    let _exit_on_panic = ExitOnPanic;
+    let _exit_on_panic = ExitOnPanic::arm();
     let mut cfg = emulator_config();
     cfg.latency_ms = 5;
     cfg.check_rate = 400.0;
@@ -371,7 +402,7 @@ async fn brokers_going_down_and_up_mid_run_lose_nothing() {
 /// offsets never pass a record without an outcome, and a restart finishes the input.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_undeliverable_outcome_stops_the_worker_without_committing_past_it() {
-    let _exit_on_panic = ExitOnPanic;
+    let _exit_on_panic = ExitOnPanic::arm();
     let mut cfg = emulator_config();
     cfg.latency_ms = 5;
     let Some(env) = mock_env(3, 3, cfg).await else {
@@ -440,7 +471,7 @@ async fn an_undeliverable_outcome_stops_the_worker_without_committing_past_it() 
 /// faults and the retries they caused are visible in the emulator's and the worker's counters.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_faults_are_retried_and_nothing_is_lost() {
-    let _exit_on_panic = ExitOnPanic;
+    let _exit_on_panic = ExitOnPanic::arm();
     let mut cfg = emulator_config();
     cfg.check_rate = 400.0;
     cfg.import_rate = 800.0;
@@ -526,7 +557,7 @@ async fn api_faults_are_retried_and_nothing_is_lost() {
 /// once the emulator has the right key, `/readyz` turns 200 by itself and every user is imported.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_follows_a_wrong_key_fault_until_it_is_cured() {
-    let _exit_on_panic = ExitOnPanic;
+    let _exit_on_panic = ExitOnPanic::arm();
     let mut cfg = emulator_config();
     cfg.secret_key = Some(SecretKey::new("not-the-key-the-worker-signs-with"));
     let Some(env) = mock_env(1, 2, cfg).await else {
@@ -574,7 +605,7 @@ async fn readiness_follows_a_wrong_key_fault_until_it_is_cured() {
 /// input with nothing lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_edition_account_limit_pauses_without_dead_lettering() {
-    let _exit_on_panic = ExitOnPanic;
+    let _exit_on_panic = ExitOnPanic::arm();
     let t0 = Instant::now();
     let limit = 40;
     let mut cfg = emulator_config();
@@ -661,7 +692,7 @@ async fn the_edition_account_limit_pauses_without_dead_lettering() {
 /// stay bounded, and the group's committed offsets reach the end of every partition.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_joining_and_leaving_mid_run_lose_nothing() {
-    let _exit_on_panic = ExitOnPanic;
+    let _exit_on_panic = ExitOnPanic::arm();
     let t0 = Instant::now();
     let mut cfg = emulator_config();
     cfg.latency_ms = 10;
