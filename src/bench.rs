@@ -92,10 +92,13 @@ pub enum Scenario {
     Memory,
     /// `account-sync backfill` of a JSON Lines file: users/s, peak RSS, resume after a kill.
     Backfill,
+    /// Three replicas, 80 % of the new users on one of six partitions, at the vendor's limits:
+    /// imports/s together against 200/s (the budget shared by demand).
+    BudgetSkew,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 9] = [
+    const ALL: [Scenario; 10] = [
         Scenario::CeilingImport,
         Scenario::CeilingImportBatch,
         Scenario::CeilingCheck,
@@ -105,6 +108,7 @@ impl Scenario {
         Scenario::LatencyKnown,
         Scenario::Memory,
         Scenario::Backfill,
+        Scenario::BudgetSkew,
     ];
 
     fn name(self) -> &'static str {
@@ -118,6 +122,7 @@ impl Scenario {
             Scenario::LatencyKnown => "latency-known",
             Scenario::Memory => "memory",
             Scenario::Backfill => "backfill",
+            Scenario::BudgetSkew => "budget-skew",
         }
     }
 
@@ -131,6 +136,7 @@ impl Scenario {
             Scenario::LatencyLow => 60.0,
             Scenario::LatencyKnown => 20.0,
             Scenario::Memory => 30.0,
+            Scenario::BudgetSkew => 60.0,
             Scenario::Overhead | Scenario::Backfill => 0.0,
         }
     }
@@ -329,6 +335,7 @@ pub async fn run(args: BenchArgs, shutdown: Shutdown) -> Result<ExitCode, String
             }
             Scenario::Memory => memory(&args, &mut f, &shutdown).await?,
             Scenario::Backfill => backfill(&args, &mut f, &shutdown).await?,
+            Scenario::BudgetSkew => budget_skew(&args, &mut f, &shutdown).await?,
         }
     }
     let report = Report {
@@ -364,6 +371,10 @@ struct Run {
     progress: bool,
     /// Extra flags for the worker.
     worker_flags: Vec<String>,
+    /// Workers in the group (each with the app's whole budget configured).
+    replicas: usize,
+    /// Share of the events on partition 0 (the rest round-robin over the others); `None`: even.
+    hot: Option<f64>,
 }
 
 impl Run {
@@ -381,6 +392,8 @@ impl Run {
             partitions: a.partitions,
             progress: a.progress,
             worker_flags: single_unless_given(&a.worker_flags),
+            replicas: 1,
+            hot: None,
         }
     }
 }
@@ -503,6 +516,11 @@ async fn run_in_process(run: &Run, shutdown: &Shutdown) -> Result<Measured, Stri
         events: run.events,
         rate: run.rate,
         bad_fraction: 0.0,
+        hot: run.hot.map(|fraction| demo::HotPartition {
+            partition: 0,
+            fraction,
+            partitions,
+        }),
     };
     let spec = CollectSpec {
         partitions,
@@ -510,7 +528,9 @@ async fn run_in_process(run: &Run, shutdown: &Shutdown) -> Result<Measured, Stri
         timeout: Duration::from_secs(600),
         quiet: !run.progress,
     };
-    let preproduced = if run.rate == 0.0 {
+    // Replicas share the budget once they share the partitions: a backlog waiting before they
+    // start would go to the first one to join, and the run would measure the rebalance.
+    let preproduced = if run.rate == 0.0 && run.replicas == 1 {
         let t = Instant::now();
         let p = demo::produce_load(&brokers, &load).await?;
         eprintln!(
@@ -524,29 +544,38 @@ async fn run_in_process(run: &Run, shutdown: &Shutdown) -> Result<Measured, Stri
     };
 
     let cpu_before = process_cpu_seconds();
-    let worker_args = demo::worker_args(
-        &brokers,
-        &emulator.base_url(),
-        key,
-        run.limits,
-        "bench",
-        &run.worker_flags
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    )?;
-    let worker = Worker::new(worker_args).map_err(|e| e.to_string())?;
-    let metrics = worker.metrics();
     let (worker_stop, worker_trigger) = Shutdown::new();
-    let worker_task = tokio::spawn(worker.run(None, worker_stop));
+    let mut workers = Vec::with_capacity(run.replicas);
+    for _ in 0..run.replicas.max(1) {
+        let worker_args = demo::worker_args(
+            &brokers,
+            &emulator.base_url(),
+            key.clone(),
+            run.limits,
+            "bench",
+            &run.worker_flags
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        )?;
+        let worker = Worker::new(worker_args).map_err(|e| e.to_string())?;
+        let metrics = worker.metrics();
+        workers.push((metrics, tokio::spawn(worker.run(None, worker_stop.clone()))));
+    }
+    let metrics = workers[0].0.clone();
     let producer_task = match preproduced {
         Some(p) => tokio::spawn(async move { Ok(p) }),
         None => {
-            // A steady stream measures the worker, not its start: begin once it owns the input.
+            // A steady stream measures the worker, not its start: begin once the replicas own
+            // the input, each its share.
             let joined = Instant::now();
-            while metrics.assigned_partitions.get() < i64::from(partitions) {
+            let each = i64::from(partitions) / run.replicas.max(1) as i64;
+            while workers.iter().any(|(m, _)| m.assigned_partitions.get() < each)
+                || workers.iter().map(|(m, _)| m.assigned_partitions.get()).sum::<i64>()
+                    < i64::from(partitions)
+            {
                 if joined.elapsed() > Duration::from_secs(60) {
-                    return Err("the worker did not join its group within 60 s".into());
+                    return Err("the workers did not share the partitions within 60 s".into());
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -562,7 +591,13 @@ async fn run_in_process(run: &Run, shutdown: &Shutdown) -> Result<Measured, Stri
     let collected = verify.await.map_err(|e| e.to_string())?;
     let cpu_seconds = process_cpu_seconds() - cpu_before;
     worker_trigger.trigger();
-    let worker_result = worker_task.await.map_err(|e| e.to_string())?;
+    let mut worker_result = Ok(());
+    for (_, task) in workers {
+        let r = task.await.map_err(|e| e.to_string())?;
+        if worker_result.is_ok() {
+            worker_result = r;
+        }
+    }
     let stats = emulator.stats();
     emulator.shutdown().await;
     drop(kafka);
@@ -679,6 +714,46 @@ async fn ceiling_import(a: &BenchArgs, f: &mut Figures, sd: &Shutdown) -> Result
     Ok(())
 }
 
+/// Replicas in the budget-skew scenario, and the share of the load on the hot partition.
+const SKEW_REPLICAS: usize = 3;
+const SKEW_HOT_FRACTION: f64 = 0.8;
+
+async fn budget_skew(a: &BenchArgs, f: &mut Figures, sd: &Shutdown) -> Result<(), String> {
+    let s = Scenario::BudgetSkew.name();
+    let mut run = Run::at_vendor_limits(
+        a,
+        a.events_for(Scenario::BudgetSkew, VENDOR_RATES.1),
+        0.0,
+        0.0,
+    );
+    run.replicas = SKEW_REPLICAS;
+    run.hot = Some(SKEW_HOT_FRACTION);
+    f.setup(s, format!(
+        "{} new users as a backlog, {:.0} % of them on one of {} partitions; {SKEW_REPLICAS} replicas in one group, each configured with the app's whole budget; emulator at 100 check/s, 200 import/s; API latency 50 ± 20 ms",
+        run.events, SKEW_HOT_FRACTION * 100.0, run.partitions
+    ));
+    let m = run_in_process(&run, sd).await?;
+    let rate = rate_or_zero(&m.outcome_ms);
+    let share = rate / VENDOR_RATES.1;
+    f.add(
+        s,
+        "imports/s together, steady part (p10-p90 of outcome times)",
+        rate,
+        "1/s",
+    );
+    f.target(
+        s,
+        "share of the 200/s import budget",
+        share * 100.0,
+        "%",
+        ">= 95 %",
+        share >= 0.95,
+    );
+    f.add(s, "imported outcomes", m.summary.imported as f64, "");
+    no_frequency_limit_answers(f, s, &m);
+    Ok(())
+}
+
 /// The steady users/s of `m` and its share of `ceiling` (target: at least 99 %).
 fn users_per_second_against(f: &mut Figures, s: &str, m: &Measured, ceiling: f64, what: &str) {
     let rate = rate_or_zero(&m.outcome_ms);
@@ -767,6 +842,8 @@ async fn overhead(a: &BenchArgs, f: &mut Figures, sd: &Shutdown) -> Result<(), S
             partitions: a.partitions,
             progress: a.progress,
             worker_flags: single_unless_given(&a.worker_flags),
+            replicas: 1,
+            hot: None,
         };
         f.setup(s, format!("{} users, all {label}, as a backlog; limits off on both sides; API latency 1 ms; worker, emulator, broker and verifier share one process", run.events));
         let m = run_in_process(&run, sd).await?;
@@ -1186,6 +1263,7 @@ async fn memory(a: &BenchArgs, f: &mut Figures, sd: &Shutdown) -> Result<(), Str
         events,
         rate: 0.0,
         bad_fraction: 0.0,
+        hot: None,
     };
     let fast = Run {
         events: n_overhead,
@@ -1198,6 +1276,8 @@ async fn memory(a: &BenchArgs, f: &mut Figures, sd: &Shutdown) -> Result<(), Str
         partitions: p_overhead,
         progress: false,
         worker_flags: single_unless_given(&[]),
+        replicas: 1,
+        hot: None,
     };
     let slow = Run {
         existing_fraction: 0.0,

@@ -482,6 +482,8 @@ pub struct WorkerArgs {
     pub transaction_linger: Duration,
     #[command(flatten)]
     pub chat: ChatArgs,
+    #[command(flatten)]
+    pub budget: crate::budget::BudgetArgs,
     /// Admin HTTP listen address (/metrics, /healthz, /readyz).
     #[arg(
         long,
@@ -554,6 +556,10 @@ impl WorkerArgs {
         }
         self.decoder()?;
         self.chat.limiters()?;
+        self.budget.validate()?;
+        if self.budget.topic_for(&self.kafka.group_id) == self.kafka.input_topic {
+            return Err("--budget-topic must differ from --input-topic".into());
+        }
         Ok(())
     }
 

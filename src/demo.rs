@@ -396,6 +396,38 @@ pub(crate) struct Load {
     pub rate: f64,
     /// Share of malformed events.
     pub bad_fraction: f64,
+    /// Skew: this share of the events on one partition, the rest round-robin over the others
+    /// (`None`: by key, evenly).
+    pub hot: Option<HotPartition>,
+}
+
+/// A skewed load: `fraction` of the events on `partition` of `partitions`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HotPartition {
+    /// The hot partition.
+    pub partition: i32,
+    /// Its share of the events.
+    pub fraction: f64,
+    /// Partitions of the topic.
+    pub partitions: i32,
+}
+
+impl HotPartition {
+    /// The partition of the next event, given a uniform random `r` in [0, 1) and the count of
+    /// cold events so far (for the round-robin).
+    fn pick(&self, r: f64, cold: &mut u64) -> i32 {
+        if r < self.fraction || self.partitions < 2 {
+            return self.partition;
+        }
+        let others = (self.partitions - 1) as u64;
+        let k = (*cold % others) as i32;
+        *cold += 1;
+        if k >= self.partition {
+            k + 1
+        } else {
+            k
+        }
+    }
 }
 
 /// Produces the load; returns what was produced at each (partition, offset).
@@ -419,6 +451,7 @@ pub(crate) async fn produce_load(
     };
     let started = Instant::now();
     let mut i = 0u64;
+    let mut cold = 0u64;
     while i < load.events {
         if load.rate > 0.0 {
             let due = started + Duration::from_secs_f64(i as f64 / load.rate);
@@ -437,10 +470,17 @@ pub(crate) async fn produce_load(
             items.push((user, payload, good));
         }
         let at_ms = now_ms();
-        let sends = items.iter().map(|(user, payload, _)| {
+        let parts: Vec<Option<i32>> = items
+            .iter()
+            .map(|_| load.hot.map(|h| h.pick(rng.f64(), &mut cold)))
+            .collect();
+        let sends = items.iter().zip(&parts).map(|((user, payload, _), part)| {
             let mut r: FutureRecord<'_, str, [u8]> = FutureRecord::to(&load.topic)
                 .key(user.as_str())
                 .timestamp(at_ms);
+            if let Some(p) = part {
+                r = r.partition(*p);
+            }
             if let Some(p) = payload {
                 r = r.payload(p.as_slice());
             }

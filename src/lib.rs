@@ -14,6 +14,8 @@
 //!   ([`window::CloseRule`]), or at the linger time.
 //! - [`pipeline`]: the check and import stages, for one window.
 //! - [`limiter`]: token buckets with a changeable rate (AIMD on frequency-limit answers).
+//! - [`budget`]: the replicas' shares of the app's rate budget, by demand, agreed through a
+//!   compacted coordination topic (the partition share as the fallback).
 //! - [`chat`]: the Chat REST client: UserSig, API types, error classes, retries, the outage
 //!   detector, primary/backup domains, HTTP.
 //! - [`sink`]: outcome and dead-letter record formats, and producing them.
@@ -36,6 +38,7 @@
 
 pub mod backfill;
 pub mod bench;
+pub mod budget;
 pub mod chat;
 pub mod config;
 pub mod demo;

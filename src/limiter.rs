@@ -15,7 +15,7 @@
 //!
 //! Time is `tokio::time::Instant`, so tests drive it with `tokio::time::pause()`.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex as SyncMutex;
 use std::time::Duration;
 
@@ -43,6 +43,19 @@ pub struct Limiter {
     rate_changed: Notify,
     /// Calls inside [`Limiter::acquire`]: they get the next tokens before a new caller.
     waiting: AtomicUsize,
+    /// Tokens handed out so far (by `acquire` and `try_acquire`): what the replica used, for its
+    /// demand ([`Limiter::usage`]).
+    taken: AtomicU64,
+}
+
+/// What a limiter's callers have asked of it: the input of a replica's demand for the app
+/// budget (see [`crate::budget`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    /// Tokens handed out since the limiter was made.
+    pub taken: u64,
+    /// Calls waiting for a token now.
+    pub waiting: usize,
 }
 
 #[derive(Debug)]
@@ -129,6 +142,7 @@ impl Limiter {
             state: SyncMutex::new(bucket),
             rate_changed: Notify::new(),
             waiting: AtomicUsize::new(0),
+            taken: AtomicU64::new(0),
         }
     }
 
@@ -155,6 +169,7 @@ impl Limiter {
                 let wait = b.wait_for_token();
                 if wait.is_zero() {
                     b.tokens -= 1.0;
+                    self.taken.fetch_add(1, Ordering::Relaxed);
                     return start.elapsed();
                 }
                 wait
@@ -202,6 +217,7 @@ impl Limiter {
         b.advance(Instant::now());
         if b.tokens >= 1.0 {
             b.tokens -= 1.0;
+            self.taken.fetch_add(1, Ordering::Relaxed);
             true
         } else {
             false
@@ -261,6 +277,14 @@ impl Limiter {
         let mut b = self.bucket();
         b.advance(Instant::now());
         b.rate
+    }
+
+    /// Tokens handed out so far and calls waiting now.
+    pub fn usage(&self) -> Usage {
+        Usage {
+            taken: self.taken.load(Ordering::Relaxed),
+            waiting: self.waiting.load(Ordering::Relaxed),
+        }
     }
 
     /// The ceiling in calls per second; `None` when unlimited.

@@ -52,6 +52,12 @@ pub struct Metrics {
     pub limiter_rate: GaugeVec,
     /// Limiter ceiling (this replica's share of the app budget, calls/s) by api.
     pub limiter_ceiling: GaugeVec,
+    /// This replica's demand per api, calls/s, as it publishes it to the budget topic.
+    pub budget_demand: GaugeVec,
+    /// Members of the group seen live on the budget topic (this one included).
+    pub budget_members: IntGauge,
+    /// 1 for how the budget is split now: `demand` or `partition_share` (the fallback).
+    pub budget_mode: IntGaugeVec,
     /// Input records read and not yet done.
     pub events_in_flight: IntGauge,
     /// Windows being checked/imported.
@@ -191,6 +197,36 @@ impl Metrics {
                         "This replica's share of the app's rate budget, calls per second.",
                     ),
                     &["api"],
+                )
+                .unwrap(),
+            ),
+            budget_demand: reg(
+                &registry,
+                GaugeVec::new(
+                    Opts::new(
+                        "account_sync_budget_demand_calls_per_second",
+                        "This replica's demand, calls per second (recent use plus calls waiting), as published to the budget topic.",
+                    ),
+                    &["api"],
+                )
+                .unwrap(),
+            ),
+            budget_members: reg(
+                &registry,
+                IntGauge::new(
+                    "account_sync_budget_members",
+                    "Replicas seen live on the budget topic, this one included (0 while the budget is split by partitions).",
+                )
+                .unwrap(),
+            ),
+            budget_mode: reg(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "account_sync_budget_mode",
+                        "1 for how the app budget is split now: demand (through the budget topic) or partition_share (the fallback).",
+                    ),
+                    &["mode"],
                 )
                 .unwrap(),
             ),
@@ -388,6 +424,9 @@ impl Metrics {
         }
         for closed_by in ["full", "idle", "linger", "flush"] {
             self.windows.with_label_values(&[closed_by]);
+        }
+        for mode in ["demand", "partition_share"] {
+            self.budget_mode.with_label_values(&[mode]);
         }
         // Outages are the fault an alert most needs a zero for (`increase()` over a new series).
         self.systemic_faults.with_label_values(&["unavailable"]);

@@ -28,7 +28,7 @@ use futures_util::future::join_all;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::chat::client::CallObserver;
@@ -115,6 +115,9 @@ pub struct Worker {
     metrics: Arc<Metrics>,
     gate: Arc<SystemicGate>,
     readiness: Arc<Readiness>,
+    /// The fraction of the input partitions this worker owns, for the budget coordinator (its
+    /// fallback); `None` before the first assignment.
+    partition_share: watch::Sender<Option<f64>>,
 }
 
 impl Worker {
@@ -145,6 +148,7 @@ impl Worker {
             metrics,
             gate,
             readiness,
+            partition_share: watch::channel(None).0,
         })
     }
 
@@ -180,8 +184,21 @@ impl Worker {
             self.args.systemic_probe_interval,
             stop_tasks.clone(),
         ));
-        let result = self.run_pipeline(shutdown).await;
-        stop_trigger.trigger();
+        // Not a task of its own: a worker dropped without stopping (a test's stand-in for a
+        // killed process) must fall silent on the budget topic too, so that its lease expires.
+        let coordinator = self.budget_coordinator();
+        let stop_coordinator = stop_tasks.clone();
+        let coordinate = async move {
+            if let Some(setup) = coordinator {
+                crate::budget::coordinator::run(setup, stop_coordinator).await;
+            }
+        };
+        let pipeline = async {
+            let result = self.run_pipeline(shutdown).await;
+            stop_trigger.trigger();
+            result
+        };
+        let (result, ()) = tokio::join!(pipeline, coordinate);
         let _ = probers.await;
         if let Some(t) = admin_task {
             match t.await {
@@ -191,6 +208,38 @@ impl Worker {
             }
         }
         result
+    }
+
+    /// The budget coordinator's setup when replicas share the budget by demand (`None` with
+    /// `--budget-split partitions`, or when no API is limited). Holds the limiters at almost
+    /// nothing until its first split.
+    fn budget_coordinator(&self) -> Option<crate::budget::coordinator::CoordinatorSetup> {
+        use crate::budget::{coordinator, BudgetSplit};
+        let b = &self.args.budget;
+        let budget = self.args.chat.budget().map(|(_, rate)| rate);
+        if b.split != BudgetSplit::Demand || budget.iter().all(|&r| r <= 0.0) {
+            return None;
+        }
+        let l = self.client.limiters();
+        let limiters = [l.check.clone(), l.import.clone(), l.multi_import.clone()];
+        coordinator::hold_until_first_split(&budget, &limiters);
+        let mut client = rdkafka::ClientConfig::new();
+        for (k, v) in self.args.kafka.properties() {
+            client.set(k, v);
+        }
+        client.set("bootstrap.servers", &self.args.kafka.brokers);
+        Some(coordinator::CoordinatorSetup {
+            member: crate::budget::member_id(),
+            topic: b.topic_for(&self.args.kafka.group_id),
+            interval: b.interval,
+            lease: b.lease,
+            create_topic: !b.no_create,
+            budget,
+            limiters,
+            partition_share: self.partition_share.subscribe(),
+            client,
+            metrics: self.metrics.clone(),
+        })
     }
 
     async fn run_pipeline(self, shutdown: Shutdown) -> Result<(), WorkerError> {
@@ -556,10 +605,19 @@ impl Worker {
                 *known_total
             }
         };
+        if total > 0 {
+            let share = (assigned as f64 / total as f64).min(1.0);
+            self.partition_share.send_replace(Some(share));
+        }
         if assigned == 0 || total == 0 {
             return;
         }
         let share = (assigned as f64 / total as f64).min(1.0);
+        if self.args.budget.split == crate::budget::BudgetSplit::Demand {
+            // The budget coordinator sets the limiters; the partition share is its fallback.
+            tracing::info!(assigned, total, share, "partition share updated (the budget fallback)");
+            return;
+        }
         let chat = &self.args.chat;
         for (api, rate) in chat.budget() {
             if rate <= 0.0 {

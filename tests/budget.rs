@@ -10,7 +10,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::emulator::{count, emulator_config};
-use common::kafka::{eventually, RunningWorker, WorkerEnv};
+use common::kafka::{event_json, eventually, produce, RunningWorker, WorkerEnv};
 
 const PARTITIONS: i32 = 6;
 const REPLICAS: usize = 3;
@@ -238,12 +238,24 @@ async fn three_replicas_share_the_batch_import_budget() {
     assert_eq!(stats.imported_accounts, users.len() as u64);
 }
 
+/// `--budget-split partitions`: each replica's share is its fraction of the partitions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shares_follow_every_rebalance() {
+async fn partition_shares_follow_every_rebalance() {
+    shares_follow_every_rebalance(&["--budget-split", "partitions"]).await;
+}
+
+/// By demand, idle replicas split the budget equally: a third each, then half when one leaves
+/// (its tombstone releases its share at once), and a third again when it comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demand_shares_follow_members_leaving_and_joining() {
+    shares_follow_every_rebalance(&[]).await;
+}
+
+async fn shares_follow_every_rebalance(extra: &[&str]) {
     let env = WorkerEnv::start(PARTITIONS, emulator_config()).await;
     let (check, import) = (CHECK_RATE.to_string(), IMPORT_RATE.to_string());
-    let flags = budget_flags(&check, &import, &[]);
-    let mut workers = replicas(&env, &[]).await;
+    let flags = budget_flags(&check, &import, extra);
+    let mut workers = replicas(&env, extra).await;
 
     // One leaves: the other two each gain a partition and half the budget.
     workers.pop().unwrap().stop().await.expect("clean stop");
@@ -254,4 +266,152 @@ async fn shares_follow_every_rebalance() {
     workers.push(env.worker(&flags));
     wait_for_shares(&workers.iter().collect::<Vec<_>>()).await;
     stop_all(workers).await;
+}
+
+/// The skew of issue 14: 80 % of the new users on one of six partitions. By partition share the
+/// replica with the hot partition could use only a third of the import budget while the others
+/// run dry; by demand the three together use the whole budget, without a frequency-limit answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_partition_gets_the_budget_the_others_do_not_use() {
+    let mut cfg = emulator_config();
+    cfg.check_rate = CHECK_RATE;
+    cfg.import_rate = IMPORT_RATE;
+    cfg.latency_ms = 20;
+    cfg.latency_jitter_ms = 10;
+    let env = WorkerEnv::start(PARTITIONS, cfg).await;
+    let workers = replicas(&env, &[]).await;
+
+    // ~12 s of imports for the whole app: 400 users, 320 of them on partition 0.
+    let users: Vec<String> = (0..400).map(|i| format!("skew-{i:04}")).collect();
+    produce_skewed(&env, &users, 0.8).await;
+    let stats = assert_shared_use(
+        &env,
+        workers,
+        "account_import",
+        users.len() as u64,
+        users.len(),
+        IMPORT_RATE,
+    )
+    .await;
+    assert_eq!(count(&stats.accepted, "account_import"), users.len() as u64);
+}
+
+/// Produces JSON events for `users`: `hot` of them on partition 0, the rest round-robin over
+/// the other partitions.
+async fn produce_skewed(env: &WorkerEnv, users: &[String], hot: f64) {
+    let producer = env.kafka.producer();
+    let cut = (users.len() as f64 * hot).round() as usize;
+    let payloads: Vec<Vec<u8>> = users.iter().map(|u| event_json(u, "n")).collect();
+    let mut by_partition: Vec<Vec<(Option<&str>, Option<&[u8]>)>> =
+        vec![Vec::new(); PARTITIONS as usize];
+    for (i, (u, p)) in users.iter().zip(&payloads).enumerate() {
+        let part = if i < cut {
+            0
+        } else {
+            1 + (i - cut) % (PARTITIONS as usize - 1)
+        };
+        by_partition[part].push((Some(u.as_str()), Some(p.as_slice())));
+    }
+    for (part, records) in by_partition.iter().enumerate() {
+        produce(&producer, &env.topics.input, Some(part as i32), records).await;
+    }
+}
+
+/// A replica that vanishes mid-run (no clean stop, so no tombstone) keeps its share until its
+/// lease expires; then the others take it back within seconds. A replica that joins mid-run gets
+/// a share only once the others can have seen it. Over the whole run: frequency-limit answers at
+/// most 0.5 % of the calls, and every user imported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vanished_replica_releases_its_share_when_its_lease_expires() {
+    let mut cfg = emulator_config();
+    cfg.check_rate = CHECK_RATE;
+    cfg.import_rate = IMPORT_RATE;
+    cfg.latency_ms = 20;
+    cfg.latency_jitter_ms = 10;
+    let env = WorkerEnv::start(PARTITIONS, cfg).await;
+    let lease = Duration::from_secs(2);
+    let mut workers = replicas(&env, &[]).await;
+
+    let users: Vec<String> = (0..600).map(|i| format!("vanish-{i:04}")).collect();
+    env.produce_users(&users).await;
+    assert!(env.wait_outcomes(100, Duration::from_secs(30)).await >= 100);
+
+    workers.pop().unwrap().kill();
+    let killed = Instant::now();
+    let import_ceilings = |ws: &[RunningWorker]| -> f64 {
+        ws.iter()
+            .map(|w| {
+                w.metrics
+                    .limiter_ceiling
+                    .with_label_values(&["account_import"])
+                    .get()
+            })
+            .sum()
+    };
+    let back = eventually(lease + Duration::from_secs(5), || {
+        import_ceilings(&workers) >= 0.95 * IMPORT_RATE
+    })
+    .await;
+    assert!(
+        back,
+        "the two left hold {:.1} of {IMPORT_RATE} imports/s {:?} after the kill",
+        import_ceilings(&workers),
+        killed.elapsed()
+    );
+    eprintln!("budget back to the two replicas {:?} after the kill", killed.elapsed());
+
+    // A newcomer mid-run.
+    let (check, import) = (CHECK_RATE.to_string(), IMPORT_RATE.to_string());
+    workers.push(env.worker(&budget_flags(&check, &import, &[])));
+    assert!(
+        env.wait_outcomes(users.len(), Duration::from_secs(60)).await >= users.len(),
+        "every user gets an outcome"
+    );
+    stop_all(workers).await;
+
+    let stats = env.emu.stats();
+    let calls: u64 = stats.calls.values().sum();
+    let limited: u64 = stats.rate_limited.values().sum();
+    eprintln!("{limited} frequency-limit answers of {calls} calls");
+    assert!(
+        limited as f64 <= 0.005 * calls as f64,
+        "frequency-limit answers at most 0.5 % of the calls: {limited} of {calls}"
+    );
+    assert_eq!(stats.imported_accounts, users.len() as u64, "every user imported once");
+}
+
+/// While the budget topic cannot be used (here: it does not exist and may not be created, on a
+/// broker that does not create topics by itself), every replica falls back to its partition
+/// share — which needs nobody else and never adds up to more than the budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_usable_budget_topic_replicas_fall_back_to_partition_shares() {
+    let mut cfg = emulator_config();
+    cfg.check_rate = CHECK_RATE;
+    cfg.import_rate = IMPORT_RATE;
+    cfg.latency_ms = 20;
+    cfg.latency_jitter_ms = 10;
+    let env = WorkerEnv::start(PARTITIONS, cfg).await;
+    let missing = env.kafka.name("no-such-budget-topic");
+    let extra = [
+        "--budget-topic",
+        missing.as_str(),
+        "--no-budget-topic-create",
+    ];
+    let workers = replicas(&env, &extra).await;
+    for w in &workers {
+        let mode = |m: &str| w.metrics.budget_mode.with_label_values(&[m]).get();
+        assert_eq!((mode("demand"), mode("partition_share")), (0, 1));
+    }
+    let users: Vec<String> = (0..300).map(|i| format!("fallback-{i:04}")).collect();
+    env.produce_users(&users).await;
+    // Evenly spread, the partition shares use the budget too.
+    assert_shared_use(
+        &env,
+        workers,
+        "account_import",
+        users.len() as u64,
+        users.len(),
+        IMPORT_RATE,
+    )
+    .await;
 }
