@@ -267,6 +267,7 @@ pub async fn run(args: DemoArgs, shutdown: Shutdown) -> Result<ExitCode, String>
         events: args.events,
         rate: args.rate,
         bad_fraction: args.bad_fraction,
+        hot: None,
     };
     let spec = CollectSpec {
         partitions,

@@ -98,9 +98,17 @@ pub fn hold_until_first_split(budget: &[f64; 3], limiters: &[Arc<Limiter>; 3]) {
 pub async fn run(setup: CoordinatorSetup, shutdown: Shutdown) {
     let s = &setup;
     if s.create_topic {
-        if let Err(e) = super::topic::ensure(&s.client, &s.topic).await {
-            tracing::warn!(topic = %s.topic, error = %e, "could not create the budget topic; sharing the budget by partitions until it exists");
-        }
+        // Off the loop and bounded: an admin request to a broker that cannot answer it may wait
+        // for a controller, and the loop must publish meanwhile (a broker that creates topics on
+        // first use creates it from the first lease).
+        let (client, topic) = (s.client.clone(), s.topic.clone());
+        tokio::spawn(async move {
+            match tokio::time::timeout(Duration::from_secs(10), super::topic::ensure(&client, &topic)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::info!(%topic, error = %e, "could not create the budget topic (producing to it may create it)"),
+                Err(_) => tracing::info!(%topic, "no answer to creating the budget topic within 10 s (producing to it may create it)"),
+            }
+        });
     }
     let producer: Option<FutureProducer> = s
         .client
@@ -119,7 +127,9 @@ pub async fn run(setup: CoordinatorSetup, shutdown: Shutdown) {
     let mut reader = Reader::new(s);
     let mut table = LeaseTable::default();
     let mut meters: [DemandMeter; 3] = Default::default();
-    let settle = s.interval * 2;
+    // One interval: a member then uses the smaller of its last two targets, and members are at
+    // most one split apart, so any two grants add up to at most one split's shares.
+    let settle = s.interval;
     let mut grants = [Grant::new(settle), Grant::new(settle), Grant::new(settle)];
     let publish_failed_at = Arc::new(AtomicU64::new(0));
     let mut last_mode = None;
@@ -134,7 +144,9 @@ pub async fn run(setup: CoordinatorSetup, shutdown: Shutdown) {
             _ = tick => {}
         }
         let now = Instant::now();
-        let demand: Demand = std::array::from_fn(|k| meters[k].sample(now, s.limiters[k].usage()));
+        let demand: Demand = std::array::from_fn(|k| {
+            meters[k].sample(now, s.limiters[k].usage(), grants[k].current())
+        });
         if let Some(p) = &producer {
             publish(p, s, &demand, lease_ms, publish_failed_at.clone());
         }
@@ -162,6 +174,9 @@ pub async fn run(setup: CoordinatorSetup, shutdown: Shutdown) {
             last_mode = Some(mode);
         }
         let live = table.live_at(boundary - interval_ms);
+        if std::env::var_os("BUDGET_DEBUG").is_some() {
+            eprintln!("BUDGET {} {now_ms} {mode:?} live={} demand={:.1} grant={:.1} waiting={}", &s.member[s.member.len()-4..], live.len(), demand[1], grants[1].current(), s.limiters[1].usage().waiting);
+        }
         let me = live.iter().position(|(m, _)| *m == s.member);
         let partition_share = *s.partition_share.borrow();
         for (k, api) in APIS.iter().enumerate() {

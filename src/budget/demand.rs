@@ -3,7 +3,11 @@
 //! Two observable parts: what it used recently (tokens taken over the last second) and what is
 //! waiting now (calls queued at the limiter, which it would make within the next second were the
 //! tokens there). A replica with a backlog therefore asks for more than it has; an idle one asks
-//! for what it uses. Max-min fairness turns these into shares ([`super::split`]).
+//! for what it uses. And a replica that uses (nearly) all it was granted asks for half as much
+//! again: at a low rate a second holds few calls, and a busy replica whose calls happened not to
+//! be waiting at the sample must not look as if it wanted less than it has — it would lose its
+//! share to members that want nothing. Max-min fairness turns these into shares
+//! ([`super::split`]).
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -14,6 +18,10 @@ use crate::limiter::Usage;
 
 /// How far back "recent use" looks.
 pub const USE_WINDOW: Duration = Duration::from_secs(1);
+/// A member using at least this share of its grant counts as busy...
+const BUSY_FRACTION: f64 = 0.8;
+/// ...and asks for this much of its grant at least.
+const BUSY_HEADROOM: f64 = 1.5;
 
 /// Samples of one limiter's [`Usage`], turned into a demand.
 #[derive(Debug, Default)]
@@ -23,8 +31,9 @@ pub struct DemandMeter {
 }
 
 impl DemandMeter {
-    /// Records `usage` at `now` and returns the demand, calls/s.
-    pub fn sample(&mut self, now: Instant, usage: Usage) -> f64 {
+    /// Records `usage` at `now` and returns the demand, calls/s, of a member granted `granted`
+    /// calls/s.
+    pub fn sample(&mut self, now: Instant, usage: Usage, granted: f64) -> f64 {
         self.samples.push_back((now, usage.taken));
         while self.samples.len() > 2 && now.duration_since(self.samples[1].0) >= USE_WINDOW {
             self.samples.pop_front();
@@ -36,7 +45,12 @@ impl DemandMeter {
         } else {
             0.0
         };
-        used + usage.waiting as f64 / USE_WINDOW.as_secs_f64()
+        let wanted = used + usage.waiting as f64 / USE_WINDOW.as_secs_f64();
+        if granted > 0.0 && used >= BUSY_FRACTION * granted {
+            wanted.max(BUSY_HEADROOM * granted)
+        } else {
+            wanted
+        }
     }
 }
 
@@ -51,20 +65,34 @@ mod tests {
         let mut taken = 0;
         let mut last = 0.0;
         for _ in 0..8 {
-            last = m.sample(Instant::now(), Usage { taken, waiting: 0 });
+            last = m.sample(Instant::now(), Usage { taken, waiting: 0 }, 100.0);
             tokio::time::advance(step).await;
             taken += 10; // 40 calls/s
         }
         assert!((last - 40.0).abs() < 1e-9, "{last}");
-        let backlog = m.sample(Instant::now(), Usage { taken, waiting: 120 });
+        let backlog = m.sample(Instant::now(), Usage { taken, waiting: 120 }, 100.0);
         assert!((backlog - 160.0).abs() < 1e-9, "{backlog}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_member_that_uses_its_grant_asks_for_more() {
+        let mut m = DemandMeter::default();
+        let mut taken = 0;
+        let mut last = 0.0;
+        for i in 0..8 {
+            // 3.2 calls/s of a 3.33 grant, nothing waiting at the samples.
+            last = m.sample(Instant::now(), Usage { taken, waiting: 0 }, 10.0 / 3.0);
+            tokio::time::advance(Duration::from_millis(250)).await;
+            taken += if i % 5 == 4 { 0 } else { 1 };
+        }
+        assert!((last - 5.0).abs() < 1e-9, "{last}");
     }
 
     #[tokio::test(start_paused = true)]
     async fn an_idle_member_wants_nothing() {
         let mut m = DemandMeter::default();
         for _ in 0..6 {
-            assert_eq!(m.sample(Instant::now(), Usage { taken: 7, waiting: 0 }), 0.0);
+            assert_eq!(m.sample(Instant::now(), Usage { taken: 7, waiting: 0 }, 50.0), 0.0);
             tokio::time::advance(Duration::from_millis(250)).await;
         }
     }
