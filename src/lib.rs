@@ -14,6 +14,7 @@
 //!   ([`window::CloseRule`]), or at the linger time.
 //! - [`pipeline`]: the check and import stages, for one window.
 //! - [`limiter`]: token buckets with a changeable rate (AIMD on frequency-limit answers).
+//! - [`backoff`]: the one backoff policy of the API retries, the prober and the transactions.
 //! - [`chat`]: the Chat REST client: UserSig, API types, error classes, retries, the outage
 //!   detector, primary/backup domains, HTTP.
 //! - [`sink`]: outcome and dead-letter record formats, and producing them.
@@ -35,6 +36,7 @@
 //! - [`bench`]: `account-sync bench`, the end-to-end performance figures.
 
 pub mod backfill;
+pub mod backoff;
 pub mod bench;
 pub mod chat;
 pub mod config;
