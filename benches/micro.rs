@@ -9,10 +9,11 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use account_sync::chat::usersig::{self, SecretKey};
+use account_sync::domain::{InputRecord, Outcome, OutcomeStatus, SourcePos};
 use account_sync::event::{Decoder, SignupEvent};
 use account_sync::limiter::Limiter;
-use account_sync::sink::{encode_outcome, Outcome, OutcomeStatus};
-use account_sync::window::{CloseReason, InputRecord, SourcePos, Window};
+use account_sync::sink::encode_outcome;
+use account_sync::window::{CloseReason, Window};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 fn decode(c: &mut Criterion) {

@@ -8,6 +8,8 @@
 //!
 //! # Module map, in the order data flows
 //!
+//! - [`domain`]: the vocabulary every stage shares: source positions, input records, outcomes,
+//!   stages and failure classes.
 //! - [`source`]: the Kafka consumer (consumer group, rebalance events, pause/resume).
 //! - [`event`]: payload → [`event::SignupEvent`], or a decode error that becomes a dead letter.
 //! - [`window`]: up to 100 distinct UserIDs; closed when full, when waiting buys nothing
@@ -44,6 +46,7 @@ pub mod demo;
 pub mod dev;
 pub mod dlq;
 pub mod doctor;
+pub mod domain;
 pub mod emulator;
 pub mod event;
 pub mod limiter;

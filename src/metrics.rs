@@ -350,7 +350,7 @@ impl Metrics {
     /// increment to `rate()`), and so that every name is in the scrape.
     fn initialise_series(&self) {
         use crate::chat::{Api, FailureClass};
-        use crate::sink::{failure_class, OutcomeStatus};
+        use crate::domain::{failure_class, OutcomeStatus};
         for api in [Api::AccountCheck, Api::AccountImport] {
             let a = api.name();
             self.api_requests.with_label_values(&[a, "ok"]);

@@ -30,8 +30,8 @@ use tokio::sync::Semaphore;
 use crate::chat::client::{CheckOutcome, ImportAccount};
 use crate::chat::health::is_availability_error;
 use crate::chat::{Attempted, ChatClient, ChatError, FailureClass};
+use crate::domain::{failure_class, Outcome, OutcomeStatus, Stage};
 use crate::shutdown::Shutdown;
-use crate::sink::{failure_class, Outcome, OutcomeStatus, Stage};
 use crate::systemic::{SystemicGate, Turn};
 use crate::window::{CheckInFlight, ClosedWindow};
 

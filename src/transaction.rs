@@ -45,11 +45,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::backoff::{Backoff, Delays};
+use crate::domain::SourcePos;
 use crate::metrics::Metrics;
 use crate::offsets::OffsetTracker;
 use crate::sink::{OutRecord, Sink};
 use crate::source::SourceConsumer;
-use crate::window::SourcePos;
 
 /// One window's (or one dead-lettered record's) contribution to a transaction.
 pub struct TxnItem {

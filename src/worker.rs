@@ -34,20 +34,21 @@ use tokio::task::JoinSet;
 use crate::chat::client::CallObserver;
 use crate::chat::ChatClient;
 use crate::config::WorkerArgs;
+use crate::domain::{failure_class, InputRecord, Outcome, OutcomeStatus, SourcePos, Stage};
 use crate::event::Decoder;
 use crate::metrics::{Metrics, MetricsObserver, Readiness};
 use crate::offsets::OffsetTracker;
 use crate::pipeline::{ImportPlan, Stages};
 use crate::shutdown::Shutdown;
-use crate::sink::{failure_class, rfc3339_millis, DeadLetter, OutRecord, Outcome, Sink, Stage};
+use crate::sink::{rfc3339_millis, DeadLetter, OutRecord, Sink};
 use crate::source::{
     self, RebalanceEvent, RevokeHook, SourceConsumer, SourceContext, SourceSettings,
 };
 use crate::systemic::{self, SystemicGate};
 use crate::transaction::{Committer, TxnFailure, TxnItem, TxnTiming};
 use crate::window::{
-    CheckInFlight, ChecksInFlight, CloseReason, CloseRule, ClosedWindow, InputRecord, Intake,
-    RecordsById, SourcePos, Window,
+    CheckInFlight, ChecksInFlight, CloseReason, CloseRule, ClosedWindow, Intake, RecordsById,
+    Window,
 };
 
 /// Why the worker stopped with an error.
@@ -723,15 +724,15 @@ async fn process_window(shared: &Shared, window: ClosedWindow, check: CheckInFli
         );
         return;
     };
-    let count = |s: crate::sink::OutcomeStatus| {
+    let count = |s: OutcomeStatus| {
         let ids = window.id_of_record.iter();
         ids.filter(|&&id| outcomes[id].status == s).count()
     };
     tracing::debug!(
         records = window.records.len(),
-        imported = count(crate::sink::OutcomeStatus::Imported),
-        already_imported = count(crate::sink::OutcomeStatus::AlreadyImported),
-        failed = count(crate::sink::OutcomeStatus::Failed),
+        imported = count(OutcomeStatus::Imported),
+        already_imported = count(OutcomeStatus::AlreadyImported),
+        failed = count(OutcomeStatus::Failed),
         "window resolved"
     );
 }

@@ -9,8 +9,8 @@ use std::process::ExitStatus;
 use std::time::{Duration, Instant, SystemTime};
 
 use account_sync::dlq::REPLAYED_FROM;
-use account_sync::sink::{dead_letter_headers, failure_class, headers, DeadLetter, Stage};
-use account_sync::window::SourcePos;
+use account_sync::domain::{failure_class, SourcePos, Stage};
+use account_sync::sink::{dead_letter_headers, headers, DeadLetter};
 use common::emulator::emulator_config;
 use common::kafka::{
     committed, count_records, event_json, produce, produce_with_headers, read_everything,

@@ -19,13 +19,14 @@ use super::input::{self, FileFormat, LineItem, LineParser, OpenInput, Parsed, Re
 use super::report::{CallCounter, Report, Snapshot};
 use super::{BackfillError, Stop, Summary};
 use crate::chat::{Api, ChatClient};
+use crate::domain::{InputRecord, Outcome, OutcomeStatus, SourcePos};
 use crate::event::MAX_PAYLOAD_BYTES;
 use crate::offsets::OffsetTracker;
 use crate::pipeline::Stages;
 use crate::shutdown::Shutdown;
-use crate::sink::{encode_outcome_from, rfc3339_millis, Outcome, OutcomeStatus};
+use crate::sink::{encode_outcome_from, rfc3339_millis};
 use crate::systemic::{self, SystemicGate};
-use crate::window::{CloseReason, ClosedWindow, InputRecord, SourcePos, Window};
+use crate::window::{CloseReason, ClosedWindow, Window};
 
 /// How long an open window waits for the reader's next lines (only a slow standard input ever
 /// makes it wait).

@@ -5,7 +5,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rdkafka::message::{Headers, Message};
 
-use crate::sink::{failure_class, headers, Stage};
+use crate::domain::{failure_class, Stage};
+use crate::sink::headers;
 
 /// What the filters (and the dry-run listing) look at in one dead letter. Absent or unreadable
 /// headers are `None`: such a record matches no filter on that field.
