@@ -1,6 +1,6 @@
 //! One backoff policy for every loop that waits before trying again: the Chat API call retries
 //! ([`crate::chat::retry`]), the systemic prober ([`crate::systemic`]) and the transaction calls
-//! ([`crate::transaction`]). Each keeps its own numbers; [`Backoff`] says how numbers become
+//! ([`crate::delivery::transaction`]). Each keeps its own numbers; [`Backoff`] says how numbers become
 //! delays, so the three cannot drift apart in how they grow, cap or jitter.
 
 use std::time::Duration;

@@ -20,10 +20,11 @@
 //! - [`chat`]: the Chat REST client: UserSig, API types, error classes, retries, the outage
 //!   detector, primary/backup domains, HTTP.
 //! - [`sink`]: outcome and dead-letter record formats, and producing them.
-//! - [`offsets`]: per-partition done watermarks: what may be committed.
+//! - [`delivery`]: records out → offsets committable → committed, in either delivery mode: the
+//!   done watermarks ([`delivery::offsets`]) and exactly-once transactions
+//!   ([`delivery::transaction`]).
 //! - [`systemic`]: the gate that pauses everything during a systemic fault or an outage, and its
 //!   prober.
-//! - [`transaction`]: exactly-once mode: records and offsets in one Kafka transaction.
 //! - [`worker`]: all of the above wired together; `account-sync run`.
 //! - [`metrics`]: Prometheus metrics and the admin endpoints (`/metrics`, `/healthz`, `/readyz`).
 //! - [`config`]: every setting, with `ACCOUNT_SYNC_*` environment variables and validation.
@@ -42,6 +43,7 @@ pub mod backoff;
 pub mod bench;
 pub mod chat;
 pub mod config;
+pub mod delivery;
 pub mod demo;
 pub mod dev;
 pub mod dlq;
@@ -51,13 +53,11 @@ pub mod emulator;
 pub mod event;
 pub mod limiter;
 pub mod metrics;
-pub mod offsets;
 pub mod pipeline;
 mod progress;
 pub mod shutdown;
 pub mod sink;
 pub mod source;
 pub mod systemic;
-pub mod transaction;
 pub mod window;
 pub mod worker;

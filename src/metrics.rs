@@ -87,7 +87,7 @@ pub struct Metrics {
     /// Kafka consumer errors.
     pub consumer_errors: IntCounter,
     /// Exactly-once: errors of transactional calls, by stage and librdkafka's class (see
-    /// [`crate::transaction::Stage`] and [`crate::transaction::ErrorClass`]).
+    /// [`crate::delivery::transaction::Stage`] and [`crate::delivery::transaction::ErrorClass`]).
     pub transaction_errors: IntCounterVec,
 }
 
@@ -394,8 +394,8 @@ impl Metrics {
         for to in ["primary", "backup"] {
             self.chat_api_domain_switches.with_label_values(&[to]);
         }
-        for stage in crate::transaction::Stage::ALL {
-            for kind in crate::transaction::ErrorClass::LABELS {
+        for stage in crate::delivery::transaction::Stage::ALL {
+            for kind in crate::delivery::transaction::ErrorClass::LABELS {
                 self.transaction_errors
                     .with_label_values(&[stage.as_str(), kind]);
             }

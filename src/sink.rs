@@ -203,7 +203,7 @@ pub struct Sink {
 
 impl Sink {
     /// Builds the producer ([`producer_config`]); transactional when `transactional_id` is given
-    /// (exactly-once mode; the [`Committer`](crate::transaction::Committer) then initialises its
+    /// (exactly-once mode; the [`Committer`](crate::delivery::transaction::Committer) then initialises its
     /// transactions).
     pub fn new(
         brokers: &str,

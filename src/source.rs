@@ -13,8 +13,8 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientContext;
 use tokio::sync::mpsc;
 
+use crate::delivery::offsets::OffsetTracker;
 use crate::metrics::Metrics;
-use crate::offsets::OffsetTracker;
 
 /// A change of this worker's partitions of the input topic.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,10 +9,10 @@
 //! its users and, as soon as a user's outcome is decided, produces one outcome per record of that
 //! user (and a dead-letter record per failure), waits for the broker's acknowledgements, and only
 //! then marks those records done, which may move the partition's committable position (see
-//! [`crate::offsets`]).
+//! [`crate::delivery::offsets`]).
 //!
 //! In exactly-once mode the window tasks hand their records to the transaction
-//! [`Committer`](crate::transaction::Committer) instead, which produces them and commits the
+//! [`Committer`](crate::delivery::transaction::Committer) instead, which produces them and commits the
 //! offsets in one transaction.
 //!
 //! On revocation, the revoked partitions' records are taken out of the open window and
@@ -34,10 +34,11 @@ use tokio::task::JoinSet;
 use crate::chat::client::CallObserver;
 use crate::chat::ChatClient;
 use crate::config::WorkerArgs;
+use crate::delivery::offsets::OffsetTracker;
+use crate::delivery::transaction::{Committer, TxnFailure, TxnItem, TxnTiming};
 use crate::domain::{failure_class, InputRecord, Outcome, OutcomeStatus, SourcePos, Stage};
 use crate::event::Decoder;
 use crate::metrics::{Metrics, MetricsObserver, Readiness};
-use crate::offsets::OffsetTracker;
 use crate::pipeline::{ImportPlan, Stages};
 use crate::shutdown::Shutdown;
 use crate::sink::{rfc3339_millis, DeadLetter, OutRecord, Sink};
@@ -45,7 +46,6 @@ use crate::source::{
     self, RebalanceEvent, RevokeHook, SourceConsumer, SourceContext, SourceSettings,
 };
 use crate::systemic::{self, SystemicGate};
-use crate::transaction::{Committer, TxnFailure, TxnItem, TxnTiming};
 use crate::window::{
     CheckInFlight, ChecksInFlight, CloseReason, CloseRule, ClosedWindow, Intake, RecordsById,
     Window,

@@ -19,9 +19,9 @@ use super::input::{self, FileFormat, LineItem, LineParser, OpenInput, Parsed, Re
 use super::report::{CallCounter, Report, Snapshot};
 use super::{BackfillError, Stop, Summary};
 use crate::chat::{Api, ChatClient};
+use crate::delivery::offsets::OffsetTracker;
 use crate::domain::{InputRecord, Outcome, OutcomeStatus, SourcePos};
 use crate::event::MAX_PAYLOAD_BYTES;
-use crate::offsets::OffsetTracker;
 use crate::pipeline::Stages;
 use crate::shutdown::Shutdown;
 use crate::sink::{encode_outcome_from, rfc3339_millis};

@@ -45,9 +45,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::backoff::{Backoff, Delays};
+use crate::delivery::offsets::OffsetTracker;
 use crate::domain::SourcePos;
 use crate::metrics::Metrics;
-use crate::offsets::OffsetTracker;
 use crate::sink::{OutRecord, Sink};
 use crate::source::SourceConsumer;
 
