@@ -238,16 +238,3 @@ pub fn pause_partitions(
     }
     consumer.pause(&tpl)
 }
-
-/// Stores committable positions (`(partition, next offset)`) for the next commit.
-pub fn store_positions(
-    consumer: &SourceConsumer,
-    topic: &str,
-    positions: &[(i32, i64)],
-) -> KafkaResult<()> {
-    let mut tpl = TopicPartitionList::new();
-    for &(p, o) in positions {
-        tpl.add_partition_offset(topic, p, Offset::Offset(o))?;
-    }
-    consumer.store_offsets(&tpl)
-}

@@ -5,15 +5,9 @@
 //! closed windows as tasks; the number of windows in flight is bounded by a semaphore and the
 //! number of records held by `max_events_in_flight`, at which intake stops reading until a
 //! window's worth of room is free (if that lasts 5 s every assigned partition is paused; the loop
-//! keeps polling, so the consumer stays in its group). Each window task resolves
-//! its users and, as soon as a user's outcome is decided, produces one outcome per record of that
-//! user (and a dead-letter record per failure), waits for the broker's acknowledgements, and only
-//! then marks those records done, which may move the partition's committable position (see
-//! [`crate::delivery::offsets`]).
-//!
-//! In exactly-once mode the window tasks hand their records to the transaction
-//! [`Committer`](crate::delivery::transaction::Committer) instead, which produces them and commits the
-//! offsets in one transaction.
+//! keeps polling, so the consumer stays in its group). Each window task resolves its users and,
+//! as soon as a user's outcome is decided, hands its records to [`Delivery`], which delivers them
+//! and makes their offsets committable in either delivery mode (see [`crate::delivery`]).
 //!
 //! On revocation, the revoked partitions' records are taken out of the open window and
 //! processed at once, and the rebalance waits (up to `--drain-timeout`) until every in-flight
@@ -22,33 +16,31 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use futures_util::future::join_all;
-use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::chat::client::CallObserver;
 use crate::chat::ChatClient;
 use crate::config::WorkerArgs;
 use crate::delivery::offsets::OffsetTracker;
-use crate::delivery::transaction::{Committer, TxnFailure, TxnItem, TxnTiming};
+use crate::delivery::transaction::{TxnFailure, TxnTiming};
+use crate::delivery::{Committable, Delivery, DeliveryError, Parts, Started, Transactions};
 use crate::domain::{failure_class, InputRecord, Outcome, OutcomeStatus, SourcePos, Stage};
 use crate::event::Decoder;
 use crate::metrics::{Metrics, MetricsObserver, Readiness};
 use crate::pipeline::{ImportPlan, Stages};
 use crate::shutdown::Shutdown;
-use crate::sink::{rfc3339_millis, DeadLetter, OutRecord, Sink};
+use crate::sink::{DeadLetter, Sink};
 use crate::source::{
     self, RebalanceEvent, RevokeHook, SourceConsumer, SourceContext, SourceSettings,
 };
 use crate::systemic::{self, SystemicGate};
 use crate::window::{
-    CheckInFlight, ChecksInFlight, CloseReason, CloseRule, ClosedWindow, Intake, RecordsById,
-    Window,
+    CheckInFlight, ChecksInFlight, CloseReason, CloseRule, ClosedWindow, Intake, Window,
 };
 
 /// Why the worker stopped with an error.
@@ -72,38 +64,27 @@ pub enum WorkerError {
     Transaction(#[from] TxnFailure),
 }
 
+impl From<DeliveryError> for WorkerError {
+    fn from(e: DeliveryError) -> Self {
+        match e {
+            DeliveryError::Undelivered(reason) => WorkerError::Delivery(reason),
+            DeliveryError::Transaction(f) => WorkerError::Transaction(f),
+        }
+    }
+}
+
 /// Everything the window and decode tasks share.
 struct Shared {
     /// The check and import stages.
     stages: Stages,
-    /// The producer.
-    sink: Arc<Sink>,
-    /// How records reach the broker: directly, or through transactions.
-    delivery: Delivery,
+    /// Where their records go.
+    delivery: Arc<Delivery>,
     /// Bounds the windows in flight.
     window_slots: Arc<Semaphore>,
-    /// The consumer (for storing offsets).
-    consumer: Arc<SourceConsumer>,
-    /// Input topic.
-    topic: String,
-    /// Done-watermark tracking.
-    tracker: Arc<Mutex<OffsetTracker>>,
-    /// Woken whenever records complete (the loop may resume intake).
-    progress: Notify,
     /// Windows closed whose account_check has not answered yet (the window close rule).
     checks: Arc<ChecksInFlight>,
     /// Metrics of this worker.
     metrics: Arc<Metrics>,
-    /// Fatal errors from tasks (a final delivery failure, a failed transaction).
-    fatal: mpsc::UnboundedSender<WorkerError>,
-}
-
-/// How a window's records are delivered.
-enum Delivery {
-    /// Produce, wait for the acknowledgements, store the offsets (auto-committed).
-    AtLeastOnce,
-    /// Hand them to the transaction committer.
-    ExactlyOnce(mpsc::Sender<TxnItem>),
 }
 
 /// A worker built from its settings, ready to run.
@@ -222,29 +203,29 @@ impl Worker {
             &a.kafka.dlq_topic,
             transactional_id.as_deref(),
         )?);
-        let (delivery, committer) = match &transactional_id {
-            None => (Delivery::AtLeastOnce, None),
-            Some(id) => {
-                let committer = Committer {
-                    sink: sink.clone(),
-                    consumer: consumer.clone(),
-                    tracker: tracker.clone(),
-                    topic: a.kafka.input_topic.clone(),
-                    linger: a.transaction_linger,
-                    timing: TxnTiming::from_properties(&extra),
-                    metrics: self.metrics.clone(),
-                };
-                // Fences an older incarnation of this replica and aborts its open transaction.
-                committer.init().await?;
-                tracing::info!(transactional_id = %id, "exactly-once delivery: transactions initialised");
-                let (tx, rx) = mpsc::channel(a.max_windows_in_flight * 2);
-                (
-                    Delivery::ExactlyOnce(tx),
-                    Some(tokio::spawn(committer.run(rx))),
-                )
-            }
+        let transactions = exactly_once.then(|| Transactions {
+            linger: a.transaction_linger,
+            timing: TxnTiming::from_properties(&extra),
+            queue: a.max_windows_in_flight * 2,
+        });
+        let parts = Parts {
+            sink: sink.clone(),
+            consumer: consumer.clone(),
+            tracker: tracker.clone(),
+            topic: a.kafka.input_topic.clone(),
+            metrics: self.metrics.clone(),
         };
-        let (fatal_tx, mut fatal_rx) = mpsc::unbounded_channel();
+        // Exactly-once: fences an older incarnation of this replica and aborts its open
+        // transaction first.
+        let Started {
+            delivery,
+            committable,
+            failures: mut fatal_rx,
+            committer,
+        } = Delivery::start(parts, transactions).await?;
+        if let Some(id) = &transactional_id {
+            tracing::info!(transactional_id = %id, "exactly-once delivery: transactions initialised");
+        }
         let shared = Arc::new(Shared {
             stages: Stages {
                 client: self.client.clone(),
@@ -257,16 +238,10 @@ impl Worker {
                 // instead of holding every stop during a fault for the whole --drain-timeout.
                 shutdown: shutdown.clone(),
             },
-            sink,
             delivery,
             window_slots: Arc::new(Semaphore::new(a.max_windows_in_flight)),
-            consumer: consumer.clone(),
-            topic: a.kafka.input_topic.clone(),
-            tracker: tracker.clone(),
-            progress: Notify::new(),
             checks: Arc::new(ChecksInFlight::default()),
             metrics: self.metrics.clone(),
-            fatal: fatal_tx,
         });
         for api in [
             crate::chat::Api::AccountCheck,
@@ -288,6 +263,7 @@ impl Worker {
         consumer.context().set_revoke_hook(Some(revoke_hook(
             Arc::downgrade(&shared),
             window.clone(),
+            committable.clone(),
             a.drain_timeout,
         )));
         let lock_window = || window.lock().unwrap_or_else(|e| e.into_inner());
@@ -329,7 +305,7 @@ impl Worker {
                 biased;
                 _ = shutdown.wait() => break,
                 Some(reason) = fatal_rx.recv() => {
-                    failure = Some(reason);
+                    failure = Some(reason.into());
                     break;
                 }
                 Some(ev) = events_rx.recv() => match ev {
@@ -359,7 +335,7 @@ impl Worker {
                     }
                 }
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-                _ = shared.progress.notified(), if paused || full_since.is_some() => {}
+                _ = shared.delivery.progressed(), if paused || full_since.is_some() => {}
                 _ = tokio::time::sleep_until(full_since.map_or_else(tokio::time::Instant::now, |t| t + PAUSE_AFTER)), if full_since.is_some() && !paused => {}
                 _ = gate_rx.changed() => {
                     let fault = gate_rx.borrow_and_update().clone();
@@ -409,7 +385,7 @@ impl Worker {
                                 let shared = shared.clone();
                                 tasks.spawn(async move {
                                     let dl = DeadLetter { stage: Stage::Decode, code: 0, reason: err.to_string(), class: failure_class::INVALID_INPUT, attempts: 0 };
-                                    dead_letter_decode(&shared, key, payload, pos, dl).await;
+                                    shared.delivery.decode_failure(key, payload, pos, dl).await;
                                 });
                             }
                         }
@@ -481,13 +457,12 @@ impl Worker {
             while tasks.join_next().await.is_some() {}
         }
         if let Some(reason) = fatal_rx.try_recv().ok().filter(|_| failure.is_none()) {
-            failure = Some(reason);
+            failure = Some(reason.into());
         }
         // Everything is drained: the final close must not drain again.
         consumer.context().set_revoke_hook(None);
-        let sink = shared.sink.clone();
-        // The last sender of the committer's channel goes with `shared`: it then finishes its
-        // last transaction and ends.
+        // The last sender of the committer's channel goes with `shared` (its delivery): it then
+        // finishes its last transaction and ends.
         drop(shared);
         if let Some(c) = committer {
             let _ = c.await;
@@ -504,14 +479,12 @@ impl Worker {
         // the group notices the session expire). A thread of its own, not `spawn_blocking`: the
         // runtime waits for its blocking tasks when it shuts down, so a hung close would hold
         // the caller's runtime (a test's, an embedding program's) forever.
-        let (tracker, topic) = (tracker.clone(), a.kafka.input_topic.clone());
         let (closed_tx, closed) = oneshot::channel::<()>();
         let spawned = std::thread::Builder::new()
             .name("account-sync-close".into())
             .spawn(move || {
-                if !exactly_once {
-                    commit_final(&consumer, &tracker, &topic);
-                }
+                // At-least-once only: in exactly-once mode the transactions committed them.
+                committable.commit_final(&*consumer);
                 // Closing the consumer leaves the group.
                 drop(Arc::try_unwrap(consumer).ok());
                 let _ = closed_tx.send(());
@@ -582,26 +555,6 @@ impl Worker {
     }
 }
 
-/// Commits the done watermarks of every assigned partition, synchronously (at-least-once mode,
-/// at shutdown).
-fn commit_final(consumer: &SourceConsumer, tracker: &Mutex<OffsetTracker>, topic: &str) {
-    let positions = tracker
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .watermarks();
-    if positions.is_empty() {
-        return;
-    }
-    let mut tpl = TopicPartitionList::new();
-    for (p, o) in &positions {
-        let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(*o));
-    }
-    match consumer.commit(&tpl, CommitMode::Sync) {
-        Ok(()) => tracing::info!(?positions, "final offsets committed"),
-        Err(e) => tracing::warn!(error = %e, "final offset commit failed"),
-    }
-}
-
 /// Longest the final commit plus leaving the group may take at shutdown.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -613,6 +566,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(15);
 fn revoke_hook(
     shared: Weak<Shared>,
     window: Arc<Mutex<Window>>,
+    committable: Committable,
     drain_timeout: Duration,
 ) -> RevokeHook {
     let runtime = tokio::runtime::Handle::current();
@@ -630,10 +584,7 @@ fn revoke_hook(
                 let (s, check) = (shared.clone(), shared.checks.start());
                 runtime.spawn(async move { window_task(&s, w, check).await });
             }
-            let pending = || {
-                let t = shared.tracker.lock().unwrap_or_else(|e| e.into_inner());
-                parts.iter().map(|&p| t.pending_in(p)).sum::<usize>()
-            };
+            let pending = || committable.pending_in(parts);
             let wait = || {
                 while pending() > 0 && started.elapsed() < drain_timeout {
                     std::thread::sleep(Duration::from_millis(5));
@@ -647,27 +598,7 @@ fn revoke_hook(
             } else {
                 wait()
             };
-            if matches!(shared.delivery, Delivery::AtLeastOnce) {
-                let positions: Vec<(i32, i64)> = {
-                    let t = shared.tracker.lock().unwrap_or_else(|e| e.into_inner());
-                    t.watermarks()
-                        .into_iter()
-                        .filter(|(p, _)| parts.contains(p))
-                        .collect()
-                };
-                let mut tpl = TopicPartitionList::new();
-                for (p, o) in &positions {
-                    let _ = tpl.add_partition_offset(&shared.topic, *p, Offset::Offset(*o));
-                }
-                if tpl.count() > 0 {
-                    // Async: a synchronous commit has no timeout and would hold the rebalance
-                    // forever if the coordinator vanished. librdkafka sends it before the
-                    // partitions are released, and auto-commit commits them on unassign too.
-                    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
-                        tracing::warn!(error = %e, "offset commit on revocation failed");
-                    }
-                }
-            }
+            committable.commit_revoked(consumer, parts);
             if left > 0 {
                 tracing::warn!(partitions = ?parts, left, "revocation drain timed out; those records will be replayed by the next owner");
             } else {
@@ -716,7 +647,7 @@ async fn window_task(shared: &Shared, window: ClosedWindow, check: CheckInFlight
 async fn process_window(shared: &Shared, window: ClosedWindow, check: CheckInFlight) {
     let records_of = window.records_by_id();
     let decided =
-        |outcomes: Vec<(usize, Outcome)>| deliver_outcomes(shared, &window, &records_of, outcomes);
+        |outcomes: Vec<(usize, Outcome)>| shared.delivery.outcomes(&window, &records_of, outcomes);
     let Some(outcomes) = shared.stages.resolve(&window, check, decided).await else {
         tracing::info!(
             records = window.records.len(),
@@ -735,208 +666,4 @@ async fn process_window(shared: &Shared, window: ClosedWindow, check: CheckInFli
         failed = count(OutcomeStatus::Failed),
         "window resolved"
     );
-}
-
-/// Delivers the records of the users whose outcomes were just decided (`(index in window.ids,
-/// outcome)`): one outcome per record, and a dead letter per failed one; counts and marks done
-/// the delivered ones.
-async fn deliver_outcomes(
-    shared: &Shared,
-    window: &ClosedWindow,
-    records_of: &RecordsById,
-    decided: Vec<(usize, Outcome)>,
-) {
-    let stamp = rfc3339_millis(SystemTime::now());
-    let records: Vec<(&InputRecord, &Outcome)> = decided
-        .iter()
-        .flat_map(|(id, outcome)| {
-            records_of
-                .of(*id)
-                .iter()
-                .map(move |&r| (&window.records[r], outcome))
-        })
-        .collect();
-    // One group of records per input record: its outcome, and its dead letter if it failed.
-    let groups: Vec<(SourcePos, Vec<OutRecord>)> = records
-        .iter()
-        .map(|&(rec, outcome)| {
-            let mut out =
-                vec![shared
-                    .sink
-                    .outcome_record(&rec.event.user_id, outcome, rec.pos, &stamp)];
-            if let Some(stage) = outcome.failed_stage {
-                let dl = DeadLetter {
-                    stage,
-                    code: outcome.error_code,
-                    reason: outcome.error_info.clone(),
-                    class: outcome.failure_class,
-                    attempts: outcome.attempts,
-                };
-                out.push(shared.sink.dead_letter_record(
-                    rec.key.as_deref(),
-                    rec.payload.as_deref(),
-                    rec.pos,
-                    &dl,
-                    &stamp,
-                ));
-            }
-            (rec.pos, out)
-        })
-        .collect();
-    let delivered = deliver(shared, groups).await;
-    let acknowledged_ms = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
-    for (&(rec, outcome), ok) in records.iter().zip(&delivered) {
-        if !ok {
-            continue;
-        }
-        shared
-            .metrics
-            .outcomes
-            .with_label_values(&[outcome.status.as_str()])
-            .inc();
-        if let Some(stage) = outcome.failed_stage {
-            shared
-                .metrics
-                .events_dead_lettered
-                .with_label_values(&[stage.as_str(), outcome.failure_class])
-                .inc();
-            tracing::warn!(
-                topic = %shared.topic,
-                partition = rec.pos.partition,
-                offset = rec.pos.offset,
-                stage = stage.as_str(),
-                code = outcome.error_code,
-                reason = %outcome.error_info,
-                "account failed; dead-lettered"
-            );
-        }
-        if let Some(ts) = rec.timestamp_ms {
-            // To the acknowledgement (in exactly-once mode, the commit), as the metric says.
-            let age_ms = acknowledged_ms - ts;
-            if age_ms >= 0 {
-                shared
-                    .metrics
-                    .end_to_end_latency
-                    .observe(age_ms as f64 / 1000.0);
-            }
-        }
-    }
-}
-
-/// Dead-letters a record that did not decode, then marks it done.
-async fn dead_letter_decode(
-    shared: &Shared,
-    key: Option<Vec<u8>>,
-    payload: Option<Vec<u8>>,
-    pos: SourcePos,
-    dl: DeadLetter,
-) {
-    let stamp = rfc3339_millis(SystemTime::now());
-    let record =
-        shared
-            .sink
-            .dead_letter_record(key.as_deref(), payload.as_deref(), pos, &dl, &stamp);
-    if deliver(shared, vec![(pos, vec![record])]).await[0] {
-        shared
-            .metrics
-            .events_dead_lettered
-            .with_label_values(&["decode", failure_class::INVALID_INPUT])
-            .inc();
-    }
-}
-
-/// Delivers each input record's group of output records and marks the input records whose
-/// records were all delivered done. Returns, per group, whether it was delivered. A final
-/// delivery failure is fatal: the worker stops without committing past it.
-async fn deliver(shared: &Shared, groups: Vec<(SourcePos, Vec<OutRecord>)>) -> Vec<bool> {
-    match &shared.delivery {
-        Delivery::AtLeastOnce => {
-            let sends = groups.iter().map(|(_, records)| async move {
-                for r in records {
-                    shared.sink.send(r).await?;
-                }
-                Ok::<(), crate::sink::SinkError>(())
-            });
-            let results = join_all(sends).await;
-            let mut done = Vec::with_capacity(groups.len());
-            let mut ok = Vec::with_capacity(groups.len());
-            for ((pos, _), r) in groups.iter().zip(results) {
-                match r {
-                    Ok(()) => {
-                        done.push(*pos);
-                        ok.push(true);
-                    }
-                    Err(e) => {
-                        tracing::error!(partition = pos.partition, offset = pos.offset, error = %e, "record delivery failed");
-                        let _ = shared.fatal.send(WorkerError::Delivery(e.to_string()));
-                        ok.push(false);
-                    }
-                }
-            }
-            complete(shared, &done);
-            ok
-        }
-        Delivery::ExactlyOnce(committer) => {
-            let n = groups.len();
-            let (positions, records): (Vec<SourcePos>, Vec<Vec<OutRecord>>) =
-                groups.into_iter().unzip();
-            let (done_tx, done_rx) = oneshot::channel();
-            let item = TxnItem {
-                records: records.into_iter().flatten().collect(),
-                positions,
-                done: done_tx,
-            };
-            let result = match committer.send(item).await {
-                Ok(()) => done_rx
-                    .await
-                    .map_err(|_| committer_stopped())
-                    .and_then(|r| r.map_err(WorkerError::from)),
-                Err(_) => Err(committer_stopped()),
-            };
-            let committed = match result {
-                Ok(()) => true,
-                Err(e) => {
-                    let _ = shared.fatal.send(e);
-                    false
-                }
-            };
-            // The committer marked the records done in the tracker when it committed them.
-            let t = shared.tracker.lock().unwrap_or_else(|e| e.into_inner());
-            shared.metrics.events_in_flight.set(t.pending() as i64);
-            drop(t);
-            shared.progress.notify_one();
-            vec![committed; n]
-        }
-    }
-}
-
-/// The committer ended before answering (it only does when the worker is stopping anyway).
-fn committer_stopped() -> WorkerError {
-    WorkerError::Delivery("transaction committer stopped".into())
-}
-
-/// Marks records done and stores the positions that moved. The tracker lock is held while
-/// storing, so a concurrent revocation cannot slip in between (no offset of a partition that is
-/// not ours is ever stored).
-fn complete(shared: &Shared, done: &[SourcePos]) {
-    let mut t = shared.tracker.lock().unwrap_or_else(|e| e.into_inner());
-    let mut moved: Vec<(i32, i64)> = Vec::new();
-    for pos in done {
-        if let Some(w) = t.done(pos.partition, pos.epoch, pos.offset) {
-            match moved.iter_mut().find(|(p, _)| *p == pos.partition) {
-                Some(entry) => entry.1 = entry.1.max(w),
-                None => moved.push((pos.partition, w)),
-            }
-        }
-    }
-    if !moved.is_empty() {
-        if let Err(e) = source::store_positions(&shared.consumer, &shared.topic, &moved) {
-            tracing::debug!(error = %e, "storing offsets failed (partition revoked meanwhile?)");
-        }
-    }
-    shared.metrics.events_in_flight.set(t.pending() as i64);
-    drop(t);
-    shared.progress.notify_one();
 }

@@ -38,14 +38,13 @@ use futures_util::future::join_all;
 use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::producer::{FutureProducer, Producer};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::backoff::{Backoff, Delays};
-use crate::delivery::offsets::OffsetTracker;
+use crate::delivery::offsets::{offset_list, OffsetTracker};
 use crate::domain::SourcePos;
 use crate::metrics::Metrics;
 use crate::sink::{OutRecord, Sink};
@@ -534,12 +533,10 @@ impl Committer {
 
     /// The `send_offsets_to_transaction` call for the done watermarks `positions`.
     fn send_offsets_call(&self, positions: &[(i32, i64)]) -> Result<TxnCall, Interrupted> {
-        let mut tpl = TopicPartitionList::new();
-        for (p, o) in positions {
-            if let Err(e) = tpl.add_partition_offset(&self.topic, *p, Offset::Offset(*o)) {
-                return Err(self.failed(CallError::classify(Stage::SendOffsets, &e)));
-            }
-        }
+        let tpl = match offset_list(&self.topic, positions) {
+            Ok(tpl) => tpl,
+            Err(e) => return Err(self.failed(CallError::classify(Stage::SendOffsets, &e))),
+        };
         let Some(cgm) = self.consumer.group_metadata() else {
             let e = CallError {
                 stage: Stage::SendOffsets,
