@@ -1,11 +1,11 @@
 //! The worker's vocabulary, used by every stage: where an input record came from
 //! ([`SourcePos`]), a decoded record waiting for its outcome ([`InputRecord`]), what happened to
 //! it ([`Outcome`], [`OutcomeStatus`]), where it failed ([`Stage`]) and why ([`failure_class`]).
-//! How outcomes are written to Kafka is [`crate::sink`]'s business.
+//! How outcomes are written to Kafka is [`crate::delivery::sink`]'s business.
 
 use serde::Serialize;
 
-use crate::event::SignupEvent;
+use crate::worker::event::SignupEvent;
 
 /// Where an input record came from: enough to dead-letter it, report it, and mark its offset done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

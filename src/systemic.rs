@@ -304,7 +304,7 @@ pub async fn run_prober(
     }
 }
 
-/// The background work every user of the [`crate::pipeline::Stages`] runs beside them, until
+/// The background work every user of the [`crate::worker::pipeline::Stages`] runs beside them, until
 /// `stop`: [`run_prober`] while the gate is closed, and the primary domain's failback probe while
 /// calls go to the backup domain, both from `interval` (the `--systemic-probe-interval`).
 pub async fn run_probers(

@@ -12,8 +12,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use account_sync::chat::SecretKey;
-use account_sync::emulator::is_preexisting;
-use account_sync::sink::headers;
+use account_sync::delivery::sink::headers;
+use account_sync::devtools::emulator::is_preexisting;
 use common::emulator::{count, emulator_config};
 use common::kafka::{admin_get, ends, event_json, produce, RunningWorker, WorkerEnv};
 use common::monitoring::{alerts, crate_path, dashboard, prometheus_tool};

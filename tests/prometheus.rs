@@ -24,7 +24,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use account_sync::chat::SecretKey;
-use account_sync::emulator::Faults;
+use account_sync::devtools::emulator::Faults;
 use common::emulator::{emulator_config, SECRET};
 use common::kafka::{produce, RunningWorker, WorkerEnv};
 use common::monitoring::{alerts, dashboard, panel_queries, prometheus_tool, PanelQuery};

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use account_sync::chat::SecretKey;
-use account_sync::emulator::Faults;
-use account_sync::metrics::Metrics;
+use account_sync::devtools::emulator::Faults;
+use account_sync::observe::metrics::Metrics;
 use account_sync::worker::WorkerError;
 use common::emulator::{count, emulator_config, start_emulator, SECRET};
 use common::kafka::{

@@ -2,8 +2,8 @@
 //! CSV or one UserID a line), through the worker's own check and import stages, without Kafka.
 //!
 //! The file is read lazily on a thread of its own ([`input`]); its users are grouped into windows
-//! of up to 100 distinct UserIDs ([`crate::window`]) and each window is resolved by
-//! [`crate::pipeline::Stages::resolve`], as in the worker: `account_check`, then
+//! of up to 100 distinct UserIDs ([`crate::worker::window`]) and each window is resolved by
+//! [`crate::worker::pipeline::Stages::resolve`], as in the worker: `account_check`, then
 //! `account_import` for the users not imported, under the limiters, with the retries, the
 //! systemic gate, its prober and the outage behaviour. At most `--max-windows-in-flight` windows
 //! are in flight; further lines are read only as windows finish, so memory does not grow with

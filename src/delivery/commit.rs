@@ -10,7 +10,7 @@ use rdkafka::consumer::{CommitMode, Consumer};
 
 use super::offsets::{offset_list, OffsetTracker};
 use crate::domain::SourcePos;
-use crate::source::SourceContext;
+use crate::worker::source::SourceContext;
 
 /// The input topic's done watermarks and how they are committed. Cheap to clone.
 #[derive(Clone)]

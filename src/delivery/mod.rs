@@ -11,13 +11,14 @@
 //! - exactly-once: hand them to the [`transaction::Committer`], which produces them and commits
 //!   the offsets in the same transaction.
 //!
-//! Parts: [`offsets`] (the done watermarks and the one watermarks → offset list helper),
+//! Parts: [`sink`] (the record formats and the producer), [`offsets`] (the done watermarks and the one watermarks → offset list helper),
 //! [`commit`] (storing and committing them), [`outcomes`] (outcomes → records, and their
 //! counters), [`transaction`] (exactly-once).
 
 pub mod commit;
 pub mod offsets;
 mod outcomes;
+pub mod sink;
 pub mod transaction;
 
 use std::sync::{Arc, Mutex};
@@ -30,10 +31,10 @@ use tokio::task::JoinHandle;
 
 pub use commit::Committable;
 
+use crate::delivery::sink::{OutRecord, Sink, SinkError};
 use crate::domain::SourcePos;
-use crate::metrics::Metrics;
-use crate::sink::{OutRecord, Sink, SinkError};
-use crate::source::SourceConsumer;
+use crate::observe::metrics::Metrics;
+use crate::worker::source::SourceConsumer;
 use offsets::OffsetTracker;
 use transaction::{Committer, TxnFailure, TxnItem, TxnTiming};
 

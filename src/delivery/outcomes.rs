@@ -4,9 +4,9 @@
 use std::time::SystemTime;
 
 use super::Delivery;
+use crate::delivery::sink::{rfc3339_millis, DeadLetter, OutRecord};
 use crate::domain::{failure_class, InputRecord, Outcome, SourcePos};
-use crate::sink::{rfc3339_millis, DeadLetter, OutRecord};
-use crate::window::{ClosedWindow, RecordsById};
+use crate::worker::window::{ClosedWindow, RecordsById};
 
 impl Delivery {
     /// Delivers the records of the users whose outcomes were just decided (`(index in

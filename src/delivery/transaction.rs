@@ -45,10 +45,10 @@ use tokio::time::Instant;
 
 use crate::backoff::{Backoff, Delays};
 use crate::delivery::offsets::{offset_list, OffsetTracker};
+use crate::delivery::sink::{OutRecord, Sink};
 use crate::domain::SourcePos;
-use crate::metrics::Metrics;
-use crate::sink::{OutRecord, Sink};
-use crate::source::SourceConsumer;
+use crate::observe::metrics::Metrics;
+use crate::worker::source::SourceConsumer;
 
 /// One window's (or one dead-lettered record's) contribution to a transaction.
 pub struct TxnItem {

@@ -45,7 +45,7 @@ pub async fn replay(args: ReplayArgs, shutdown: Shutdown) -> Result<Summary, Rep
     let producer = match plan.dry_run {
         true => None,
         false => Some(
-            crate::sink::producer_config(&plan.brokers, &plan.properties)
+            crate::delivery::sink::producer_config(&plan.brokers, &plan.properties)
                 .create::<FutureProducer>()
                 .map_err(kafka("creating the producer"))?,
         ),

@@ -359,7 +359,7 @@ fn transactions(w: &WorkerArgs, timeout: Duration) -> Result<String, KafkaProble
         None => format!("{}-doctor", w.kafka.group_id),
     };
     let producer: BaseProducer<Recorder> =
-        crate::sink::producer_config(&w.kafka.brokers, &w.kafka.properties())
+        crate::delivery::sink::producer_config(&w.kafka.brokers, &w.kafka.properties())
             .set("transactional.id", &id)
             .create_with_context(Recorder::default())
             .map_err(KafkaProblem::Client)?;

@@ -1,7 +1,7 @@
 //! The worker: source → decode → windower → check/import stages → sink → offsets, wired together.
 //!
 //! One loop (the intake loop) reads records, decodes them, fills the open window, closes it when
-//! the [`CloseRule`] says (full, idle, or its linger; see [`crate::window`]) and dispatches
+//! the [`CloseRule`] says (full, idle, or its linger; see [`crate::worker::window`]) and dispatches
 //! closed windows as tasks; the number of windows in flight is bounded by a semaphore and the
 //! number of records held by `max_events_in_flight`, at which intake stops reading until a
 //! window's worth of room is free (if that lasts 5 s every assigned partition is paused; the loop
@@ -13,6 +13,11 @@
 //! processed at once, and the rebalance waits (up to `--drain-timeout`) until every in-flight
 //! record of those partitions is done and its offset committed; only then are the partitions
 //! released.
+
+pub mod event;
+pub(crate) mod pipeline;
+pub(crate) mod source;
+pub mod window;
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
@@ -27,21 +32,18 @@ use crate::chat::client::CallObserver;
 use crate::chat::ChatClient;
 use crate::config::WorkerArgs;
 use crate::delivery::offsets::OffsetTracker;
+use crate::delivery::sink::{DeadLetter, Sink};
 use crate::delivery::transaction::{TxnFailure, TxnTiming};
 use crate::delivery::{Committable, Delivery, DeliveryError, Parts, Started, Transactions};
 use crate::domain::{failure_class, InputRecord, Outcome, OutcomeStatus, SourcePos, Stage};
-use crate::event::Decoder;
-use crate::metrics::{Metrics, MetricsObserver, Readiness};
-use crate::pipeline::{ImportPlan, Stages};
+use crate::observe::admin::Readiness;
+use crate::observe::metrics::{Metrics, MetricsObserver};
 use crate::shutdown::Shutdown;
-use crate::sink::{DeadLetter, Sink};
-use crate::source::{
-    self, RebalanceEvent, RevokeHook, SourceConsumer, SourceContext, SourceSettings,
-};
 use crate::systemic::{self, SystemicGate};
-use crate::window::{
-    CheckInFlight, ChecksInFlight, CloseReason, CloseRule, ClosedWindow, Intake, Window,
-};
+use event::Decoder;
+use pipeline::{ImportPlan, Stages};
+use source::{RebalanceEvent, RevokeHook, SourceConsumer, SourceContext, SourceSettings};
+use window::{CheckInFlight, ChecksInFlight, CloseReason, CloseRule, ClosedWindow, Intake, Window};
 
 /// Why the worker stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -154,7 +156,7 @@ impl Worker {
                 self.readiness.clone(),
                 stop_tasks.clone(),
             );
-            tokio::spawn(async move { crate::metrics::serve_admin(l, m, r, s).await })
+            tokio::spawn(async move { crate::observe::admin::serve_admin(l, m, r, s).await })
         });
         let probers = tokio::spawn(systemic::run_probers(
             self.gate.clone(),
@@ -643,7 +645,7 @@ async fn window_task(shared: &Shared, window: ClosedWindow, check: CheckInFlight
 }
 
 /// Resolves a window and delivers each user's records as soon as its outcome is decided (see
-/// [`Stages::resolve`](crate::pipeline::Stages::resolve)); marks the delivered input records done.
+/// [`Stages::resolve`](crate::worker::pipeline::Stages::resolve)); marks the delivered input records done.
 async fn process_window(shared: &Shared, window: ClosedWindow, check: CheckInFlight) {
     let records_of = window.records_by_id();
     let decided =

@@ -14,7 +14,7 @@ use rdkafka::ClientContext;
 use tokio::sync::mpsc;
 
 use crate::delivery::offsets::OffsetTracker;
-use crate::metrics::Metrics;
+use crate::observe::metrics::Metrics;
 
 /// A change of this worker's partitions of the input topic.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -360,7 +360,7 @@ impl Drop for CheckInFlight {
 mod tests {
     use super::*;
     use crate::domain::SourcePos;
-    use crate::event::SignupEvent;
+    use crate::worker::event::SignupEvent;
 
     fn rec(user: &str, offset: i64) -> InputRecord {
         InputRecord {
