@@ -479,6 +479,31 @@ impl RunningWorker {
     }
 }
 
+/// Calls `probe` every `every` until its answer satisfies `done` or `within` passes; returns the
+/// last answer and whether it did. The async sibling of [`eventually`], for answers worth keeping
+/// (a scrape, an HTTP status and body).
+pub async fn poll_until<T, Fut>(
+    within: Duration,
+    every: Duration,
+    mut probe: impl FnMut() -> Fut,
+    done: impl Fn(&T) -> bool,
+) -> (T, bool)
+where
+    Fut: std::future::Future<Output = T>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        let answer = probe().await;
+        if done(&answer) {
+            return (answer, true);
+        }
+        if Instant::now() >= deadline {
+            return (answer, false);
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
 /// Polls `f` until it returns true or `within` passes; returns whether it did.
 pub async fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + within;
