@@ -9,22 +9,24 @@
 //! as soon as a user's outcome is decided, hands its records to [`Delivery`], which delivers them
 //! and makes their offsets committable in either delivery mode (see [`crate::delivery`]).
 //!
-//! On revocation, the revoked partitions' records are taken out of the open window and
-//! processed at once, and the rebalance waits (up to `--drain-timeout`) until every in-flight
-//! record of those partitions is done and its offset committed; only then are the partitions
-//! released.
+//! Rebalances arrive as messages. The consumer is polled by a reader task alone, so the
+//! rebalance callback runs there; on revocation it sends [`RebalanceEvent::Revoking`] and waits.
+//! The loop then takes the revoked partitions' records out of the open window and processes them
+//! at once, waits (up to `--drain-timeout`) until every in-flight record of those partitions is
+//! done, commits their offsets and acks; only then are the partitions released (see
+//! [`revoke`]).
 
 pub mod event;
 pub(crate) mod pipeline;
+mod revoke;
 pub(crate) mod source;
 pub mod window;
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::consumer::Consumer;
-use rdkafka::message::Message;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinSet;
 
@@ -34,7 +36,7 @@ use crate::config::WorkerArgs;
 use crate::delivery::offsets::OffsetTracker;
 use crate::delivery::sink::{DeadLetter, Sink};
 use crate::delivery::transaction::{TxnFailure, TxnTiming};
-use crate::delivery::{Committable, Delivery, DeliveryError, Parts, Started, Transactions};
+use crate::delivery::{Delivery, DeliveryError, Parts, Started, Transactions};
 use crate::domain::{failure_class, InputRecord, Outcome, OutcomeStatus, SourcePos, Stage};
 use crate::observe::admin::Readiness;
 use crate::observe::metrics::{Metrics, MetricsObserver};
@@ -42,7 +44,7 @@ use crate::shutdown::Shutdown;
 use crate::systemic::{self, SystemicGate};
 use event::Decoder;
 use pipeline::{ImportPlan, Stages};
-use source::{RebalanceEvent, RevokeHook, SourceConsumer, SourceContext, SourceSettings};
+use source::{Polled, RebalanceEvent, SourceConsumer, SourceSettings};
 use window::{CheckInFlight, ChecksInFlight, CloseReason, CloseRule, ClosedWindow, Intake, Window};
 
 /// Why the worker stopped with an error.
@@ -259,16 +261,16 @@ impl Worker {
         }
         let _ = self.client.usersig_expires_at();
 
-        // The open window is shared with the revocation hook, which takes the revoked
-        // partitions' records out of it. Locked only briefly, never across an await.
-        let window = Arc::new(Mutex::new(Window::new(a.window_size, a.window_linger)));
-        consumer.context().set_revoke_hook(Some(revoke_hook(
-            Arc::downgrade(&shared),
-            window.clone(),
-            committable.clone(),
-            a.drain_timeout,
-        )));
-        let lock_window = || window.lock().unwrap_or_else(|e| e.into_inner());
+        let mut window = Window::new(a.window_size, a.window_linger);
+        // From here on the rebalance callback waits for this loop to drain revoked partitions.
+        consumer.context().set_drain(Some(a.drain_timeout));
+        // The consumer is polled by the reader task alone, so a rebalance callback that waits for
+        // this loop never waits on itself. One record of room: see read_records.
+        let (records_tx, mut records_rx) = mpsc::channel(1);
+        let reader = tokio::spawn(source::read_records(consumer.clone(), records_tx));
+        // Partitions drained for a revocation that has not gone through yet: a record of theirs
+        // read meanwhile is no longer ours to process.
+        let mut revoking: Vec<i32> = Vec::new();
         let close_rule = CloseRule::default();
         let check_limiter = self
             .client
@@ -294,7 +296,7 @@ impl Worker {
             // Intake is reading: neither held back by the in-flight bound nor paused.
             let reading = full_since.is_none() && !paused;
             let plan = close_rule.plan(
-                &lock_window(),
+                &window,
                 Intake {
                     reading,
                     checks_in_flight: shared.checks.get(),
@@ -312,6 +314,7 @@ impl Worker {
                 }
                 Some(ev) = events_rx.recv() => match ev {
                     RebalanceEvent::Assigned(parts) => {
+                        revoking.retain(|p| !parts.contains(p));
                         self.readiness.assigned.store(true, Ordering::Relaxed);
                         self.update_rate_share(&consumer, &a.kafka.input_topic, &mut partition_total);
                         if paused {
@@ -320,18 +323,24 @@ impl Worker {
                             }
                         }
                     }
-                    RebalanceEvent::Revoked(_) => {
-                        // The hook already took the revoked partitions' records out of the
-                        // window; this catches records of a revocation it did not see (lost
-                        // partitions, a hook that was not installed yet).
+                    RebalanceEvent::Revoking { partitions, ack } => {
+                        revoke::drain(&shared, &mut window, &committable, &consumer, &partitions, a.drain_timeout).await;
+                        revoking.extend(&partitions);
+                        let _ = ack.try_send(());
+                    }
+                    RebalanceEvent::Revoked(parts) => {
+                        revoking.retain(|p| !parts.contains(p));
+                        // The drain already took the revoked partitions' records out of the
+                        // window; this catches records of a revocation it did not see (one that
+                        // came before the loop ran).
                         let t = tracker.lock().unwrap_or_else(|e| e.into_inner());
-                        lock_window().retain_partitions(|p| t.epoch(p).is_some());
+                        window.retain_partitions(|p| t.epoch(p).is_some());
                         drop(t);
                         self.update_rate_share(&consumer, &a.kafka.input_topic, &mut partition_total);
                     }
                 },
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
-                    let closed = lock_window().take(CloseReason::Linger);
+                    let closed = window.take(CloseReason::Linger);
                     if let Some(w) = closed {
                         dispatch(&shared, &mut tasks, w);
                     }
@@ -353,10 +362,14 @@ impl Worker {
                         fault_in_force = false;
                     }
                 }
-                msg = consumer.recv(), if full_since.is_none() || paused => match msg {
+                Some(msg) = records_rx.recv(), if full_since.is_none() || paused => match msg {
                     Ok(m) => {
                         self.metrics.events_consumed.inc();
-                        let (p, offset) = (m.partition(), m.offset());
+                        let Polled { partition: p, offset, key, payload, timestamp_ms } = m;
+                        if revoking.contains(&p) {
+                            tracing::debug!(partition = p, offset, "record of a partition being revoked; skipped");
+                            continue;
+                        }
                         let epoch = {
                             let mut t = tracker.lock().unwrap_or_else(|e| e.into_inner());
                             match t.epoch(p) {
@@ -371,13 +384,10 @@ impl Worker {
                             }
                         };
                         let pos = SourcePos { partition: p, offset, epoch };
-                        let key = m.key().map(<[u8]>::to_vec);
-                        let payload = m.payload().map(<[u8]>::to_vec);
-                        let timestamp_ms = m.timestamp().to_millis();
                         match self.decoder.decode(payload.as_deref()) {
                             Ok(event) => {
                                 let rec = InputRecord { pos, event, key, payload, timestamp_ms };
-                                let closed = lock_window().push(rec);
+                                let closed = window.push(rec);
                                 if let Some(w) = closed {
                                     dispatch(&shared, &mut tasks, w);
                                 }
@@ -401,7 +411,7 @@ impl Worker {
                 },
                 // After recv (biased): a record that is ready joins the window instead.
                 _ = tokio::time::sleep_until(idle_at.unwrap_or_else(tokio::time::Instant::now)), if idle_at.is_some() => {
-                    let closed = lock_window().take(CloseReason::Idle);
+                    let closed = window.take(CloseReason::Idle);
                     if let Some(w) = closed {
                         dispatch(&shared, &mut tasks, w);
                     }
@@ -442,9 +452,32 @@ impl Worker {
                 .set(i64::from(paused || full_since.is_some()));
         }
 
-        // Shutdown: no more intake. Finish what is in flight (bounded), flush, commit, leave.
+        // No more intake: revocations go through at once from here on (the shutdown drains
+        // everything anyway), one that already asked is drained, and the reader stops polling.
+        consumer.context().set_drain(None);
+        while let Ok(ev) = events_rx.try_recv() {
+            if let RebalanceEvent::Revoking { partitions, ack } = ev {
+                revoke::drain(
+                    &shared,
+                    &mut window,
+                    &committable,
+                    &consumer,
+                    &partitions,
+                    a.drain_timeout,
+                )
+                .await;
+                let _ = ack.try_send(());
+            }
+        }
+        // Dropping the events answers a revocation that asked after all: it goes through.
+        drop(events_rx);
+        reader.abort();
+        let _ = reader.await;
+        drop(records_rx);
+
+        // Shutdown: finish what is in flight (bounded), flush, commit, leave.
         tracing::info!("stopping: draining in-flight windows");
-        let closed = lock_window().take(CloseReason::Flush);
+        let closed = window.take(CloseReason::Flush);
         if let Some(w) = closed {
             dispatch(&shared, &mut tasks, w);
         }
@@ -461,8 +494,6 @@ impl Worker {
         if let Some(reason) = fatal_rx.try_recv().ok().filter(|_| failure.is_none()) {
             failure = Some(reason.into());
         }
-        // Everything is drained: the final close must not drain again.
-        consumer.context().set_revoke_hook(None);
         // The last sender of the committer's channel goes with `shared` (its delivery): it then
         // finishes its last transaction and ends.
         drop(shared);
@@ -559,56 +590,6 @@ impl Worker {
 
 /// Longest the final commit plus leaving the group may take at shutdown.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// The revocation hook: runs inside the rebalance callback, before the partitions are released.
-/// It takes the revoked partitions' records out of the open window and processes them, waits
-/// until every in-flight record of those partitions is done (bounded by `drain_timeout`), and in
-/// at-least-once mode commits their offsets synchronously. Records not done by then are replayed
-/// by the partitions' next owner.
-fn revoke_hook(
-    shared: Weak<Shared>,
-    window: Arc<Mutex<Window>>,
-    committable: Committable,
-    drain_timeout: Duration,
-) -> RevokeHook {
-    let runtime = tokio::runtime::Handle::current();
-    Box::new(
-        move |consumer: &rdkafka::consumer::BaseConsumer<SourceContext>, parts: &[i32]| {
-            let Some(shared) = shared.upgrade() else {
-                return;
-            };
-            let started = std::time::Instant::now();
-            let taken = window
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take_partitions(|p| parts.contains(&p));
-            if let Some(w) = taken {
-                let (s, check) = (shared.clone(), shared.checks.start());
-                runtime.spawn(async move { window_task(&s, w, check).await });
-            }
-            let pending = || committable.pending_in(parts);
-            let wait = || {
-                while pending() > 0 && started.elapsed() < drain_timeout {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                pending()
-            };
-            // This runs on the thread polling the consumer; let the runtime move its other tasks
-            // (the window tasks being waited for) elsewhere meanwhile.
-            let left = if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
-                tokio::task::block_in_place(wait)
-            } else {
-                wait()
-            };
-            committable.commit_revoked(consumer, parts);
-            if left > 0 {
-                tracing::warn!(partitions = ?parts, left, "revocation drain timed out; those records will be replayed by the next owner");
-            } else {
-                tracing::info!(partitions = ?parts, took = ?started.elapsed(), "revoked partitions drained");
-            }
-        },
-    )
-}
 
 /// Spawns a window task.
 fn dispatch(shared: &Arc<Shared>, tasks: &mut JoinSet<()>, window: ClosedWindow) {
