@@ -3,16 +3,17 @@
 //!
 //! They measure the worker's own CPU cost per event, which the end-to-end figures (dominated by the
 //! vendor's rate limits) cannot show. The end-to-end figures come from `account-sync bench`
-//! (`src/bench.rs`).
+//! (`src/devtools/bench.rs`).
 
 use std::hint::black_box;
 use std::time::Duration;
 
 use account_sync::chat::usersig::{self, SecretKey};
-use account_sync::event::{Decoder, SignupEvent};
+use account_sync::delivery::sink::encode_outcome;
+use account_sync::domain::{InputRecord, Outcome, OutcomeStatus, SourcePos};
 use account_sync::limiter::Limiter;
-use account_sync::sink::{encode_outcome, Outcome, OutcomeStatus};
-use account_sync::window::{CloseReason, InputRecord, SourcePos, Window};
+use account_sync::worker::event::{Decoder, SignupEvent};
+use account_sync::worker::window::{CloseReason, Window};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 fn decode(c: &mut Criterion) {
@@ -31,7 +32,7 @@ fn decode(c: &mut Criterion) {
     });
     // Pointers below the top level take the general path (whole document, then the pointers).
     let nested = Decoder::new(
-        account_sync::event::InputFormat::Json,
+        account_sync::worker::event::InputFormat::Json,
         "/user/UserID",
         "/user/Nick",
         "/user/FaceUrl",

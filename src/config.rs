@@ -14,9 +14,9 @@ use clap::{Args, ValueEnum};
 
 use crate::chat::client::{parse_base_url, ApiLimiters};
 use crate::chat::{Api, ChatConfig, OutageRule, Region, RetryPolicy, SecretKey};
-use crate::event::{Decoder, InputFormat};
 use crate::limiter::Limiter;
-use crate::pipeline::{ImportApi, ImportPlan};
+use crate::worker::event::{Decoder, InputFormat};
+use crate::worker::pipeline::{ImportApi, ImportPlan};
 
 /// Environment variable holding the app's secret key.
 pub const SECRET_KEY_ENV: &str = "ACCOUNT_SYNC_SECRET_KEY";

@@ -6,56 +6,67 @@
 //! dead-letter record for every failure. The design is in `docs/ARCHITECTURE.md`, and the vendor
 //! facts it relies on (endpoints, limits, error codes, UserSig) in `docs/chat-api.md`.
 //!
-//! # Module map, in the order data flows
+//! # Layout
 //!
-//! - [`source`]: the Kafka consumer (consumer group, rebalance events, pause/resume).
-//! - [`event`]: payload → [`event::SignupEvent`], or a decode error that becomes a dead letter.
-//! - [`window`]: up to 100 distinct UserIDs; closed when full, when waiting buys nothing
-//!   ([`window::CloseRule`]), or at the linger time.
-//! - [`pipeline`]: the check and import stages, for one window.
+//! ```text
+//! worker/      account-sync run: the intake loop and its wiring (mod.rs), then the stages in the
+//!              order data flows: source.rs (Kafka consumer), event.rs (decode), window.rs,
+//!              pipeline.rs (check and import)
+//! delivery/    records out → offsets committable → committed: sink.rs (record formats, producer),
+//!              outcomes.rs, commit.rs, offsets.rs (done watermarks), transaction.rs (exactly-once)
+//! chat/        the Chat REST client: UserSig, API types, error classes, retries, outages, domains
+//! observe/     metrics.rs (Prometheus) and admin.rs (/metrics, /healthz, /readyz)
+//! domain.rs    the vocabulary every stage shares: positions, records, outcomes, stages, classes
+//! config.rs    the settings of `run`    limiter.rs  token buckets    systemic.rs  the gate, prober
+//! budget/      the replicas' shares of the app's rate budget, by demand, through a coordination topic
+//! backoff.rs   the one backoff policy   shutdown.rs the stop signal  progress.rs  progress output
+//! dlq/ backfill/ doctor/                the other production commands
+//! devtools/    not for production: the Chat API emulator, the embedded Kafka, demo and bench
+//! ```
+//!
+//! # Modules
+//!
+//! - [`worker`]: [`worker::Worker`], `account-sync run`; its stages [`worker::source`] (the Kafka
+//!   consumer: consumer group, rebalance events, pause/resume), [`worker::event`] (payload →
+//!   [`worker::event::SignupEvent`], or a decode error that becomes a dead letter),
+//!   [`worker::window`] (up to 100 distinct UserIDs; closed when full, when waiting buys nothing
+//!   ([`worker::window::CloseRule`]), or at the linger time) and the check and import stages.
+//! - [`delivery`]: records out → offsets committable → committed, in either delivery mode: the
+//!   record formats and the producer ([`delivery::sink`]), the done watermarks
+//!   ([`delivery::offsets`]) and exactly-once transactions ([`delivery::transaction`]).
+//! - [`domain`]: the vocabulary every stage shares: source positions, input records, outcomes,
+//!   stages and failure classes.
+//! - [`chat`]: the Chat REST client: UserSig, API types, error classes, retries, the outage
+//!   detector, primary/backup domains, HTTP.
 //! - [`limiter`]: token buckets with a changeable rate (AIMD on frequency-limit answers).
 //! - [`budget`]: the replicas' shares of the app's rate budget, by demand, agreed through a
 //!   compacted coordination topic (the partition share as the fallback).
-//! - [`chat`]: the Chat REST client: UserSig, API types, error classes, retries, the outage
-//!   detector, primary/backup domains, HTTP.
-//! - [`sink`]: outcome and dead-letter record formats, and producing them.
-//! - [`offsets`]: per-partition done watermarks: what may be committed.
+//! - [`backoff`]: the one backoff policy of the API retries, the prober and the transactions.
 //! - [`systemic`]: the gate that pauses everything during a systemic fault or an outage, and its
 //!   prober.
-//! - [`transaction`]: exactly-once mode: records and offsets in one Kafka transaction.
-//! - [`worker`]: all of the above wired together; `account-sync run`.
-//! - [`metrics`]: Prometheus metrics and the admin endpoints (`/metrics`, `/healthz`, `/readyz`).
+//! - [`observe`]: Prometheus metrics and the admin endpoints (`/metrics`, `/healthz`, `/readyz`).
 //! - [`config`]: every setting, with `ACCOUNT_SYNC_*` environment variables and validation.
 //! - [`shutdown`]: the shutdown signal the worker takes from its caller.
-//! - [`emulator`]: a faithful local Chat API for tests, the demo and benchmarks.
-//! - [`dev`]: the embedded Kafka (librdkafka's mock cluster) for local work and tests.
 //! - [`dlq`]: `account-sync dlq replay`, dead letters back to the input topic.
 //! - [`backfill`]: `account-sync backfill FILE`, a one-off migration from a file through the same
 //!   stages, without Kafka.
 //! - [`doctor`]: `account-sync doctor`, checks a deployment's settings, Kafka and the Chat API.
-//! - [`demo`]: `account-sync demo`, everything in one process.
-//! - [`bench`]: `account-sync bench`, the end-to-end performance figures.
+//! - [`devtools`]: the tools around the worker, not part of it: the Chat API emulator, the
+//!   embedded Kafka, `account-sync demo` and `account-sync bench`.
 
 pub mod backfill;
-pub mod bench;
+pub mod backoff;
 pub mod budget;
 pub mod chat;
 pub mod config;
-pub mod demo;
-pub mod dev;
+pub mod delivery;
+pub mod devtools;
 pub mod dlq;
 pub mod doctor;
-pub mod emulator;
-pub mod event;
+pub mod domain;
 pub mod limiter;
-pub mod metrics;
-pub mod offsets;
-pub mod pipeline;
+pub mod observe;
 mod progress;
 pub mod shutdown;
-pub mod sink;
-pub mod source;
 pub mod systemic;
-pub mod transaction;
-pub mod window;
 pub mod worker;

@@ -186,7 +186,7 @@ impl Limiter {
 
     /// How long a call to [`Limiter::acquire`] made now would wait for its token at the current
     /// rate, taking nothing: zero when a token is available now and nobody is waiting ahead
-    /// (always zero when unlimited). The window close rule ([`crate::window::CloseRule`]) asks
+    /// (always zero when unlimited). The window close rule ([`crate::worker::window::CloseRule`]) asks
     /// this before it closes a window early.
     pub fn time_to_token(&self) -> Duration {
         let ahead = self.waiting.load(Ordering::Relaxed) as f64;

@@ -6,11 +6,11 @@ use std::process::ExitCode;
 use account_sync::backfill::BackfillArgs;
 use account_sync::chat::usersig;
 use account_sync::config::{LogFormat, SecretKeyArgs, WorkerArgs};
-use account_sync::demo::DemoArgs;
-use account_sync::dev::{DevKafkaArgs, EmbeddedKafka};
+use account_sync::devtools::demo::DemoArgs;
+use account_sync::devtools::embedded_kafka::{DevKafkaArgs, EmbeddedKafka};
+use account_sync::devtools::emulator::{Emulator, EmulatorConfig};
 use account_sync::dlq::ReplayArgs;
 use account_sync::doctor::DoctorArgs;
-use account_sync::emulator::{Emulator, EmulatorConfig};
 use account_sync::shutdown::{self, Shutdown};
 use account_sync::worker::Worker;
 use clap::{Parser, Subcommand};
@@ -52,7 +52,7 @@ enum Command {
     /// Everything in one process: embedded Kafka, Chat API emulator, load generator, worker.
     Demo(DemoArgs),
     /// End-to-end benchmarks against the embedded Kafka and the emulator; prints a table.
-    Bench(account_sync::bench::BenchArgs),
+    Bench(account_sync::devtools::bench::BenchArgs),
     /// Local development services.
     #[command(subcommand)]
     Dev(DevCommand),
@@ -226,7 +226,7 @@ fn signal_shutdown() -> Shutdown {
 async fn run(command: Command) -> Result<ExitCode, String> {
     match command {
         Command::Run(args) => {
-            let admin = account_sync::metrics::bind_admin(args.admin_listen).await?;
+            let admin = account_sync::observe::admin::bind_admin(args.admin_listen).await?;
             let worker = Worker::new(*args).map_err(|e| e.to_string())?;
             worker
                 .run(Some(admin), signal_shutdown())
@@ -242,8 +242,8 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             }
             Ok(ExitCode::from(report.exit_code()))
         }
-        Command::Demo(args) => account_sync::demo::run(args, signal_shutdown()).await,
-        Command::Bench(args) => account_sync::bench::run(args, signal_shutdown()).await,
+        Command::Demo(args) => account_sync::devtools::demo::run(args, signal_shutdown()).await,
+        Command::Bench(args) => account_sync::devtools::bench::run(args, signal_shutdown()).await,
         Command::Dlq(DlqCommand::Replay(args)) => {
             let replayed = account_sync::dlq::replay(*args, signal_shutdown()).await;
             Ok(exit_code(replayed.map(|_| 0), |e| e.exit_code()))

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use tokio::sync::{watch, Notify, Semaphore};
 
+use crate::backoff::Backoff;
 use crate::chat::{ChatClient, ChatError, FailureClass};
 use crate::shutdown::Shutdown;
 
@@ -256,6 +257,10 @@ pub async fn run_prober(
             r = rx.wait_for(|s| s.is_some()) => if r.is_err() { return },
             _ = shutdown.wait() => return,
         }
+        // The cap depends on the answer: a person fixes a systemic fault, an outage ends by
+        // itself (see the constants).
+        let systemic = Backoff::doubling(initial, MAX_PROBE_INTERVAL);
+        let outage = systemic.with_max(MAX_OUTAGE_PROBE_INTERVAL);
         let mut delay = initial;
         loop {
             tokio::select! {
@@ -270,8 +275,8 @@ pub async fn run_prober(
                     None => return,
                     Some(true) => break,
                     Some(false) => {
-                        tracing::error!(code = fault.code, reason = %fault.reason, next_trial_in = ?(delay * 2).min(MAX_PROBE_INTERVAL), "systemic fault persists (trial call failed)");
-                        delay = (delay * 2).min(MAX_PROBE_INTERVAL);
+                        delay = systemic.after(delay);
+                        tracing::error!(code = fault.code, reason = %fault.reason, next_trial_in = ?delay, "systemic fault persists (trial call failed)");
                         continue;
                     }
                 }
@@ -282,12 +287,12 @@ pub async fn run_prober(
                     break;
                 }
                 Err(err) if err.class() == FailureClass::Systemic => {
-                    tracing::error!(code = err.vendor_code(), reason = %err, next_probe_in = ?(delay * 2).min(MAX_PROBE_INTERVAL), "systemic fault persists");
+                    delay = systemic.after(delay);
+                    tracing::error!(code = err.vendor_code(), reason = %err, next_probe_in = ?delay, "systemic fault persists");
                     gate.state.send_replace(Some(Fault::from_error(&err)));
-                    delay = (delay * 2).min(MAX_PROBE_INTERVAL);
                 }
                 Err(err) if fault.unavailable => {
-                    delay = (delay * 2).min(MAX_OUTAGE_PROBE_INTERVAL);
+                    delay = outage.after(delay);
                     tracing::warn!(reason = %err, next_probe_in = ?delay, "Chat API still unavailable");
                 }
                 Err(err) => {
@@ -299,7 +304,7 @@ pub async fn run_prober(
     }
 }
 
-/// The background work every user of the [`crate::pipeline::Stages`] runs beside them, until
+/// The background work every user of the [`crate::worker::pipeline::Stages`] runs beside them, until
 /// `stop`: [`run_prober`] while the gate is closed, and the primary domain's failback probe while
 /// calls go to the backup domain, both from `interval` (the `--systemic-probe-interval`).
 pub async fn run_probers(

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
-use account_sync::emulator::{is_preexisting, EmulatorConfig, EmulatorHandle};
+use account_sync::devtools::emulator::{is_preexisting, EmulatorConfig, EmulatorHandle};
 use common::emulator::{count, emulator_config, start_emulator, SECRET};
 use common::process::{chat_args, Proc};
 use serde_json::Value;

@@ -40,7 +40,7 @@ async fn a_window_is_imported_in_one_batch_and_its_fail_accounts_one_by_one() {
     let existing: Vec<&String> = records
         .iter()
         .map(|(u, _)| u)
-        .filter(|u| account_sync::emulator::is_preexisting(u, 0.3))
+        .filter(|u| account_sync::devtools::emulator::is_preexisting(u, 0.3))
         .collect();
     assert!(!existing.is_empty(), "some users exist already");
 

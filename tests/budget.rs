@@ -130,7 +130,7 @@ async fn assert_shared_use(
     calls: u64,
     users: usize,
     limit: f64,
-) -> account_sync::emulator::Stats {
+) -> account_sync::devtools::emulator::Stats {
     let samples = sample_accepted(env, api, calls, Duration::from_secs(60)).await;
     assert!(
         env.wait_outcomes(users, Duration::from_secs(30)).await >= users,

@@ -15,7 +15,7 @@ use account_sync::chat::{
     usersig, Api, ChatClient, ChatError, CheckOutcome, CodeKind, FailureClass, ImportAccount,
     SecretKey,
 };
-use account_sync::emulator::{is_preexisting, EmulatorConfig, Faults};
+use account_sync::devtools::emulator::{is_preexisting, EmulatorConfig, Faults};
 use account_sync::limiter::Limiter;
 use futures_util::future::join_all;
 

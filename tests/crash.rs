@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use account_sync::chat::usersig;
 use account_sync::chat::SecretKey;
-use account_sync::emulator::Faults;
+use account_sync::devtools::emulator::Faults;
 use common::emulator::{count, emulator_config, start_emulator, ADMIN, SDKAPPID, SECRET};
 use common::kafka::{
     committed, count_records, event_json, produce, produce_users, read_everything, ReadRecord,

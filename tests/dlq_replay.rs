@@ -8,9 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitStatus;
 use std::time::{Duration, Instant, SystemTime};
 
+use account_sync::delivery::sink::{dead_letter_headers, headers, DeadLetter};
 use account_sync::dlq::REPLAYED_FROM;
-use account_sync::sink::{dead_letter_headers, failure_class, headers, DeadLetter, Stage};
-use account_sync::window::SourcePos;
+use account_sync::domain::{failure_class, SourcePos, Stage};
 use common::emulator::emulator_config;
 use common::kafka::{
     committed, count_records, event_json, produce, produce_with_headers, read_everything,
@@ -170,7 +170,7 @@ fn seed_headers(i: usize, stage: Stage, input_topic: &str) -> OwnedHeaders {
         offset: i as i64,
         epoch: 1,
     };
-    let failed_at = account_sync::sink::rfc3339_millis(SystemTime::now());
+    let failed_at = account_sync::delivery::sink::rfc3339_millis(SystemTime::now());
     dead_letter_headers(&dl, input_topic, src, &failed_at)
 }
 

@@ -9,13 +9,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use account_sync::chat::SecretKey;
-use account_sync::emulator::is_preexisting;
-use account_sync::sink::headers;
+use account_sync::delivery::sink::headers;
+use account_sync::devtools::emulator::is_preexisting;
 use common::emulator::{count, emulator_config};
-use common::kafka::{admin_get, ends, event_json, produce, RunningWorker, WorkerEnv};
+use common::kafka::{admin_get, ends, event_json, poll_until, produce, RunningWorker, WorkerEnv};
 use common::monitoring::{alerts, crate_path, dashboard, prometheus_tool};
 
 /// Metrics that exist only while a systemic fault is in force: the fault test checks them.
@@ -172,17 +172,7 @@ async fn scrape_until(
     within: Duration,
     done: impl Fn(&Scrape) -> bool,
 ) -> (Scrape, bool) {
-    let deadline = Instant::now() + within;
-    loop {
-        let s = scrape(addr).await;
-        if done(&s) {
-            return (s, true);
-        }
-        if Instant::now() >= deadline {
-            return (s, false);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll_until(within, Duration::from_millis(100), || scrape(addr), done).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -592,14 +582,13 @@ async fn a_wrong_secret_key_makes_the_worker_not_ready() {
     ]);
     let (worker, admin) = RunningWorker::start_with_admin(args).await;
 
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let (status, body) = loop {
-        let (status, body) = admin_get(admin, "/readyz").await;
-        if status == 503 && body.contains("systemic fault") || Instant::now() >= deadline {
-            break (status, body);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let ((status, body), _) = poll_until(
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || admin_get(admin, "/readyz"),
+        |(status, body)| *status == 503 && body.contains("systemic fault"),
+    )
+    .await;
     assert_eq!(status, 503, "/readyz: {body}");
     assert!(
         body.starts_with("not ready: systemic fault (code 70009)"),

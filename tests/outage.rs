@@ -9,8 +9,8 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use account_sync::emulator::{Emulator, EmulatorHandle, Faults};
-use account_sync::metrics::Metrics;
+use account_sync::devtools::emulator::{Emulator, EmulatorHandle, Faults};
+use account_sync::observe::metrics::Metrics;
 use common::emulator::{count, emulator_config, start_emulator, SECRET};
 use common::kafka::{
     admin_get, ends, eventually, outcomes_by_source, worker_args, RunningWorker, WorkerEnv,

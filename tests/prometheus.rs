@@ -24,9 +24,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use account_sync::chat::SecretKey;
-use account_sync::emulator::Faults;
+use account_sync::devtools::emulator::Faults;
 use common::emulator::{emulator_config, SECRET};
-use common::kafka::{produce, RunningWorker, WorkerEnv};
+use common::kafka::{poll_until, produce, RunningWorker, WorkerEnv};
 use common::monitoring::{alerts, dashboard, panel_queries, prometheus_tool, PanelQuery};
 use serde_json::Value;
 
@@ -225,18 +225,14 @@ impl Prometheus {
 
     /// Waits until alert `name` of `job` is in `state` (`None`: resolved, no longer active).
     async fn wait_alert(&self, name: &str, job: &str, state: Option<&str>) {
-        let deadline = Instant::now() + ALERT_WAIT;
-        loop {
-            let now = self.alert_state(name, job).await;
-            if now.as_deref() == state {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name}{{job={job:?}}} is {now:?}, not {state:?}, after {ALERT_WAIT:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        let every = Duration::from_millis(250);
+        let probe = || self.alert_state(name, job);
+        let (now, reached) =
+            poll_until(ALERT_WAIT, every, probe, |now| now.as_deref() == state).await;
+        assert!(
+            reached,
+            "{name}{{job={job:?}}} is {now:?}, not {state:?}, after {ALERT_WAIT:?}"
+        );
     }
 }
 
@@ -298,19 +294,18 @@ async fn empty_queries(
 /// Polls until every query among `queries` has data for `job` (the last ones need a commit or a
 /// statistics round first); panics with the empty ones after 20 s.
 async fn every_query_has_data(prom: &Prometheus, queries: &[PanelQuery], job: &str, start: f64) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let empty = empty_queries(prom, queries, job, start).await;
-        if empty.is_empty() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "dashboard queries without data for job {job}:\n{}",
-            empty.join("\n")
-        );
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    let (empty, all_have_data) = poll_until(
+        Duration::from_secs(20),
+        Duration::from_secs(1),
+        || empty_queries(prom, queries, job, start),
+        |empty: &Vec<String>| empty.is_empty(),
+    )
+    .await;
+    assert!(
+        all_have_data,
+        "dashboard queries without data for job {job}:\n{}",
+        empty.join("\n")
+    );
 }
 
 fn is_fault_only(q: &PanelQuery) -> bool {

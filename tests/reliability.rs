@@ -14,12 +14,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use account_sync::chat::SecretKey;
-use account_sync::emulator::Faults;
-use account_sync::metrics::Metrics;
+use account_sync::devtools::emulator::Faults;
+use account_sync::observe::metrics::Metrics;
 use account_sync::worker::WorkerError;
 use common::emulator::{count, emulator_config, start_emulator, SECRET};
 use common::kafka::{
-    eventually, mock_env, produce_users, read_everything, ReadRecord, RunningWorker, WorkerEnv,
+    admin_get, eventually, mock_env, poll_until, produce_users, read_everything, ReadRecord,
+    RunningWorker, WorkerEnv,
 };
 use rdkafka::producer::FutureProducer;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
@@ -178,29 +179,17 @@ fn assert_statuses(tally: &Tally, allowed: &[&str]) {
     }
 }
 
-/// GET `path` on an admin server: (status, body).
-async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let r = reqwest::get(format!("http://{addr}{path}"))
-        .await
-        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-    let status = r.status().as_u16();
-    (status, r.text().await.expect("body"))
-}
-
 /// Polls `/readyz` every 50 ms until `want(status, body)` or `within`; returns the last answer.
 async fn readyz_until(
     addr: SocketAddr,
     within: Duration,
     want: impl Fn(u16, &str) -> bool,
 ) -> (u16, String) {
-    let deadline = Instant::now() + within;
-    loop {
-        let (s, b) = get(addr, "/readyz").await;
-        if want(s, &b) || Instant::now() >= deadline {
-            return (s, b);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let probe = || admin_get(addr, "/readyz");
+    let done = |(s, b): &(u16, String)| want(*s, b);
+    poll_until(within, Duration::from_millis(50), probe, done)
+        .await
+        .0
 }
 
 /// Waits until the group has committed the end of every input partition.
@@ -577,7 +566,7 @@ async fn readiness_follows_a_wrong_key_fault_until_it_is_cured() {
         "{body}"
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let (status, body) = get(admin, "/readyz").await;
+    let (status, body) = admin_get(admin, "/readyz").await;
     assert_eq!(status, 503, "still not ready: {body}");
     assert_eq!(env.outcome_count(), 0);
     assert_eq!(env.dead_letter_count(), 0, "nothing dead-lettered");
@@ -633,7 +622,7 @@ async fn the_edition_account_limit_pauses_without_dead_lettering() {
     let deadline = Instant::now() + Duration::from_secs(3);
     let (mut samples, mut ready_seen, mut unpaused_seen) = (0, 0, 0);
     while Instant::now() < deadline {
-        let (s, _) = get(admin, "/readyz").await;
+        let (s, _) = admin_get(admin, "/readyz").await;
         samples += 1;
         ready_seen += usize::from(s == 200);
         unpaused_seen += usize::from(m.paused.get() == 0);

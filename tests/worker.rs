@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use account_sync::chat::SecretKey;
-use account_sync::emulator::{is_preexisting, Faults};
-use account_sync::sink::headers;
+use account_sync::delivery::sink::headers;
+use account_sync::devtools::emulator::{is_preexisting, Faults};
 use common::emulator::{count, emulator_config, start_emulator, SECRET};
 use common::kafka::{
     committed, ends, event_json, eventually, outcomes_by_source, produce, produce_users, read_all,

@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use account_sync::sink::headers;
+use account_sync::delivery::sink::headers;
 use common::emulator::{count, emulator_config};
 use common::kafka::{ends, event_json, produce, ReadRecord, WorkerEnv};
 

@@ -90,7 +90,7 @@ pub struct Plan {
     /// Its format.
     pub format: FileFormat,
     /// The JSON pointers (jsonl) or the plain decoder's (plain).
-    pub decoder: crate::event::Decoder,
+    pub decoder: crate::worker::event::Decoder,
     /// The CSV columns asked for.
     pub csv: CsvColumns,
     /// Rejects file; `None` = standard error.
@@ -110,7 +110,7 @@ pub struct Plan {
     /// The limiters of the rates given.
     pub limiters: ApiLimiters,
     /// Single or batch import (`--import-api`, as the worker's).
-    pub import: crate::pipeline::ImportPlan,
+    pub import: crate::worker::pipeline::ImportPlan,
 }
 
 impl BackfillArgs {
@@ -127,8 +127,8 @@ impl BackfillArgs {
             Source::File(p) => FileFormat::from_extension(p),
         });
         let decoder = self.pointers.decoder(match format {
-            FileFormat::Plain => crate::event::InputFormat::Plain,
-            _ => crate::event::InputFormat::Json,
+            FileFormat::Plain => crate::worker::event::InputFormat::Plain,
+            _ => crate::worker::event::InputFormat::Json,
         })?;
         validate_window_size(self.window_size)?;
         if self.max_windows_in_flight == 0 || self.max_imports_in_flight == 0 {

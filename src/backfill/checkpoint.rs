@@ -184,7 +184,7 @@ impl Checkpoint {
             id: self.id.clone(),
             done_through_line,
             complete,
-            updated_at: crate::sink::rfc3339_millis(SystemTime::now()),
+            updated_at: crate::delivery::sink::rfc3339_millis(SystemTime::now()),
         };
         let mut tmp = self.path.clone().into_os_string();
         tmp.push(".tmp");

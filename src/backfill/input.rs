@@ -22,7 +22,7 @@ use std::path::Path;
 use clap::ValueEnum;
 use tokio::sync::mpsc;
 
-use crate::event::{Decoder, SignupEvent, MAX_PAYLOAD_BYTES};
+use crate::worker::event::{Decoder, SignupEvent, MAX_PAYLOAD_BYTES};
 
 /// Lines handed to the run loop at once.
 pub(crate) const BATCH: usize = 512;
@@ -420,7 +420,7 @@ pub fn read_lines(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::InputFormat;
+    use crate::worker::event::InputFormat;
 
     fn fields(line: &str) -> Vec<String> {
         split_csv_line(line)

@@ -2,15 +2,15 @@
 //! CSV or one UserID a line), through the worker's own check and import stages, without Kafka.
 //!
 //! The file is read lazily on a thread of its own ([`input`]); its users are grouped into windows
-//! of up to 100 distinct UserIDs ([`crate::window`]) and each window is resolved by
-//! [`crate::pipeline::Stages::resolve`], as in the worker: `account_check`, then
+//! of up to 100 distinct UserIDs ([`crate::worker::window`]) and each window is resolved by
+//! [`crate::worker::pipeline::Stages::resolve`], as in the worker: `account_check`, then
 //! `account_import` for the users not imported, under the limiters, with the retries, the
 //! systemic gate, its prober and the outage behaviour. At most `--max-windows-in-flight` windows
 //! are in flight; further lines are read only as windows finish, so memory does not grow with
 //! the file.
 //!
 //! Lines finish out of order; the contiguous done watermark over line numbers
-//! ([`crate::offsets::OffsetTracker`], one "partition") is what `--checkpoint` records
+//! ([`crate::delivery::offsets::OffsetTracker`], one "partition") is what `--checkpoint` records
 //! ([`checkpoint`]): every line up to it has its outcome written (and synced) or its reject
 //! reported. A rerun of the same command skips those lines. After a kill, the lines above the
 //! checkpoint that were finished already are done again: their outcome records appear twice in

@@ -19,13 +19,14 @@ use super::input::{self, FileFormat, LineItem, LineParser, OpenInput, Parsed, Re
 use super::report::{CallCounter, Report, Snapshot};
 use super::{BackfillError, Stop, Summary};
 use crate::chat::{Api, ChatClient};
-use crate::event::MAX_PAYLOAD_BYTES;
-use crate::offsets::OffsetTracker;
-use crate::pipeline::Stages;
+use crate::delivery::offsets::OffsetTracker;
+use crate::delivery::sink::{encode_outcome_from, rfc3339_millis};
+use crate::domain::{InputRecord, Outcome, OutcomeStatus, SourcePos};
 use crate::shutdown::Shutdown;
-use crate::sink::{encode_outcome_from, rfc3339_millis, Outcome, OutcomeStatus};
 use crate::systemic::{self, SystemicGate};
-use crate::window::{CloseReason, ClosedWindow, InputRecord, SourcePos, Window};
+use crate::worker::event::MAX_PAYLOAD_BYTES;
+use crate::worker::pipeline::Stages;
+use crate::worker::window::{CloseReason, ClosedWindow, Window};
 
 /// How long an open window waits for the reader's next lines (only a slow standard input ever
 /// makes it wait).
@@ -348,7 +349,7 @@ impl Backfill {
         let mut waiting_since = Instant::now();
         let mut gate_rx = self.gate.subscribe();
         // The worker's window close rule reads these; the backfill closes its windows by itself.
-        let checks = Arc::new(crate::window::ChecksInFlight::default());
+        let checks = Arc::new(crate::worker::window::ChecksInFlight::default());
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -601,7 +602,7 @@ fn checkpoint_error(plan: &Plan, error: std::io::Error) -> BackfillError {
 fn open_input(
     source: &Source,
     format: FileFormat,
-    decoder: crate::event::Decoder,
+    decoder: crate::worker::event::Decoder,
     csv: &super::input::CsvColumns,
 ) -> Result<(OpenInput, Option<u64>, Option<FileId>), BackfillError> {
     let config = |e: String| BackfillError::Config(e);

@@ -33,7 +33,7 @@ use super::grant::Grant;
 use super::split::max_min_fair;
 use super::table::{Demand, Lease, LeaseTable, APIS};
 use crate::limiter::Limiter;
-use crate::metrics::Metrics;
+use crate::observe::metrics::Metrics;
 use crate::shutdown::Shutdown;
 
 /// The ceiling of a member that is not in the table yet, as a fraction of the app budget: the
@@ -148,7 +148,7 @@ pub async fn run(setup: CoordinatorSetup, shutdown: Shutdown) {
             meters[k].sample(now, s.limiters[k].usage(), grants[k].current())
         });
         if let Some(p) = &producer {
-            publish(p, s, &demand, lease_ms, publish_failed_at.clone());
+            publish(p, s, boundary, &demand, lease_ms, publish_failed_at.clone());
         }
         if let Some(r) = &mut reader {
             r.ensure_assigned().await;
@@ -174,9 +174,6 @@ pub async fn run(setup: CoordinatorSetup, shutdown: Shutdown) {
             last_mode = Some(mode);
         }
         let live = table.live_at(boundary - interval_ms);
-        if std::env::var_os("BUDGET_DEBUG").is_some() {
-            eprintln!("BUDGET {} {now_ms} {mode:?} live={} demand={:.1} grant={:.1} waiting={}", &s.member[s.member.len()-4..], live.len(), demand[1], grants[1].current(), s.limiters[1].usage().waiting);
-        }
         let me = live.iter().position(|(m, _)| *m == s.member);
         let partition_share = *s.partition_share.borrow();
         for (k, api) in APIS.iter().enumerate() {
@@ -220,17 +217,21 @@ pub async fn run(setup: CoordinatorSetup, shutdown: Shutdown) {
     }
 }
 
-/// Sends this member's lease without waiting for it; a failed delivery is noted in `failed_at`.
+/// Sends this member's lease for the tick at `boundary` without waiting for it; a failed
+/// delivery is noted in `failed_at`. The lease is stamped with the boundary, not the moment it is
+/// sent, so that at the next tick every member's view as of this boundary holds it (it has had a
+/// whole interval to arrive).
 fn publish(
     p: &FutureProducer,
     s: &CoordinatorSetup,
+    boundary: u64,
     demand: &Demand,
     lease_ms: u64,
     failed_at: Arc<AtomicU64>,
 ) {
     let lease = Lease {
         member: s.member.clone(),
-        sent_at_ms: wall_ms(),
+        sent_at_ms: boundary,
         lease_ms,
         demand: *demand,
     };

@@ -2,7 +2,7 @@
 //!
 //! [`with_retries`] runs one logical call as a series of attempts. After each failed attempt,
 //! [`RetryPolicy::decide`] says what to do from the error's [`FailureClass`]:
-//! - retryable and frequency-limited: back off (exponential with jitter, from backon) and try
+//! - retryable and frequency-limited: back off (exponential with jitter, a [`Backoff`]) and try
 //!   again, within an attempt budget and a total time budget;
 //! - unknown vendor codes: the same, but only `unknown_code_attempts` times, then give up (the users
 //!   are dead-lettered and the code is counted);
@@ -12,10 +12,10 @@
 use std::future::Future;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::time::Instant;
 
 use super::error::{ChatError, CodeKind, FailureClass};
+use crate::backoff::{Backoff, Delays};
 
 /// How hard to try before giving up. Defaults suit a worker that would rather dead-letter a user
 /// after a minute of vendor trouble than hold a partition forever.
@@ -91,14 +91,11 @@ impl RetryPolicy {
     }
 
     /// The backoff delays, jittered. Built per call; cheap.
-    pub fn backoff(&self) -> impl Iterator<Item = Duration> {
-        ExponentialBuilder::default()
-            .with_min_delay(self.initial_backoff)
-            .with_max_delay(self.max_backoff)
-            .with_factor(2.0)
+    pub fn backoff(&self) -> Delays {
+        Backoff::doubling(self.initial_backoff, self.max_backoff)
             .with_jitter()
             .with_max_times(self.max_attempts.saturating_sub(1) as usize)
-            .build()
+            .delays()
     }
 
     /// The retry logic. `attempt` is the number of the attempt that just failed, `elapsed` the time

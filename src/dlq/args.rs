@@ -7,7 +7,7 @@ use clap::Args;
 
 use super::filter::{parse_time, Filter};
 use crate::config::{validate_topic, KafkaArgs};
-use crate::sink::{failure_class, Stage};
+use crate::domain::{failure_class, Stage};
 
 /// Settings of `account-sync dlq replay`. The Kafka connection, the worker's group and its topics
 /// are the worker's own flags and `ACCOUNT_SYNC_*` variables, so a replay run next to a

@@ -1,11 +1,12 @@
-//! Which dead letters a replay takes: the headers the sink wrote ([`crate::sink::headers`]), read
+//! Which dead letters a replay takes: the headers the sink wrote ([`crate::delivery::sink::headers`]), read
 //! back, and the `--stage` / `--class` / `--code` / `--since` / `--until` filters over them.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rdkafka::message::{Headers, Message};
 
-use crate::sink::{failure_class, headers, Stage};
+use crate::delivery::sink::headers;
+use crate::domain::{failure_class, Stage};
 
 /// What the filters (and the dry-run listing) look at in one dead letter. Absent or unreadable
 /// headers are `None`: such a record matches no filter on that field.

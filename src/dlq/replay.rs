@@ -20,7 +20,7 @@ use super::args::Plan;
 use super::filter::DeadLetterInfo;
 use super::report::Report;
 use super::{position, ReplayArgs, ReplayError, Stop, Summary, REPLAYED_FROM};
-use crate::offsets::OffsetTracker;
+use crate::delivery::offsets::{offset_list, OffsetTracker};
 use crate::shutdown::Shutdown;
 
 /// Sends awaiting their acknowledgement at once; bounds memory (each holds a copy of a record).
@@ -45,7 +45,7 @@ pub async fn replay(args: ReplayArgs, shutdown: Shutdown) -> Result<Summary, Rep
     let producer = match plan.dry_run {
         true => None,
         false => Some(
-            crate::sink::producer_config(&plan.brokers, &plan.properties)
+            crate::delivery::sink::producer_config(&plan.brokers, &plan.properties)
                 .create::<FutureProducer>()
                 .map_err(kafka("creating the producer"))?,
         ),
@@ -407,10 +407,7 @@ impl<'a> Replayer<'a> {
         if due.is_empty() {
             return Ok(());
         }
-        let mut tpl = TopicPartitionList::new();
-        for &(p, w) in &due {
-            tpl.add_partition_offset(&self.plan.dlq_topic, p, Offset::Offset(w))?;
-        }
+        let tpl = offset_list(&self.plan.dlq_topic, &due)?;
         let c = consumer.clone();
         tokio::task::spawn_blocking(move || c.commit(&tpl, CommitMode::Sync))
             .await

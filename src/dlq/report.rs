@@ -83,7 +83,7 @@ impl Report {
         let text = |v: &Option<String>| v.as_deref().unwrap_or("-").to_owned();
         let failed_at = d
             .failed_at
-            .map_or("-".to_owned(), crate::sink::rfc3339_millis);
+            .map_or("-".to_owned(), crate::delivery::sink::rfc3339_millis);
         let key = key.map_or("-".to_owned(), |k| {
             format!("{:?}", String::from_utf8_lossy(k))
         });

@@ -21,7 +21,7 @@ use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 
 use super::report::{count, Check, Problem};
 use crate::config::{DeliveryArg, WorkerArgs};
-use crate::transaction::{CallError, ErrorClass, Stage, TxnFailure};
+use crate::delivery::transaction::{CallError, ErrorClass, Stage, TxnFailure};
 
 /// What the Kafka checks found.
 pub(super) struct Findings {
@@ -359,7 +359,7 @@ fn transactions(w: &WorkerArgs, timeout: Duration) -> Result<String, KafkaProble
         None => format!("{}-doctor", w.kafka.group_id),
     };
     let producer: BaseProducer<Recorder> =
-        crate::sink::producer_config(&w.kafka.brokers, &w.kafka.properties())
+        crate::delivery::sink::producer_config(&w.kafka.brokers, &w.kafka.properties())
             .set("transactional.id", &id)
             .create_with_context(Recorder::default())
             .map_err(KafkaProblem::Client)?;

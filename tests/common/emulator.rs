@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use account_sync::chat::client::{parse_base_url, ApiLimiters, CallObserver, NoObserver};
 use account_sync::chat::{ChatClient, ChatConfig, RetryPolicy, SecretKey};
-use account_sync::emulator::{Emulator, EmulatorConfig, EmulatorHandle, Stats};
+use account_sync::devtools::emulator::{Emulator, EmulatorConfig, EmulatorHandle, Stats};
 
 /// SDKAppID of the emulated app (the emulator's default).
 pub const SDKAPPID: u64 = 1_400_000_000;

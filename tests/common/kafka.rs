@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use account_sync::chat::SecretKey;
 use account_sync::config::WorkerArgs;
-use account_sync::dev::EmbeddedKafka;
+use account_sync::devtools::embedded_kafka::EmbeddedKafka;
 use account_sync::shutdown::{Shutdown, Trigger};
 use account_sync::worker::{Worker, WorkerError};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -22,7 +22,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::util::Timeout;
 use serde_json::Value;
 
-use account_sync::emulator::{EmulatorConfig, EmulatorHandle};
+use account_sync::devtools::emulator::{EmulatorConfig, EmulatorHandle};
 
 use super::emulator::{start_emulator, ADMIN, SDKAPPID, SECRET};
 
@@ -422,7 +422,7 @@ pub fn worker_args(
 pub struct RunningWorker {
     trigger: Trigger,
     task: tokio::task::JoinHandle<Result<(), WorkerError>>,
-    pub metrics: std::sync::Arc<account_sync::metrics::Metrics>,
+    pub metrics: std::sync::Arc<account_sync::observe::metrics::Metrics>,
 }
 
 impl RunningWorker {
@@ -483,6 +483,31 @@ impl RunningWorker {
             .await
             .expect("worker stops within 60 s")
             .expect("worker task")
+    }
+}
+
+/// Calls `probe` every `every` until its answer satisfies `done` or `within` passes; returns the
+/// last answer and whether it did. The async sibling of [`eventually`], for answers worth keeping
+/// (a scrape, an HTTP status and body).
+pub async fn poll_until<T, Fut>(
+    within: Duration,
+    every: Duration,
+    mut probe: impl FnMut() -> Fut,
+    done: impl Fn(&T) -> bool,
+) -> (T, bool)
+where
+    Fut: std::future::Future<Output = T>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        let answer = probe().await;
+        if done(&answer) {
+            return (answer, true);
+        }
+        if Instant::now() >= deadline {
+            return (answer, false);
+        }
+        tokio::time::sleep(every).await;
     }
 }
 
@@ -644,7 +669,7 @@ pub async fn mock_env(brokers: i32, partitions: i32, emu: EmulatorConfig) -> Opt
 }
 
 /// Outcomes the worker has delivered (acknowledged, or committed in exactly-once mode).
-pub fn outcomes_delivered(metrics: &account_sync::metrics::Metrics) -> u64 {
+pub fn outcomes_delivered(metrics: &account_sync::observe::metrics::Metrics) -> u64 {
     ["imported", "already_imported", "failed"]
         .iter()
         .map(|s| metrics.outcomes.with_label_values(&[s]).get())
@@ -658,7 +683,7 @@ pub fn outcomes_delivered(metrics: &account_sync::metrics::Metrics) -> u64 {
 /// acknowledgement included) to the worker counting its outcome delivered, to within 10 ms.
 pub async fn trickle(
     env: &WorkerEnv,
-    metrics: &account_sync::metrics::Metrics,
+    metrics: &account_sync::observe::metrics::Metrics,
     prefix: &str,
     n: u64,
 ) -> Vec<Duration> {

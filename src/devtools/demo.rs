@@ -24,8 +24,8 @@ use serde::Serialize;
 
 use crate::chat::SecretKey;
 use crate::config::WorkerArgs;
-use crate::dev::EmbeddedKafka;
-use crate::emulator::{Emulator, EmulatorConfig, EmulatorHandle};
+use crate::devtools::embedded_kafka::EmbeddedKafka;
+use crate::devtools::emulator::{Emulator, EmulatorConfig, EmulatorHandle};
 use crate::shutdown::Shutdown;
 use crate::worker::Worker;
 
@@ -62,7 +62,7 @@ pub struct DemoArgs {
     pub batch_import_rate: f64,
     /// How the worker imports: single, batch or auto (see `account-sync run --help`).
     #[arg(long, value_enum, default_value = "auto")]
-    pub import_api: crate::pipeline::ImportApi,
+    pub import_api: crate::worker::pipeline::ImportApi,
     /// Emulated API latency in ms (± half of it as jitter).
     #[arg(long, default_value_t = 20)]
     pub api_latency_ms: u64,
@@ -241,7 +241,7 @@ pub async fn run(args: DemoArgs, shutdown: Shutdown) -> Result<ExitCode, String>
             import_api.get_name(),
         ],
     )?;
-    let admin = crate::metrics::bind_admin(worker_args.admin_listen).await?;
+    let admin = crate::observe::admin::bind_admin(worker_args.admin_listen).await?;
     let admin_addr = admin.local_addr().map_err(|e| e.to_string())?;
     let worker = Worker::new(worker_args).map_err(|e| e.to_string())?;
     let (worker_stop, worker_trigger) = Shutdown::new();
@@ -648,13 +648,13 @@ impl CollectResult {
                 })
             };
             let (Some(p), Some(o)) = (
-                header(crate::sink::headers::SOURCE_PARTITION),
-                header(crate::sink::headers::SOURCE_OFFSET),
+                header(crate::delivery::sink::headers::SOURCE_PARTITION),
+                header(crate::delivery::sink::headers::SOURCE_OFFSET),
             ) else {
                 return;
             };
             key = (p.parse().unwrap_or(-1), o.parse().unwrap_or(-1));
-            let stage = header(crate::sink::headers::STAGE).unwrap_or_default();
+            let stage = header(crate::delivery::sink::headers::STAGE).unwrap_or_default();
             *self.dead_by_stage.entry(stage).or_default() += 1;
             let e = self.seen.entry(key).or_default();
             before_complete = is_complete(e);
@@ -683,7 +683,7 @@ pub(crate) fn percentile(sorted: &[f64], q: f64) -> f64 {
 pub(crate) fn summarize(
     produced: &HashMap<(i32, i64), Produced>,
     collected: &Result<CollectResult, String>,
-    stats: &crate::emulator::Stats,
+    stats: &crate::devtools::emulator::Stats,
     _wall: Duration,
 ) -> Summary {
     let empty = CollectResult::default();
@@ -889,7 +889,7 @@ mod tests {
         let s = summarize(
             &produced,
             &Ok(c),
-            &crate::emulator::Stats::default(),
+            &crate::devtools::emulator::Stats::default(),
             Duration::ZERO,
         );
         assert_eq!(s.produced, 4);
@@ -903,7 +903,7 @@ mod tests {
 
     #[test]
     fn bad_payloads_never_decode() {
-        let d = crate::event::Decoder::json_default();
+        let d = crate::worker::event::Decoder::json_default();
         for i in 0..12 {
             assert!(d.decode(bad_payload(i).as_deref()).is_err(), "kind {i}");
         }

@@ -25,7 +25,7 @@
 //!   API call, lines redone.
 //!
 //! The in-process scenarios reuse the demo's load generator and independent verifier
-//! ([`crate::demo`]): the backlog is produced before the worker starts (so the producer is never
+//! ([`crate::devtools::demo`]): the backlog is produced before the worker starts (so the producer is never
 //! the bottleneck), except in `latency`, where events are produced at a steady rate while the
 //! worker runs. Worker, emulator, broker and verifier share one process and the machine's cores;
 //! the CPU figures are the whole process's.
@@ -43,9 +43,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde::Serialize;
 
 use crate::chat::SecretKey;
-use crate::demo::{self, CollectSpec, Load, Produced, Summary};
-use crate::dev::EmbeddedKafka;
-use crate::emulator::{Emulator, EmulatorConfig, EmulatorHandle};
+use crate::devtools::demo::{self, CollectSpec, Load, Produced, Summary};
+use crate::devtools::embedded_kafka::EmbeddedKafka;
+use crate::devtools::emulator::{Emulator, EmulatorConfig, EmulatorHandle};
 use crate::shutdown::Shutdown;
 use crate::worker::Worker;
 
@@ -415,7 +415,7 @@ struct Measured {
     /// The worker's windows: how many closed for each reason, and their mean distinct UserIDs.
     windows: Windows,
     /// Emulator counters.
-    stats: crate::emulator::Stats,
+    stats: crate::devtools::emulator::Stats,
 }
 
 fn emulator_config(run: &Run, key: SecretKey) -> EmulatorConfig {
@@ -442,7 +442,7 @@ struct Windows {
 }
 
 impl Windows {
-    fn of(m: &crate::metrics::Metrics) -> Windows {
+    fn of(m: &crate::observe::metrics::Metrics) -> Windows {
         let closed_by = ["full", "idle", "linger", "flush"]
             .into_iter()
             .map(|r| (r, m.windows.with_label_values(&[r]).get()))
@@ -1576,7 +1576,7 @@ fn backfill_outcomes(
         if rerun
             && o.line > at_kill
             && o.status == "already_imported"
-            && !crate::emulator::is_preexisting(&o.user_id, existing_fraction)
+            && !crate::devtools::emulator::is_preexisting(&o.user_id, existing_fraction)
         {
             r.redone_above_checkpoint += 1;
         }
@@ -1633,7 +1633,7 @@ async fn backfill(a: &BenchArgs, f: &mut Figures, sd: &Shutdown) -> Result<(), S
         &cmd.outcomes,
         std::fs::metadata(&cmd.outcomes).map_or(0, |m| m.len()),
     );
-    let total_calls = |st: &crate::emulator::Stats| st.calls.values().sum::<u64>();
+    let total_calls = |st: &crate::devtools::emulator::Stats| st.calls.values().sum::<u64>();
     let calls_before = total_calls(&emulator.stats());
     eprintln!("  killed at line {at_kill} of {n}; resuming");
 

@@ -34,22 +34,21 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use futures_util::future::join_all;
 use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::producer::{FutureProducer, Producer};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::metrics::Metrics;
-use crate::offsets::OffsetTracker;
-use crate::sink::{OutRecord, Sink};
-use crate::source::SourceConsumer;
-use crate::window::SourcePos;
+use crate::backoff::{Backoff, Delays};
+use crate::delivery::offsets::{offset_list, OffsetTracker};
+use crate::delivery::sink::{OutRecord, Sink};
+use crate::domain::SourcePos;
+use crate::observe::metrics::Metrics;
+use crate::worker::source::SourceConsumer;
 
 /// One window's (or one dead-lettered record's) contribution to a transaction.
 pub struct TxnItem {
@@ -298,10 +297,10 @@ const DEFAULT_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
 /// and is made again, so a slow coordinator shows in the log and the metrics long before the
 /// budget is spent.
 const CALLS_PER_BUDGET: u32 = 10;
-/// First retry delay (doubling, with jitter, up to [`BACKOFF_MAX`]).
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-/// Longest retry delay, before jitter.
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Retry delays: from 100 ms doubling up to 2 s (before jitter), with jitter, for as long as the
+/// budget lasts.
+const BACKOFF: Backoff =
+    Backoff::doubling(Duration::from_millis(100), Duration::from_secs(2)).with_jitter();
 
 /// How long transactional calls may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -334,7 +333,7 @@ impl TxnTiming {
 struct Retry {
     timing: TxnTiming,
     deadline: Instant,
-    backoff: ExponentialBackoff,
+    backoff: Delays,
 }
 
 impl Retry {
@@ -342,13 +341,7 @@ impl Retry {
         Retry {
             timing,
             deadline: Instant::now() + timing.budget,
-            backoff: ExponentialBuilder::default()
-                .with_min_delay(BACKOFF_MIN)
-                .with_max_delay(BACKOFF_MAX)
-                .with_factor(2.0)
-                .with_jitter()
-                .without_max_times()
-                .build(),
+            backoff: BACKOFF.delays(),
         }
     }
 
@@ -363,7 +356,7 @@ impl Retry {
 
     /// Waits the next backoff delay after `last`; gives up when that would pass the deadline.
     async fn pause(&mut self, last: CallError) -> Result<(), TxnFailure> {
-        let delay = self.backoff.next().unwrap_or(BACKOFF_MAX);
+        let delay = self.backoff.next().unwrap_or(BACKOFF.max);
         if Instant::now() + delay >= self.deadline {
             return Err(TxnFailure::OutOfTime {
                 budget: self.timing.budget,
@@ -540,12 +533,10 @@ impl Committer {
 
     /// The `send_offsets_to_transaction` call for the done watermarks `positions`.
     fn send_offsets_call(&self, positions: &[(i32, i64)]) -> Result<TxnCall, Interrupted> {
-        let mut tpl = TopicPartitionList::new();
-        for (p, o) in positions {
-            if let Err(e) = tpl.add_partition_offset(&self.topic, *p, Offset::Offset(*o)) {
-                return Err(self.failed(CallError::classify(Stage::SendOffsets, &e)));
-            }
-        }
+        let tpl = match offset_list(&self.topic, positions) {
+            Ok(tpl) => tpl,
+            Err(e) => return Err(self.failed(CallError::classify(Stage::SendOffsets, &e))),
+        };
         let Some(cgm) = self.consumer.group_metadata() else {
             let e = CallError {
                 stage: Stage::SendOffsets,

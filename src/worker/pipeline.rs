@@ -30,10 +30,10 @@ use tokio::sync::Semaphore;
 use crate::chat::client::{CheckOutcome, ImportAccount};
 use crate::chat::health::is_availability_error;
 use crate::chat::{Attempted, ChatClient, ChatError, FailureClass};
+use crate::domain::{failure_class, Outcome, OutcomeStatus, Stage};
 use crate::shutdown::Shutdown;
-use crate::sink::{failure_class, Outcome, OutcomeStatus, Stage};
 use crate::systemic::{SystemicGate, Turn};
-use crate::window::{CheckInFlight, ClosedWindow};
+use crate::worker::window::{CheckInFlight, ClosedWindow};
 
 /// Which API imports the users of a window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

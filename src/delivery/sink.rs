@@ -13,111 +13,20 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use serde::Serialize;
 
-use crate::window::SourcePos;
+use crate::domain::{Outcome, OutcomeStatus, SourcePos, Stage};
 
 /// Header names of dead-letter records.
 pub mod headers {
     pub const STAGE: &str = "account-sync.error.stage";
     pub const CODE: &str = "account-sync.error.code";
     pub const REASON: &str = "account-sync.error.reason";
-    /// The failure class ([`super::failure_class`]): what `dlq replay --class` filters on.
+    /// The failure class ([`crate::domain::failure_class`]): what `dlq replay --class` filters on.
     pub const CLASS: &str = "account-sync.error.class";
     pub const SOURCE_TOPIC: &str = "account-sync.source.topic";
     pub const SOURCE_PARTITION: &str = "account-sync.source.partition";
     pub const SOURCE_OFFSET: &str = "account-sync.source.offset";
     pub const ATTEMPTS: &str = "account-sync.attempts";
     pub const FAILED_AT: &str = "account-sync.failed-at";
-}
-
-/// `status` of an outcome record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OutcomeStatus {
-    /// account_import succeeded.
-    Imported,
-    /// account_check said Imported.
-    AlreadyImported,
-    /// Failed permanently (also dead-lettered).
-    Failed,
-}
-
-impl OutcomeStatus {
-    /// The JSON / metric label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OutcomeStatus::Imported => "imported",
-            OutcomeStatus::AlreadyImported => "already_imported",
-            OutcomeStatus::Failed => "failed",
-        }
-    }
-}
-
-/// The stage at which a record failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Stage {
-    Decode,
-    Check,
-    Import,
-}
-
-impl Stage {
-    /// Every stage, in pipeline order.
-    pub const ALL: [Stage; 3] = [Stage::Decode, Stage::Check, Stage::Import];
-
-    /// Header / metric label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stage::Decode => "decode",
-            Stage::Check => "check",
-            Stage::Import => "import",
-        }
-    }
-}
-
-/// What happened to one decoded input record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
-    /// Final status.
-    pub status: OutcomeStatus,
-    /// Vendor ErrorCode / ResultCode; 0 on success or when there is none.
-    pub error_code: i64,
-    /// Why it failed; empty on success.
-    pub error_info: String,
-    /// API attempts of the call that decided the status.
-    pub attempts: u32,
-    /// Stage that failed, for the dead-letter record (None on success).
-    pub failed_stage: Option<Stage>,
-    /// Why it failed, as a bounded metric label (see [`failure_class`]); "" on success.
-    pub failure_class: &'static str,
-}
-
-impl Outcome {
-    /// A record that ended well (`Imported` or `AlreadyImported`): no error, no failure class.
-    pub fn success(status: OutcomeStatus, attempts: u32) -> Outcome {
-        Outcome {
-            status,
-            error_code: 0,
-            error_info: String::new(),
-            attempts,
-            failed_stage: None,
-            failure_class: "",
-        }
-    }
-}
-
-/// Dead-letter reason classes (the `class` label of the dead-letter counter).
-pub mod failure_class {
-    /// The record did not decode.
-    pub const INVALID_INPUT: &str = "invalid_input";
-    /// The vendor rejected this account (70402, 40005, 40601, 70399, a per-item ResultCode).
-    pub const REJECTED: &str = "rejected";
-    /// Transient errors or frequency limits outlasted the retry budget (or an unknown code its
-    /// smaller budget).
-    pub const RETRIES_EXHAUSTED: &str = "retries_exhausted";
-    /// The vendor called our request malformed, or we refused to send it: a bug in account-sync.
-    pub const BUG: &str = "bug";
-    /// Every class, for label and flag values.
-    pub const ALL: [&str; 4] = [INVALID_INPUT, REJECTED, RETRIES_EXHAUSTED, BUG];
 }
 
 /// The outcome record value (field order as in `docs/ARCHITECTURE.md`, "Records"); `source` says
@@ -192,7 +101,7 @@ pub struct DeadLetter {
     pub code: i64,
     /// Human-readable reason.
     pub reason: String,
-    /// Why, as one of the [`failure_class`] values.
+    /// Why, as one of the [`failure_class`](crate::domain::failure_class) values.
     pub class: &'static str,
     /// API attempts made (0 for decode failures).
     pub attempts: u32,
@@ -294,7 +203,7 @@ pub struct Sink {
 
 impl Sink {
     /// Builds the producer ([`producer_config`]); transactional when `transactional_id` is given
-    /// (exactly-once mode; the [`Committer`](crate::transaction::Committer) then initialises its
+    /// (exactly-once mode; the [`Committer`](crate::delivery::transaction::Committer) then initialises its
     /// transactions).
     pub fn new(
         brokers: &str,
@@ -404,6 +313,7 @@ mod tests {
     use rdkafka::message::Headers;
 
     use super::*;
+    use crate::domain::failure_class;
 
     fn pos() -> SourcePos {
         SourcePos {

@@ -12,6 +12,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use rdkafka::error::KafkaResult;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
 /// Offsets of one assigned partition.
 #[derive(Debug)]
 struct PartitionState {
@@ -137,6 +140,16 @@ impl OffsetTracker {
         v.sort_unstable();
         v
     }
+}
+
+/// `(partition, next offset)` positions of `topic` as the list librdkafka takes: the one place
+/// done watermarks become offsets to store, to commit or to send to a transaction.
+pub fn offset_list(topic: &str, positions: &[(i32, i64)]) -> KafkaResult<TopicPartitionList> {
+    let mut tpl = TopicPartitionList::new();
+    for &(p, o) in positions {
+        tpl.add_partition_offset(topic, p, Offset::Offset(o))?;
+    }
+    Ok(tpl)
 }
 
 #[cfg(test)]

@@ -1,39 +1,55 @@
 //! The Kafka source: a consumer in a consumer group (cooperative-sticky), offsets stored by hand.
 //!
-//! Rebalance callbacks run inside librdkafka's poll, i.e. inside `recv()`. They do the minimum
-//! there — update the [`OffsetTracker`] so no offset of a revoked partition is ever stored, and
-//! send a [`RebalanceEvent`] to the worker loop, which does the rest (Quickwit style).
+//! Rebalance callbacks run inside librdkafka's poll, i.e. inside `recv()`, which only the reader
+//! task ([`read_records`]) calls. They do the minimum there (Quickwit style): on revocation they
+//! send [`RebalanceEvent::Revoking`] to the intake loop and wait for its ack — the loop drains the
+//! revoked partitions and commits their offsets meanwhile, bounded by `--drain-timeout` — then
+//! update the [`OffsetTracker`] so no offset of a revoked partition is ever stored, and send a
+//! [`RebalanceEvent`] saying what changed.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaResult;
+use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientContext;
 use tokio::sync::mpsc;
 
-use crate::metrics::Metrics;
-use crate::offsets::OffsetTracker;
+use crate::delivery::offsets::OffsetTracker;
+use crate::observe::metrics::Metrics;
 
 /// A change of this worker's partitions of the input topic.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum RebalanceEvent {
     /// Newly assigned partitions (incremental).
     Assigned(Vec<i32>),
+    /// About to be revoked (or lost): the rebalance callback waits, before librdkafka releases
+    /// them, until the intake loop has drained them and answers on `ack` (or drops it).
+    Revoking {
+        /// The partitions.
+        partitions: Vec<i32>,
+        /// Answered (or dropped) once they are drained and their offsets committed.
+        ack: std::sync::mpsc::SyncSender<()>,
+    },
     /// Revoked (or lost) partitions.
     Revoked(Vec<i32>),
 }
 
-/// Called on revocation, inside librdkafka's rebalance callback and before the tracker forgets
-/// the partitions: the worker drains their in-flight records and commits their offsets there.
-pub type RevokeHook = Box<dyn Fn(&BaseConsumer<SourceContext>, &[i32]) + Send + Sync>;
+/// How much longer than `--drain-timeout` the rebalance callback waits for the intake loop's ack:
+/// the loop may be busy with something else first (a metadata request on assignment takes up to
+/// 5 s). After it the partitions are released undrained, which is safe: nothing of theirs is
+/// stored or committed once the tracker has forgotten them.
+const ACK_MARGIN: Duration = Duration::from_secs(10);
 
 /// The consumer's context: rebalance and commit callbacks.
 pub struct SourceContext {
-    /// Set by the worker once it is running, cleared when it stops (so the final close does
-    /// not drain again). Behind a lock because it is installed after the consumer exists.
-    on_revoke: Mutex<Option<RevokeHook>>,
+    /// Set while the intake loop drains revocations: how long it may take (`--drain-timeout`).
+    /// Cleared when it stops, so the final close does not drain again. Behind a lock because it
+    /// is set after the consumer exists.
+    drain: Mutex<Option<Duration>>,
     /// Input topic; other topics in a callback are ignored.
     topic: String,
     /// Shared with the completion path.
@@ -57,9 +73,35 @@ impl SourceContext {
         self.tracker.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Installs (or with `None` removes) the revocation hook.
-    pub fn set_revoke_hook(&self, hook: Option<RevokeHook>) {
-        *self.on_revoke.lock().unwrap_or_else(|e| e.into_inner()) = hook;
+    /// With `Some(drain_timeout)`, revocations wait for the intake loop to drain the partitions
+    /// ([`RebalanceEvent::Revoking`]); with `None` they go through at once.
+    pub fn set_drain(&self, drain_timeout: Option<Duration>) {
+        *self.drain.lock().unwrap_or_else(|e| e.into_inner()) = drain_timeout;
+    }
+
+    /// Asks the intake loop to drain `parts` and waits for its ack (at most `drain_timeout` plus
+    /// [`ACK_MARGIN`]). Runs inside the rebalance callback, on the reader task's thread: the
+    /// runtime moves its other tasks (the loop, the window tasks) elsewhere meanwhile.
+    fn wait_for_drain(&self, parts: &[i32], drain_timeout: Duration) {
+        let (ack, acked) = std::sync::mpsc::sync_channel(1);
+        let asked = RebalanceEvent::Revoking {
+            partitions: parts.to_vec(),
+            ack,
+        };
+        if self.events.send(asked).is_err() {
+            return;
+        }
+        let wait = || acked.recv_timeout(drain_timeout + ACK_MARGIN);
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let answer = if multi_thread {
+            tokio::task::block_in_place(wait)
+        } else {
+            wait()
+        };
+        if answer == Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
+            tracing::warn!(partitions = ?parts, "the intake loop did not answer the revocation in time; releasing the partitions undrained");
+        }
     }
 }
 
@@ -73,16 +115,12 @@ impl ClientContext for SourceContext {
 }
 
 impl ConsumerContext for SourceContext {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             let parts = self.partitions(tpl);
-            if let Some(hook) = self
-                .on_revoke
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .as_ref()
-            {
-                hook(consumer, &parts);
+            let drain = *self.drain.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(drain_timeout) = drain {
+                self.wait_for_drain(&parts, drain_timeout);
             }
             {
                 let mut t = self.tracker();
@@ -202,7 +240,7 @@ pub fn create_consumer(
             .set("isolation.level", "read_committed");
     }
     let ctx = SourceContext {
-        on_revoke: Mutex::new(None),
+        drain: Mutex::new(None),
         topic: s.topic.to_owned(),
         tracker,
         events,
@@ -239,15 +277,37 @@ pub fn pause_partitions(
     consumer.pause(&tpl)
 }
 
-/// Stores committable positions (`(partition, next offset)`) for the next commit.
-pub fn store_positions(
-    consumer: &SourceConsumer,
-    topic: &str,
-    positions: &[(i32, i64)],
-) -> KafkaResult<()> {
-    let mut tpl = TopicPartitionList::new();
-    for &(p, o) in positions {
-        tpl.add_partition_offset(topic, p, Offset::Offset(o))?;
+/// An input record as the intake loop takes it, copied out of librdkafka's buffer.
+#[derive(Debug)]
+pub struct Polled {
+    /// Input partition.
+    pub partition: i32,
+    /// Offset in that partition.
+    pub offset: i64,
+    /// Original key bytes.
+    pub key: Option<Vec<u8>>,
+    /// Original payload bytes.
+    pub payload: Option<Vec<u8>>,
+    /// Kafka timestamp (ms since epoch).
+    pub timestamp_ms: Option<i64>,
+}
+
+/// The reader task: the one place the consumer is polled, so the rebalance callbacks run here,
+/// and the intake loop stays free to drain a revocation while the callback waits for it. Sends
+/// every record (or consumer error) to `out`; its capacity of one keeps intake's pace: while the
+/// loop does not take records, the reader waits with one in hand, as the loop's own `recv()`
+/// did not read on. Ends when `out` closes.
+pub async fn read_records(consumer: Arc<SourceConsumer>, out: mpsc::Sender<KafkaResult<Polled>>) {
+    loop {
+        let polled = consumer.recv().await.map(|m| Polled {
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().map(<[u8]>::to_vec),
+            timestamp_ms: m.timestamp().to_millis(),
+        });
+        if out.send(polled).await.is_err() {
+            return;
+        }
     }
-    consumer.store_offsets(&tpl)
 }

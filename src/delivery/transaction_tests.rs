@@ -169,7 +169,7 @@ async fn retries_back_off_exponentially_within_the_budget() {
     };
     // 100 ms doubling to 2 s, each with up to 100% jitter.
     for (i, p) in pauses.iter().enumerate() {
-        let base = (BACKOFF_MIN * 2u32.pow(i as u32)).min(BACKOFF_MAX);
+        let base = (BACKOFF.initial * 2u32.pow(i as u32)).min(BACKOFF.max);
         assert!(
             *p >= base && *p < base * 2,
             "pause {i}: {p:?} from {base:?}"

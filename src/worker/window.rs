@@ -37,34 +37,7 @@ use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::event::SignupEvent;
-
-/// Where an input record came from: enough to dead-letter it, report it, and mark its offset done.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SourcePos {
-    /// Input partition.
-    pub partition: i32,
-    /// Offset in that partition.
-    pub offset: i64,
-    /// Assignment epoch of the partition when the record was read; completions from an older
-    /// epoch (the partition was revoked meanwhile) are ignored by the offset tracker.
-    pub epoch: u64,
-}
-
-/// A decoded input record waiting for its outcome.
-#[derive(Debug, Clone)]
-pub struct InputRecord {
-    /// Source position.
-    pub pos: SourcePos,
-    /// The decoded event.
-    pub event: SignupEvent,
-    /// Original key bytes, dead-lettered unchanged.
-    pub key: Option<Vec<u8>>,
-    /// Original payload bytes, dead-lettered unchanged.
-    pub payload: Option<Vec<u8>>,
-    /// Kafka timestamp of the record (ms since epoch), for end-to-end latency.
-    pub timestamp_ms: Option<i64>,
-}
+use crate::domain::InputRecord;
 
 /// A window being filled.
 #[derive(Debug)]
@@ -386,6 +359,8 @@ impl Drop for CheckInFlight {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::SourcePos;
+    use crate::worker::event::SignupEvent;
 
     fn rec(user: &str, offset: i64) -> InputRecord {
         InputRecord {

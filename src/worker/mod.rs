@@ -1,54 +1,51 @@
 //! The worker: source → decode → windower → check/import stages → sink → offsets, wired together.
 //!
 //! One loop (the intake loop) reads records, decodes them, fills the open window, closes it when
-//! the [`CloseRule`] says (full, idle, or its linger; see [`crate::window`]) and dispatches
+//! the [`CloseRule`] says (full, idle, or its linger; see [`crate::worker::window`]) and dispatches
 //! closed windows as tasks; the number of windows in flight is bounded by a semaphore and the
 //! number of records held by `max_events_in_flight`, at which intake stops reading until a
 //! window's worth of room is free (if that lasts 5 s every assigned partition is paused; the loop
-//! keeps polling, so the consumer stays in its group). Each window task resolves
-//! its users and, as soon as a user's outcome is decided, produces one outcome per record of that
-//! user (and a dead-letter record per failure), waits for the broker's acknowledgements, and only
-//! then marks those records done, which may move the partition's committable position (see
-//! [`crate::offsets`]).
+//! keeps polling, so the consumer stays in its group). Each window task resolves its users and,
+//! as soon as a user's outcome is decided, hands its records to [`Delivery`], which delivers them
+//! and makes their offsets committable in either delivery mode (see [`crate::delivery`]).
 //!
-//! In exactly-once mode the window tasks hand their records to the transaction
-//! [`Committer`](crate::transaction::Committer) instead, which produces them and commits the
-//! offsets in one transaction.
-//!
-//! On revocation, the revoked partitions' records are taken out of the open window and
-//! processed at once, and the rebalance waits (up to `--drain-timeout`) until every in-flight
-//! record of those partitions is done and its offset committed; only then are the partitions
-//! released.
+//! Rebalances arrive as messages. The consumer is polled by a reader task alone, so the
+//! rebalance callback runs there; on revocation it sends [`RebalanceEvent::Revoking`] and waits.
+//! The loop then takes the revoked partitions' records out of the open window and processes them
+//! at once, waits (up to `--drain-timeout`) until every in-flight record of those partitions is
+//! done, commits their offsets and acks; only then are the partitions released (see
+//! [`revoke`]).
+
+pub mod event;
+pub(crate) mod pipeline;
+mod revoke;
+pub(crate) mod source;
+pub mod window;
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use futures_util::future::join_all;
-use rdkafka::consumer::{CommitMode, Consumer};
-use rdkafka::message::Message;
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use tokio::sync::{mpsc, oneshot, watch, Notify, Semaphore};
+use rdkafka::consumer::Consumer;
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::chat::client::CallObserver;
 use crate::chat::ChatClient;
 use crate::config::WorkerArgs;
-use crate::event::Decoder;
-use crate::metrics::{Metrics, MetricsObserver, Readiness};
-use crate::offsets::OffsetTracker;
-use crate::pipeline::{ImportPlan, Stages};
+use crate::delivery::offsets::OffsetTracker;
+use crate::delivery::sink::{DeadLetter, Sink};
+use crate::delivery::transaction::{TxnFailure, TxnTiming};
+use crate::delivery::{Delivery, DeliveryError, Parts, Started, Transactions};
+use crate::domain::{failure_class, InputRecord, Outcome, OutcomeStatus, SourcePos, Stage};
+use crate::observe::admin::Readiness;
+use crate::observe::metrics::{Metrics, MetricsObserver};
 use crate::shutdown::Shutdown;
-use crate::sink::{failure_class, rfc3339_millis, DeadLetter, OutRecord, Outcome, Sink, Stage};
-use crate::source::{
-    self, RebalanceEvent, RevokeHook, SourceConsumer, SourceContext, SourceSettings,
-};
 use crate::systemic::{self, SystemicGate};
-use crate::transaction::{Committer, TxnFailure, TxnItem, TxnTiming};
-use crate::window::{
-    CheckInFlight, ChecksInFlight, CloseReason, CloseRule, ClosedWindow, InputRecord, Intake,
-    RecordsById, SourcePos, Window,
-};
+use event::Decoder;
+use pipeline::{ImportPlan, Stages};
+use source::{Polled, RebalanceEvent, SourceConsumer, SourceSettings};
+use window::{CheckInFlight, ChecksInFlight, CloseReason, CloseRule, ClosedWindow, Intake, Window};
 
 /// Why the worker stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -71,38 +68,27 @@ pub enum WorkerError {
     Transaction(#[from] TxnFailure),
 }
 
+impl From<DeliveryError> for WorkerError {
+    fn from(e: DeliveryError) -> Self {
+        match e {
+            DeliveryError::Undelivered(reason) => WorkerError::Delivery(reason),
+            DeliveryError::Transaction(f) => WorkerError::Transaction(f),
+        }
+    }
+}
+
 /// Everything the window and decode tasks share.
 struct Shared {
     /// The check and import stages.
     stages: Stages,
-    /// The producer.
-    sink: Arc<Sink>,
-    /// How records reach the broker: directly, or through transactions.
-    delivery: Delivery,
+    /// Where their records go.
+    delivery: Arc<Delivery>,
     /// Bounds the windows in flight.
     window_slots: Arc<Semaphore>,
-    /// The consumer (for storing offsets).
-    consumer: Arc<SourceConsumer>,
-    /// Input topic.
-    topic: String,
-    /// Done-watermark tracking.
-    tracker: Arc<Mutex<OffsetTracker>>,
-    /// Woken whenever records complete (the loop may resume intake).
-    progress: Notify,
     /// Windows closed whose account_check has not answered yet (the window close rule).
     checks: Arc<ChecksInFlight>,
     /// Metrics of this worker.
     metrics: Arc<Metrics>,
-    /// Fatal errors from tasks (a final delivery failure, a failed transaction).
-    fatal: mpsc::UnboundedSender<WorkerError>,
-}
-
-/// How a window's records are delivered.
-enum Delivery {
-    /// Produce, wait for the acknowledgements, store the offsets (auto-committed).
-    AtLeastOnce,
-    /// Hand them to the transaction committer.
-    ExactlyOnce(mpsc::Sender<TxnItem>),
 }
 
 /// A worker built from its settings, ready to run.
@@ -176,7 +162,7 @@ impl Worker {
                 self.readiness.clone(),
                 stop_tasks.clone(),
             );
-            tokio::spawn(async move { crate::metrics::serve_admin(l, m, r, s).await })
+            tokio::spawn(async move { crate::observe::admin::serve_admin(l, m, r, s).await })
         });
         let probers = tokio::spawn(systemic::run_probers(
             self.gate.clone(),
@@ -270,29 +256,29 @@ impl Worker {
             &a.kafka.dlq_topic,
             transactional_id.as_deref(),
         )?);
-        let (delivery, committer) = match &transactional_id {
-            None => (Delivery::AtLeastOnce, None),
-            Some(id) => {
-                let committer = Committer {
-                    sink: sink.clone(),
-                    consumer: consumer.clone(),
-                    tracker: tracker.clone(),
-                    topic: a.kafka.input_topic.clone(),
-                    linger: a.transaction_linger,
-                    timing: TxnTiming::from_properties(&extra),
-                    metrics: self.metrics.clone(),
-                };
-                // Fences an older incarnation of this replica and aborts its open transaction.
-                committer.init().await?;
-                tracing::info!(transactional_id = %id, "exactly-once delivery: transactions initialised");
-                let (tx, rx) = mpsc::channel(a.max_windows_in_flight * 2);
-                (
-                    Delivery::ExactlyOnce(tx),
-                    Some(tokio::spawn(committer.run(rx))),
-                )
-            }
+        let transactions = exactly_once.then(|| Transactions {
+            linger: a.transaction_linger,
+            timing: TxnTiming::from_properties(&extra),
+            queue: a.max_windows_in_flight * 2,
+        });
+        let parts = Parts {
+            sink: sink.clone(),
+            consumer: consumer.clone(),
+            tracker: tracker.clone(),
+            topic: a.kafka.input_topic.clone(),
+            metrics: self.metrics.clone(),
         };
-        let (fatal_tx, mut fatal_rx) = mpsc::unbounded_channel();
+        // Exactly-once: fences an older incarnation of this replica and aborts its open
+        // transaction first.
+        let Started {
+            delivery,
+            committable,
+            failures: mut fatal_rx,
+            committer,
+        } = Delivery::start(parts, transactions).await?;
+        if let Some(id) = &transactional_id {
+            tracing::info!(transactional_id = %id, "exactly-once delivery: transactions initialised");
+        }
         let shared = Arc::new(Shared {
             stages: Stages {
                 client: self.client.clone(),
@@ -305,16 +291,10 @@ impl Worker {
                 // instead of holding every stop during a fault for the whole --drain-timeout.
                 shutdown: shutdown.clone(),
             },
-            sink,
             delivery,
             window_slots: Arc::new(Semaphore::new(a.max_windows_in_flight)),
-            consumer: consumer.clone(),
-            topic: a.kafka.input_topic.clone(),
-            tracker: tracker.clone(),
-            progress: Notify::new(),
             checks: Arc::new(ChecksInFlight::default()),
             metrics: self.metrics.clone(),
-            fatal: fatal_tx,
         });
         for api in [
             crate::chat::Api::AccountCheck,
@@ -330,15 +310,16 @@ impl Worker {
         }
         let _ = self.client.usersig_expires_at();
 
-        // The open window is shared with the revocation hook, which takes the revoked
-        // partitions' records out of it. Locked only briefly, never across an await.
-        let window = Arc::new(Mutex::new(Window::new(a.window_size, a.window_linger)));
-        consumer.context().set_revoke_hook(Some(revoke_hook(
-            Arc::downgrade(&shared),
-            window.clone(),
-            a.drain_timeout,
-        )));
-        let lock_window = || window.lock().unwrap_or_else(|e| e.into_inner());
+        let mut window = Window::new(a.window_size, a.window_linger);
+        // From here on the rebalance callback waits for this loop to drain revoked partitions.
+        consumer.context().set_drain(Some(a.drain_timeout));
+        // The consumer is polled by the reader task alone, so a rebalance callback that waits for
+        // this loop never waits on itself. One record of room: see read_records.
+        let (records_tx, mut records_rx) = mpsc::channel(1);
+        let reader = tokio::spawn(source::read_records(consumer.clone(), records_tx));
+        // Partitions drained for a revocation that has not gone through yet: a record of theirs
+        // read meanwhile is no longer ours to process.
+        let mut revoking: Vec<i32> = Vec::new();
         let close_rule = CloseRule::default();
         let check_limiter = self
             .client
@@ -364,7 +345,7 @@ impl Worker {
             // Intake is reading: neither held back by the in-flight bound nor paused.
             let reading = full_since.is_none() && !paused;
             let plan = close_rule.plan(
-                &lock_window(),
+                &window,
                 Intake {
                     reading,
                     checks_in_flight: shared.checks.get(),
@@ -377,11 +358,12 @@ impl Worker {
                 biased;
                 _ = shutdown.wait() => break,
                 Some(reason) = fatal_rx.recv() => {
-                    failure = Some(reason);
+                    failure = Some(reason.into());
                     break;
                 }
                 Some(ev) = events_rx.recv() => match ev {
                     RebalanceEvent::Assigned(parts) => {
+                        revoking.retain(|p| !parts.contains(p));
                         self.readiness.assigned.store(true, Ordering::Relaxed);
                         self.update_rate_share(&consumer, &a.kafka.input_topic, &mut partition_total);
                         if paused {
@@ -390,24 +372,30 @@ impl Worker {
                             }
                         }
                     }
-                    RebalanceEvent::Revoked(_) => {
-                        // The hook already took the revoked partitions' records out of the
-                        // window; this catches records of a revocation it did not see (lost
-                        // partitions, a hook that was not installed yet).
+                    RebalanceEvent::Revoking { partitions, ack } => {
+                        revoke::drain(&shared, &mut window, &committable, &consumer, &partitions, a.drain_timeout).await;
+                        revoking.extend(&partitions);
+                        let _ = ack.try_send(());
+                    }
+                    RebalanceEvent::Revoked(parts) => {
+                        revoking.retain(|p| !parts.contains(p));
+                        // The drain already took the revoked partitions' records out of the
+                        // window; this catches records of a revocation it did not see (one that
+                        // came before the loop ran).
                         let t = tracker.lock().unwrap_or_else(|e| e.into_inner());
-                        lock_window().retain_partitions(|p| t.epoch(p).is_some());
+                        window.retain_partitions(|p| t.epoch(p).is_some());
                         drop(t);
                         self.update_rate_share(&consumer, &a.kafka.input_topic, &mut partition_total);
                     }
                 },
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
-                    let closed = lock_window().take(CloseReason::Linger);
+                    let closed = window.take(CloseReason::Linger);
                     if let Some(w) = closed {
                         dispatch(&shared, &mut tasks, w);
                     }
                 }
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-                _ = shared.progress.notified(), if paused || full_since.is_some() => {}
+                _ = shared.delivery.progressed(), if paused || full_since.is_some() => {}
                 _ = tokio::time::sleep_until(full_since.map_or_else(tokio::time::Instant::now, |t| t + PAUSE_AFTER)), if full_since.is_some() && !paused => {}
                 _ = gate_rx.changed() => {
                     let fault = gate_rx.borrow_and_update().clone();
@@ -423,10 +411,14 @@ impl Worker {
                         fault_in_force = false;
                     }
                 }
-                msg = consumer.recv(), if full_since.is_none() || paused => match msg {
+                Some(msg) = records_rx.recv(), if full_since.is_none() || paused => match msg {
                     Ok(m) => {
                         self.metrics.events_consumed.inc();
-                        let (p, offset) = (m.partition(), m.offset());
+                        let Polled { partition: p, offset, key, payload, timestamp_ms } = m;
+                        if revoking.contains(&p) {
+                            tracing::debug!(partition = p, offset, "record of a partition being revoked; skipped");
+                            continue;
+                        }
                         let epoch = {
                             let mut t = tracker.lock().unwrap_or_else(|e| e.into_inner());
                             match t.epoch(p) {
@@ -441,13 +433,10 @@ impl Worker {
                             }
                         };
                         let pos = SourcePos { partition: p, offset, epoch };
-                        let key = m.key().map(<[u8]>::to_vec);
-                        let payload = m.payload().map(<[u8]>::to_vec);
-                        let timestamp_ms = m.timestamp().to_millis();
                         match self.decoder.decode(payload.as_deref()) {
                             Ok(event) => {
                                 let rec = InputRecord { pos, event, key, payload, timestamp_ms };
-                                let closed = lock_window().push(rec);
+                                let closed = window.push(rec);
                                 if let Some(w) = closed {
                                     dispatch(&shared, &mut tasks, w);
                                 }
@@ -457,7 +446,7 @@ impl Worker {
                                 let shared = shared.clone();
                                 tasks.spawn(async move {
                                     let dl = DeadLetter { stage: Stage::Decode, code: 0, reason: err.to_string(), class: failure_class::INVALID_INPUT, attempts: 0 };
-                                    dead_letter_decode(&shared, key, payload, pos, dl).await;
+                                    shared.delivery.decode_failure(key, payload, pos, dl).await;
                                 });
                             }
                         }
@@ -471,7 +460,7 @@ impl Worker {
                 },
                 // After recv (biased): a record that is ready joins the window instead.
                 _ = tokio::time::sleep_until(idle_at.unwrap_or_else(tokio::time::Instant::now)), if idle_at.is_some() => {
-                    let closed = lock_window().take(CloseReason::Idle);
+                    let closed = window.take(CloseReason::Idle);
                     if let Some(w) = closed {
                         dispatch(&shared, &mut tasks, w);
                     }
@@ -512,9 +501,32 @@ impl Worker {
                 .set(i64::from(paused || full_since.is_some()));
         }
 
-        // Shutdown: no more intake. Finish what is in flight (bounded), flush, commit, leave.
+        // No more intake: revocations go through at once from here on (the shutdown drains
+        // everything anyway), one that already asked is drained, and the reader stops polling.
+        consumer.context().set_drain(None);
+        while let Ok(ev) = events_rx.try_recv() {
+            if let RebalanceEvent::Revoking { partitions, ack } = ev {
+                revoke::drain(
+                    &shared,
+                    &mut window,
+                    &committable,
+                    &consumer,
+                    &partitions,
+                    a.drain_timeout,
+                )
+                .await;
+                let _ = ack.try_send(());
+            }
+        }
+        // Dropping the events answers a revocation that asked after all: it goes through.
+        drop(events_rx);
+        reader.abort();
+        let _ = reader.await;
+        drop(records_rx);
+
+        // Shutdown: finish what is in flight (bounded), flush, commit, leave.
         tracing::info!("stopping: draining in-flight windows");
-        let closed = lock_window().take(CloseReason::Flush);
+        let closed = window.take(CloseReason::Flush);
         if let Some(w) = closed {
             dispatch(&shared, &mut tasks, w);
         }
@@ -529,13 +541,10 @@ impl Worker {
             while tasks.join_next().await.is_some() {}
         }
         if let Some(reason) = fatal_rx.try_recv().ok().filter(|_| failure.is_none()) {
-            failure = Some(reason);
+            failure = Some(reason.into());
         }
-        // Everything is drained: the final close must not drain again.
-        consumer.context().set_revoke_hook(None);
-        let sink = shared.sink.clone();
-        // The last sender of the committer's channel goes with `shared`: it then finishes its
-        // last transaction and ends.
+        // The last sender of the committer's channel goes with `shared` (its delivery): it then
+        // finishes its last transaction and ends.
         drop(shared);
         if let Some(c) = committer {
             let _ = c.await;
@@ -552,14 +561,12 @@ impl Worker {
         // the group notices the session expire). A thread of its own, not `spawn_blocking`: the
         // runtime waits for its blocking tasks when it shuts down, so a hung close would hold
         // the caller's runtime (a test's, an embedding program's) forever.
-        let (tracker, topic) = (tracker.clone(), a.kafka.input_topic.clone());
         let (closed_tx, closed) = oneshot::channel::<()>();
         let spawned = std::thread::Builder::new()
             .name("account-sync-close".into())
             .spawn(move || {
-                if !exactly_once {
-                    commit_final(&consumer, &tracker, &topic);
-                }
+                // At-least-once only: in exactly-once mode the transactions committed them.
+                committable.commit_final(&*consumer);
                 // Closing the consumer leaves the group.
                 drop(Arc::try_unwrap(consumer).ok());
                 let _ = closed_tx.send(());
@@ -639,100 +646,8 @@ impl Worker {
     }
 }
 
-/// Commits the done watermarks of every assigned partition, synchronously (at-least-once mode,
-/// at shutdown).
-fn commit_final(consumer: &SourceConsumer, tracker: &Mutex<OffsetTracker>, topic: &str) {
-    let positions = tracker
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .watermarks();
-    if positions.is_empty() {
-        return;
-    }
-    let mut tpl = TopicPartitionList::new();
-    for (p, o) in &positions {
-        let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(*o));
-    }
-    match consumer.commit(&tpl, CommitMode::Sync) {
-        Ok(()) => tracing::info!(?positions, "final offsets committed"),
-        Err(e) => tracing::warn!(error = %e, "final offset commit failed"),
-    }
-}
-
 /// Longest the final commit plus leaving the group may take at shutdown.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// The revocation hook: runs inside the rebalance callback, before the partitions are released.
-/// It takes the revoked partitions' records out of the open window and processes them, waits
-/// until every in-flight record of those partitions is done (bounded by `drain_timeout`), and in
-/// at-least-once mode commits their offsets synchronously. Records not done by then are replayed
-/// by the partitions' next owner.
-fn revoke_hook(
-    shared: Weak<Shared>,
-    window: Arc<Mutex<Window>>,
-    drain_timeout: Duration,
-) -> RevokeHook {
-    let runtime = tokio::runtime::Handle::current();
-    Box::new(
-        move |consumer: &rdkafka::consumer::BaseConsumer<SourceContext>, parts: &[i32]| {
-            let Some(shared) = shared.upgrade() else {
-                return;
-            };
-            let started = std::time::Instant::now();
-            let taken = window
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take_partitions(|p| parts.contains(&p));
-            if let Some(w) = taken {
-                let (s, check) = (shared.clone(), shared.checks.start());
-                runtime.spawn(async move { window_task(&s, w, check).await });
-            }
-            let pending = || {
-                let t = shared.tracker.lock().unwrap_or_else(|e| e.into_inner());
-                parts.iter().map(|&p| t.pending_in(p)).sum::<usize>()
-            };
-            let wait = || {
-                while pending() > 0 && started.elapsed() < drain_timeout {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                pending()
-            };
-            // This runs on the thread polling the consumer; let the runtime move its other tasks
-            // (the window tasks being waited for) elsewhere meanwhile.
-            let left = if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
-                tokio::task::block_in_place(wait)
-            } else {
-                wait()
-            };
-            if matches!(shared.delivery, Delivery::AtLeastOnce) {
-                let positions: Vec<(i32, i64)> = {
-                    let t = shared.tracker.lock().unwrap_or_else(|e| e.into_inner());
-                    t.watermarks()
-                        .into_iter()
-                        .filter(|(p, _)| parts.contains(p))
-                        .collect()
-                };
-                let mut tpl = TopicPartitionList::new();
-                for (p, o) in &positions {
-                    let _ = tpl.add_partition_offset(&shared.topic, *p, Offset::Offset(*o));
-                }
-                if tpl.count() > 0 {
-                    // Async: a synchronous commit has no timeout and would hold the rebalance
-                    // forever if the coordinator vanished. librdkafka sends it before the
-                    // partitions are released, and auto-commit commits them on unassign too.
-                    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
-                        tracing::warn!(error = %e, "offset commit on revocation failed");
-                    }
-                }
-            }
-            if left > 0 {
-                tracing::warn!(partitions = ?parts, left, "revocation drain timed out; those records will be replayed by the next owner");
-            } else {
-                tracing::info!(partitions = ?parts, took = ?started.elapsed(), "revoked partitions drained");
-            }
-        },
-    )
-}
 
 /// Spawns a window task.
 fn dispatch(shared: &Arc<Shared>, tasks: &mut JoinSet<()>, window: ClosedWindow) {
@@ -769,11 +684,11 @@ async fn window_task(shared: &Shared, window: ClosedWindow, check: CheckInFlight
 }
 
 /// Resolves a window and delivers each user's records as soon as its outcome is decided (see
-/// [`Stages::resolve`](crate::pipeline::Stages::resolve)); marks the delivered input records done.
+/// [`Stages::resolve`](crate::worker::pipeline::Stages::resolve)); marks the delivered input records done.
 async fn process_window(shared: &Shared, window: ClosedWindow, check: CheckInFlight) {
     let records_of = window.records_by_id();
     let decided =
-        |outcomes: Vec<(usize, Outcome)>| deliver_outcomes(shared, &window, &records_of, outcomes);
+        |outcomes: Vec<(usize, Outcome)>| shared.delivery.outcomes(&window, &records_of, outcomes);
     let Some(outcomes) = shared.stages.resolve(&window, check, decided).await else {
         tracing::info!(
             records = window.records.len(),
@@ -781,219 +696,15 @@ async fn process_window(shared: &Shared, window: ClosedWindow, check: CheckInFli
         );
         return;
     };
-    let count = |s: crate::sink::OutcomeStatus| {
+    let count = |s: OutcomeStatus| {
         let ids = window.id_of_record.iter();
         ids.filter(|&&id| outcomes[id].status == s).count()
     };
     tracing::debug!(
         records = window.records.len(),
-        imported = count(crate::sink::OutcomeStatus::Imported),
-        already_imported = count(crate::sink::OutcomeStatus::AlreadyImported),
-        failed = count(crate::sink::OutcomeStatus::Failed),
+        imported = count(OutcomeStatus::Imported),
+        already_imported = count(OutcomeStatus::AlreadyImported),
+        failed = count(OutcomeStatus::Failed),
         "window resolved"
     );
-}
-
-/// Delivers the records of the users whose outcomes were just decided (`(index in window.ids,
-/// outcome)`): one outcome per record, and a dead letter per failed one; counts and marks done
-/// the delivered ones.
-async fn deliver_outcomes(
-    shared: &Shared,
-    window: &ClosedWindow,
-    records_of: &RecordsById,
-    decided: Vec<(usize, Outcome)>,
-) {
-    let stamp = rfc3339_millis(SystemTime::now());
-    let records: Vec<(&InputRecord, &Outcome)> = decided
-        .iter()
-        .flat_map(|(id, outcome)| {
-            records_of
-                .of(*id)
-                .iter()
-                .map(move |&r| (&window.records[r], outcome))
-        })
-        .collect();
-    // One group of records per input record: its outcome, and its dead letter if it failed.
-    let groups: Vec<(SourcePos, Vec<OutRecord>)> = records
-        .iter()
-        .map(|&(rec, outcome)| {
-            let mut out =
-                vec![shared
-                    .sink
-                    .outcome_record(&rec.event.user_id, outcome, rec.pos, &stamp)];
-            if let Some(stage) = outcome.failed_stage {
-                let dl = DeadLetter {
-                    stage,
-                    code: outcome.error_code,
-                    reason: outcome.error_info.clone(),
-                    class: outcome.failure_class,
-                    attempts: outcome.attempts,
-                };
-                out.push(shared.sink.dead_letter_record(
-                    rec.key.as_deref(),
-                    rec.payload.as_deref(),
-                    rec.pos,
-                    &dl,
-                    &stamp,
-                ));
-            }
-            (rec.pos, out)
-        })
-        .collect();
-    let delivered = deliver(shared, groups).await;
-    let acknowledged_ms = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
-    for (&(rec, outcome), ok) in records.iter().zip(&delivered) {
-        if !ok {
-            continue;
-        }
-        shared
-            .metrics
-            .outcomes
-            .with_label_values(&[outcome.status.as_str()])
-            .inc();
-        if let Some(stage) = outcome.failed_stage {
-            shared
-                .metrics
-                .events_dead_lettered
-                .with_label_values(&[stage.as_str(), outcome.failure_class])
-                .inc();
-            tracing::warn!(
-                topic = %shared.topic,
-                partition = rec.pos.partition,
-                offset = rec.pos.offset,
-                stage = stage.as_str(),
-                code = outcome.error_code,
-                reason = %outcome.error_info,
-                "account failed; dead-lettered"
-            );
-        }
-        if let Some(ts) = rec.timestamp_ms {
-            // To the acknowledgement (in exactly-once mode, the commit), as the metric says.
-            let age_ms = acknowledged_ms - ts;
-            if age_ms >= 0 {
-                shared
-                    .metrics
-                    .end_to_end_latency
-                    .observe(age_ms as f64 / 1000.0);
-            }
-        }
-    }
-}
-
-/// Dead-letters a record that did not decode, then marks it done.
-async fn dead_letter_decode(
-    shared: &Shared,
-    key: Option<Vec<u8>>,
-    payload: Option<Vec<u8>>,
-    pos: SourcePos,
-    dl: DeadLetter,
-) {
-    let stamp = rfc3339_millis(SystemTime::now());
-    let record =
-        shared
-            .sink
-            .dead_letter_record(key.as_deref(), payload.as_deref(), pos, &dl, &stamp);
-    if deliver(shared, vec![(pos, vec![record])]).await[0] {
-        shared
-            .metrics
-            .events_dead_lettered
-            .with_label_values(&["decode", failure_class::INVALID_INPUT])
-            .inc();
-    }
-}
-
-/// Delivers each input record's group of output records and marks the input records whose
-/// records were all delivered done. Returns, per group, whether it was delivered. A final
-/// delivery failure is fatal: the worker stops without committing past it.
-async fn deliver(shared: &Shared, groups: Vec<(SourcePos, Vec<OutRecord>)>) -> Vec<bool> {
-    match &shared.delivery {
-        Delivery::AtLeastOnce => {
-            let sends = groups.iter().map(|(_, records)| async move {
-                for r in records {
-                    shared.sink.send(r).await?;
-                }
-                Ok::<(), crate::sink::SinkError>(())
-            });
-            let results = join_all(sends).await;
-            let mut done = Vec::with_capacity(groups.len());
-            let mut ok = Vec::with_capacity(groups.len());
-            for ((pos, _), r) in groups.iter().zip(results) {
-                match r {
-                    Ok(()) => {
-                        done.push(*pos);
-                        ok.push(true);
-                    }
-                    Err(e) => {
-                        tracing::error!(partition = pos.partition, offset = pos.offset, error = %e, "record delivery failed");
-                        let _ = shared.fatal.send(WorkerError::Delivery(e.to_string()));
-                        ok.push(false);
-                    }
-                }
-            }
-            complete(shared, &done);
-            ok
-        }
-        Delivery::ExactlyOnce(committer) => {
-            let n = groups.len();
-            let (positions, records): (Vec<SourcePos>, Vec<Vec<OutRecord>>) =
-                groups.into_iter().unzip();
-            let (done_tx, done_rx) = oneshot::channel();
-            let item = TxnItem {
-                records: records.into_iter().flatten().collect(),
-                positions,
-                done: done_tx,
-            };
-            let result = match committer.send(item).await {
-                Ok(()) => done_rx
-                    .await
-                    .map_err(|_| committer_stopped())
-                    .and_then(|r| r.map_err(WorkerError::from)),
-                Err(_) => Err(committer_stopped()),
-            };
-            let committed = match result {
-                Ok(()) => true,
-                Err(e) => {
-                    let _ = shared.fatal.send(e);
-                    false
-                }
-            };
-            // The committer marked the records done in the tracker when it committed them.
-            let t = shared.tracker.lock().unwrap_or_else(|e| e.into_inner());
-            shared.metrics.events_in_flight.set(t.pending() as i64);
-            drop(t);
-            shared.progress.notify_one();
-            vec![committed; n]
-        }
-    }
-}
-
-/// The committer ended before answering (it only does when the worker is stopping anyway).
-fn committer_stopped() -> WorkerError {
-    WorkerError::Delivery("transaction committer stopped".into())
-}
-
-/// Marks records done and stores the positions that moved. The tracker lock is held while
-/// storing, so a concurrent revocation cannot slip in between (no offset of a partition that is
-/// not ours is ever stored).
-fn complete(shared: &Shared, done: &[SourcePos]) {
-    let mut t = shared.tracker.lock().unwrap_or_else(|e| e.into_inner());
-    let mut moved: Vec<(i32, i64)> = Vec::new();
-    for pos in done {
-        if let Some(w) = t.done(pos.partition, pos.epoch, pos.offset) {
-            match moved.iter_mut().find(|(p, _)| *p == pos.partition) {
-                Some(entry) => entry.1 = entry.1.max(w),
-                None => moved.push((pos.partition, w)),
-            }
-        }
-    }
-    if !moved.is_empty() {
-        if let Err(e) = source::store_positions(&shared.consumer, &shared.topic, &moved) {
-            tracing::debug!(error = %e, "storing offsets failed (partition revoked meanwhile?)");
-        }
-    }
-    shared.metrics.events_in_flight.set(t.pending() as i64);
-    drop(t);
-    shared.progress.notify_one();
 }

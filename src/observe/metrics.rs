@@ -1,19 +1,12 @@
-//! Prometheus metrics (one registry per worker, so several workers can live in one test process)
-//! and the admin HTTP server: `/metrics`, `/healthz`, `/readyz`.
+//! Prometheus metrics: one registry per worker, so several workers can live in one test process.
+//! The admin HTTP server that serves them is [`super::admin`].
 //!
 //! Label sets are bounded: api names, stages, statuses, failure classes, vendor codes of systemic
 //! faults. Never a UserID.
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::Router;
 use prometheus::{
     exponential_buckets, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec,
     IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -21,8 +14,6 @@ use prometheus::{
 
 use crate::chat::client::CallObserver;
 use crate::chat::{Api, ChatError, Domain};
-use crate::shutdown::Shutdown;
-use crate::systemic::SystemicGate;
 
 /// Every metric of one worker.
 pub struct Metrics {
@@ -64,7 +55,7 @@ pub struct Metrics {
     pub windows_in_flight: IntGauge,
     /// 1 while intake is paused (back-pressure or systemic fault).
     pub paused: IntGauge,
-    /// 1 while `/readyz` answers 200. Set from [`Readiness`] at every scrape of `/metrics`.
+    /// 1 while `/readyz` answers 200. Set from [`Readiness`](super::admin::Readiness) at every scrape of `/metrics`.
     pub ready: IntGauge,
     /// 1 for the vendor code of the systemic fault in force (label `code`; `unavailable` for an
     /// outage); absent when none.
@@ -93,7 +84,7 @@ pub struct Metrics {
     /// Kafka consumer errors.
     pub consumer_errors: IntCounter,
     /// Exactly-once: errors of transactional calls, by stage and librdkafka's class (see
-    /// [`crate::transaction::Stage`] and [`crate::transaction::ErrorClass`]).
+    /// [`crate::delivery::transaction::Stage`] and [`crate::delivery::transaction::ErrorClass`]).
     pub transaction_errors: IntCounterVec,
 }
 
@@ -386,7 +377,7 @@ impl Metrics {
     /// increment to `rate()`), and so that every name is in the scrape.
     fn initialise_series(&self) {
         use crate::chat::{Api, FailureClass};
-        use crate::sink::{failure_class, OutcomeStatus};
+        use crate::domain::{failure_class, OutcomeStatus};
         for api in [Api::AccountCheck, Api::AccountImport] {
             let a = api.name();
             self.api_requests.with_label_values(&[a, "ok"]);
@@ -433,8 +424,8 @@ impl Metrics {
         for to in ["primary", "backup"] {
             self.chat_api_domain_switches.with_label_values(&[to]);
         }
-        for stage in crate::transaction::Stage::ALL {
-            for kind in crate::transaction::ErrorClass::LABELS {
+        for stage in crate::delivery::transaction::Stage::ALL {
+            for kind in crate::delivery::transaction::ErrorClass::LABELS {
                 self.transaction_errors
                     .with_label_values(&[stage.as_str(), kind]);
             }
@@ -569,82 +560,6 @@ impl CallObserver for MetricsObserver {
                 .inc();
         }
     }
-}
-
-/// What `/readyz` looks at.
-pub struct Readiness {
-    /// Set once the consumer has joined its group and received an assignment.
-    pub assigned: AtomicBool,
-    /// Closed while a systemic fault is in force.
-    pub gate: Arc<SystemicGate>,
-}
-
-impl Readiness {
-    /// Ready, or the reason why not.
-    pub fn check(&self) -> Result<(), String> {
-        if let Some(f) = self.gate.fault() {
-            return Err(f.to_string());
-        }
-        if !self.assigned.load(Ordering::Relaxed) {
-            return Err("consumer has not joined its group yet".into());
-        }
-        Ok(())
-    }
-}
-
-#[derive(Clone)]
-struct AdminState {
-    metrics: Arc<Metrics>,
-    readiness: Arc<Readiness>,
-}
-
-/// The admin router: `/metrics`, `/healthz`, `/readyz`.
-pub fn admin_router(metrics: Arc<Metrics>, readiness: Arc<Readiness>) -> Router {
-    Router::new()
-        .route("/metrics", get(render_metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(ready))
-        .with_state(AdminState { metrics, readiness })
-}
-
-async fn render_metrics(State(s): State<AdminState>) -> impl IntoResponse {
-    s.metrics.ready.set(i64::from(s.readiness.check().is_ok()));
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        s.metrics.render(),
-    )
-}
-
-async fn ready(State(s): State<AdminState>) -> impl IntoResponse {
-    match s.readiness.check() {
-        Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
-        Err(reason) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {reason}\n"),
-        ),
-    }
-}
-
-/// Serves the admin endpoints on `listener` until `shutdown`.
-pub async fn serve_admin(
-    listener: tokio::net::TcpListener,
-    metrics: Arc<Metrics>,
-    readiness: Arc<Readiness>,
-    shutdown: Shutdown,
-) -> std::io::Result<()> {
-    axum::serve(listener, admin_router(metrics, readiness))
-        .with_graceful_shutdown(async move { shutdown.wait().await })
-        .await
-}
-
-/// Binds the admin address, with an error that names the setting.
-pub async fn bind_admin(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("--admin-listen {addr}: {e}"))
 }
 
 #[cfg(test)]

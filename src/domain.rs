@@ -1,0 +1,126 @@
+//! The worker's vocabulary, used by every stage: where an input record came from
+//! ([`SourcePos`]), a decoded record waiting for its outcome ([`InputRecord`]), what happened to
+//! it ([`Outcome`], [`OutcomeStatus`]), where it failed ([`Stage`]) and why ([`failure_class`]).
+//! How outcomes are written to Kafka is [`crate::delivery::sink`]'s business.
+
+use serde::Serialize;
+
+use crate::worker::event::SignupEvent;
+
+/// Where an input record came from: enough to dead-letter it, report it, and mark its offset done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SourcePos {
+    /// Input partition.
+    pub partition: i32,
+    /// Offset in that partition.
+    pub offset: i64,
+    /// Assignment epoch of the partition when the record was read; completions from an older
+    /// epoch (the partition was revoked meanwhile) are ignored by the offset tracker.
+    pub epoch: u64,
+}
+
+/// A decoded input record waiting for its outcome.
+#[derive(Debug, Clone)]
+pub struct InputRecord {
+    /// Source position.
+    pub pos: SourcePos,
+    /// The decoded event.
+    pub event: SignupEvent,
+    /// Original key bytes, dead-lettered unchanged.
+    pub key: Option<Vec<u8>>,
+    /// Original payload bytes, dead-lettered unchanged.
+    pub payload: Option<Vec<u8>>,
+    /// Kafka timestamp of the record (ms since epoch), for end-to-end latency.
+    pub timestamp_ms: Option<i64>,
+}
+
+/// `status` of an outcome record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeStatus {
+    /// account_import succeeded.
+    Imported,
+    /// account_check said Imported.
+    AlreadyImported,
+    /// Failed permanently (also dead-lettered).
+    Failed,
+}
+
+impl OutcomeStatus {
+    /// The JSON / metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutcomeStatus::Imported => "imported",
+            OutcomeStatus::AlreadyImported => "already_imported",
+            OutcomeStatus::Failed => "failed",
+        }
+    }
+}
+
+/// The stage at which a record failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    Decode,
+    Check,
+    Import,
+}
+
+impl Stage {
+    /// Every stage, in pipeline order.
+    pub const ALL: [Stage; 3] = [Stage::Decode, Stage::Check, Stage::Import];
+
+    /// Header / metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Decode => "decode",
+            Stage::Check => "check",
+            Stage::Import => "import",
+        }
+    }
+}
+
+/// What happened to one decoded input record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Final status.
+    pub status: OutcomeStatus,
+    /// Vendor ErrorCode / ResultCode; 0 on success or when there is none.
+    pub error_code: i64,
+    /// Why it failed; empty on success.
+    pub error_info: String,
+    /// API attempts of the call that decided the status.
+    pub attempts: u32,
+    /// Stage that failed, for the dead-letter record (None on success).
+    pub failed_stage: Option<Stage>,
+    /// Why it failed, as a bounded metric label (see [`failure_class`]); "" on success.
+    pub failure_class: &'static str,
+}
+
+impl Outcome {
+    /// A record that ended well (`Imported` or `AlreadyImported`): no error, no failure class.
+    pub fn success(status: OutcomeStatus, attempts: u32) -> Outcome {
+        Outcome {
+            status,
+            error_code: 0,
+            error_info: String::new(),
+            attempts,
+            failed_stage: None,
+            failure_class: "",
+        }
+    }
+}
+
+/// Dead-letter reason classes (the `class` label of the dead-letter counter).
+pub mod failure_class {
+    /// The record did not decode.
+    pub const INVALID_INPUT: &str = "invalid_input";
+    /// The vendor rejected this account (70402, 40005, 40601, 70399, a per-item ResultCode).
+    pub const REJECTED: &str = "rejected";
+    /// Transient errors or frequency limits outlasted the retry budget (or an unknown code its
+    /// smaller budget).
+    pub const RETRIES_EXHAUSTED: &str = "retries_exhausted";
+    /// The vendor called our request malformed, or we refused to send it: a bug in account-sync.
+    pub const BUG: &str = "bug";
+    /// Every class, for label and flag values.
+    pub const ALL: [&str; 4] = [INVALID_INPUT, REJECTED, RETRIES_EXHAUSTED, BUG];
+}

@@ -1,0 +1,5 @@
+//! What operators see of a worker: [`metrics`] (Prometheus) and the [`admin`] server that serves
+//! them with `/healthz` and `/readyz`.
+
+pub mod admin;
+pub mod metrics;
