@@ -52,7 +52,7 @@
 //!   embedded Kafka, `account-sync demo` and `account-sync bench`.
 
 pub mod backfill;
-pub mod backoff;
+pub(crate) mod backoff;
 pub mod chat;
 pub mod config;
 pub mod delivery;
@@ -64,5 +64,5 @@ pub mod limiter;
 pub mod observe;
 mod progress;
 pub mod shutdown;
-pub mod systemic;
+pub(crate) mod systemic;
 pub mod worker;
