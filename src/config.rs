@@ -554,11 +554,48 @@ impl WorkerArgs {
         if self.commit_interval.is_zero() {
             return Err("--commit-interval must be greater than 0".into());
         }
+        self.validate_drain_timeout()?;
         self.decoder()?;
         self.chat.limiters()?;
         self.budget.validate()?;
         if self.budget.topic_for(&self.kafka.group_id) == self.kafka.input_topic {
             return Err("--budget-topic must differ from --input-topic".into());
+        }
+        Ok(())
+    }
+
+    /// `--drain-timeout` against the consumer's `max.poll.interval.ms`, as Vector checks its drain
+    /// timeout against the session timeout. A revocation holds librdkafka's rebalance callback while
+    /// the intake loop drains (up to the drain timeout plus the ack margin); the group waits for a
+    /// member's rejoin only up to the rebalance timeout, which librdkafka sets to
+    /// `max.poll.interval.ms`, and a longer wait gets the member evicted mid-drain. The session
+    /// timeout is not the bound: librdkafka heartbeats from its own thread while the callback waits.
+    fn validate_drain_timeout(&self) -> Result<(), String> {
+        const KEY: &str = "max.poll.interval.ms";
+        let max_poll_interval = match self
+            .kafka
+            .kafka_properties
+            .iter()
+            .rev()
+            .find(|p| p.key == KEY)
+        {
+            Some(p) => Duration::from_millis(p.value.trim().parse::<u64>().map_err(|_| {
+                format!(
+                    "--kafka-property {KEY}={}: not a number of milliseconds",
+                    p.value
+                )
+            })?),
+            // librdkafka's default.
+            None => Duration::from_secs(300),
+        };
+        let held = self.drain_timeout + crate::worker::REVOKE_ACK_MARGIN;
+        if held >= max_poll_interval {
+            return Err(format!(
+                "--drain-timeout ({}) plus the {} s the rebalance callback allows beyond it must be less than {KEY} ({} ms): the group would evict the worker while it drains",
+                humantime::format_duration(self.drain_timeout),
+                crate::worker::REVOKE_ACK_MARGIN.as_secs(),
+                max_poll_interval.as_millis()
+            ));
         }
         Ok(())
     }
@@ -721,5 +758,29 @@ mod tests {
         assert!(args.load().unwrap_err().contains("is empty"));
         std::fs::remove_file(&dir).unwrap();
         assert!(args.load().unwrap_err().contains("--secret-key-file"));
+    }
+
+    #[test]
+    fn drain_timeout_must_fit_in_the_max_poll_interval() {
+        // The defaults (30 s + the 10 s ack margin, against librdkafka's 300 s) pass.
+        parse(&[]).unwrap().validate().unwrap();
+        let err = parse(&["--drain-timeout", "5m"])
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(
+            err.contains("--drain-timeout") && err.contains("max.poll.interval.ms"),
+            "{err}"
+        );
+        let short_poll = ["--kafka-property", "max.poll.interval.ms=30000"];
+        let err = parse(&short_poll).unwrap().validate().unwrap_err();
+        assert!(err.contains("30000 ms"), "{err}");
+        let w = parse(&[&short_poll[..], &["--drain-timeout", "15s"]].concat()).unwrap();
+        w.validate().unwrap();
+        let w = parse(&["--kafka-property", "max.poll.interval.ms=soon"]).unwrap();
+        assert!(w
+            .validate()
+            .unwrap_err()
+            .contains("max.poll.interval.ms=soon"));
     }
 }

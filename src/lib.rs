@@ -55,7 +55,7 @@
 //!   embedded Kafka, `account-sync demo` and `account-sync bench`.
 
 pub mod backfill;
-pub mod backoff;
+pub(crate) mod backoff;
 pub mod budget;
 pub mod chat;
 pub mod config;
@@ -68,5 +68,5 @@ pub mod limiter;
 pub mod observe;
 mod progress;
 pub mod shutdown;
-pub mod systemic;
+pub(crate) mod systemic;
 pub mod worker;

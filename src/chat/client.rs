@@ -602,18 +602,8 @@ impl ChatClient {
     /// UserID, in request order (duplicates included).
     pub async fn account_check(&self, user_ids: &[&str]) -> Attempted<Vec<CheckOutcome>> {
         let api = Api::AccountCheck;
-        if user_ids.is_empty() || user_ids.len() > api::MAX_IDS_PER_CALL {
-            return Attempted {
-                result: Err(ChatError::InvalidRequest {
-                    api,
-                    detail: format!(
-                        "{} UserIDs; a call takes 1 to {}",
-                        user_ids.len(),
-                        api::MAX_IDS_PER_CALL
-                    ),
-                }),
-                attempts: 0,
-            };
+        if let Some(refused) = refuse_item_count(api, user_ids.len(), "UserIDs") {
+            return refused;
         }
         let request = CheckRequest {
             check_item: user_ids
@@ -647,18 +637,8 @@ impl ChatClient {
         accounts: &[ImportAccount<'_>],
     ) -> Attempted<Vec<String>> {
         let api = Api::MultiaccountImport;
-        if accounts.is_empty() || accounts.len() > api::MAX_IDS_PER_CALL {
-            return Attempted {
-                result: Err(ChatError::InvalidRequest {
-                    api,
-                    detail: format!(
-                        "{} accounts; a call takes 1 to {}",
-                        accounts.len(),
-                        api::MAX_IDS_PER_CALL
-                    ),
-                }),
-                attempts: 0,
-            };
+        if let Some(refused) = refuse_item_count(api, accounts.len(), "accounts") {
+            return refused;
         }
         let request = MultiImportRequest {
             account_list: Some(
@@ -760,6 +740,18 @@ impl ChatClient {
             }
         }
     }
+}
+
+/// A call of `n` items (`what`) that no request may carry: none, or more than one call takes.
+/// Refused before any attempt, as a bug of the caller's.
+fn refuse_item_count<T>(api: Api, n: usize, what: &str) -> Option<Attempted<T>> {
+    (n == 0 || n > api::MAX_IDS_PER_CALL).then(|| Attempted {
+        result: Err(ChatError::InvalidRequest {
+            api,
+            detail: format!("{n} {what}; a call takes 1 to {}", api::MAX_IDS_PER_CALL),
+        }),
+        attempts: 0,
+    })
 }
 
 /// Maps check result items back to the requested UserIDs. A response that leaves a requested

@@ -22,6 +22,8 @@ mod revoke;
 pub(crate) mod source;
 pub mod window;
 
+pub(crate) use source::ACK_MARGIN as REVOKE_ACK_MARGIN;
+
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

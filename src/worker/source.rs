@@ -42,7 +42,7 @@ pub enum RebalanceEvent {
 /// the loop may be busy with something else first (a metadata request on assignment takes up to
 /// 5 s). After it the partitions are released undrained, which is safe: nothing of theirs is
 /// stored or committed once the tracker has forgotten them.
-const ACK_MARGIN: Duration = Duration::from_secs(10);
+pub(crate) const ACK_MARGIN: Duration = Duration::from_secs(10);
 
 /// The consumer's context: rebalance and commit callbacks.
 pub struct SourceContext {
@@ -71,6 +71,19 @@ impl SourceContext {
 
     fn tracker(&self) -> std::sync::MutexGuard<'_, OffsetTracker> {
         self.tracker.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies `change` (assign or revoke) to each of `parts` in the tracker and updates the
+    /// gauges that follow the assignment.
+    fn track(&self, parts: &[i32], change: impl Fn(&mut OffsetTracker, i32)) {
+        let mut t = self.tracker();
+        for &p in parts {
+            change(&mut t, p);
+        }
+        self.metrics
+            .assigned_partitions
+            .set(t.assigned().len() as i64);
+        self.metrics.events_in_flight.set(t.pending() as i64);
     }
 
     /// With `Some(drain_timeout)`, revocations wait for the intake loop to drain the partitions
@@ -122,16 +135,7 @@ impl ConsumerContext for SourceContext {
             if let Some(drain_timeout) = drain {
                 self.wait_for_drain(&parts, drain_timeout);
             }
-            {
-                let mut t = self.tracker();
-                for &p in &parts {
-                    t.revoke(p);
-                }
-                self.metrics
-                    .assigned_partitions
-                    .set(t.assigned().len() as i64);
-                self.metrics.events_in_flight.set(t.pending() as i64);
-            }
+            self.track(&parts, OffsetTracker::revoke);
             tracing::info!(partitions = ?parts, "partitions revoked");
             let _ = self.events.send(RebalanceEvent::Revoked(parts));
         }
@@ -141,15 +145,9 @@ impl ConsumerContext for SourceContext {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 let parts = self.partitions(tpl);
-                {
-                    let mut t = self.tracker();
-                    for &p in &parts {
-                        t.assign(p);
-                    }
-                    self.metrics
-                        .assigned_partitions
-                        .set(t.assigned().len() as i64);
-                }
+                self.track(&parts, |t, p| {
+                    t.assign(p);
+                });
                 tracing::info!(partitions = ?parts, "partitions assigned");
                 let _ = self.events.send(RebalanceEvent::Assigned(parts));
             }
