@@ -9,8 +9,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::emulator::{count, emulator_config};
+use common::emulator::{count, emulator_config, SECRET};
 use common::kafka::{event_json, eventually, produce, RunningWorker, WorkerEnv};
+use common::process::{run_args, Proc};
 
 const PARTITIONS: i32 = 6;
 const REPLICAS: usize = 3;
@@ -281,8 +282,9 @@ async fn a_hot_partition_gets_the_budget_the_others_do_not_use() {
     let env = WorkerEnv::start(PARTITIONS, cfg).await;
     let workers = replicas(&env, &[]).await;
 
-    // ~12 s of imports for the whole app: 400 users, 320 of them on partition 0.
-    let users: Vec<String> = (0..400).map(|i| format!("skew-{i:04}")).collect();
+    // 15 s of imports for the whole app: 600 users, 480 of them on partition 0. The replicas
+    // without it run out after about 4 s; from then on the one with it may use the whole budget.
+    let users: Vec<String> = (0..600).map(|i| format!("skew-{i:04}")).collect();
     produce_skewed(&env, &users, 0.8).await;
     let stats = assert_shared_use(
         &env,
@@ -317,12 +319,13 @@ async fn produce_skewed(env: &WorkerEnv, users: &[String], hot: f64) {
     }
 }
 
-/// A replica that vanishes mid-run (no clean stop, so no tombstone) keeps its share until its
-/// lease expires; then the others take it back within seconds. A replica that joins mid-run gets
-/// a share only once the others can have seen it. Over the whole run: frequency-limit answers at
-/// most 0.5 % of the calls, and every user imported.
+/// A replica SIGKILLed mid-run — a process of its own, so it sends no tombstone and does not
+/// leave the group — keeps its share until its lease expires; then the other two take it back
+/// within seconds. A replica that joins mid-run gets a share only once the others can have seen
+/// it. Over the whole run: frequency-limit answers at most 0.5 % of the calls, and every user
+/// imported once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_vanished_replica_releases_its_share_when_its_lease_expires() {
+async fn a_killed_replica_releases_its_share_when_its_lease_expires() {
     let mut cfg = emulator_config();
     cfg.check_rate = CHECK_RATE;
     cfg.import_rate = IMPORT_RATE;
@@ -330,15 +333,13 @@ async fn a_vanished_replica_releases_its_share_when_its_lease_expires() {
     cfg.latency_jitter_ms = 10;
     let env = WorkerEnv::start(PARTITIONS, cfg).await;
     let lease = Duration::from_secs(2);
-    let mut workers = replicas(&env, &[]).await;
-
-    let users: Vec<String> = (0..600).map(|i| format!("vanish-{i:04}")).collect();
-    env.produce_users(&users).await;
-    assert!(env.wait_outcomes(100, Duration::from_secs(30)).await >= 100);
-
-    workers.pop().unwrap().kill();
-    let killed = Instant::now();
-    let import_ceilings = |ws: &[RunningWorker]| -> f64 {
+    let (check, import) = (CHECK_RATE.to_string(), IMPORT_RATE.to_string());
+    let flags = budget_flags(&check, &import, &[]);
+    let mut workers: Vec<RunningWorker> = (0..2).map(|_| env.worker(&flags)).collect();
+    let api = env.emu.base_url();
+    let args = run_args(&env.kafka.brokers, &env.topics, &env.group, &api, &flags);
+    let mut victim = Proc::spawn("budget-victim", &args, &[("ACCOUNT_SYNC_SECRET_KEY", SECRET)]);
+    let import_ceilings = |ws: &[RunningWorker]| -> Vec<f64> {
         ws.iter()
             .map(|w| {
                 w.metrics
@@ -346,23 +347,44 @@ async fn a_vanished_replica_releases_its_share_when_its_lease_expires() {
                     .with_label_values(&["account_import"])
                     .get()
             })
-            .sum()
+            .collect()
     };
+    // The two in this process own a third of the partitions and of the budget each: the
+    // victim's lease is in their view.
+    let third = IMPORT_RATE / 3.0;
+    let settled = eventually(Duration::from_secs(60), || {
+        workers.iter().all(|w| w.metrics.assigned_partitions.get() == 2)
+            && import_ceilings(&workers).iter().all(|c| (c - third).abs() < 1e-6)
+    })
+    .await;
+    assert!(
+        settled,
+        "three replicas share the budget: {:?}; victim: {}",
+        import_ceilings(&workers),
+        victim.logs()
+    );
+
+    let users: Vec<String> = (0..600).map(|i| format!("killed-{i:04}")).collect();
+    env.produce_users(&users).await;
+    assert!(env.wait_outcomes(100, Duration::from_secs(30)).await >= 100);
+
+    let status = victim.stop("-KILL", Duration::from_secs(10));
+    assert!(!status.success(), "killed: {status:?}");
+    let killed = Instant::now();
     let back = eventually(lease + Duration::from_secs(5), || {
-        import_ceilings(&workers) >= 0.95 * IMPORT_RATE
+        import_ceilings(&workers).iter().sum::<f64>() >= 0.95 * IMPORT_RATE
     })
     .await;
     assert!(
         back,
-        "the two left hold {:.1} of {IMPORT_RATE} imports/s {:?} after the kill",
+        "the two left hold {:?} of {IMPORT_RATE} imports/s {:?} after the kill",
         import_ceilings(&workers),
         killed.elapsed()
     );
     eprintln!("budget back to the two replicas {:?} after the kill", killed.elapsed());
 
     // A newcomer mid-run.
-    let (check, import) = (CHECK_RATE.to_string(), IMPORT_RATE.to_string());
-    workers.push(env.worker(&budget_flags(&check, &import, &[])));
+    workers.push(env.worker(&flags));
     assert!(
         env.wait_outcomes(users.len(), Duration::from_secs(60)).await >= users.len(),
         "every user gets an outcome"
@@ -376,6 +398,65 @@ async fn a_vanished_replica_releases_its_share_when_its_lease_expires() {
     assert!(
         limited as f64 <= 0.005 * calls as f64,
         "frequency-limit answers at most 0.5 % of the calls: {limited} of {calls}"
+    );
+    assert_eq!(stats.imported_accounts, users.len() as u64, "every user imported once");
+}
+
+/// The coordination topic's partition loses its leader mid-run: leases can be neither written
+/// nor read, and every replica falls back to its partition share within about a lease — never
+/// over the budget meanwhile — and goes back to sharing by demand once the partition has a
+/// leader again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_topic_without_a_leader_falls_back_to_partition_shares_and_recovers() {
+    let mut cfg = emulator_config();
+    cfg.check_rate = CHECK_RATE;
+    cfg.import_rate = IMPORT_RATE;
+    cfg.latency_ms = 20;
+    cfg.latency_jitter_ms = 10;
+    let env = WorkerEnv::start(PARTITIONS, cfg).await;
+    let Some(mock) = env.kafka.embedded.as_ref() else {
+        eprintln!("needs the mock cluster (it takes the partition's leader away); skipped");
+        return;
+    };
+    let topic = env.kafka.name("budget");
+    env.kafka.create_topic(&topic, 1).await;
+    let extra = ["--budget-topic", topic.as_str()];
+    let workers = replicas(&env, &extra).await;
+    let modes = |mode: &str| -> Vec<i64> {
+        workers
+            .iter()
+            .map(|w| w.metrics.budget_mode.with_label_values(&[mode]).get())
+            .collect()
+    };
+    assert_eq!(modes("demand"), vec![1; REPLICAS]);
+
+    let users: Vec<String> = (0..600).map(|i| format!("leaderless-{i:04}")).collect();
+    env.produce_users(&users).await;
+    assert!(env.wait_outcomes(60, Duration::from_secs(30)).await >= 60);
+
+    mock.partition_leader(&topic, 0, None).expect("leader taken away");
+    let fell_back = eventually(Duration::from_secs(10), || {
+        modes("partition_share") == vec![1; REPLICAS]
+    })
+    .await;
+    assert!(fell_back, "every replica falls back: {:?}", modes("partition_share"));
+    let limited_before = env.emu.stats().rate_limited.values().sum::<u64>();
+
+    mock.partition_leader(&topic, 0, Some(1)).expect("leader back");
+    let recovered = eventually(Duration::from_secs(20), || modes("demand") == vec![1; REPLICAS]).await;
+    assert!(recovered, "every replica shares by demand again: {:?}", modes("demand"));
+    assert!(
+        env.wait_outcomes(users.len(), Duration::from_secs(60)).await >= users.len(),
+        "every user gets an outcome"
+    );
+    stop_all(workers).await;
+
+    let stats = env.emu.stats();
+    assert_eq!(limited_before, 0, "no frequency-limit answer up to the fallback: {stats:?}");
+    assert_eq!(
+        stats.rate_limited.values().sum::<u64>(),
+        0,
+        "nor through the fallback and back: {stats:?}"
     );
     assert_eq!(stats.imported_accounts, users.len() as u64, "every user imported once");
 }

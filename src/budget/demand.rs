@@ -8,6 +8,12 @@
 //! be waiting at the sample must not look as if it wanted less than it has — it would lose its
 //! share to members that want nothing. Max-min fairness turns these into shares
 //! ([`super::split`]).
+//!
+//! Recent use lags when a backlog runs out: a second of history says the member still wants what
+//! it had, and the members with work would wait that second for its share. So a member that has
+//! gone quiet — nothing waiting and no token taken for twice its usual gap between calls, at
+//! least one sample — halves its demand at every sample instead: its share flows to the others
+//! within a few samples, while a member whose next call comes soon keeps some of it.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -23,17 +29,28 @@ const BUSY_FRACTION: f64 = 0.8;
 /// ...and asks for this much of its grant at least.
 const BUSY_HEADROOM: f64 = 1.5;
 
+/// What a quiet member keeps of its last demand at each sample.
+const QUIET_DECAY: f64 = 0.5;
+
 /// Samples of one limiter's [`Usage`], turned into a demand.
 #[derive(Debug, Default)]
 pub struct DemandMeter {
     /// (when, tokens taken by then), oldest first, covering [`USE_WINDOW`].
     samples: VecDeque<(Instant, u64)>,
+    /// The last sample at which the member had taken more tokens than at the one before.
+    last_taken_at: Option<Instant>,
+    /// The demand returned last.
+    last: f64,
 }
 
 impl DemandMeter {
     /// Records `usage` at `now` and returns the demand, calls/s, of a member granted `granted`
     /// calls/s.
     pub fn sample(&mut self, now: Instant, usage: Usage, granted: f64) -> f64 {
+        let previous = self.samples.back().copied();
+        if previous.is_some_and(|(_, taken)| usage.taken > taken) {
+            self.last_taken_at = Some(now);
+        }
         self.samples.push_back((now, usage.taken));
         while self.samples.len() > 2 && now.duration_since(self.samples[1].0) >= USE_WINDOW {
             self.samples.pop_front();
@@ -45,12 +62,23 @@ impl DemandMeter {
         } else {
             0.0
         };
-        let wanted = used + usage.waiting as f64 / USE_WINDOW.as_secs_f64();
-        if granted > 0.0 && used >= BUSY_FRACTION * granted {
-            wanted.max(BUSY_HEADROOM * granted)
+        let quiet_for = self.last_taken_at.map(|t| now.duration_since(t).as_secs_f64());
+        let since_previous = previous.map_or(0.0, |(t, _)| now.duration_since(t).as_secs_f64());
+        let usual_gap = if used > 0.0 { 1.0 / used } else { 0.0 };
+        let quiet = usage.waiting == 0
+            && quiet_for.is_some_and(|q| q > 0.0 && q >= since_previous.max(2.0 * usual_gap));
+        let wanted = if quiet {
+            (self.last * QUIET_DECAY).min(used)
         } else {
-            wanted
-        }
+            let wanted = used + usage.waiting as f64 / USE_WINDOW.as_secs_f64();
+            if granted > 0.0 && used >= BUSY_FRACTION * granted {
+                wanted.max(BUSY_HEADROOM * granted)
+            } else {
+                wanted
+            }
+        };
+        self.last = wanted;
+        wanted
     }
 }
 
@@ -96,4 +124,33 @@ mod tests {
             tokio::time::advance(Duration::from_millis(250)).await;
         }
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_member_whose_backlog_ran_out_gives_its_share_up_within_samples() {
+        let mut m = DemandMeter::default();
+        let step = Duration::from_millis(250);
+        let mut taken = 0;
+        for _ in 0..8 {
+            // Busy at its whole grant of 13.3 calls/s, with a backlog.
+            m.sample(Instant::now(), Usage { taken, waiting: 30 }, 13.3);
+            tokio::time::advance(step).await;
+            taken += 3;
+        }
+        // The backlog is gone: the last calls went out, then nothing.
+        let draining = m.sample(Instant::now(), Usage { taken, waiting: 0 }, 13.3);
+        assert!(draining >= 13.3, "still busy at this sample: {draining}");
+        let mut after = Vec::new();
+        for _ in 0..3 {
+            tokio::time::advance(step).await;
+            after.push(m.sample(Instant::now(), Usage { taken, waiting: 0 }, 13.3));
+        }
+        // Recent use alone would still say 9-10 calls/s a quarter second on; halving says less
+        // than half the last demand and then keeps halving.
+        assert!(after[0] <= draining / 2.0 + 1e-9, "{after:?}");
+        assert!(after[1] <= after[0] / 2.0 + 1e-9 && after[2] <= after[1] / 2.0 + 1e-9, "{after:?}");
+        // A call waits again: its demand is back at once.
+        let back = m.sample(Instant::now(), Usage { taken, waiting: 5 }, 13.3);
+        assert!(back >= 5.0, "{back}");
+    }
+
 }

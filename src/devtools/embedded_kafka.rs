@@ -47,6 +47,7 @@ enum Command {
     CreateTopic(String, i32, std_mpsc::Sender<KafkaResult<()>>),
     BrokerDown(i32, std_mpsc::Sender<KafkaResult<()>>),
     BrokerUp(i32, std_mpsc::Sender<KafkaResult<()>>),
+    PartitionLeader(String, i32, Option<i32>, std_mpsc::Sender<KafkaResult<()>>),
     RequestErrors(
         RDKafkaApiKey,
         Vec<RDKafkaRespErr>,
@@ -97,6 +98,9 @@ impl EmbeddedKafka {
                         }
                         Command::BrokerUp(id, r) => {
                             let _ = r.send(cluster.broker_up(id));
+                        }
+                        Command::PartitionLeader(topic, partition, leader, r) => {
+                            let _ = r.send(cluster.partition_leader(&topic, partition, leader));
                         }
                         Command::RequestErrors(key, errs, r) => {
                             cluster.request_errors(key, &errs);
@@ -160,6 +164,12 @@ impl EmbeddedKafka {
     /// Brings a broker back up.
     pub fn broker_up(&self, broker_id: i32) -> KafkaResult<()> {
         self.call(|r| Command::BrokerUp(broker_id, r))
+    }
+
+    /// Sets the leader of a partition: `None` leaves it without one (produce and fetch fail with
+    /// "leader not available" until a leader is set again).
+    pub fn partition_leader(&self, topic: &str, partition: i32, leader: Option<i32>) -> KafkaResult<()> {
+        self.call(|r| Command::PartitionLeader(topic.to_owned(), partition, leader, r))
     }
 
     /// Makes the next requests of `api` fail with `errors`, in order.

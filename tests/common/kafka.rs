@@ -469,13 +469,6 @@ impl RunningWorker {
             .expect("worker task")
     }
 
-    /// Drops it without a word, as a killed process would vanish: no drain, no commit, no
-    /// release of its budget lease (the runtime drops its clients).
-    #[allow(dead_code)]
-    pub fn kill(self) {
-        self.task.abort();
-    }
-
     /// Asks it to stop and waits for it; returns its result.
     pub async fn stop(self) -> Result<(), WorkerError> {
         self.trigger.trigger();

@@ -231,8 +231,17 @@ ACCOUNT_SYNC_OUTAGE_MIN_FAILED_CALLS: {{ .Values.chat.outage.minFailedCalls | in
 ACCOUNT_SYNC_REQUEST_TIMEOUT: {{ .Values.chat.requestTimeout | quote }}
 ACCOUNT_SYNC_RETRY_MAX_ATTEMPTS: {{ .Values.chat.retry.maxAttempts | int64 | quote }}
 ACCOUNT_SYNC_RETRY_MAX_ELAPSED: {{ .Values.chat.retry.maxElapsed | quote }}
-# The app's rate budget (calls/s for the whole app); each replica takes the share of the input
-# partitions it owns, so the sum over replicas never exceeds it.
+# The app's rate budget (calls/s for the whole app); the replicas share it (by demand, or by the
+# input partitions each owns), so the sum over replicas never exceeds it.
+ACCOUNT_SYNC_BUDGET_SPLIT: {{ .Values.rateBudget.split | quote }}
+{{- with .Values.rateBudget.topic }}
+ACCOUNT_SYNC_BUDGET_TOPIC: {{ . | quote }}
+{{- end }}
+{{- if not .Values.rateBudget.createTopic }}
+ACCOUNT_SYNC_NO_BUDGET_TOPIC_CREATE: "true"
+{{- end }}
+ACCOUNT_SYNC_BUDGET_INTERVAL: {{ .Values.rateBudget.interval | quote }}
+ACCOUNT_SYNC_BUDGET_LEASE: {{ .Values.rateBudget.lease | quote }}
 ACCOUNT_SYNC_CHECK_RATE: {{ .Values.rateBudget.checkRate | toString | quote }}
 ACCOUNT_SYNC_CHECK_BURST: {{ .Values.rateBudget.checkBurst | int64 | quote }}
 ACCOUNT_SYNC_IMPORT_RATE: {{ .Values.rateBudget.importRate | toString | quote }}
