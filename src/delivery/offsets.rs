@@ -257,8 +257,7 @@ mod tests {
     fn a_record_held_by_its_transaction_counts_for_the_revocation_not_for_intake() {
         let mut t = OffsetTracker::new();
         let e = t.assign(0);
-        t.read(0, e, 7);
-        assert_eq!(t.done(0, e, 7), Some(8));
+        assert!(t.read(0, e, 7) && t.done(0, e, 7) == Some(8));
         t.hold(0, e);
         assert_eq!(t.pending(), 0, "done: the transaction's offsets cover it");
         assert_eq!(t.watermarks(), [(0, 8)]);
