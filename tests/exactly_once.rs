@@ -485,6 +485,89 @@ async fn retriable_commit_errors_resume_the_same_commit() {
     }
 }
 
+/// A rebalance while a transaction is open, its commit held up for seconds by retriable EndTxn
+/// errors: the revoked partitions are released only once that transaction has answered. Released
+/// earlier, their next owner would start from the offsets committed before it and process its
+/// records again (on a real broker; the mock cluster stores no transactional offsets, see the
+/// module docs, so this test watches the order of the two instead).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_waits_for_the_open_transaction_to_answer() {
+    use RDKafkaRespErr::*;
+    let Some(env) = mock_env(1, 4, emulator_config()).await else {
+        return;
+    };
+    let k = env.kafka.embedded.as_ref().expect("mock cluster");
+    // A budget that outlasts the held-up commit, and the shortest session the mock cluster forms
+    // a group with, so that the rebalance comes well within the hold-up.
+    let worker = |name: &str| {
+        let txn = env.kafka.name(name);
+        let mut flags: Vec<&str> = eos_flags(&txn).to_vec();
+        for prop in [
+            "transaction.timeout.ms=30000",
+            "session.timeout.ms=4000",
+            "heartbeat.interval.ms=300",
+        ] {
+            flags.extend(["--kafka-property", prop]);
+        }
+        env.worker(&flags)
+    };
+    let a = worker("txn-revoke-a");
+    let assigned = || a.metrics.assigned_partitions.get();
+    assert!(eventually(Duration::from_secs(30), || assigned() == 4).await);
+    env.produce_users(&users("revoke-a", 40)).await;
+    let delivered = || outcomes_delivered(&a.metrics);
+    assert!(
+        eventually(Duration::from_secs(30), || delivered() == 40).await,
+        "the first wave commits"
+    );
+
+    // The next transaction's commit takes about 9.5 s (librdkafka resends EndTxn after each
+    // error, 100 ms doubling to 1 s apart).
+    let busy = [
+        RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS,
+        RD_KAFKA_RESP_ERR_NOT_COORDINATOR,
+        RD_KAFKA_RESP_ERR_CONCURRENT_TRANSACTIONS,
+        RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE,
+    ];
+    k.request_errors(RDKafkaApiKey::EndTxn, &[busy, busy, busy].concat())
+        .unwrap();
+    // One record: its transaction then holds all there is, and nothing queues behind it (a
+    // record queued behind it would hold the revocation by itself, and hide what is tested).
+    env.produce_users(&users("revoke-b", 1)).await;
+    let imported = || env.emu.stats().imported_accounts;
+    assert!(eventually(Duration::from_secs(30), || imported() >= 41).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(delivered(), 40, "the commit is held up");
+
+    // A second member: the group takes partitions from the first while its transaction is open.
+    let b = worker("txn-revoke-b");
+    let started = std::time::Instant::now();
+    let (mut answered, mut released) = (None, None);
+    while (answered.is_none() || released.is_none()) && started.elapsed() < Duration::from_secs(60)
+    {
+        let now = started.elapsed();
+        if answered.is_none() && delivered() >= 41 {
+            answered = Some(now);
+        }
+        if released.is_none() && assigned() < 4 {
+            released = Some(now);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    b.stop().await.expect("clean stop");
+    a.stop().await.expect("clean stop");
+    let answered = answered.expect("the held-up transaction commits");
+    let released = released.expect("the rebalance takes partitions from the first member");
+    eprintln!(
+        "second member at 0: the transaction answered at {answered:?}, the partitions were released at {released:?}"
+    );
+    let early = answered.saturating_sub(released);
+    assert!(
+        early < Duration::from_millis(100),
+        "partitions released {early:?} before their open transaction answered"
+    );
+}
+
 /// Abortable errors, one per wave, each where librdkafka's handlers make it abortable: the
 /// transaction is aborted and the batch redone. Nothing is lost, the offsets sent reach the end,
 /// and the aborted attempts are not counted as delivered. (INVALID_TXN_STATE on AddPartitionsToTxn

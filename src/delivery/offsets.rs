@@ -26,6 +26,10 @@ struct PartitionState {
     next: Option<i64>,
     /// The last position handed out for storing, so the same position is not stored twice.
     stored: Option<i64>,
+    /// Exactly-once: records done whose transaction has not answered yet. The partition must not
+    /// be released before it does: its next owner would read from the offsets committed before
+    /// that transaction and process its records again.
+    in_transaction: usize,
 }
 
 impl PartitionState {
@@ -60,6 +64,7 @@ impl OffsetTracker {
                 pending: BTreeSet::new(),
                 next: None,
                 stored: None,
+                in_transaction: 0,
             },
         );
         epoch
@@ -118,16 +123,40 @@ impl OffsetTracker {
         Some(w)
     }
 
+    /// Exactly-once: a record of `partition` marked done is in a transaction that has not
+    /// answered yet (see [`OffsetTracker::pending_in`]).
+    pub fn hold(&mut self, partition: i32, epoch: u64) {
+        if let Some(p) = self
+            .partitions
+            .get_mut(&partition)
+            .filter(|p| p.epoch == epoch)
+        {
+            p.in_transaction += 1;
+        }
+    }
+
+    /// Its transaction answered (committed, or failed for good).
+    pub fn release(&mut self, partition: i32, epoch: u64) {
+        if let Some(p) = self
+            .partitions
+            .get_mut(&partition)
+            .filter(|p| p.epoch == epoch)
+        {
+            p.in_transaction = p.in_transaction.saturating_sub(1);
+        }
+    }
+
     /// Records read and not done, over all partitions.
     pub fn pending(&self) -> usize {
         self.partitions.values().map(|p| p.pending.len()).sum()
     }
 
-    /// Records read and not done in one partition.
+    /// Records of one partition read and not done, or done in a transaction that has not
+    /// answered yet: what a revocation waits for.
     pub fn pending_in(&self, partition: i32) -> usize {
         self.partitions
             .get(&partition)
-            .map_or(0, |p| p.pending.len())
+            .map_or(0, |p| p.pending.len() + p.in_transaction)
     }
 
     /// The committable position of every partition that has one.
@@ -222,5 +251,28 @@ mod tests {
         t.read(0, e, 0);
         assert_eq!(t.done(0, e, 0), Some(1));
         assert_eq!(t.done(0, e, 0), None);
+    }
+
+    #[test]
+    fn a_record_held_by_its_transaction_counts_for_the_revocation_not_for_intake() {
+        let mut t = OffsetTracker::new();
+        let e = t.assign(0);
+        assert!(t.read(0, e, 7) && t.done(0, e, 7) == Some(8));
+        t.hold(0, e);
+        assert_eq!(t.pending(), 0, "done: the transaction's offsets cover it");
+        assert_eq!(t.watermarks(), [(0, 8)]);
+        assert_eq!(
+            t.pending_in(0),
+            1,
+            "but the partition waits for the transaction"
+        );
+        t.release(0, e);
+        assert_eq!(t.pending_in(0), 0);
+        // A release after the partition was revoked and assigned again touches nothing.
+        t.hold(0, e);
+        let again = t.assign(0);
+        t.release(0, e);
+        assert_eq!(t.pending_in(0), 0);
+        assert_ne!(again, e);
     }
 }

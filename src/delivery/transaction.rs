@@ -466,14 +466,27 @@ impl Committer {
 
     /// Commits a batch: aborts and redoes it on abortable errors, within the budget.
     async fn commit(&self, batch: &[TxnItem]) -> Result<(), TxnFailure> {
+        let positions = || batch.iter().flat_map(|i| &i.positions);
         {
             // Marking done before the commit is safe: if the commit never succeeds the worker
-            // stops without committing anything further, and the tracker dies with it.
+            // stops without committing anything further, and the tracker dies with it. Held
+            // until the transaction answers, so that a revocation waits for it.
             let mut t = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
-            for pos in batch.iter().flat_map(|i| &i.positions) {
+            for pos in positions() {
                 t.done(pos.partition, pos.epoch, pos.offset);
+                t.hold(pos.partition, pos.epoch);
             }
         }
+        let result = self.commit_held(batch).await;
+        let mut t = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
+        for pos in positions() {
+            t.release(pos.partition, pos.epoch);
+        }
+        result
+    }
+
+    /// [`Committer::commit`] once the batch is marked done and held.
+    async fn commit_held(&self, batch: &[TxnItem]) -> Result<(), TxnFailure> {
         let mut retry = Retry::start(self.timing);
         loop {
             match self.attempt(batch, &mut retry).await {

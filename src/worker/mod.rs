@@ -316,8 +316,9 @@ impl Worker {
         // From here on the rebalance callback waits for this loop to drain revoked partitions.
         consumer.context().set_drain(Some(a.drain_timeout));
         // The consumer is polled by the reader task alone, so a rebalance callback that waits for
-        // this loop never waits on itself. One record of room: see read_records.
-        let (records_tx, mut records_rx) = mpsc::channel(1);
+        // this loop never waits on itself. One batch of room: see read_records.
+        let (records_tx, records_rx) = mpsc::channel(1);
+        let mut records_rx = source::Intake::new(records_rx);
         let reader = tokio::spawn(source::read_records(consumer.clone(), records_tx));
         // Partitions drained for a revocation that has not gone through yet: a record of theirs
         // read meanwhile is no longer ours to process.

@@ -3,7 +3,10 @@
 //! takes the revoked partitions' records out of the open window and processes them, waits until
 //! every in-flight record of those partitions is done (bounded by `--drain-timeout`) and, in
 //! at-least-once mode, commits their offsets, all before the callback lets librdkafka release
-//! them. Records not done by then are replayed by the partitions' next owner.
+//! them. In exactly-once mode "done" includes the answer of the transaction holding the records
+//! and their offsets: released earlier, the next owner would read from the offsets committed
+//! before it and process its records again. Records not done by then are replayed by the
+//! partitions' next owner.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,8 +19,8 @@ use super::{window_task, Shared};
 use crate::delivery::Committable;
 
 /// How often the drain looks at what is left. Polled rather than woken by completions: in
-/// exactly-once mode a record is done once the committer takes it, before its transaction
-/// answers and anything is woken.
+/// exactly-once mode a record is marked done when the committer takes it and held until its
+/// transaction answers, which wakes nothing here.
 const DRAIN_POLL: Duration = Duration::from_millis(5);
 
 /// Drains the revoked `partitions` (see the module docs).

@@ -10,6 +10,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaResult;
@@ -290,22 +291,64 @@ pub struct Polled {
     pub timestamp_ms: Option<i64>,
 }
 
+/// Most records the reader hands over at once.
+const READ_BATCH: usize = 64;
+
 /// The reader task: the one place the consumer is polled, so the rebalance callbacks run here,
 /// and the intake loop stays free to drain a revocation while the callback waits for it. Sends
-/// every record (or consumer error) to `out`; its capacity of one keeps intake's pace: while the
-/// loop does not take records, the reader waits with one in hand, as the loop's own `recv()`
-/// did not read on. Ends when `out` closes.
-pub async fn read_records(consumer: Arc<SourceConsumer>, out: mpsc::Sender<KafkaResult<Polled>>) {
+/// the records (or consumer errors) to `out` in batches: the first that arrives, and with it
+/// what librdkafka already holds, up to [`READ_BATCH`] — one hand-over between the tasks per
+/// batch, not per record (per record it cost 7 % of the throughput of already-imported users).
+/// Its capacity of one keeps intake's pace: while the loop does not take records, the reader
+/// waits with one batch in hand. Ends when `out` closes.
+pub async fn read_records(
+    consumer: Arc<SourceConsumer>,
+    out: mpsc::Sender<Vec<KafkaResult<Polled>>>,
+) {
+    let polled = |m: rdkafka::message::BorrowedMessage<'_>| Polled {
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(<[u8]>::to_vec),
+        payload: m.payload().map(<[u8]>::to_vec),
+        timestamp_ms: m.timestamp().to_millis(),
+    };
     loop {
-        let polled = consumer.recv().await.map(|m| Polled {
-            partition: m.partition(),
-            offset: m.offset(),
-            key: m.key().map(<[u8]>::to_vec),
-            payload: m.payload().map(<[u8]>::to_vec),
-            timestamp_ms: m.timestamp().to_millis(),
-        });
-        if out.send(polled).await.is_err() {
+        let mut batch = vec![consumer.recv().await.map(polled)];
+        // `recv` is cancellation safe: a future not ready at once is dropped without loss.
+        while batch.len() < READ_BATCH {
+            match consumer.recv().now_or_never() {
+                Some(r) => batch.push(r.map(polled)),
+                None => break,
+            }
+        }
+        if out.send(batch).await.is_err() {
             return;
         }
+    }
+}
+
+/// The intake loop's end of [`read_records`]: one record at a time, so that the loop's bounds
+/// hold per record whatever the batches.
+pub struct Intake {
+    batches: mpsc::Receiver<Vec<KafkaResult<Polled>>>,
+    /// The rest of the last batch.
+    buffered: std::collections::VecDeque<KafkaResult<Polled>>,
+}
+
+impl Intake {
+    pub fn new(batches: mpsc::Receiver<Vec<KafkaResult<Polled>>>) -> Intake {
+        Intake {
+            batches,
+            buffered: Default::default(),
+        }
+    }
+
+    /// The next record; `None` once the reader has ended. Cancellation safe: it awaits only the
+    /// channel's `recv`.
+    pub async fn recv(&mut self) -> Option<KafkaResult<Polled>> {
+        if self.buffered.is_empty() {
+            self.buffered.extend(self.batches.recv().await?);
+        }
+        self.buffered.pop_front()
     }
 }
