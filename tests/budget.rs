@@ -10,7 +10,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::emulator::{count, emulator_config, SECRET};
-use common::kafka::{event_json, eventually, produce, RunningWorker, WorkerEnv};
+use common::kafka::{event_json, eventually, mock_env, produce, RunningWorker, WorkerEnv};
 use common::process::{run_args, Proc};
 
 const PARTITIONS: i32 = 6;
@@ -282,9 +282,9 @@ async fn a_hot_partition_gets_the_budget_the_others_do_not_use() {
     let env = WorkerEnv::start(PARTITIONS, cfg).await;
     let workers = replicas(&env, &[]).await;
 
-    // 15 s of imports for the whole app: 600 users, 480 of them on partition 0. The replicas
-    // without it run out after about 4 s; from then on the one with it may use the whole budget.
-    let users: Vec<String> = (0..600).map(|i| format!("skew-{i:04}")).collect();
+    // 25 s of imports for the whole app: 1,000 users, 800 of them on partition 0. The replicas
+    // without it run out after about 6 s; from then on the one with it may use the whole budget.
+    let users: Vec<String> = (0..1000).map(|i| format!("skew-{i:04}")).collect();
     produce_skewed(&env, &users, 0.8).await;
     let stats = assert_shared_use(
         &env,
@@ -304,8 +304,8 @@ async fn produce_skewed(env: &WorkerEnv, users: &[String], hot: f64) {
     let producer = env.kafka.producer();
     let cut = (users.len() as f64 * hot).round() as usize;
     let payloads: Vec<Vec<u8>> = users.iter().map(|u| event_json(u, "n")).collect();
-    let mut by_partition: Vec<Vec<(Option<&str>, Option<&[u8]>)>> =
-        vec![Vec::new(); PARTITIONS as usize];
+    type KeyAndPayload<'a> = (Option<&'a str>, Option<&'a [u8]>);
+    let mut by_partition: Vec<Vec<KeyAndPayload>> = vec![Vec::new(); PARTITIONS as usize];
     for (i, (u, p)) in users.iter().zip(&payloads).enumerate() {
         let part = if i < cut {
             0
@@ -338,7 +338,11 @@ async fn a_killed_replica_releases_its_share_when_its_lease_expires() {
     let mut workers: Vec<RunningWorker> = (0..2).map(|_| env.worker(&flags)).collect();
     let api = env.emu.base_url();
     let args = run_args(&env.kafka.brokers, &env.topics, &env.group, &api, &flags);
-    let mut victim = Proc::spawn("budget-victim", &args, &[("ACCOUNT_SYNC_SECRET_KEY", SECRET)]);
+    let mut victim = Proc::spawn(
+        "budget-victim",
+        &args,
+        &[("ACCOUNT_SYNC_SECRET_KEY", SECRET)],
+    );
     let import_ceilings = |ws: &[RunningWorker]| -> Vec<f64> {
         ws.iter()
             .map(|w| {
@@ -353,8 +357,12 @@ async fn a_killed_replica_releases_its_share_when_its_lease_expires() {
     // victim's lease is in their view.
     let third = IMPORT_RATE / 3.0;
     let settled = eventually(Duration::from_secs(60), || {
-        workers.iter().all(|w| w.metrics.assigned_partitions.get() == 2)
-            && import_ceilings(&workers).iter().all(|c| (c - third).abs() < 1e-6)
+        workers
+            .iter()
+            .all(|w| w.metrics.assigned_partitions.get() == 2)
+            && import_ceilings(&workers)
+                .iter()
+                .all(|c| (c - third).abs() < 1e-6)
     })
     .await;
     assert!(
@@ -381,12 +389,17 @@ async fn a_killed_replica_releases_its_share_when_its_lease_expires() {
         import_ceilings(&workers),
         killed.elapsed()
     );
-    eprintln!("budget back to the two replicas {:?} after the kill", killed.elapsed());
+    eprintln!(
+        "budget back to the two replicas {:?} after the kill",
+        killed.elapsed()
+    );
 
     // A newcomer mid-run.
     workers.push(env.worker(&flags));
     assert!(
-        env.wait_outcomes(users.len(), Duration::from_secs(60)).await >= users.len(),
+        env.wait_outcomes(users.len(), Duration::from_secs(60))
+            .await
+            >= users.len(),
         "every user gets an outcome"
     );
     stop_all(workers).await;
@@ -399,27 +412,38 @@ async fn a_killed_replica_releases_its_share_when_its_lease_expires() {
         limited as f64 <= 0.005 * calls as f64,
         "frequency-limit answers at most 0.5 % of the calls: {limited} of {calls}"
     );
-    assert_eq!(stats.imported_accounts, users.len() as u64, "every user imported once");
+    assert_eq!(
+        stats.imported_accounts,
+        users.len() as u64,
+        "every user imported once"
+    );
 }
 
-/// The coordination topic's partition loses its leader mid-run: leases can be neither written
-/// nor read, and every replica falls back to its partition share within about a lease — never
-/// over the budget meanwhile — and goes back to sharing by demand once the partition has a
-/// leader again.
+/// The coordination topic's partition leader goes down mid-run: leases can be neither written nor
+/// read, every replica falls back to its partition share within about a lease — never over the
+/// budget meanwhile — and goes back to sharing by demand once the leader is back. (Two brokers:
+/// the input, output and group live on the first, the budget topic on the second.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_budget_topic_without_a_leader_falls_back_to_partition_shares_and_recovers() {
+async fn a_budget_topic_whose_leader_is_down_falls_back_to_partition_shares_and_recovers() {
     let mut cfg = emulator_config();
     cfg.check_rate = CHECK_RATE;
     cfg.import_rate = IMPORT_RATE;
     cfg.latency_ms = 20;
     cfg.latency_jitter_ms = 10;
-    let env = WorkerEnv::start(PARTITIONS, cfg).await;
-    let Some(mock) = env.kafka.embedded.as_ref() else {
-        eprintln!("needs the mock cluster (it takes the partition's leader away); skipped");
+    let Some(env) = mock_env(2, PARTITIONS, cfg).await else {
         return;
     };
+    let mock = env.kafka.embedded.as_ref().expect("mock cluster");
     let topic = env.kafka.name("budget");
     env.kafka.create_topic(&topic, 1).await;
+    mock.partition_leader(&topic, 0, 2).unwrap();
+    let t = &env.topics;
+    for (name, partitions) in [(&t.input, PARTITIONS), (&t.outcomes, 1), (&t.dlq, 1)] {
+        for p in 0..partitions {
+            mock.partition_leader(name, p, 1).unwrap();
+        }
+    }
+    mock.group_coordinator(&env.group, 1).unwrap();
     let extra = ["--budget-topic", topic.as_str()];
     let workers = replicas(&env, &extra).await;
     let modes = |mode: &str| -> Vec<i64> {
@@ -430,35 +454,55 @@ async fn a_budget_topic_without_a_leader_falls_back_to_partition_shares_and_reco
     };
     assert_eq!(modes("demand"), vec![1; REPLICAS]);
 
-    let users: Vec<String> = (0..600).map(|i| format!("leaderless-{i:04}")).collect();
+    let users: Vec<String> = (0..600).map(|i| format!("leader-down-{i:04}")).collect();
     env.produce_users(&users).await;
     assert!(env.wait_outcomes(60, Duration::from_secs(30)).await >= 60);
 
-    mock.partition_leader(&topic, 0, None).expect("leader taken away");
+    mock.broker_down(2).unwrap();
     let fell_back = eventually(Duration::from_secs(10), || {
         modes("partition_share") == vec![1; REPLICAS]
     })
     .await;
-    assert!(fell_back, "every replica falls back: {:?}", modes("partition_share"));
-    let limited_before = env.emu.stats().rate_limited.values().sum::<u64>();
-
-    mock.partition_leader(&topic, 0, Some(1)).expect("leader back");
-    let recovered = eventually(Duration::from_secs(20), || modes("demand") == vec![1; REPLICAS]).await;
-    assert!(recovered, "every replica shares by demand again: {:?}", modes("demand"));
     assert!(
-        env.wait_outcomes(users.len(), Duration::from_secs(60)).await >= users.len(),
+        fell_back,
+        "every replica falls back: {:?}",
+        modes("partition_share")
+    );
+    let limited_at_fallback = env.emu.stats().rate_limited.values().sum::<u64>();
+
+    mock.broker_up(2).unwrap();
+    let recovered = eventually(Duration::from_secs(30), || {
+        modes("demand") == vec![1; REPLICAS]
+    })
+    .await;
+    assert!(
+        recovered,
+        "every replica shares by demand again: {:?}",
+        modes("demand")
+    );
+    assert!(
+        env.wait_outcomes(users.len(), Duration::from_secs(60))
+            .await
+            >= users.len(),
         "every user gets an outcome"
     );
     stop_all(workers).await;
 
     let stats = env.emu.stats();
-    assert_eq!(limited_before, 0, "no frequency-limit answer up to the fallback: {stats:?}");
+    assert_eq!(
+        limited_at_fallback, 0,
+        "no frequency-limit answer up to the fallback: {stats:?}"
+    );
     assert_eq!(
         stats.rate_limited.values().sum::<u64>(),
         0,
         "nor through the fallback and back: {stats:?}"
     );
-    assert_eq!(stats.imported_accounts, users.len() as u64, "every user imported once");
+    assert_eq!(
+        stats.imported_accounts,
+        users.len() as u64,
+        "every user imported once"
+    );
 }
 
 /// While the budget topic cannot be used (here: it does not exist and may not be created, on a

@@ -103,10 +103,19 @@ pub async fn run(setup: CoordinatorSetup, shutdown: Shutdown) {
         // first use creates it from the first lease).
         let (client, topic) = (s.client.clone(), s.topic.clone());
         tokio::spawn(async move {
-            match tokio::time::timeout(Duration::from_secs(10), super::topic::ensure(&client, &topic)).await {
+            match tokio::time::timeout(
+                Duration::from_secs(10),
+                super::topic::ensure(&client, &topic),
+            )
+            .await
+            {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::info!(%topic, error = %e, "could not create the budget topic (producing to it may create it)"),
-                Err(_) => tracing::info!(%topic, "no answer to creating the budget topic within 10 s (producing to it may create it)"),
+                Ok(Err(e)) => {
+                    tracing::info!(%topic, error = %e, "could not create the budget topic (producing to it may create it)")
+                }
+                Err(_) => {
+                    tracing::info!(%topic, "no answer to creating the budget topic within 10 s (producing to it may create it)")
+                }
             }
         });
     }
@@ -127,9 +136,12 @@ pub async fn run(setup: CoordinatorSetup, shutdown: Shutdown) {
     let mut reader = Reader::new(s);
     let mut table = LeaseTable::default();
     let mut meters: [DemandMeter; 3] = Default::default();
-    // One interval: a member then uses the smaller of its last two targets, and members are at
-    // most one split apart, so any two grants add up to at most one split's shares.
-    let settle = s.interval;
+    // One tick: a member then uses the smaller of its last two targets, and members are at most
+    // one split apart, so any two grants add up to at most one split's shares. A little less
+    // than the interval, because ticks follow the wall clock and the next one may come a
+    // millisecond early by the monotonic clock the grant measures with; a settle of a whole
+    // interval would then hold every increase for two ticks.
+    let settle = s.interval * 4 / 5;
     let mut grants = [Grant::new(settle), Grant::new(settle), Grant::new(settle)];
     let publish_failed_at = Arc::new(AtomicU64::new(0));
     let mut last_mode = None;
@@ -169,7 +181,9 @@ pub async fn run(setup: CoordinatorSetup, shutdown: Shutdown) {
         if last_mode != Some(mode) {
             match mode {
                 Mode::Demand => tracing::info!(topic = %s.topic, "sharing the budget by demand"),
-                Mode::PartitionShare => tracing::warn!(topic = %s.topic, "the budget topic is not usable (own leases do not come back); sharing the budget by partitions"),
+                Mode::PartitionShare => {
+                    tracing::warn!(topic = %s.topic, "the budget topic is not usable (own leases do not come back); sharing the budget by partitions")
+                }
             }
             last_mode = Some(mode);
         }
@@ -196,8 +210,14 @@ pub async fn run(setup: CoordinatorSetup, shutdown: Shutdown) {
                 .max(capacity * JOINING_FRACTION);
             s.limiters[k].set_ceiling(granted);
             let label = [api.name()];
-            s.metrics.limiter_ceiling.with_label_values(&label).set(granted);
-            s.metrics.budget_demand.with_label_values(&label).set(demand[k]);
+            s.metrics
+                .limiter_ceiling
+                .with_label_values(&label)
+                .set(granted);
+            s.metrics
+                .budget_demand
+                .with_label_values(&label)
+                .set(demand[k]);
         }
         s.metrics.budget_members.set(live.len() as i64);
         for m in [Mode::Demand, Mode::PartitionShare] {
@@ -211,7 +231,9 @@ pub async fn run(setup: CoordinatorSetup, shutdown: Shutdown) {
         let record: FutureRecord<'_, str, [u8]> = FutureRecord::to(&s.topic).key(&s.member);
         match p.send(record, Timeout::After(Duration::from_secs(2))).await {
             Ok(_) => tracing::debug!("budget lease released"),
-            Err((e, _)) => tracing::warn!(error = %e, "could not release the budget lease; it expires by itself"),
+            Err((e, _)) => {
+                tracing::warn!(error = %e, "could not release the budget lease; it expires by itself")
+            }
         }
         let _ = p.flush(Timeout::After(Duration::from_secs(1)));
     }
@@ -287,7 +309,11 @@ impl Reader {
     /// request blocks (up to its timeout when the broker is away), so it runs off the async
     /// threads.
     async fn ensure_assigned(&mut self) {
-        if self.partitions > 0 || self.looked_up.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+        if self.partitions > 0
+            || self
+                .looked_up
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
             return;
         }
         self.looked_up = Some(Instant::now());

@@ -12,8 +12,9 @@
 //! Recent use lags when a backlog runs out: a second of history says the member still wants what
 //! it had, and the members with work would wait that second for its share. So a member that has
 //! gone quiet — nothing waiting and no token taken for twice its usual gap between calls, at
-//! least one sample — halves its demand at every sample instead: its share flows to the others
-//! within a few samples, while a member whose next call comes soon keeps some of it.
+//! least one sample — keeps only a quarter of its last demand at every sample instead: its share
+//! flows to the others within a sample or two, while a member whose next call comes soon keeps
+//! some of it.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -29,8 +30,10 @@ const BUSY_FRACTION: f64 = 0.8;
 /// ...and asks for this much of its grant at least.
 const BUSY_HEADROOM: f64 = 1.5;
 
-/// What a quiet member keeps of its last demand at each sample.
-const QUIET_DECAY: f64 = 0.5;
+/// What a quiet member keeps of its last demand at each sample: a quarter, so that most of its
+/// share moves to the others at the first sample, and a call that comes soon after still finds
+/// some of it.
+const QUIET_DECAY: f64 = 0.25;
 
 /// Samples of one limiter's [`Usage`], turned into a demand.
 #[derive(Debug, Default)]
@@ -62,7 +65,9 @@ impl DemandMeter {
         } else {
             0.0
         };
-        let quiet_for = self.last_taken_at.map(|t| now.duration_since(t).as_secs_f64());
+        let quiet_for = self
+            .last_taken_at
+            .map(|t| now.duration_since(t).as_secs_f64());
         let since_previous = previous.map_or(0.0, |(t, _)| now.duration_since(t).as_secs_f64());
         let usual_gap = if used > 0.0 { 1.0 / used } else { 0.0 };
         let quiet = usage.waiting == 0
@@ -98,7 +103,14 @@ mod tests {
             taken += 10; // 40 calls/s
         }
         assert!((last - 40.0).abs() < 1e-9, "{last}");
-        let backlog = m.sample(Instant::now(), Usage { taken, waiting: 120 }, 100.0);
+        let backlog = m.sample(
+            Instant::now(),
+            Usage {
+                taken,
+                waiting: 120,
+            },
+            100.0,
+        );
         assert!((backlog - 160.0).abs() < 1e-9, "{backlog}");
     }
 
@@ -120,7 +132,17 @@ mod tests {
     async fn an_idle_member_wants_nothing() {
         let mut m = DemandMeter::default();
         for _ in 0..6 {
-            assert_eq!(m.sample(Instant::now(), Usage { taken: 7, waiting: 0 }, 50.0), 0.0);
+            assert_eq!(
+                m.sample(
+                    Instant::now(),
+                    Usage {
+                        taken: 7,
+                        waiting: 0
+                    },
+                    50.0
+                ),
+                0.0
+            );
             tokio::time::advance(Duration::from_millis(250)).await;
         }
     }
@@ -144,13 +166,15 @@ mod tests {
             tokio::time::advance(step).await;
             after.push(m.sample(Instant::now(), Usage { taken, waiting: 0 }, 13.3));
         }
-        // Recent use alone would still say 9-10 calls/s a quarter second on; halving says less
-        // than half the last demand and then keeps halving.
-        assert!(after[0] <= draining / 2.0 + 1e-9, "{after:?}");
-        assert!(after[1] <= after[0] / 2.0 + 1e-9 && after[2] <= after[1] / 2.0 + 1e-9, "{after:?}");
+        // Recent use alone would still say 9-10 calls/s a quarter second on; a quiet member
+        // keeps a quarter of its last demand at each sample.
+        assert!(after[0] <= draining / 4.0 + 1e-9, "{after:?}");
+        assert!(
+            after[1] <= after[0] / 4.0 + 1e-9 && after[2] <= after[1] / 4.0 + 1e-9,
+            "{after:?}"
+        );
         // A call waits again: its demand is back at once.
         let back = m.sample(Instant::now(), Usage { taken, waiting: 5 }, 13.3);
         assert!(back >= 5.0, "{back}");
     }
-
 }

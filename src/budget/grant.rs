@@ -67,7 +67,11 @@ mod tests {
         tokio::time::advance(Duration::from_millis(500)).await;
         assert_eq!(g.update(Instant::now(), 150.0), 40.0);
         tokio::time::advance(Duration::from_millis(250)).await;
-        assert_eq!(g.update(Instant::now(), 150.0), 40.0, "40 was in force 1 s ago");
+        assert_eq!(
+            g.update(Instant::now(), 150.0),
+            40.0,
+            "40 was in force 1 s ago"
+        );
         // 40 stopped being the target 1 s ago: it has settled out.
         tokio::time::advance(Duration::from_millis(250)).await;
         assert_eq!(g.update(Instant::now(), 150.0), 150.0);

@@ -93,7 +93,9 @@ impl BudgetArgs {
 
     /// The coordination topic for consumer group `group`.
     pub fn topic_for(&self, group: &str) -> String {
-        self.topic.clone().unwrap_or_else(|| format!("{group}-budget"))
+        self.topic
+            .clone()
+            .unwrap_or_else(|| format!("{group}-budget"))
     }
 }
 
@@ -110,5 +112,9 @@ pub fn member_id() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros());
     // Several workers in one process (the tests, the demo) still differ by the random part.
-    format!("{host}-{}-{started:x}-{:04x}", std::process::id(), fastrand::u16(..))
+    format!(
+        "{host}-{}-{started:x}-{:04x}",
+        std::process::id(),
+        fastrand::u16(..)
+    )
 }

@@ -72,7 +72,10 @@ mod tests {
             vec![f64::NAN, -4.0, 7.0],
         ] {
             let s = max_min_fair(100.0, &demands);
-            assert!((s.iter().sum::<f64>() - 100.0).abs() < 1e-9, "{demands:?} → {s:?}");
+            assert!(
+                (s.iter().sum::<f64>() - 100.0).abs() < 1e-9,
+                "{demands:?} → {s:?}"
+            );
             assert!(s.iter().all(|&x| x >= 0.0), "{s:?}");
         }
     }

@@ -40,7 +40,9 @@ pub struct Lease {
 enum Entry {
     Lease(Lease),
     /// The member left cleanly (a tombstone, sent at this time).
-    Gone { sent_at_ms: u64 },
+    Gone {
+        sent_at_ms: u64,
+    },
 }
 
 impl Entry {
@@ -137,8 +139,14 @@ mod tests {
         t.insert(lease("b", 1_100, 5.0));
         // A lease sent after the cutoff is not used yet: others may not have read it.
         t.insert(lease("c", 1_300, 99.0));
-        assert_eq!(t.live_at(1_250), vec![("a", [20.0, 0.0, 0.0]), ("b", [5.0, 0.0, 0.0])]);
-        assert_eq!(t.live_at(1_200), vec![("a", [10.0, 0.0, 0.0]), ("b", [5.0, 0.0, 0.0])]);
+        assert_eq!(
+            t.live_at(1_250),
+            vec![("a", [20.0, 0.0, 0.0]), ("b", [5.0, 0.0, 0.0])]
+        );
+        assert_eq!(
+            t.live_at(1_200),
+            vec![("a", [10.0, 0.0, 0.0]), ("b", [5.0, 0.0, 0.0])]
+        );
         assert_eq!(t.live_at(1_300).len(), 3);
     }
 

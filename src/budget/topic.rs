@@ -24,7 +24,11 @@ pub async fn ensure(client: &ClientConfig, topic: &str) -> Result<(), KafkaError
             Ok(_) => tracing::info!(topic, "budget topic created"),
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((_, code @ RDKafkaErrorCode::UnsupportedVersion)) => {
-                tracing::debug!(topic, ?code, "the broker cannot create topics by the admin API; producing will create it");
+                tracing::debug!(
+                    topic,
+                    ?code,
+                    "the broker cannot create topics by the admin API; producing will create it"
+                );
             }
             Err((_, code)) => return Err(KafkaError::AdminOp(code)),
         }

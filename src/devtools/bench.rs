@@ -570,8 +570,13 @@ async fn run_in_process(run: &Run, shutdown: &Shutdown) -> Result<Measured, Stri
             // the input, each its share.
             let joined = Instant::now();
             let each = i64::from(partitions) / run.replicas.max(1) as i64;
-            while workers.iter().any(|(m, _)| m.assigned_partitions.get() < each)
-                || workers.iter().map(|(m, _)| m.assigned_partitions.get()).sum::<i64>()
+            while workers
+                .iter()
+                .any(|(m, _)| m.assigned_partitions.get() < each)
+                || workers
+                    .iter()
+                    .map(|(m, _)| m.assigned_partitions.get())
+                    .sum::<i64>()
                     < i64::from(partitions)
             {
                 if joined.elapsed() > Duration::from_secs(60) {

@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 
 use clap::Args;
 use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::mocking::MockCluster;
+use rdkafka::mocking::{MockCluster, MockCoordinator};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
 /// `account-sync dev kafka` settings.
@@ -47,7 +47,8 @@ enum Command {
     CreateTopic(String, i32, std_mpsc::Sender<KafkaResult<()>>),
     BrokerDown(i32, std_mpsc::Sender<KafkaResult<()>>),
     BrokerUp(i32, std_mpsc::Sender<KafkaResult<()>>),
-    PartitionLeader(String, i32, Option<i32>, std_mpsc::Sender<KafkaResult<()>>),
+    PartitionLeader(String, i32, i32, std_mpsc::Sender<KafkaResult<()>>),
+    GroupCoordinator(String, i32, std_mpsc::Sender<KafkaResult<()>>),
     RequestErrors(
         RDKafkaApiKey,
         Vec<RDKafkaRespErr>,
@@ -100,7 +101,12 @@ impl EmbeddedKafka {
                             let _ = r.send(cluster.broker_up(id));
                         }
                         Command::PartitionLeader(topic, partition, leader, r) => {
-                            let _ = r.send(cluster.partition_leader(&topic, partition, leader));
+                            let _ =
+                                r.send(cluster.partition_leader(&topic, partition, Some(leader)));
+                        }
+                        Command::GroupCoordinator(group, broker, r) => {
+                            let _ =
+                                r.send(cluster.coordinator(MockCoordinator::Group(group), broker));
                         }
                         Command::RequestErrors(key, errs, r) => {
                             cluster.request_errors(key, &errs);
@@ -166,10 +172,15 @@ impl EmbeddedKafka {
         self.call(|r| Command::BrokerUp(broker_id, r))
     }
 
-    /// Sets the leader of a partition: `None` leaves it without one (produce and fetch fail with
-    /// "leader not available" until a leader is set again).
-    pub fn partition_leader(&self, topic: &str, partition: i32, leader: Option<i32>) -> KafkaResult<()> {
-        self.call(|r| Command::PartitionLeader(topic.to_owned(), partition, leader, r))
+    /// Moves the leadership of a partition to `broker`. (Not to none: the mock's Fetch handler
+    /// dereferences the leader of a partition without one and crashes the process.)
+    pub fn partition_leader(&self, topic: &str, partition: i32, broker: i32) -> KafkaResult<()> {
+        self.call(|r| Command::PartitionLeader(topic.to_owned(), partition, broker, r))
+    }
+
+    /// Makes `broker` the coordinator of consumer group `group`.
+    pub fn group_coordinator(&self, group: &str, broker: i32) -> KafkaResult<()> {
+        self.call(|r| Command::GroupCoordinator(group.to_owned(), broker, r))
     }
 
     /// Makes the next requests of `api` fail with `errors`, in order.

@@ -625,7 +625,12 @@ impl Worker {
         let share = (assigned as f64 / total as f64).min(1.0);
         if self.args.budget.split == crate::budget::BudgetSplit::Demand {
             // The budget coordinator sets the limiters; the partition share is its fallback.
-            tracing::info!(assigned, total, share, "partition share updated (the budget fallback)");
+            tracing::info!(
+                assigned,
+                total,
+                share,
+                "partition share updated (the budget fallback)"
+            );
             return;
         }
         let chat = &self.args.chat;
