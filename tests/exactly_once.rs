@@ -584,7 +584,10 @@ async fn abortable_errors_abort_and_redo_the_batch() {
     };
     let k = env.kafka.embedded.as_ref().expect("mock cluster");
     let txn = env.kafka.name("txn-abortable");
-    let worker = env.worker(&eos_flags(&txn));
+    // Injected errors hit the next request of their kind from any client: the budget
+    // coordinator's leases (Produce) must not take them (one worker needs no budget topic).
+    let flags = [&eos_flags(&txn)[..], &["--budget-split", "partitions"]].concat();
+    let worker = env.worker(&flags);
     let m = worker.metrics.clone();
     // A first wave without faults, so that the group has formed before the timed waves.
     let mut offsets = env.produce_users(&users("abort-warm-up", 30)).await;
