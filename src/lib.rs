@@ -51,8 +51,9 @@
 //! - [`backfill`]: `account-sync backfill FILE`, a one-off migration from a file through the same
 //!   stages, without Kafka.
 //! - [`doctor`]: `account-sync doctor`, checks a deployment's settings, Kafka and the Chat API.
-//! - [`devtools`]: the tools around the worker, not part of it: the Chat API emulator, the
-//!   embedded Kafka, `account-sync demo` and `account-sync bench`.
+//! - `devtools`: the tools around the worker, not part of it: the Chat API emulator, the
+//!   embedded Kafka, `account-sync demo` and `account-sync bench` (cargo feature `devtools`, on by
+//!   default: the binary, the integration tests and the benches use it).
 
 pub mod backfill;
 pub(crate) mod backoff;
@@ -60,6 +61,7 @@ pub mod budget;
 pub mod chat;
 pub mod config;
 pub mod delivery;
+#[cfg(feature = "devtools")]
 pub mod devtools;
 pub mod dlq;
 pub mod doctor;
