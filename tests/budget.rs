@@ -57,6 +57,16 @@ async fn wait_for_shares(workers: &[&RunningWorker]) {
     );
 }
 
+/// The emulator enforcing the test's check and import limits, with 20 ± 10 ms of API latency.
+fn limited_emulator() -> account_sync::devtools::emulator::EmulatorConfig {
+    let mut cfg = emulator_config();
+    cfg.check_rate = CHECK_RATE;
+    cfg.import_rate = IMPORT_RATE;
+    cfg.latency_ms = 20;
+    cfg.latency_jitter_ms = 10;
+    cfg
+}
+
 /// Flags of a replica: the app's whole budget, plus `extra`.
 fn budget_flags<'a>(check: &'a str, import: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut flags = vec![
@@ -79,6 +89,29 @@ async fn replicas(env: &WorkerEnv, extra: &[&str]) -> Vec<RunningWorker> {
     let workers: Vec<RunningWorker> = (0..REPLICAS).map(|_| env.worker(&flags)).collect();
     wait_for_shares(&workers.iter().collect::<Vec<_>>()).await;
     workers
+}
+
+/// Waits until every one of `users` has an outcome, stops the replicas, checks that each user was
+/// imported exactly once, and returns the emulator's stats.
+async fn run_out(
+    env: &WorkerEnv,
+    workers: Vec<RunningWorker>,
+    users: &[String],
+) -> account_sync::devtools::emulator::Stats {
+    assert!(
+        env.wait_outcomes(users.len(), Duration::from_secs(60))
+            .await
+            >= users.len(),
+        "every user gets an outcome"
+    );
+    stop_all(workers).await;
+    let stats = env.emu.stats();
+    assert_eq!(
+        stats.imported_accounts,
+        users.len() as u64,
+        "every user imported once"
+    );
+    stats
 }
 
 /// Samples the emulator's accepted calls of `api` every 10 ms until `total` were accepted (or
@@ -157,11 +190,7 @@ async fn assert_shared_use(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_share_the_import_budget() {
-    let mut cfg = emulator_config();
-    cfg.check_rate = CHECK_RATE;
-    cfg.import_rate = IMPORT_RATE;
-    cfg.latency_ms = 20;
-    cfg.latency_jitter_ms = 10;
+    let cfg = limited_emulator();
     let env = WorkerEnv::start(PARTITIONS, cfg).await;
     let workers = replicas(&env, &[]).await;
 
@@ -182,11 +211,7 @@ async fn three_replicas_share_the_import_budget() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_share_the_check_budget() {
-    let mut cfg = emulator_config();
-    cfg.check_rate = CHECK_RATE;
-    cfg.import_rate = IMPORT_RATE;
-    cfg.latency_ms = 20;
-    cfg.latency_jitter_ms = 10;
+    let mut cfg = limited_emulator();
     cfg.existing_fraction = 1.0;
     let env = WorkerEnv::start(PARTITIONS, cfg).await;
     // Windows of 5 UserIDs: ~10 s of checks for 1,000 already-imported users.
@@ -274,11 +299,7 @@ async fn shares_follow_every_rebalance(extra: &[&str]) {
 /// run dry; by demand the three together use the whole budget, without a frequency-limit answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hot_partition_gets_the_budget_the_others_do_not_use() {
-    let mut cfg = emulator_config();
-    cfg.check_rate = CHECK_RATE;
-    cfg.import_rate = IMPORT_RATE;
-    cfg.latency_ms = 20;
-    cfg.latency_jitter_ms = 10;
+    let cfg = limited_emulator();
     let env = WorkerEnv::start(PARTITIONS, cfg).await;
     let workers = replicas(&env, &[]).await;
 
@@ -326,11 +347,7 @@ async fn produce_skewed(env: &WorkerEnv, users: &[String], hot: f64) {
 /// imported once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_replica_releases_its_share_when_its_lease_expires() {
-    let mut cfg = emulator_config();
-    cfg.check_rate = CHECK_RATE;
-    cfg.import_rate = IMPORT_RATE;
-    cfg.latency_ms = 20;
-    cfg.latency_jitter_ms = 10;
+    let cfg = limited_emulator();
     let env = WorkerEnv::start(PARTITIONS, cfg).await;
     let lease = Duration::from_secs(2);
     let (check, import) = (CHECK_RATE.to_string(), IMPORT_RATE.to_string());
@@ -396,26 +413,13 @@ async fn a_killed_replica_releases_its_share_when_its_lease_expires() {
 
     // A newcomer mid-run.
     workers.push(env.worker(&flags));
-    assert!(
-        env.wait_outcomes(users.len(), Duration::from_secs(60))
-            .await
-            >= users.len(),
-        "every user gets an outcome"
-    );
-    stop_all(workers).await;
-
-    let stats = env.emu.stats();
+    let stats = run_out(&env, workers, &users).await;
     let calls: u64 = stats.calls.values().sum();
     let limited: u64 = stats.rate_limited.values().sum();
     eprintln!("{limited} frequency-limit answers of {calls} calls");
     assert!(
         limited as f64 <= 0.005 * calls as f64,
         "frequency-limit answers at most 0.5 % of the calls: {limited} of {calls}"
-    );
-    assert_eq!(
-        stats.imported_accounts,
-        users.len() as u64,
-        "every user imported once"
     );
 }
 
@@ -425,11 +429,7 @@ async fn a_killed_replica_releases_its_share_when_its_lease_expires() {
 /// the input, output and group live on the first, the budget topic on the second.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_budget_topic_whose_leader_is_down_falls_back_to_partition_shares_and_recovers() {
-    let mut cfg = emulator_config();
-    cfg.check_rate = CHECK_RATE;
-    cfg.import_rate = IMPORT_RATE;
-    cfg.latency_ms = 20;
-    cfg.latency_jitter_ms = 10;
+    let cfg = limited_emulator();
     let Some(env) = mock_env(2, PARTITIONS, cfg).await else {
         return;
     };
@@ -480,15 +480,7 @@ async fn a_budget_topic_whose_leader_is_down_falls_back_to_partition_shares_and_
         "every replica shares by demand again: {:?}",
         modes("demand")
     );
-    assert!(
-        env.wait_outcomes(users.len(), Duration::from_secs(60))
-            .await
-            >= users.len(),
-        "every user gets an outcome"
-    );
-    stop_all(workers).await;
-
-    let stats = env.emu.stats();
+    let stats = run_out(&env, workers, &users).await;
     assert_eq!(
         limited_at_fallback, 0,
         "no frequency-limit answer up to the fallback: {stats:?}"
@@ -498,11 +490,6 @@ async fn a_budget_topic_whose_leader_is_down_falls_back_to_partition_shares_and_
         0,
         "nor through the fallback and back: {stats:?}"
     );
-    assert_eq!(
-        stats.imported_accounts,
-        users.len() as u64,
-        "every user imported once"
-    );
 }
 
 /// While the budget topic cannot be used (here: it does not exist and may not be created, on a
@@ -510,11 +497,7 @@ async fn a_budget_topic_whose_leader_is_down_falls_back_to_partition_shares_and_
 /// share — which needs nobody else and never adds up to more than the budget.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_usable_budget_topic_replicas_fall_back_to_partition_shares() {
-    let mut cfg = emulator_config();
-    cfg.check_rate = CHECK_RATE;
-    cfg.import_rate = IMPORT_RATE;
-    cfg.latency_ms = 20;
-    cfg.latency_jitter_ms = 10;
+    let cfg = limited_emulator();
     let env = WorkerEnv::start(PARTITIONS, cfg).await;
     let missing = env.kafka.name("no-such-budget-topic");
     let extra = [
