@@ -267,7 +267,10 @@ impl Limiter {
             b.rate = ceiling;
         }
         b.burst = (ceiling * b.burst_per_rate).max(1.0);
-        b.tokens = b.tokens.min(b.burst);
+        // Stored tokens follow the new ceiling without the one-token floor of the capacity: a
+        // replica whose share of the app's budget fell to almost nothing must not keep a whole
+        // token to spend while the others use the rest of the budget.
+        b.tokens = b.tokens.min(ceiling * b.burst_per_rate);
         drop(b);
         self.rate_changed.notify_waiters();
     }
