@@ -267,10 +267,17 @@ impl Limiter {
             b.rate = ceiling;
         }
         b.burst = (ceiling * b.burst_per_rate).max(1.0);
-        // Stored tokens follow the new ceiling without the one-token floor of the capacity: a
-        // replica whose share of the app's budget fell to almost nothing must not keep a whole
-        // token to spend while the others use the rest of the budget.
-        b.tokens = b.tokens.min(ceiling * b.burst_per_rate);
+        // Once it has made calls, stored tokens follow the new ceiling without the one-token
+        // floor of the capacity: a replica whose share of the app's budget fell to almost
+        // nothing must not keep a whole token to spend while the others use the rest of the
+        // budget. Before its first call it keeps its first token, as it did (a new replica's
+        // first call goes at once; the others' shares already left room for it joining).
+        let kept = if self.taken.load(Ordering::Relaxed) > 0 {
+            ceiling * b.burst_per_rate
+        } else {
+            b.burst
+        };
+        b.tokens = b.tokens.min(kept);
         drop(b);
         self.rate_changed.notify_waiters();
     }
