@@ -14,7 +14,9 @@
 //!              pipeline.rs (check and import)
 //! delivery/    records out → offsets committable → committed: sink.rs (record formats, producer),
 //!              outcomes.rs, commit.rs, offsets.rs (done watermarks), transaction.rs (exactly-once)
-//! chat/        the Chat REST client: UserSig, API types, error classes, retries, outages, domains
+//! chat/        the Chat REST client: UserSig, API types, answers read and matched to the request,
+//!              error classes, retries, outages, domains
+//! http.rs      HTTP response bodies read with a bound (every body the worker fetches)
 //! observe/     metrics.rs (Prometheus) and admin.rs (/metrics, /healthz, /readyz)
 //! domain.rs    the vocabulary every stage shares: positions, records, outcomes, stages, classes
 //! config.rs    the settings of `run`    limiter.rs  token buckets    systemic.rs  the gate, prober
@@ -66,6 +68,7 @@ pub mod devtools;
 pub mod dlq;
 pub mod doctor;
 pub mod domain;
+mod http;
 pub mod limiter;
 pub mod observe;
 mod progress;

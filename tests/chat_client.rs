@@ -11,11 +11,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use account_sync::chat::client::{ApiLimiters, CallObserver};
+use account_sync::chat::health::is_availability_error;
 use account_sync::chat::{
     usersig, Api, ChatClient, ChatError, CheckOutcome, CodeKind, FailureClass, ImportAccount,
     SecretKey,
 };
-use account_sync::devtools::emulator::{is_preexisting, EmulatorConfig, Faults};
+use account_sync::devtools::emulator::{is_preexisting, BrokenAnswer, EmulatorConfig, Faults};
 use account_sync::limiter::Limiter;
 use futures_util::future::join_all;
 
@@ -615,6 +616,112 @@ async fn http_502_is_retried_until_it_clears() {
     )));
     assert_eq!(results.last(), Some(&Ok(())));
     emu.shutdown().await;
+}
+
+/// One attempt of each call against an emulator whose answers are broken as `kind` says: what
+/// each attempt reported to the observer (so to the outage detector) and each call's last error.
+async fn calls_against(kind: BrokenAnswer) -> (Vec<Result<(), ChatError>>, Vec<ChatError>) {
+    let emu = start_emulator(EmulatorConfig {
+        broken_answer: Some(kind),
+        ..emulator_config()
+    })
+    .await;
+    let rec = Arc::new(Recorder::default());
+    let c = client_with(
+        &emu.base_url(),
+        ApiLimiters::unlimited(),
+        rec.clone(),
+        |c| {
+            c.retry.max_attempts = 1;
+        },
+    );
+    let last = |err: ChatError| match err {
+        ChatError::Exhausted { last, .. } => *last,
+        other => other,
+    };
+    let mut errors = Vec::new();
+    let checked = c.account_check(&["u-1", "u-2", "u-3"]).await;
+    errors.push(last(
+        checked
+            .result
+            .expect_err("no check result from a broken answer"),
+    ));
+    let batch = [account("u-4"), account("u-5")];
+    if let Err(e) = c.multiaccount_import(&batch).await.result {
+        errors.push(last(e));
+    }
+    if let Err(e) = c.account_import(account("u-6")).await.result {
+        errors.push(last(e));
+    }
+    emu.shutdown().await;
+    (rec.results(), errors)
+}
+
+/// Every way an HTTP 200 can fail to answer the request is the API's failure: a retryable
+/// availability error, reported to the outage detector as a failed attempt (never a success),
+/// and never anybody's verdict. Answers that carry no items (a single import's) pass through the
+/// mangling kinds unchanged and succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_that_does_not_answer_the_request_is_the_apis_failure() {
+    use BrokenAnswer::*;
+    for kind in [
+        EndlessBody,
+        HugeBody,
+        ForeignUsers,
+        MissingItems,
+        DuplicateItems,
+        UnknownStatus,
+        HtmlPage,
+        WrongTypes,
+    ] {
+        let (attempts, errors) = calls_against(kind).await;
+        // Check, batch import and single import fail alike, but for the mangled kinds: their
+        // single import's answer has no items to change.
+        let failing = match kind {
+            ForeignUsers => 2,
+            MissingItems | DuplicateItems | UnknownStatus => 1,
+            _ => 3,
+        };
+        assert_eq!(errors.len(), failing, "{kind:?}: {errors:?}");
+        for err in &errors {
+            assert!(
+                matches!(err, ChatError::BadResponse { .. }),
+                "{kind:?}: {err:?}"
+            );
+            assert_eq!(err.class(), FailureClass::Retryable, "{kind:?}");
+            assert!(is_availability_error(err), "{kind:?}");
+        }
+        let failed = attempts.iter().filter(|r| r.is_err()).count();
+        assert_eq!(failed, failing, "{kind:?}: the observer saw {attempts:?}");
+        if matches!(kind, EndlessBody | HugeBody) {
+            let text = errors[0].to_string();
+            assert!(
+                text.contains("account_check") && text.contains("limit of 262144 bytes"),
+                "names the API and the limit: {text}"
+            );
+        }
+    }
+}
+
+/// A body trickled without end is cut off by the request timeout, which covers the body too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_answer_ends_with_the_request_timeout() {
+    let started = Instant::now();
+    let (attempts, errors) = calls_against(BrokenAnswer::TrickledBody).await;
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    assert!(
+        errors
+            .iter()
+            .all(|e| matches!(e, ChatError::Timeout { .. })),
+        "{errors:?}"
+    );
+    assert!(attempts.iter().all(|r| r.is_err()));
+    // Three calls, each ended by the 3.5 s timeout and not earlier.
+    assert!(
+        started.elapsed() >= Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

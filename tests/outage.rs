@@ -9,7 +9,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use account_sync::devtools::emulator::{Emulator, EmulatorHandle, Faults};
+use account_sync::devtools::emulator::{BrokenAnswer, Emulator, EmulatorHandle, Faults};
 use account_sync::observe::metrics::Metrics;
 use common::emulator::{count, emulator_config, start_emulator, SECRET};
 use common::kafka::{
@@ -114,6 +114,42 @@ async fn requests_that_time_out_pause_the_worker_until_the_api_is_back() {
         env.emu.set_faults(Faults::default());
     })
     .await;
+}
+
+/// An API (or a proxy) answering HTTP 200 with answers that do not answer the request: the HTTP
+/// calls "succeed", yet nothing is learnt about any user, so it is an outage like a 502 — the
+/// worker pauses, dead-letters nothing and imports everyone once the answers heal.
+async fn broken_answers_then_healed(kind: BrokenAnswer, prefix: &str) {
+    let mut cfg = emulator_config();
+    cfg.broken_answer = Some(kind);
+    let env = WorkerEnv::start(2, cfg).await;
+    let users = users(prefix, 100);
+    let url = env.emu.base_url();
+    outage_then_recovery(&env, &url, &users, Duration::from_secs(3), async {
+        env.emu.set_faults(Faults::default());
+    })
+    .await;
+    assert!(env.emu.stats().broken_answers > 0);
+}
+
+/// The answers name users nobody asked about (the vendor bug or a middlebox replaying
+/// another request's answer): before, every event was dead-lettered `retries_exhausted`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_about_other_users_pause_the_worker_until_they_heal() {
+    broken_answers_then_healed(BrokenAnswer::ForeignUsers, "foreign").await;
+}
+
+/// Answers that never end: refused at the body limit, so the worker's memory stays flat, and an
+/// outage like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_without_end_pause_the_worker_until_they_heal() {
+    broken_answers_then_healed(BrokenAnswer::EndlessBody, "endless").await;
+}
+
+/// A proxy's page with status 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_page_with_status_200_pauses_the_worker_until_it_heals() {
+    broken_answers_then_healed(BrokenAnswer::HtmlPage, "proxy-page").await;
 }
 
 /// A fresh emulator (same app, no faults) on `addr`, where an earlier one listened.

@@ -20,19 +20,18 @@ use std::time::Duration;
 
 use reqwest::header::{HeaderValue, CONTENT_TYPE};
 use reqwest::Url;
-use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::api::{
-    self, AccountStatus, Api, CheckRequest, CheckResponse, ImportRequest, MultiImportRequest,
-    MultiImportResponse, PlainResponse, Status, UserIdItem,
-};
+pub use super::answer::CheckOutcome;
+use super::answer::{self};
+use super::api::{self, Api, CheckRequest, ImportRequest, MultiImportRequest, UserIdItem};
 use super::endpoint::{Domain, Endpoints};
 use super::error::{describe_transport_error, ChatError, FailureClass};
 use super::health::{ApiHealth, CallToken, OutageRule};
 pub use super::retry::Attempted;
 use super::retry::{with_retries, Attempt, RetryPolicy};
 use super::usersig::{self, SecretKey, UserSig};
+use crate::http::{read_bounded, BodyError};
 use crate::limiter::Limiter;
 use crate::shutdown::Shutdown;
 
@@ -119,8 +118,6 @@ fn https(domain: &str) -> Url {
     Url::parse(&format!("https://{domain}")).expect("static domains are valid URLs")
 }
 
-impl Region {}
-
 impl FromStr for Region {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -183,6 +180,11 @@ pub fn parse_base_url(raw: &str, allow_insecure_http: bool) -> Result<Url, Strin
     Ok(url)
 }
 
+/// The default of [`ChatConfig::max_answer_bytes`]: 256 KiB.
+pub const DEFAULT_MAX_ANSWER_BYTES: usize = 256 * 1024;
+/// The smallest answer body limit accepted: room for the largest real answer.
+const MIN_MAX_ANSWER_BYTES: usize = 64 * 1024;
+
 /// Everything the client needs. Built from the worker's configuration.
 #[derive(Debug, Clone)]
 pub struct ChatConfig {
@@ -199,8 +201,14 @@ pub struct ChatConfig {
     pub backup_base_url: Option<Url>,
     /// When the API counts as unavailable (an outage: the worker pauses).
     pub outage: OutageRule,
-    /// Per-request timeout; above the vendor's own ~3 s backend timeout.
+    /// Per-request timeout; above the vendor's own ~3 s backend timeout. It covers the whole
+    /// exchange, body included, so a body trickled byte by byte ends with it too.
     pub request_timeout: Duration,
+    /// The longest answer body read, in bytes; a longer one is the API's fault (retryable, an
+    /// availability error) and is never held beyond this. Well above the largest real answer
+    /// (a 100-item `account_check` answer is about 15 KB), and small enough that every call in
+    /// flight at once holding this much stays a bounded amount of memory.
+    pub max_answer_bytes: usize,
     /// Validity written into each generated UserSig.
     pub usersig_validity: Duration,
     /// Regenerate the cached UserSig this long before it expires.
@@ -227,6 +235,7 @@ impl ChatConfig {
             backup_base_url: None,
             outage: OutageRule::default(),
             request_timeout: Duration::from_secs(10),
+            max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
             usersig_validity: Duration::from_secs(180 * 86_400),
             usersig_refresh_margin: Duration::from_secs(3_600),
             retry: RetryPolicy::default(),
@@ -254,6 +263,12 @@ impl ChatConfig {
             return Err(format!(
                 "request timeout {:?} must be longer than the vendor's 3 s backend timeout",
                 self.request_timeout
+            ));
+        }
+        if self.max_answer_bytes < MIN_MAX_ANSWER_BYTES {
+            return Err(format!(
+                "the answer body limit {} must be at least {MIN_MAX_ANSWER_BYTES} bytes (a 100-item answer is about 15 KB)",
+                self.max_answer_bytes
             ));
         }
         if self.usersig_refresh_margin >= self.usersig_validity {
@@ -334,17 +349,6 @@ pub struct ImportAccount<'a> {
     pub nick: Option<&'a str>,
     /// Optional avatar URL.
     pub face_url: Option<&'a str>,
-}
-
-/// The result for one UserID of an `account_check` call.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CheckOutcome {
-    /// The account exists.
-    Imported,
-    /// The account must be imported.
-    NotImported,
-    /// The vendor could not check this one UserID (non-zero per-item `ResultCode`).
-    Failed { code: i64, info: String },
 }
 
 /// The cached admin UserSig.
@@ -486,19 +490,21 @@ impl ChatClient {
         url
     }
 
-    /// One attempt of `call`: limiter, UserSig, POST to the active domain (or `pin`), parse,
-    /// classify; then the result goes to the endpoints (failover) and the outage detector.
-    async fn attempt<Req, Resp>(
+    /// One attempt of `call`: limiter, UserSig, POST to the active domain (or `pin`), read the
+    /// answer with `read` (see [`answer`]), classify; then the result goes to the endpoints
+    /// (failover) and the outage detector — after `read`, so an answer that does not answer the
+    /// request counts as the failure it is.
+    async fn attempt<Req, T>(
         &self,
         api: Api,
         body: &Req,
         attempt: Attempt,
         call: &CallToken,
         pin: Option<Domain>,
-    ) -> Result<Resp, ChatError>
+        read: impl Fn(&[u8]) -> Result<T, ChatError>,
+    ) -> Result<T, ChatError>
     where
         Req: Serialize + ?Sized,
-        Resp: DeserializeOwned + HasStatus,
     {
         if attempt.number > 1 {
             self.inner.observer.retry(api);
@@ -517,8 +523,9 @@ impl ChatClient {
             detail: e.to_string(),
         })?;
         let started = tokio::time::Instant::now();
-        let result = self.send::<Resp>(api, url, body).await;
+        let result = self.send(api, url, body).await;
         let latency = started.elapsed();
+        let result = result.and_then(|bytes| read(&bytes));
         let outcome = result.as_ref().map(|_| ());
         self.inner.observer.attempt(api, outcome, latency);
         if let Some(to) = endpoints.record(domain, outcome) {
@@ -551,10 +558,9 @@ impl ChatClient {
         result
     }
 
-    async fn send<Resp>(&self, api: Api, url: Url, body: Vec<u8>) -> Result<Resp, ChatError>
-    where
-        Resp: DeserializeOwned + HasStatus,
-    {
+    /// The HTTP exchange: POSTs `body` and returns the answer's body, read with the
+    /// `max_answer_bytes` bound, when the status is 200.
+    async fn send(&self, api: Api, url: Url, body: Vec<u8>) -> Result<Vec<u8>, ChatError> {
         let timeout_ms = self.inner.config.request_timeout.as_millis() as u64;
         let transport = |e: reqwest::Error| {
             if e.is_timeout() {
@@ -579,23 +585,14 @@ impl ChatClient {
         if status != 200 {
             return Err(ChatError::Http { api, status });
         }
-        let bytes = response.bytes().await.map_err(transport)?;
-        let parsed: Resp = serde_json::from_slice(&bytes).map_err(|e| ChatError::BadResponse {
-            api,
-            detail: format!(
-                "{e} (body starts {:?})",
-                String::from_utf8_lossy(&bytes[..bytes.len().min(120)])
-            ),
-        })?;
-        let st = parsed.status();
-        if !st.is_ok() {
-            return Err(ChatError::Vendor {
+        match read_bounded(response, self.inner.config.max_answer_bytes).await {
+            Ok(bytes) => Ok(bytes),
+            Err(BodyError::Transport(e)) => Err(transport(e)),
+            Err(too_long @ BodyError::TooLong { .. }) => Err(ChatError::BadResponse {
                 api,
-                code: st.error_code,
-                info: st.error_info.clone(),
-            });
+                detail: too_long.to_string(),
+            }),
         }
-        Ok(parsed)
     }
 
     /// `account_check` for up to 100 UserIDs, with retries. The result has one entry per requested
@@ -613,10 +610,8 @@ impl ChatClient {
                 })
                 .collect(),
         };
-        self.call(api, &request, |resp: CheckResponse| {
-            match_check_items(user_ids, resp)
-        })
-        .await
+        self.call(api, &request, |body| answer::check(user_ids, body))
+            .await
     }
 
     /// `account_import` of one account, with retries. Importing an existing account succeeds.
@@ -626,7 +621,7 @@ impl ChatClient {
             nick: account.nick.map(Into::into),
             face_url: account.face_url.map(Into::into),
         };
-        self.call(Api::AccountImport, &request, |_: PlainResponse| Ok(()))
+        self.call(Api::AccountImport, &request, answer::import)
             .await
     }
 
@@ -653,23 +648,21 @@ impl ChatClient {
             ),
             accounts: None,
         };
-        self.call(api, &request, |resp: MultiImportResponse| {
-            Ok(resp.fail_accounts)
-        })
-        .await
+        let sent: Vec<&str> = accounts.iter().map(|a| a.user_id).collect();
+        self.call(api, &request, |body| answer::multi_import(&sent, body))
+            .await
     }
 
     /// One logical call with retries: attempts until success or the retry logic gives up (at
-    /// once while the API is unavailable); `read` turns a good response into the result.
-    async fn call<Req, Resp, T>(
+    /// once while the API is unavailable); `read` turns an answer's body into the result.
+    async fn call<Req, T>(
         &self,
         api: Api,
         request: &Req,
-        read: impl Fn(Resp) -> Result<T, ChatError>,
+        read: impl Fn(&[u8]) -> Result<T, ChatError>,
     ) -> Attempted<T>
     where
         Req: Serialize + ?Sized,
-        Resp: DeserializeOwned + HasStatus,
     {
         let call = CallToken::default();
         let health = &self.inner.health;
@@ -678,7 +671,7 @@ impl ChatClient {
             || health.is_unavailable(),
             |attempt| {
                 let (call, read) = (&call, &read);
-                async move { read(self.attempt(api, request, attempt, call, None).await?) }
+                async move { self.attempt(api, request, attempt, call, None, read).await }
             },
         )
         .await
@@ -698,18 +691,18 @@ impl ChatClient {
                 user_id: user_id.into(),
             }],
         };
-        let _: CheckResponse = self
-            .attempt(
-                Api::AccountCheck,
-                &request,
-                Attempt {
-                    number: 1,
-                    fresh_usersig: true,
-                },
-                &CallToken::probe(),
-                pin,
-            )
-            .await?;
+        self.attempt(
+            Api::AccountCheck,
+            &request,
+            Attempt {
+                number: 1,
+                fresh_usersig: true,
+            },
+            &CallToken::probe(),
+            pin,
+            |body| answer::check(&[user_id], body),
+        )
+        .await?;
         Ok(())
     }
 
@@ -752,65 +745,6 @@ fn refuse_item_count<T>(api: Api, n: usize, what: &str) -> Option<Attempted<T>> 
         }),
         attempts: 0,
     })
-}
-
-/// Maps check result items back to the requested UserIDs. A response that leaves a requested
-/// UserID unanswered is unreadable (retryable), never silently "not imported".
-fn match_check_items(
-    user_ids: &[&str],
-    resp: CheckResponse,
-) -> Result<Vec<CheckOutcome>, ChatError> {
-    let api = Api::AccountCheck;
-    let mut by_id: std::collections::HashMap<&str, &api::CheckResultItem> =
-        std::collections::HashMap::with_capacity(resp.result_item.len());
-    for item in &resp.result_item {
-        by_id.insert(item.user_id.as_str(), item);
-    }
-    user_ids
-        .iter()
-        .map(|id| {
-            let item = by_id.get(id).ok_or_else(|| ChatError::BadResponse {
-                api,
-                detail: format!("no ResultItem for UserID {id:?}"),
-            })?;
-            Ok(match (item.result_code, item.account_status) {
-                (0, Some(AccountStatus::Imported)) => CheckOutcome::Imported,
-                (0, Some(AccountStatus::NotImported)) => CheckOutcome::NotImported,
-                (0, None) => {
-                    return Err(ChatError::BadResponse {
-                        api,
-                        detail: format!("ResultItem for {id:?} has no AccountStatus"),
-                    })
-                }
-                (code, _) => CheckOutcome::Failed {
-                    code,
-                    info: item.result_info.clone(),
-                },
-            })
-        })
-        .collect()
-}
-
-/// Responses whose common status the client checks.
-pub trait HasStatus {
-    /// The `ActionStatus` / `ErrorCode` / `ErrorInfo` triple.
-    fn status(&self) -> &Status;
-}
-
-impl HasStatus for CheckResponse {
-    fn status(&self) -> &Status {
-        &self.status
-    }
-}
-impl HasStatus for PlainResponse {
-    fn status(&self) -> &Status {
-        &self.status
-    }
-}
-impl HasStatus for MultiImportResponse {
-    fn status(&self) -> &Status {
-        &self.status
-    }
 }
 
 #[cfg(test)]

@@ -1,10 +1,9 @@
-//! Client unit tests: URL building, regions, configuration checks, UserSig caching, result mapping.
+//! Client unit tests: URL building, regions, configuration checks, UserSig caching, the answer limit's setting.
 //! Calls over the wire are tested against the emulator in `tests/chat_client.rs`.
 
 use std::collections::HashMap;
 
 use super::*;
-use crate::chat::api::CheckResultItem;
 
 const KEY: &str = "test-secret-key";
 
@@ -193,46 +192,6 @@ fn debug_output_has_no_secrets() {
     let text = format!("{c:?} {:?}", c.config());
     assert!(!text.contains(KEY), "{text}");
     assert!(!text.contains(sig.expose()), "{text}");
-}
-
-fn item(id: &str, code: i64, status: Option<AccountStatus>) -> CheckResultItem {
-    CheckResultItem {
-        user_id: id.into(),
-        result_code: code,
-        result_info: "info".into(),
-        account_status: status,
-    }
-}
-
-#[test]
-fn check_items_are_matched_to_the_request() {
-    let resp = CheckResponse {
-        status: Status::ok(),
-        result_item: vec![
-            item("b", 0, Some(AccountStatus::NotImported)),
-            item("a", 0, Some(AccountStatus::Imported)),
-            item("c", 70402, None),
-        ],
-    };
-    let out = match_check_items(&["a", "b", "c", "a"], resp).unwrap();
-    assert_eq!(
-        out,
-        vec![
-            CheckOutcome::Imported,
-            CheckOutcome::NotImported,
-            CheckOutcome::Failed {
-                code: 70402,
-                info: "info".into()
-            },
-            CheckOutcome::Imported,
-        ]
-    );
-    let missing = CheckResponse {
-        status: Status::ok(),
-        result_item: vec![item("a", 0, Some(AccountStatus::Imported))],
-    };
-    let err = match_check_items(&["a", "z"], missing).unwrap_err();
-    assert_eq!(err.class(), FailureClass::Retryable);
 }
 
 #[tokio::test]

@@ -4,11 +4,13 @@
 //! - [`usersig`]: TLSSigAPIv2 generate / verify.
 //! - [`api`]: the vendor's JSON bodies and endpoint names.
 //! - [`error`]: [`ChatError`] and its [`FailureClass`], from the code table of `docs/chat-api.md`.
+//! - [`answer`]: reading an answer's body: its status, and whether it answers the request.
 //! - [`retry`]: the one place retry decisions are made.
 //! - [`health`]: the outage detector: is the API available at all?
 //! - [`endpoint`]: the primary and backup domains, and failing over between them.
 //! - [`client`]: [`ChatClient`]: URL building, UserSig cache, rate limiting, HTTP.
 
+pub mod answer;
 pub mod api;
 pub mod client;
 pub mod endpoint;

@@ -19,6 +19,11 @@
 //! - `memory`: the broker (`account-sync dev kafka`) and the worker (`account-sync run`) as
 //!   separate processes; the worker's peak RSS (VmHWM) under the overhead run and with a large
 //!   backlog waiting in the topic.
+//! - `hostile-api`: the worker as a process of its own against an API that answers HTTP 200 with
+//!   a body without end, then a trickled body, then answers about users nobody asked about (each
+//!   for `--duration`, default 30 s), then heals: the worker's peak RSS, the records dead-lettered
+//!   (must be 0) and the users imported after healing (must be all). `--worker-exe` runs another
+//!   build's worker, for before / after figures.
 //! - `backfill`: `account-sync backfill` as a child process on a generated JSON Lines file
 //!   (`--users`, default 1,000,000), 30 % already imported, the vendor's limits enforced by the
 //!   emulator: users/s, peak RSS, and a SIGKILL at 50 % followed by a rerun: time to its first
@@ -48,6 +53,8 @@ use crate::devtools::embedded_kafka::EmbeddedKafka;
 use crate::devtools::emulator::{Emulator, EmulatorConfig, EmulatorHandle};
 use crate::shutdown::Shutdown;
 use crate::worker::Worker;
+
+mod hostile;
 
 /// The vendor's limits: account_check and account_import calls per second.
 const VENDOR_RATES: (f64, f64) = (100.0, 200.0);
@@ -95,10 +102,13 @@ pub enum Scenario {
     /// Three replicas, 80 % of the new users on one of six partitions, at the vendor's limits:
     /// imports/s together against 200/s (the budget shared by demand).
     BudgetSkew,
+    /// Worker in its own process against an API answering 200 with broken bodies, then healed:
+    /// peak RSS, records dead-lettered, users imported.
+    HostileApi,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 10] = [
+    const ALL: [Scenario; 11] = [
         Scenario::CeilingImport,
         Scenario::CeilingImportBatch,
         Scenario::CeilingCheck,
@@ -109,6 +119,7 @@ impl Scenario {
         Scenario::Memory,
         Scenario::Backfill,
         Scenario::BudgetSkew,
+        Scenario::HostileApi,
     ];
 
     fn name(self) -> &'static str {
@@ -123,6 +134,7 @@ impl Scenario {
             Scenario::Memory => "memory",
             Scenario::Backfill => "backfill",
             Scenario::BudgetSkew => "budget-skew",
+            Scenario::HostileApi => "hostile-api",
         }
     }
 
@@ -137,6 +149,7 @@ impl Scenario {
             Scenario::LatencyKnown => 20.0,
             Scenario::Memory => 30.0,
             Scenario::BudgetSkew => 60.0,
+            Scenario::HostileApi => 30.0,
             Scenario::Overhead | Scenario::Backfill => 0.0,
         }
     }
@@ -146,7 +159,8 @@ impl Scenario {
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// Scenario to run (repeatable): ceiling-import, ceiling-import-batch, ceiling-check, overhead,
-    /// latency, latency-low, latency-known, memory, backfill. Default: all of them, in that order.
+    /// latency, latency-low, latency-known, memory, backfill, budget-skew, hostile-api. Default:
+    /// all of them, in that order.
     #[arg(long = "scenario", value_enum)]
     pub scenarios: Vec<Scenario>,
     /// Seconds of load of the time-based scenarios (defaults: ceiling-import 60 = 12,000 users,
@@ -180,6 +194,14 @@ pub struct BenchArgs {
     /// The setups printed name them.
     #[arg(long = "worker-flag", allow_hyphen_values = true)]
     pub worker_flags: Vec<String>,
+    /// The account-sync binary whose `run` the process scenarios (memory, hostile-api) start;
+    /// default: this one. Another build's, for before / after figures of the worker alone.
+    #[arg(long)]
+    pub worker_exe: Option<PathBuf>,
+    /// The broken answers of the hostile-api scenario, one phase each, in order (repeatable;
+    /// default: endless-body, trickled-body, foreign-users).
+    #[arg(long = "broken-answer", value_enum)]
+    pub broken_answers: Vec<crate::devtools::emulator::BrokenAnswer>,
 }
 
 impl BenchArgs {
@@ -336,6 +358,7 @@ pub async fn run(args: BenchArgs, shutdown: Shutdown) -> Result<ExitCode, String
             Scenario::Memory => memory(&args, &mut f, &shutdown).await?,
             Scenario::Backfill => backfill(&args, &mut f, &shutdown).await?,
             Scenario::BudgetSkew => budget_skew(&args, &mut f, &shutdown).await?,
+            Scenario::HostileApi => hostile::hostile_api(&args, &mut f, &shutdown).await?,
         }
     }
     let report = Report {
@@ -1094,23 +1117,17 @@ impl MemoryWorld {
             .join(format!("account-sync-bench-{}.log", run.name));
         let log_file =
             std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
-        let mut cmd = Command::new(&self.exe);
-        cmd.args(["--log-level", "warn", "run"])
-            .args(["--brokers", &self.brokers])
-            .args(["--group-id", &format!("bench-memory-{}", run.name)])
-            .args(["--input-topic", run.input, "--outcome-topic", run.outcomes])
-            .args(["--dlq-topic", demo::DLQ])
-            .args(["--sdkappid", &demo::SDKAPPID.to_string()])
-            .args(["--identifier", demo::ADMIN])
-            .args(["--api-base-url", &run.api_base_url])
-            .args(["--check-rate", &run.rates.0.to_string()])
+        let mut cmd = worker_command(
+            &self.exe,
+            &self.brokers,
+            &format!("bench-memory-{}", run.name),
+            (run.input, run.outcomes),
+            &run.api_base_url,
+            &self.key,
+        );
+        cmd.args(["--check-rate", &run.rates.0.to_string()])
             .args(["--import-rate", &run.rates.1.to_string()])
             .args(SINGLE)
-            .args(["--admin-listen", "127.0.0.1:0", "--commit-interval", "1s"])
-            .env_remove("ACCOUNT_SYNC_SECRET_KEY_FILE")
-            .env("ACCOUNT_SYNC_SECRET_KEY", &self.key)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
             .stderr(Stdio::from(log_file));
         let started = Instant::now();
         let mut child = ChildGuard {
@@ -1168,6 +1185,33 @@ impl MemoryWorld {
             rate,
         })
     }
+}
+
+/// `account-sync run` of `exe` in group `group` from `topics.0` to `topics.1` against the emulator
+/// at `api_base_url`, the app's secret key in its environment, an admin server on a free port,
+/// stdin and stdout closed. The caller adds the rates, the import API and stderr.
+fn worker_command(
+    exe: &Path,
+    brokers: &str,
+    group: &str,
+    topics: (&str, &str),
+    api_base_url: &str,
+    key: &str,
+) -> Command {
+    let mut cmd = Command::new(exe);
+    cmd.args(["--log-level", "warn", "run"])
+        .args(["--brokers", brokers, "--group-id", group])
+        .args(["--input-topic", topics.0, "--outcome-topic", topics.1])
+        .args(["--dlq-topic", demo::DLQ])
+        .args(["--sdkappid", &demo::SDKAPPID.to_string()])
+        .args(["--identifier", demo::ADMIN])
+        .args(["--api-base-url", api_base_url])
+        .args(["--admin-listen", "127.0.0.1:0", "--commit-interval", "1s"])
+        .env_remove("ACCOUNT_SYNC_SECRET_KEY_FILE")
+        .env("ACCOUNT_SYNC_SECRET_KEY", key)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    cmd
 }
 
 /// Runs `run` on a blocking thread (it sleeps and polls).
@@ -1236,7 +1280,7 @@ async fn memory(a: &BenchArgs, f: &mut Figures, sd: &Shutdown) -> Result<(), Str
     let (mut broker, brokers) = start_broker(&exe, &topics).await?;
     let key = fresh_key();
     let world = Arc::new(MemoryWorld {
-        exe,
+        exe: a.worker_exe.clone().unwrap_or(exe),
         brokers: brokers.clone(),
         log_dir: std::env::temp_dir(),
         key: key.clone(),

@@ -7,6 +7,8 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+use super::broken::BrokenAnswer;
+
 /// The fault knobs that can change while the emulator runs (see
 /// [`super::EmulatorHandle::set_faults`]), so a test can script "outage, then recovery".
 ///
@@ -32,6 +34,9 @@ pub struct Faults {
     /// UserIDs whose import always fails with the transient code 70500 while everything else
     /// works: a poison record, the one case where retries running out is the record's fault.
     pub poison_user_ids: Vec<String>,
+    /// Every request answered HTTP 200 with something that is not an answer to it (see
+    /// [`BrokenAnswer`]): a broken API or a proxy in the way.
+    pub broken_answer: Option<BrokenAnswer>,
 }
 
 /// The seeded random source behind every fault decision.

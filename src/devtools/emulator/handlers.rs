@@ -26,6 +26,7 @@ use crate::chat::api::{
 };
 use crate::chat::usersig;
 
+use super::broken;
 use super::state::ImportRefused;
 use super::Shared;
 
@@ -94,6 +95,10 @@ async fn handle(s: Arc<Shared>, api: Api, uri: Uri, body: Bytes) -> Response {
             (StatusCode::INTERNAL_SERVER_ERROR, "emulator task failed").into_response()
         });
     }
+    if let Some(kind) = faults.broken_answer.filter(|k| !k.mangles()) {
+        s.counters.broken_answer();
+        return broken::instead(kind);
+    }
     process(&s, api, &uri, &body)
 }
 
@@ -142,6 +147,13 @@ fn process(s: &Shared, api: Api, uri: &Uri, body: &[u8]) -> Response {
         ),
     };
     s.counters.answered(api, code);
+    let json = match faults.broken_answer.filter(|k| k.mangles()) {
+        Some(kind) => {
+            s.counters.broken_answer();
+            broken::mangle(kind, api, json)
+        }
+        None => json,
+    };
     json_response(StatusCode::OK, json)
 }
 

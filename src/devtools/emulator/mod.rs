@@ -8,11 +8,13 @@
 //! - `mod.rs`: [`EmulatorConfig`], [`is_preexisting`], [`Emulator`] and its [`EmulatorHandle`].
 //! - `state.rs`: the accounts and the counters behind `GET /stats` ([`Stats`]).
 //! - `faults.rs`: [`Faults`] and the seeded dice that decide them.
+//! - `broken.rs`: [`BrokenAnswer`]s: HTTP 200 answers that do not answer the request.
 //! - `handlers.rs`: routing, request checking in the vendor's order, and the four APIs.
 //!
 //! Where the vendor's documentation (`docs/chat-api.md`) is silent, the choice made is documented
 //! where it is made and listed in `docs/chat-api.md`, "The emulator's own choices".
 
+mod broken;
 mod faults;
 mod handlers;
 mod state;
@@ -30,6 +32,7 @@ use crate::chat::api::Api;
 use crate::chat::usersig::{self, SecretKey, UserSigError};
 use crate::limiter::Limiter;
 
+pub use broken::BrokenAnswer;
 pub use faults::Faults;
 pub use state::Stats;
 
@@ -130,6 +133,11 @@ pub struct EmulatorConfig {
     )]
     pub poison_user_id: Vec<String>,
 
+    /// Answer every request HTTP 200 with something that is not an answer to it: a body without
+    /// end, a trickled body, users nobody asked about, a proxy's page (see [`BrokenAnswer`]).
+    #[arg(long, env = "ACCOUNT_SYNC_EMULATOR_BROKEN_ANSWER", value_enum)]
+    pub broken_answer: Option<BrokenAnswer>,
+
     /// Share (0..=1) of all UserIDs that exist before anyone imports them, so account_check has
     /// something to find; decided by [`is_preexisting`], so load generators can predict it.
     #[arg(
@@ -175,6 +183,7 @@ impl Default for EmulatorConfig {
             hang_rate: 0.0,
             hang_ms: 30_000,
             poison_user_id: Vec::new(),
+            broken_answer: None,
             existing_fraction: 0.0,
             max_accounts: None,
             sensitive_word: Vec::new(),
@@ -231,6 +240,7 @@ impl EmulatorConfig {
             hang_rate: self.hang_rate,
             hang_ms: self.hang_ms,
             poison_user_ids: self.poison_user_id.clone(),
+            broken_answer: self.broken_answer,
         }
     }
 }

@@ -38,6 +38,11 @@ pub struct Stats {
     pub http_502: u64,
     /// Requests the fault injector held for `hang_ms` (they are processed afterwards).
     pub hung: u64,
+    /// Requests answered with a broken answer (`Faults::broken_answer`): streamed or proxy
+    /// answers instead of the service's (not in `accepted`), or the service's answer mangled
+    /// (also in `accepted` when it was one).
+    #[serde(default)]
+    pub broken_answers: u64,
     /// Requests answered 70169 / 70500 by the fault injector (also in `rejected_by_code`).
     pub transient_errors: u64,
     /// Accounts imported during this run and still present; preexisting ones are not counted.
@@ -70,6 +75,7 @@ pub(crate) struct Counters {
     item_failures_by_code: Mutex<HashMap<i64, u64>>,
     http_502: AtomicU64,
     hung: AtomicU64,
+    broken_answers: AtomicU64,
     transient_errors: AtomicU64,
     profile_overwrites: AtomicU64,
 }
@@ -112,6 +118,10 @@ impl Counters {
         self.http_502.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn broken_answer(&self) {
+        self.broken_answers.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn hung(&self) {
         self.hung.fetch_add(1, Ordering::Relaxed);
     }
@@ -144,6 +154,7 @@ impl Counters {
             item_failures_by_code: by_code(&self.item_failures_by_code),
             http_502: self.http_502.load(Ordering::Relaxed),
             hung: self.hung.load(Ordering::Relaxed),
+            broken_answers: self.broken_answers.load(Ordering::Relaxed),
             transient_errors: self.transient_errors.load(Ordering::Relaxed),
             imported_accounts,
             profile_overwrites: self.profile_overwrites.load(Ordering::Relaxed),
