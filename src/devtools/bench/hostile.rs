@@ -5,6 +5,7 @@
 //! the records' fault) and the users imported once the API healed (the target is all of them).
 
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -122,6 +123,7 @@ pub(super) async fn hostile_api(
         counter,
         partitions,
         shutdown: sd.clone(),
+        peak_kib: AtomicU64::new(0),
     };
 
     for (i, kind) in phases.into_iter().enumerate() {
@@ -226,6 +228,8 @@ struct Watch {
     counter: Arc<BaseConsumer>,
     partitions: i32,
     shutdown: Shutdown,
+    /// The highest VmHWM read so far: a failed read (0) must not lower the figure.
+    peak_kib: AtomicU64,
 }
 
 impl Watch {
@@ -250,7 +254,6 @@ impl Watch {
         done: impl Fn(&Seen, Duration) -> bool,
     ) -> Result<Seen, String> {
         let started = Instant::now();
-        let mut peak_kib = 0;
         loop {
             tokio::time::sleep(Duration::from_millis(100)).await;
             if let Some(status) = worker.exited() {
@@ -261,9 +264,8 @@ impl Watch {
                 return Err("interrupted".into());
             }
             let mut seen = self.sample().await;
-            // VmHWM only grows; a failed read (0) must not lower the figure.
-            peak_kib = peak_kib.max(seen.peak_kib);
-            seen.peak_kib = peak_kib;
+            self.peak_kib.fetch_max(seen.peak_kib, Ordering::Relaxed);
+            seen.peak_kib = self.peak_kib.load(Ordering::Relaxed);
             if seen.peak_kib > RSS_CEILING_KIB {
                 let _ = worker.child.kill();
                 return Ok(Seen {
