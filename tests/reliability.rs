@@ -34,7 +34,10 @@ use serde_json::Value;
 /// forever for a group coordinator that no longer exists (the runtime's shutdown waits for it).
 /// Declared first in a test, so dropped last. [`ExitOnPanic::arm`] also writes each panic
 /// straight to the process's stderr: the test harness captures the usual panic message and
-/// prints it only when the test returns, which an exit from here never does.
+/// prints it only when the test returns, which an exit from here never does. The exit names the
+/// failed test (the harness names each test's thread after it), since the harness's own summary
+/// never comes; the tests of this binary that had not finished yet do not run (CI runs
+/// `cargo test --no-fail-fast`, so the other test binaries still do).
 struct ExitOnPanic;
 
 impl ExitOnPanic {
@@ -58,9 +61,14 @@ impl ExitOnPanic {
 impl Drop for ExitOnPanic {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let _ = std::io::Write::write_all(
-                &mut std::io::stderr(),
-                b"a reliability test failed; exiting now rather than hang in teardown\n",
+            use std::io::Write;
+            let thread = std::thread::current();
+            let name = thread.name().unwrap_or("(unnamed thread)");
+            // Not eprintln!: that goes to the harness's capture, lost on exit.
+            let _ = writeln!(
+                std::io::stderr(),
+                "test {name} FAILED (tests/reliability.rs); exiting now rather than hang in \
+                 teardown: the tests of this binary still running or not started yet do not run"
             );
             std::process::exit(101);
         }
