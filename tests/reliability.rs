@@ -230,6 +230,10 @@ async fn finish_run(
 
 /// Retriable errors injected into Produce, Fetch and OffsetCommit mid-run: librdkafka retries
 /// them (the producer is idempotent), the worker keeps going, nothing is lost or duplicated.
+///
+/// Mid-run by construction: the worker finishes a first part of the input; then, with the API
+/// held (nothing can finish), the rest is produced and the errors injected; the API is released
+/// after. The test used to inject after the 150th outcome and assume the input was not done yet.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retriable_broker_errors_on_produce_fetch_and_commit_lose_nothing() {
     let _exit_on_panic = ExitOnPanic::arm();
@@ -241,8 +245,14 @@ async fn retriable_broker_errors_on_produce_fetch_and_commit_lose_nothing() {
         return;
     };
     let users = users("rq", 1500);
-    let expected = produce(&env, &users).await;
+    let (first, rest) = users.split_at(300);
+    let mut expected = produce(&env, first).await;
     let worker = env.worker(&[
+        // Injected errors hit the next requests of their kind from any client: the budget
+        // coordinator's leases (Produce) must not take the ones meant for the outcomes (one
+        // worker needs no budget topic).
+        "--budget-split",
+        "partitions",
         "--check-rate",
         "400",
         "--import-rate",
@@ -261,7 +271,9 @@ async fn retriable_broker_errors_on_produce_fetch_and_commit_lose_nothing() {
         "max.in.flight.requests.per.connection=1",
     ]);
     let m = worker.metrics.clone();
-    assert!(env.wait_outcomes(150, Duration::from_secs(30)).await >= 150);
+    wait_committed(&env, &ends_of(&expected), Duration::from_secs(60)).await;
+    env.emu.hold();
+    expected.extend(produce(&env, rest).await);
 
     use RDKafkaRespErr::*;
     let k = env.kafka.embedded.as_ref().expect("mock cluster");
@@ -295,7 +307,8 @@ async fn retriable_broker_errors_on_produce_fetch_and_commit_lose_nothing() {
     .unwrap();
     let at_injection = env.outcome_count();
     eprintln!("broker errors injected after {at_injection} outcomes");
-    assert!(at_injection < users.len(), "injected mid-run");
+    assert_eq!(at_injection, first.len(), "injected mid-run");
+    env.emu.release();
 
     let (outcomes, tally) = finish_run(
         &env,
@@ -396,6 +409,11 @@ async fn brokers_going_down_and_up_mid_run_lose_nothing() {
 /// A produce error librdkafka does not retry (TOPIC_AUTHORIZATION_FAILED) makes some outcome
 /// records undeliverable: the worker stops by itself with `WorkerError::Delivery`, its committed
 /// offsets never pass a record without an outcome, and a restart finishes the input.
+///
+/// The errors hit the worker's outcome records by construction: it finishes a first part, then
+/// the API is held while the rest is produced and the errors injected, and no other client
+/// produces meanwhile (the test's producer is done, and the worker has no budget topic). The test
+/// used to inject after the 60th outcome, assuming the worker had not finished by then.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_undeliverable_outcome_stops_the_worker_without_committing_past_it() {
     let _exit_on_panic = ExitOnPanic::arm();
@@ -405,11 +423,22 @@ async fn an_undeliverable_outcome_stops_the_worker_without_committing_past_it() 
         return;
     };
     let users = users("undeliverable", 600);
-    let expected = produce(&env, &users).await;
-    let flags = ["--window-size", "20", "--max-events-in-flight", "200"];
+    let (first, rest) = users.split_at(60);
+    let mut expected = produce(&env, first).await;
+    let flags = [
+        "--window-size",
+        "20",
+        "--max-events-in-flight",
+        "200",
+        // No budget coordinator: its leases (Produce) would take the injected errors.
+        "--budget-split",
+        "partitions",
+    ];
     let a = env.worker(&flags);
     let ma = a.metrics.clone();
-    assert!(env.wait_outcomes(60, Duration::from_secs(30)).await >= 60);
+    wait_committed(&env, &ends_of(&expected), Duration::from_secs(60)).await;
+    env.emu.hold();
+    expected.extend(produce(&env, rest).await);
 
     let k = env.kafka.embedded.as_ref().expect("mock cluster");
     k.request_errors(
@@ -417,6 +446,7 @@ async fn an_undeliverable_outcome_stops_the_worker_without_committing_past_it() 
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 2],
     )
     .unwrap();
+    env.emu.release();
     let result = a.stopped_by_itself(Duration::from_secs(30)).await;
     match result {
         Err(WorkerError::Delivery(reason)) => eprintln!("worker stopped: {reason}"),
