@@ -517,7 +517,7 @@ async fn a_systemic_fault_pauses_without_dead_lettering_and_recovers_by_itself()
         "the worker resumes by itself"
     );
     assert!(
-        eventually(Duration::from_secs(5), || m.paused.get() == 0).await,
+        eventually(WITHIN, || m.paused.get() == 0).await,
         "intake resumed"
     );
     assert_eq!(m.systemic_fault.with_label_values(&["70009"]).get(), 0);

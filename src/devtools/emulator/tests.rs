@@ -852,7 +852,8 @@ async fn serve_stops_on_its_shutdown_signal() {
     tcp.read_to_string(&mut out).await.unwrap();
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     tx.send(()).unwrap();
-    let result = tokio::time::timeout(Duration::from_secs(2), server)
+    // A bound on a hang, not on the machine's speed: stopping an idle server takes milliseconds.
+    let result = tokio::time::timeout(Duration::from_secs(30), server)
         .await
         .expect("stops");
     assert!(result.unwrap().is_ok());
