@@ -327,9 +327,18 @@ async fn worker_dead_letters_replay_by_filter_with_original_bytes() {
     );
 }
 
-/// librdkafka's queue holds 50 records: about 4,000 replays a second here, slow enough for a
-/// replay to be stopped mid-way.
-const SLOW: [&str; 2] = ["--kafka-property", "queue.buffering.max.messages=50"];
+/// A replay slow enough to be stopped mid-way on any machine: librdkafka's queue holds at most 50
+/// records, and a batch waits 20 ms (`linger.ms`) before it is sent, so the replay cannot go
+/// faster than 2,500 records a second — 12,000 take at least 4.8 s, and a half or three
+/// quarters left take seconds, whatever the machine's speed. (With the queue alone, the pace
+/// was the machine's: about 4,000 a second here, and a fast machine could finish before the
+/// test stopped it.)
+const SLOW: [&str; 4] = [
+    "--kafka-property",
+    "queue.buffering.max.messages=50",
+    "--kafka-property",
+    "linger.ms=20",
+];
 
 impl Replays<'_> {
     /// Starts a [`SLOW`] replay and waits (polling every 20 ms, at most 30 s) until `cond` holds;

@@ -575,18 +575,26 @@ async fn a_revocation_waits_for_the_open_transaction_to_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abortable_errors_abort_and_redo_the_batch() {
     use RDKafkaRespErr::*;
-    let mut cfg = emulator_config();
-    // The worker's first produce comes well after the wave's input is written, so an error
-    // injected on Produce right after that hits the worker's records, not the input.
-    cfg.latency_ms = 100;
-    let Some(env) = mock_env(1, 3, cfg).await else {
+    let Some(env) = mock_env(1, 3, emulator_config()).await else {
         return;
     };
     let k = env.kafka.embedded.as_ref().expect("mock cluster");
     let txn = env.kafka.name("txn-abortable");
     // Injected errors hit the next request of their kind from any client: the budget
     // coordinator's leases (Produce) must not take them (one worker needs no budget topic).
-    let flags = [&eos_flags(&txn)[..], &["--budget-split", "partitions"]].concat();
+    // A transaction timeout far above what a wave takes, so that the bound below tells an abort
+    // and redo from a wait for the timeout with a wide margin either way (librdkafka keeps the
+    // last value of a property, and so does the worker's retry budget).
+    let flags = [
+        &eos_flags(&txn)[..],
+        &[
+            "--budget-split",
+            "partitions",
+            "--kafka-property",
+            "transaction.timeout.ms=60000",
+        ],
+    ]
+    .concat();
     let worker = env.worker(&flags);
     let m = worker.metrics.clone();
     // A first wave without faults, so that the group has formed before the timed waves.
@@ -615,19 +623,19 @@ async fn abortable_errors_abort_and_redo_the_batch() {
     ];
     for (i, (api, err)) in waves.into_iter().enumerate() {
         let aborts = txn_errors(&m, "abortable");
-        let before_input = api != RDKafkaApiKey::Produce;
-        if before_input {
-            k.request_errors(api, &[err]).unwrap();
-        }
+        // The error must hit the worker's request of this wave, not the test's input (a Produce)
+        // nor an earlier request: the wave's input is produced and the error injected while the
+        // API is held, so the worker cannot have made any request of this wave yet, whatever the
+        // machine's speed. (The test used to rely on 100 ms of API latency for the Produce wave.)
+        env.emu.hold();
         offsets.extend(env.produce_users(&users(&format!("abort-{i}"), 40)).await);
-        if !before_input {
-            k.request_errors(api, &[err]).unwrap();
-        }
+        k.request_errors(api, &[err]).unwrap();
+        env.emu.release();
         let n = offsets.len() as u64;
         let started = std::time::Instant::now();
-        // Well within the 10 s transaction timeout: an abortable error costs an abort and a redo,
-        // not a wait for records that can no longer be delivered.
-        let done = eventually(Duration::from_secs(8), || {
+        // Well within the 60 s transaction timeout: an abortable error costs an abort and a redo
+        // (about a second), not a wait for records that can no longer be delivered.
+        let done = eventually(Duration::from_secs(30), || {
             outcomes_delivered(&m) >= n && txn_errors(&m, "abortable") > aborts
         })
         .await;
@@ -660,7 +668,10 @@ async fn abortable_errors_abort_and_redo_the_batch() {
 /// the fenced one stops with the reason at its next transaction, the other goes on and ends with
 /// every record. (`crash_test_read_committed` restarts killed incarnations; this one is alive.)
 /// The mock cluster gives a new `InitProducerId` a new producer id instead of fencing the old one,
-/// so there the fencing answer the first worker's commit would get is injected.
+/// so there the fencing answer the first worker's commit would get is injected — and only the
+/// first worker may commit before that answer is taken: on the mock cluster the second starts
+/// once the first has stopped fenced. (It used to start first, and the test relied on the group
+/// taking seconds to give it partitions while the first worker's next commit came within one.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fenced_worker_stops_with_its_reason_and_the_other_goes_on() {
     let env = WorkerEnv::start(3, emulator_config()).await;
@@ -675,17 +686,24 @@ async fn a_fenced_worker_stops_with_its_reason_and_the_other_goes_on() {
     })
     .await;
     assert!(done, "the first worker commits the first wave");
-    let second = env.worker(&flags);
-    // Its init_transactions fences the first worker's producer (the group still has to
-    // rebalance before it gets partitions, so the first worker commits next).
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    if let Some(k) = &env.kafka.embedded {
-        k.request_errors(
-            RDKafkaApiKey::EndTxn,
-            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_PRODUCER_FENCED],
-        )
-        .unwrap();
-    }
+    let second = match &env.kafka.embedded {
+        Some(k) => {
+            k.request_errors(
+                RDKafkaApiKey::EndTxn,
+                &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_PRODUCER_FENCED],
+            )
+            .unwrap();
+            None
+        }
+        None => {
+            // A real broker: the second's init_transactions fences the first worker's producer
+            // (the group still has to rebalance before it gets partitions, so the first worker
+            // commits next).
+            let second = env.worker(&flags);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            Some(second)
+        }
+    };
     offsets.extend(env.produce_users(&users("fence-b", 150)).await);
     match first.stopped_by_itself(Duration::from_secs(30)).await {
         Err(WorkerError::Transaction(TxnFailure::Fatal(e))) => {
@@ -698,6 +716,8 @@ async fn a_fenced_worker_stops_with_its_reason_and_the_other_goes_on() {
         1,
         "one fatal error, then nothing"
     );
+    // On the mock cluster, the replica started again now: it takes over the first one's records.
+    let second = second.unwrap_or_else(|| env.worker(&flags));
     let seen = committed_sources(&env.kafka, &env.topics.outcomes, offsets.len()).await;
     let lost = offsets.iter().filter(|o| !seen.contains(o)).count();
     assert_eq!(txn_errors(&second.metrics, "fatal"), 0);
@@ -727,11 +747,10 @@ async fn a_broker_without_transactions_stops_the_worker_at_the_first_commit() {
     let logs = worker.logs();
     let status = status.unwrap_or_else(|| panic!("still running after 30 s:\n{logs}"));
     assert_eq!(status.code(), Some(1), "{logs}");
-    assert!(
-        started.elapsed() < Duration::from_secs(20),
-        "{:?}",
-        started.elapsed()
-    );
+    // "At once" is shown by the log's single failed call below (a retry loop would log one per
+    // attempt), not by the wall-clock time: that is mostly start-up and joining the group, and
+    // the test used to require it under 20 s, which depends on the machine's load.
+    eprintln!("stopped {:?} after the start", started.elapsed());
     for text in [
         "does not support transactions",
         "--delivery at-least-once",

@@ -184,7 +184,15 @@ async fn primary_failing_backup_healthy_calls_go_to_the_backup_and_back() {
     let env = WorkerEnv::start(2, cfg).await;
     let backup = start_emulator(emulator_config()).await;
     let backup_url = backup.base_url();
-    let mut flags = FLAGS.to_vec();
+    // The default --outage-after (10 s), not the 2 s of FLAGS: the calls fail over within
+    // milliseconds of the first failure, and "no outage meanwhile" should not rest on a loaded
+    // machine managing that within 2 s.
+    let mut flags: Vec<&str> = FLAGS
+        .chunks(2)
+        .filter(|f| f[0] != "--outage-after")
+        .flatten()
+        .copied()
+        .collect();
     flags.extend(["--backup-api-base-url", &backup_url]);
     let first = users("failover", 100);
     let offsets = env.produce_users(&first).await;
@@ -295,16 +303,19 @@ async fn a_poison_account_is_dead_lettered_alone_while_the_rest_flows() {
 }
 
 /// The binary, as Kubernetes runs it: an API host that does not resolve is an outage; SIGTERM
-/// during it exits 0 within the drain timeout, offsets uncommitted; a restart once the API is
-/// reachable imports everything.
+/// during it exits 0 without waiting out the drain timeout (the windows waiting at the closed
+/// gate are abandoned at once), offsets uncommitted; a restart once the API is reachable imports
+/// everything. The drain timeout is a minute, so "did not wait for it" has a wide margin on a
+/// loaded machine (the test used to allow 6 s against a 3 s drain timeout).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_an_outage_exits_cleanly_and_a_restart_imports_everything() {
     let env = WorkerEnv::start(2, emulator_config()).await;
     let users = users("dns", 40);
     let offsets = env.produce_users(&users).await;
     let secret = [("ACCOUNT_SYNC_SECRET_KEY", SECRET)];
+    let drain_timeout = Duration::from_secs(60);
     let mut flags = FLAGS.to_vec();
-    flags.extend(["--drain-timeout", "3s"]);
+    flags.extend(["--drain-timeout", "60s"]);
     let unresolvable = "https://account-sync-outage-test.invalid";
     let args = run_args(
         &env.kafka.brokers,
@@ -326,11 +337,11 @@ async fn sigterm_during_an_outage_exits_cleanly_and_a_restart_imports_everything
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let asked = Instant::now();
-    let status = proc.stop("-TERM", Duration::from_secs(10));
+    let status = proc.stop("-TERM", drain_timeout + Duration::from_secs(30));
     assert!(status.success(), "exit 0; log: {}", proc.logs());
     assert!(
-        asked.elapsed() < Duration::from_secs(6),
-        "within the 3 s drain timeout (+ leaving the group): {:?}",
+        asked.elapsed() < drain_timeout,
+        "the stop did not wait out the drain timeout: {:?}",
         asked.elapsed()
     );
     assert_eq!(env.dead_letter_count(), 0);

@@ -34,7 +34,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::future::join_all;
+use futures_util::future::try_join_all;
 use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::producer::{FutureProducer, Producer};
@@ -505,7 +505,7 @@ impl Committer {
         let p = self.producer();
         let begin: TxnCall = Arc::new(move |_| p.begin_transaction());
         self.call(Stage::Begin, retry, begin).await?;
-        self.produce(batch).await?;
+        self.produce(batch, retry.call_timeout()).await?;
         let positions = self
             .tracker
             .lock()
@@ -527,21 +527,30 @@ impl Committer {
         Ok(())
     }
 
-    /// Produces the batch's records and waits for their acknowledgements. An abortable error of
-    /// the transaction makes librdkafka purge the records it holds, so this does not wait long
-    /// for records that can no longer be delivered.
-    async fn produce(&self, batch: &[TxnItem]) -> Result<(), Interrupted> {
+    /// Produces the batch's records and waits for their acknowledgements, for at most `timeout`
+    /// (a blocking call's share of the budget). The first record that fails ends the wait: the
+    /// transaction is lost, and aborting it purges whatever librdkafka still holds. An abortable
+    /// error makes librdkafka purge its queues by itself, but not a record held back before them
+    /// (one waiting for its topic's metadata, after an authorization error): that one waits for
+    /// `message.timeout.ms` — for a transactional producer the whole transaction timeout — so a
+    /// wait past `timeout` aborts and redoes the batch too.
+    async fn produce(&self, batch: &[TxnItem], timeout: Duration) -> Result<(), Interrupted> {
         let sends = batch
             .iter()
             .flat_map(|i| &i.records)
             .map(|r| self.sink.send(r));
-        for r in join_all(sends).await {
-            if let Err(e) = r {
+        match tokio::time::timeout(timeout, try_join_all(sends)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => {
                 let fatal = self.sink.producer().client().fatal_error();
-                return Err(self.failed(CallError::undelivered(&e.error, fatal)));
+                Err(self.failed(CallError::undelivered(&e.error, fatal)))
             }
+            Err(_) => Err(self.failed(CallError {
+                stage: Stage::Produce,
+                class: ErrorClass::Abortable,
+                reason: format!("records not acknowledged within {timeout:?}"),
+            })),
         }
-        Ok(())
     }
 
     /// The `send_offsets_to_transaction` call for the done watermarks `positions`.

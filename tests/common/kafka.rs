@@ -469,6 +469,12 @@ impl RunningWorker {
             .expect("worker task")
     }
 
+    /// Asks it to stop without waiting for it (then [`Self::stop`] waits): a test can let work
+    /// held back go on once the worker is known to be stopping.
+    pub fn ask_to_stop(&self) {
+        self.trigger.trigger();
+    }
+
     /// Asks it to stop and waits for it; returns its result.
     pub async fn stop(self) -> Result<(), WorkerError> {
         self.trigger.trigger();

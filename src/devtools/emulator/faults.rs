@@ -3,9 +3,16 @@
 //! Every decision draws from one seeded [`fastrand::Rng`], so a single-threaded sequence of requests
 //! sees the same faults on every run with the same `--seed`. A rate is only drawn for when it is
 //! non-zero, so switching one fault on does not reshuffle the others' decisions.
+//!
+//! [`Hold`] is the one knob that is not a fault of the vendor's: it stops the API's progress
+//! where a test says, so that "the worker still has work in flight when X happens" holds by
+//! construction instead of by a race against the machine's speed.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
+
+use tokio::sync::watch;
 
 use super::broken::BrokenAnswer;
 
@@ -37,6 +44,61 @@ pub struct Faults {
     /// Every request answered HTTP 200 with something that is not an answer to it (see
     /// [`BrokenAnswer`]): a broken API or a proxy in the way.
     pub broken_answer: Option<BrokenAnswer>,
+}
+
+/// Holding API requests ([`super::EmulatorHandle::hold`]): while it is on, every API request that
+/// arrives waits — it is held, not failed — until [`super::EmulatorHandle::release`], then goes
+/// on as usual (latency, faults, checks). A request already past this point when the hold starts
+/// is not stopped. A held request waits in a task of its own, like a hung one, so a client that
+/// gives up meanwhile does not cancel it: the vendor would still carry it out.
+#[derive(Debug)]
+pub(crate) struct Hold {
+    on: watch::Sender<bool>,
+    /// Requests waiting for the release now.
+    held: AtomicU64,
+}
+
+impl Hold {
+    pub(crate) fn new() -> Self {
+        Hold {
+            on: watch::Sender::new(false),
+            held: AtomicU64::new(0),
+        }
+    }
+
+    /// Starts (`true`) or ends (`false`) holding.
+    pub(crate) fn set(&self, on: bool) {
+        self.on.send_replace(on);
+    }
+
+    /// Whether requests are held now.
+    pub(crate) fn is_on(&self) -> bool {
+        *self.on.borrow()
+    }
+
+    /// Requests waiting for the release now.
+    pub(crate) fn held(&self) -> u64 {
+        self.held.load(Ordering::SeqCst)
+    }
+
+    /// Waits until the hold is off (at once if it is), counted in [`Self::held`] meanwhile.
+    pub(crate) async fn pass(&self) {
+        let mut rx = self.on.subscribe();
+        if !*rx.borrow_and_update() {
+            return;
+        }
+        /// Uncounts the request however the wait ends (released, or the server shut down).
+        struct Counted<'a>(&'a AtomicU64);
+        impl Drop for Counted<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.held.fetch_add(1, Ordering::SeqCst);
+        let _counted = Counted(&self.held);
+        // The sender lives as long as `self`: an error cannot happen while we borrow it.
+        let _ = rx.wait_for(|on| !*on).await;
+    }
 }
 
 /// The seeded random source behind every fault decision.

@@ -57,7 +57,9 @@ pub(crate) async fn serve(
 /// counters, and anything else is 404.
 fn router(shared: Arc<Shared>) -> Router {
     let api = |api: Api| {
-        post(move |State(s): State<Arc<Shared>>, uri: Uri, body: Bytes| handle(s, api, uri, body))
+        post(move |State(s): State<Arc<Shared>>, uri: Uri, body: Bytes| {
+            held_then_handle(s, api, uri, body)
+        })
     };
     Router::new()
         .route(Api::AccountCheck.path(), api(Api::AccountCheck))
@@ -70,6 +72,22 @@ fn router(shared: Arc<Shared>) -> Router {
 
 async fn stats(State(s): State<Arc<Shared>>) -> Response {
     json_response(StatusCode::OK, to_json(&s.stats()))
+}
+
+/// An API request while the emulator holds requests (`EmulatorHandle::hold`) waits for the
+/// release first, in a task of its own like a hung request: a client that gives up meanwhile does
+/// not cancel it.
+async fn held_then_handle(s: Arc<Shared>, api: Api, uri: Uri, body: Bytes) -> Response {
+    if !s.hold.is_on() {
+        return handle(s, api, uri, body).await;
+    }
+    let held = tokio::spawn(async move {
+        s.hold.pass().await;
+        handle(s, api, uri, body).await
+    });
+    held.await.unwrap_or_else(|_| {
+        (StatusCode::INTERNAL_SERVER_ERROR, "emulator task failed").into_response()
+    })
 }
 
 /// One API request: fault delays first (they model the network and an overloaded backend), then

@@ -7,7 +7,8 @@
 //!
 //! - `mod.rs`: [`EmulatorConfig`], [`is_preexisting`], [`Emulator`] and its [`EmulatorHandle`].
 //! - `state.rs`: the accounts and the counters behind `GET /stats` ([`Stats`]).
-//! - `faults.rs`: [`Faults`] and the seeded dice that decide them.
+//! - `faults.rs`: [`Faults`] and the seeded dice that decide them, and the hold
+//!   ([`EmulatorHandle::hold`]): API requests held, not failed, until the test releases them.
 //! - `broken.rs`: [`BrokenAnswer`]s: HTTP 200 answers that do not answer the request.
 //! - `handlers.rs`: routing, request checking in the vendor's order, and the four APIs.
 //!
@@ -36,7 +37,7 @@ pub use broken::BrokenAnswer;
 pub use faults::Faults;
 pub use state::Stats;
 
-use faults::Dice;
+use faults::{Dice, Hold};
 use state::{Accounts, Counters};
 
 /// Everything the emulator can be told, with defaults that behave like a healthy vendor.
@@ -348,6 +349,25 @@ impl EmulatorHandle {
             .unwrap_or_else(|e| e.into_inner()) = faults;
     }
 
+    /// Holds every API request that arrives from now on until [`Self::release`]: held, not
+    /// failed — a held request is then processed as usual (latency, faults, checks), even if its
+    /// client gave up meanwhile, as a hung one is. Requests already past the entrance go on.
+    /// `GET /stats` is never held. For tests whose premise is "work is still in flight when
+    /// something happens": holding makes it so, whatever the machine's speed.
+    pub fn hold(&self) {
+        self.shared.hold.set(true);
+    }
+
+    /// Ends [`Self::hold`]: the held requests go on, and new ones are no longer held.
+    pub fn release(&self) {
+        self.shared.hold.set(false);
+    }
+
+    /// API requests waiting for [`Self::release`] now.
+    pub fn held(&self) -> u64 {
+        self.shared.hold.held()
+    }
+
     /// Replaces the key UserSigs are verified with (a systemic fault, then its fix).
     pub fn set_secret_key(&self, key: SecretKey) {
         let mut auth = self.shared.auth();
@@ -373,9 +393,10 @@ impl EmulatorHandle {
         self.shared.accounts().exists(user_id)
     }
 
-    /// Stops accepting, lets in-flight requests finish (at most [`SHUTDOWN_GRACE`]) and waits for
-    /// the server task.
+    /// Stops accepting, releases held requests, lets in-flight requests finish (at most
+    /// [`SHUTDOWN_GRACE`]) and waits for the server task.
     pub async fn shutdown(mut self) {
+        self.release();
         if let Some(tx) = self.shutdown_tx.take() {
             let _ = tx.send(());
         }
@@ -467,6 +488,8 @@ pub(crate) struct Shared {
     /// entry back in.
     auth: Mutex<Auth>,
     faults: RwLock<Faults>,
+    /// Holding API requests (a test's knob, not a fault of the vendor's).
+    hold: Hold,
     /// check, import, multiaccount_import; replaced wholesale by `set_rates`.
     limiters: RwLock<[Limiter; 3]>,
     dice: Dice,
@@ -496,6 +519,7 @@ impl Shared {
                 verified: None,
             }),
             faults: RwLock::new(config.faults()),
+            hold: Hold::new(),
             limiters: RwLock::new([
                 limiter(config.check_rate, config.rate_burst),
                 limiter(config.import_rate, config.rate_burst),
