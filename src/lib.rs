@@ -68,6 +68,7 @@ pub mod doctor;
 pub mod domain;
 pub mod limiter;
 pub mod observe;
+pub(crate) mod parse;
 mod progress;
 pub mod shutdown;
 pub(crate) mod systemic;
