@@ -584,12 +584,12 @@ impl WorkerArgs {
             // librdkafka's default.
             None => Duration::from_secs(300),
         };
-        let held = self.drain_timeout + crate::worker::REVOKE_ACK_MARGIN;
+        let held = self.drain_timeout + crate::kafka::consumer::REVOKE_ACK_MARGIN;
         if held >= max_poll_interval {
             return Err(format!(
                 "--drain-timeout ({}) plus the {} s the rebalance callback allows beyond it must be less than {KEY} ({} ms): the group would evict the worker while it drains",
                 humantime::format_duration(self.drain_timeout),
-                crate::worker::REVOKE_ACK_MARGIN.as_secs(),
+                crate::kafka::consumer::REVOKE_ACK_MARGIN.as_secs(),
                 max_poll_interval.as_millis()
             ));
         }

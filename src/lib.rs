@@ -66,6 +66,7 @@ pub mod devtools;
 pub mod dlq;
 pub mod doctor;
 pub mod domain;
+pub mod kafka;
 pub mod limiter;
 pub mod observe;
 pub(crate) mod parse;

@@ -4,7 +4,7 @@
 //! Label sets are bounded: api names, stages, statuses, failure classes, vendor codes of systemic
 //! faults. Never a UserID.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use prometheus::{
@@ -77,14 +77,12 @@ pub struct Metrics {
     pub committed_offset: IntGaugeVec,
     /// Consumer lag per assigned input partition, from librdkafka statistics.
     pub consumer_lag: IntGaugeVec,
-    /// Partitions that have a `consumer_lag` series now (to drop those no longer assigned).
-    lag_partitions: Mutex<Vec<i32>>,
     /// Partitions currently assigned.
     pub assigned_partitions: IntGauge,
     /// Kafka consumer errors.
     pub consumer_errors: IntCounter,
     /// Exactly-once: errors of transactional calls, by stage and librdkafka's class (see
-    /// [`crate::delivery::transaction::Stage`] and [`crate::delivery::transaction::ErrorClass`]).
+    /// [`crate::kafka::txn_error::Stage`] and [`crate::kafka::txn_error::ErrorClass`]).
     pub transaction_errors: IntCounterVec,
 }
 
@@ -330,7 +328,6 @@ impl Metrics {
                 )
                 .unwrap(),
             ),
-            lag_partitions: Mutex::new(Vec::new()),
             assigned_partitions: reg(
                 &registry,
                 IntGauge::new(
@@ -424,48 +421,10 @@ impl Metrics {
         for to in ["primary", "backup"] {
             self.chat_api_domain_switches.with_label_values(&[to]);
         }
-        for stage in crate::delivery::transaction::Stage::ALL {
-            for kind in crate::delivery::transaction::ErrorClass::LABELS {
+        for stage in crate::kafka::txn_error::Stage::ALL {
+            for kind in crate::kafka::txn_error::ErrorClass::LABELS {
                 self.transaction_errors
                     .with_label_values(&[stage.as_str(), kind]);
-            }
-        }
-    }
-
-    /// Exports the consumer lag of `topic`'s `assigned` partitions from librdkafka statistics
-    /// (see [`partition_lag`]) and drops the series of partitions that are not assigned any more.
-    pub fn record_consumer_lag(&self, stats: &rdkafka::Statistics, topic: &str, assigned: &[i32]) {
-        let lags: Vec<(i32, i64)> = stats
-            .topics
-            .get(topic)
-            .map(|t| {
-                t.partitions
-                    .values()
-                    .filter_map(|p| Some((p.partition, partition_lag(p)?)))
-                    .collect()
-            })
-            .unwrap_or_default();
-        self.set_consumer_lags(&lags, assigned);
-    }
-
-    /// Sets `account_sync_consumer_lag` for the `assigned` partitions among `lags` and removes the
-    /// series of partitions not in `assigned`. An assigned partition without a known lag keeps its
-    /// last value.
-    fn set_consumer_lags(&self, lags: &[(i32, i64)], assigned: &[i32]) {
-        let mut exported = self
-            .lag_partitions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        for p in exported.iter().filter(|p| !assigned.contains(p)) {
-            let _ = self.consumer_lag.remove_label_values(&[&p.to_string()]);
-        }
-        exported.retain(|p| assigned.contains(p));
-        for &(p, lag) in lags.iter().filter(|(p, _)| assigned.contains(p)) {
-            self.consumer_lag
-                .with_label_values(&[&p.to_string()])
-                .set(lag);
-            if !exported.contains(&p) {
-                exported.push(p);
             }
         }
     }
@@ -485,19 +444,6 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut buf)
             .expect("encoding to a Vec cannot fail");
         String::from_utf8(buf).expect("the text format is UTF-8")
-    }
-}
-
-/// A partition's consumer lag from librdkafka statistics: `consumer_lag` (end of the partition −
-/// committed offset); while nothing is committed yet, counted from the partition's low watermark
-/// (the group starts at the earliest offset). `None` while librdkafka does not know enough.
-fn partition_lag(p: &rdkafka::statistics::Partition) -> Option<i64> {
-    if p.consumer_lag >= 0 {
-        Some(p.consumer_lag)
-    } else if p.committed_offset < 0 && p.lo_offset >= 0 && p.hi_offset >= p.lo_offset {
-        Some(p.hi_offset - p.lo_offset)
-    } else {
-        None
     }
 }
 
@@ -565,36 +511,6 @@ impl CallObserver for MetricsObserver {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn lags(m: &Metrics) -> Vec<(String, i64)> {
-        let mut v: Vec<(String, i64)> = m
-            .registry
-            .gather()
-            .iter()
-            .filter(|f| f.name() == "account_sync_consumer_lag")
-            .flat_map(|f| f.get_metric().to_vec())
-            .map(|x| {
-                (
-                    x.get_label()[0].value().to_owned(),
-                    x.get_gauge().get_value() as i64,
-                )
-            })
-            .collect();
-        v.sort();
-        v
-    }
-
-    #[test]
-    fn consumer_lag_follows_the_assignment() {
-        let m = Metrics::new();
-        m.set_consumer_lags(&[(0, 5), (1, 7), (2, 9)], &[0, 1]);
-        assert_eq!(lags(&m), [("0".into(), 5), ("1".into(), 7)]);
-        // Partition 1 revoked, 2 assigned; 0's lag unknown this time: it keeps its value.
-        m.set_consumer_lags(&[(1, 3), (2, 4)], &[0, 2]);
-        assert_eq!(lags(&m), [("0".into(), 5), ("2".into(), 4)]);
-        m.set_consumer_lags(&[], &[]);
-        assert!(lags(&m).is_empty());
-    }
 
     #[test]
     fn every_bounded_series_exists_from_the_start() {

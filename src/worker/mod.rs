@@ -22,8 +22,6 @@ mod revoke;
 pub(crate) mod source;
 pub mod window;
 
-pub(crate) use source::ACK_MARGIN as REVOKE_ACK_MARGIN;
-
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,18 +33,23 @@ use tokio::task::JoinSet;
 use crate::chat::client::CallObserver;
 use crate::chat::ChatClient;
 use crate::config::WorkerArgs;
-use crate::delivery::offsets::OffsetTracker;
 use crate::delivery::sink::{DeadLetter, Sink};
-use crate::delivery::transaction::{TxnFailure, TxnTiming};
+use crate::delivery::transaction::TxnTiming;
 use crate::delivery::{Delivery, DeliveryError, Parts, Started, Transactions};
 use crate::domain::{failure_class, InputRecord, Outcome, OutcomeStatus, SourcePos, Stage};
+use crate::kafka::consumer::{
+    self, ConsumerGauges, RebalanceEvent, SourceConsumer, SourceSettings,
+};
+use crate::kafka::offsets::OffsetTracker;
+use crate::kafka::txn_error::TxnFailure;
+use crate::kafka::ConsumerLag;
 use crate::observe::admin::Readiness;
 use crate::observe::metrics::{Metrics, MetricsObserver};
 use crate::shutdown::Shutdown;
 use crate::systemic::{self, SystemicGate};
 use event::Decoder;
 use pipeline::{ImportPlan, Stages};
-use source::{Polled, RebalanceEvent, SourceConsumer, SourceSettings};
+use source::Polled;
 use window::{CheckInFlight, ChecksInFlight, CloseReason, CloseRule, ClosedWindow, Intake, Window};
 
 /// Why the worker stopped with an error.
@@ -237,7 +240,7 @@ impl Worker {
         let exactly_once = transactional_id.is_some();
         let tracker = Arc::new(Mutex::new(OffsetTracker::new()));
         let (events_tx, mut events_rx) = mpsc::unbounded_channel();
-        let consumer = Arc::new(source::create_consumer(
+        let consumer = Arc::new(consumer::create_consumer(
             &SourceSettings {
                 brokers: &a.kafka.brokers,
                 group_id: &a.kafka.group_id,
@@ -248,7 +251,12 @@ impl Worker {
             },
             tracker.clone(),
             events_tx,
-            self.metrics.clone(),
+            ConsumerGauges {
+                assigned_partitions: self.metrics.assigned_partitions.clone(),
+                events_in_flight: self.metrics.events_in_flight.clone(),
+                committed_offset: self.metrics.committed_offset.clone(),
+                lag: ConsumerLag::new(self.metrics.consumer_lag.clone()),
+            },
         )?);
         let sink = Arc::new(Sink::new(
             &a.kafka.brokers,
@@ -318,7 +326,7 @@ impl Worker {
         // The consumer is polled by the reader task alone, so a rebalance callback that waits for
         // this loop never waits on itself. One batch of room: see read_records.
         let (records_tx, records_rx) = mpsc::channel(1);
-        let mut records_rx = source::Intake::new(records_rx);
+        let mut records_rx = source::Records::new(records_rx);
         let reader = tokio::spawn(source::read_records(consumer.clone(), records_tx));
         // Partitions drained for a revocation that has not gone through yet: a record of theirs
         // read meanwhile is no longer ours to process.
