@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::tasks::{window_task, Shared};
 use super::window::Window;
-use super::{window_task, Shared};
 use crate::delivery::Committable;
 use crate::kafka::consumer::SourceConsumer;
 
