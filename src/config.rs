@@ -15,16 +15,12 @@ use clap::{Args, ValueEnum};
 use crate::chat::client::{parse_base_url, ApiLimiters};
 use crate::chat::{Api, ChatConfig, OutageRule, Region, RetryPolicy, SecretKey};
 use crate::limiter::Limiter;
+use crate::parse::{parse_duration, validate_topic};
 use crate::worker::event::{Decoder, InputFormat};
 use crate::worker::pipeline::{ImportApi, ImportPlan};
 
 /// Environment variable holding the app's secret key.
 pub const SECRET_KEY_ENV: &str = "ACCOUNT_SYNC_SECRET_KEY";
-
-/// A duration flag: humantime syntax (`250ms`, `10s`, `180days`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 250ms, 10s, 5m, 180days)"))
-}
 
 /// Where the secret key comes from; shared by every subcommand that needs it.
 #[derive(Debug, Clone, Args)]
@@ -588,12 +584,12 @@ impl WorkerArgs {
             // librdkafka's default.
             None => Duration::from_secs(300),
         };
-        let held = self.drain_timeout + crate::worker::REVOKE_ACK_MARGIN;
+        let held = self.drain_timeout + crate::kafka::consumer::REVOKE_ACK_MARGIN;
         if held >= max_poll_interval {
             return Err(format!(
                 "--drain-timeout ({}) plus the {} s the rebalance callback allows beyond it must be less than {KEY} ({} ms): the group would evict the worker while it drains",
                 humantime::format_duration(self.drain_timeout),
-                crate::worker::REVOKE_ACK_MARGIN.as_secs(),
+                crate::kafka::consumer::REVOKE_ACK_MARGIN.as_secs(),
                 max_poll_interval.as_millis()
             ));
         }
@@ -645,21 +641,6 @@ pub(crate) fn validate_window_size(size: usize) -> Result<(), String> {
         Err(format!(
             "--window-size must be 1 to 100 (account_check takes at most 100 UserIDs), got {size}"
         ))
-    }
-}
-
-pub(crate) fn validate_topic(flag: &str, topic: &str) -> Result<(), String> {
-    let ok = !topic.is_empty()
-        && topic.len() <= 249
-        && topic != "."
-        && topic != ".."
-        && topic
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("{flag} {topic:?} is not a valid Kafka topic name (1-249 characters of a-z A-Z 0-9 . _ -)"))
     }
 }
 

@@ -27,7 +27,7 @@ mod common;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
-use account_sync::delivery::transaction::{Stage, TxnFailure};
+use account_sync::kafka::txn_error::{Stage, TxnFailure};
 use account_sync::observe::metrics::Metrics;
 use account_sync::worker::WorkerError;
 use common::emulator::{emulator_config, start_emulator, SECRET};

@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 use account_sync::chat::SecretKey;
 use account_sync::delivery::sink::headers;
 use account_sync::devtools::emulator::is_preexisting;
+use account_sync::observe::metrics::DECLARED;
 use common::emulator::{count, emulator_config};
 use common::kafka::{admin_get, ends, event_json, poll_until, produce, RunningWorker, WorkerEnv};
 use common::monitoring::{alerts, crate_path, dashboard, prometheus_tool};
@@ -695,6 +696,75 @@ fn the_dashboard_and_the_alerts_are_well_formed() {
             "{name} missing"
         );
     }
+}
+
+/// The README's metrics table lists exactly the metrics the code declares, with their types and
+/// label names in order (`process_*`, the process collector's, is listed but not declared).
+#[test]
+fn the_readme_lists_every_declared_metric() {
+    let readme = std::fs::read_to_string(crate_path("README.md")).expect("README.md");
+    let listed = readme_metrics(&readme);
+    let declared: BTreeMap<String, (String, Vec<String>)> = DECLARED
+        .iter()
+        .map(|d| {
+            let labels = d.labels.iter().map(|l| l.to_string()).collect();
+            (d.name.to_owned(), (d.kind.as_str().to_owned(), labels))
+        })
+        .collect();
+    let names: BTreeSet<&String> = listed.keys().chain(declared.keys()).collect();
+    let differ: Vec<String> = names
+        .into_iter()
+        .filter(|n| listed.get(*n) != declared.get(*n))
+        .map(|n| {
+            let (r, d) = (listed.get(n), declared.get(n));
+            format!("{n}: README {r:?}, declared {d:?}")
+        })
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "README.md's metrics table against DECLARED (type, labels):\n{}",
+        differ.join("\n")
+    );
+}
+
+/// The rows of the README's "### Metrics" table: name → (type, label names in order). A label
+/// name is a backticked word of the labels column outside parentheses (which hold its values).
+fn readme_metrics(readme: &str) -> BTreeMap<String, (String, Vec<String>)> {
+    let section = readme
+        .split("\n### ")
+        .find(|s| s.starts_with("Metrics\n"))
+        .expect("a \"### Metrics\" section");
+    section
+        .lines()
+        .filter(|l| l.starts_with("| `account_sync_"))
+        .map(|row| {
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            let name = cells[1].trim_matches('`').to_owned();
+            (name, (cells[2].to_owned(), label_names(cells[3])))
+        })
+        .collect()
+}
+
+/// The backticked words of `cell` outside parentheses.
+fn label_names(cell: &str) -> Vec<String> {
+    let mut depth = 0;
+    let outside: String = cell
+        .chars()
+        .filter(|&c| {
+            match c {
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                _ => return depth == 0,
+            }
+            false
+        })
+        .collect();
+    outside
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect()
 }
 
 #[test]

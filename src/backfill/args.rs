@@ -8,7 +8,8 @@ use clap::Args;
 use super::input::{CsvColumns, FileFormat};
 use crate::chat::client::ApiLimiters;
 use crate::chat::ChatConfig;
-use crate::config::{parse_duration, validate_window_size, ChatArgs, PointerArgs};
+use crate::config::{validate_window_size, ChatArgs, PointerArgs};
+use crate::parse::parse_duration;
 
 /// Settings of `account-sync backfill`. The Chat API settings (`--sdkappid`, the key, the rates…)
 /// and the JSON pointers are the worker's own flags and `ACCOUNT_SYNC_*` variables.

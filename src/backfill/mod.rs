@@ -10,7 +10,7 @@
 //! the file.
 //!
 //! Lines finish out of order; the contiguous done watermark over line numbers
-//! ([`crate::delivery::offsets::OffsetTracker`], one "partition") is what `--checkpoint` records
+//! ([`crate::kafka::offsets::OffsetTracker`], one "partition") is what `--checkpoint` records
 //! ([`checkpoint`]): every line up to it has its outcome written (and synced) or its reject
 //! reported. A rerun of the same command skips those lines. After a kill, the lines above the
 //! checkpoint that were finished already are done again: their outcome records appear twice in

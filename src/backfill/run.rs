@@ -19,9 +19,9 @@ use super::input::{self, FileFormat, LineItem, LineParser, OpenInput, Parsed, Re
 use super::report::{CallCounter, Report, Snapshot};
 use super::{BackfillError, Stop, Summary};
 use crate::chat::{Api, ChatClient};
-use crate::delivery::offsets::OffsetTracker;
 use crate::delivery::sink::{encode_outcome_from, rfc3339_millis};
 use crate::domain::{InputRecord, Outcome, OutcomeStatus, SourcePos};
+use crate::kafka::offsets::OffsetTracker;
 use crate::shutdown::Shutdown;
 use crate::systemic::{self, SystemicGate};
 use crate::worker::event::MAX_PAYLOAD_BYTES;

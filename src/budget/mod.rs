@@ -62,11 +62,11 @@ pub struct BudgetArgs {
     )]
     pub no_create: bool,
     /// How often a replica publishes its demand and recomputes its share.
-    #[arg(long = "budget-interval", env = "ACCOUNT_SYNC_BUDGET_INTERVAL", default_value = "250ms", value_parser = crate::config::parse_duration)]
+    #[arg(long = "budget-interval", env = "ACCOUNT_SYNC_BUDGET_INTERVAL", default_value = "250ms", value_parser = crate::parse::parse_duration)]
     pub interval: Duration,
     /// How long a published demand holds its share: a replica that vanished without a word
     /// releases its share this long after its last lease.
-    #[arg(long = "budget-lease", env = "ACCOUNT_SYNC_BUDGET_LEASE", default_value = "2s", value_parser = crate::config::parse_duration)]
+    #[arg(long = "budget-lease", env = "ACCOUNT_SYNC_BUDGET_LEASE", default_value = "2s", value_parser = crate::parse::parse_duration)]
     pub lease: Duration,
 }
 
@@ -86,7 +86,7 @@ impl BudgetArgs {
             ));
         }
         if let Some(t) = &self.topic {
-            crate::config::validate_topic("--budget-topic", t)?;
+            crate::parse::validate_topic("--budget-topic", t)?;
         }
         Ok(())
     }

@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use prometheus::IntGauge;
 use rdkafka::consumer::{CommitMode, Consumer};
 
-use super::offsets::{offset_list, OffsetTracker};
 use crate::domain::SourcePos;
-use crate::worker::source::SourceContext;
+use crate::kafka::consumer::SourceContext;
+use crate::kafka::offsets::{offset_list, OffsetTracker};
 
 /// The input topic's done watermarks and how they are committed. Cheap to clone.
 #[derive(Clone)]

@@ -11,12 +11,11 @@
 //! - exactly-once: hand them to the [`transaction::Committer`], which produces them and commits
 //!   the offsets in the same transaction.
 //!
-//! Parts: [`sink`] (the record formats and the producer), [`offsets`] (the done watermarks and the one watermarks → offset list helper),
-//! [`commit`] (storing and committing them), [`outcomes`] (outcomes → records, and their
+//! Parts: [`sink`] (the record formats and the producer), [`commit`] (storing and committing the
+//! done watermarks of [`crate::kafka::offsets`]), [`outcomes`] (outcomes → records, and their
 //! counters), [`transaction`] (exactly-once).
 
 pub mod commit;
-pub mod offsets;
 mod outcomes;
 pub mod sink;
 pub mod transaction;
@@ -33,10 +32,11 @@ pub use commit::Committable;
 
 use crate::delivery::sink::{OutRecord, Sink, SinkError};
 use crate::domain::SourcePos;
+use crate::kafka::consumer::SourceConsumer;
+use crate::kafka::offsets::OffsetTracker;
+use crate::kafka::txn_error::TxnFailure;
 use crate::observe::metrics::Metrics;
-use crate::worker::source::SourceConsumer;
-use offsets::OffsetTracker;
-use transaction::{Committer, TxnFailure, TxnItem, TxnTiming};
+use transaction::{Committer, TxnItem, TxnTiming};
 
 /// Why delivery cannot go on: the worker stops without committing past it.
 #[derive(Debug, Clone, thiserror::Error)]

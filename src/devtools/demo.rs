@@ -73,7 +73,7 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 6)]
     pub partitions: i32,
     /// Give up waiting for outcomes after this long.
-    #[arg(long, default_value = "10m", value_parser = crate::config::parse_duration)]
+    #[arg(long, default_value = "10m", value_parser = crate::parse::parse_duration)]
     pub timeout: Duration,
     /// Admin endpoint of the demo's worker (/metrics, /readyz).
     #[arg(long, default_value = "127.0.0.1:0")]

@@ -6,8 +6,9 @@ use clap::builder::PossibleValuesParser;
 use clap::Args;
 
 use super::filter::{parse_time, Filter};
-use crate::config::{validate_topic, KafkaArgs};
+use crate::config::KafkaArgs;
 use crate::domain::{failure_class, Stage};
+use crate::parse::validate_topic;
 
 /// Settings of `account-sync dlq replay`. The Kafka connection, the worker's group and its topics
 /// are the worker's own flags and `ACCOUNT_SYNC_*` variables, so a replay run next to a

@@ -104,7 +104,7 @@ impl Filter {
 /// or a time ago in humantime syntax (`2h`, `30m`, `7days`), taken from now.
 pub fn parse_time(s: &str) -> Result<SystemTime, String> {
     let s = s.trim();
-    if let Ok(ago) = crate::config::parse_duration(s) {
+    if let Ok(ago) = crate::parse::parse_duration(s) {
         return SystemTime::now()
             .checked_sub(ago)
             .ok_or_else(|| format!("{s:?} reaches back before 1970"));

@@ -20,7 +20,7 @@ use super::args::Plan;
 use super::filter::DeadLetterInfo;
 use super::report::Report;
 use super::{position, ReplayArgs, ReplayError, Stop, Summary, REPLAYED_FROM};
-use crate::delivery::offsets::{offset_list, OffsetTracker};
+use crate::kafka::offsets::{offset_list, OffsetTracker};
 use crate::shutdown::Shutdown;
 
 /// Sends awaiting their acknowledgement at once; bounds memory (each holds a copy of a record).

@@ -21,7 +21,7 @@ use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 
 use super::report::{count, Check, Problem};
 use crate::config::{DeliveryArg, WorkerArgs};
-use crate::delivery::transaction::{CallError, ErrorClass, Stage, TxnFailure};
+use crate::kafka::txn_error::{CallError, ErrorClass, Stage, TxnFailure};
 
 /// What the Kafka checks found.
 pub(super) struct Findings {

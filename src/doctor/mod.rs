@@ -27,7 +27,8 @@ use std::time::Duration;
 
 use crate::chat::client::{ApiLimiters, NoObserver};
 use crate::chat::ChatClient;
-use crate::config::{parse_duration, DeliveryArg, WorkerArgs};
+use crate::config::{DeliveryArg, WorkerArgs};
+use crate::parse::parse_duration;
 
 pub use report::{Check, Report, Status};
 

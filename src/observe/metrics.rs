@@ -4,364 +4,118 @@
 //! Label sets are bounded: api names, stages, statuses, failure classes, vendor codes of systemic
 //! faults. Never a UserID.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use prometheus::{
-    exponential_buckets, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec,
-    IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Registry, TextEncoder,
 };
 
+use super::declare::{declare_metrics, Buckets};
 use crate::chat::client::CallObserver;
 use crate::chat::{Api, ChatError, Domain};
 
-/// Every metric of one worker.
-pub struct Metrics {
-    /// The registry `/metrics` renders.
-    pub registry: Registry,
+/// Distinct UserIDs per window: the sizes that matter for the check budget.
+const WINDOW_BUCKETS: Buckets = Buckets::List(&[1.0, 5.0, 10.0, 25.0, 50.0, 75.0, 99.0, 100.0]);
+/// An API attempt: 1 ms to about 33 s.
+const API_LATENCY_BUCKETS: Buckets = Buckets::Exponential {
+    start: 0.001,
+    factor: 2.0,
+    count: 16,
+};
+/// A wait for a limiter token: 0.5 ms to about 16 s.
+const LIMITER_WAIT_BUCKETS: Buckets = Buckets::Exponential {
+    start: 0.0005,
+    factor: 2.0,
+    count: 16,
+};
+/// An event to its outcome: 10 ms to about 82 s.
+const END_TO_END_BUCKETS: Buckets = Buckets::Exponential {
+    start: 0.01,
+    factor: 2.0,
+    count: 14,
+};
+
+// The metrics table: one row per metric (a new metric is one row and its doc). The README's
+// metrics table lists the same names, types and labels; tests/metrics.rs holds one against the other.
+declare_metrics! {
     /// Input records read from Kafka.
-    pub events_consumed: IntCounter,
+    events_consumed: IntCounter("account_sync_events_consumed_total", "Input records read from Kafka.");
     /// Dead-letter records written, by stage (decode/check/import) and failure class.
-    pub events_dead_lettered: IntCounterVec,
+    events_dead_lettered: IntCounterVec("account_sync_events_dead_lettered_total", "Dead-letter records written, by stage and failure class.", ["stage", "class"]);
     /// Outcome records written, by status.
-    pub outcomes: IntCounterVec,
-    /// Windows closed, by reason (full/linger/flush).
-    pub windows: IntCounterVec,
+    outcomes: IntCounterVec("account_sync_outcomes_total", "Outcome records written, by status.", ["status"]);
+    /// Windows closed, by reason (full/idle/linger/flush).
+    windows: IntCounterVec("account_sync_windows_total", "Windows closed, by reason: full, idle (waiting bought nothing), linger, flush.", ["closed_by"]);
     /// Distinct UserIDs per window (exported as `account_sync_window_user_ids`).
-    pub window_size: Histogram,
+    window_size: Histogram("account_sync_window_user_ids", "Distinct UserIDs per window.", [], WINDOW_BUCKETS);
     /// API attempts by api and result (ok or failure class).
-    pub api_requests: IntCounterVec,
+    api_requests: IntCounterVec("account_sync_api_requests_total", "Chat API attempts, by api and result (ok or failure class).", ["api", "result"]);
     /// API attempt latency by api.
-    pub api_latency: HistogramVec,
+    api_latency: HistogramVec("account_sync_api_request_duration_seconds", "Chat API attempt latency.", ["api"], API_LATENCY_BUCKETS);
     /// Retries (attempts after the first) by api.
-    pub api_retries: IntCounterVec,
+    api_retries: IntCounterVec("account_sync_api_retries_total", "Chat API retries (attempts after the first).", ["api"]);
     /// Frequency-limit answers by api.
-    pub frequency_limited: IntCounterVec,
+    frequency_limited: IntCounterVec("account_sync_frequency_limited_total", "Frequency-limit answers from the Chat API.", ["api"]);
     /// Time spent waiting for limiter tokens, by api.
-    pub limiter_wait: HistogramVec,
+    limiter_wait: HistogramVec("account_sync_limiter_wait_seconds", "Time spent waiting for a rate-limiter token.", ["api"], LIMITER_WAIT_BUCKETS);
     /// Current limiter rate (calls/s) by api.
-    pub limiter_rate: GaugeVec,
+    limiter_rate: GaugeVec("account_sync_limiter_rate_calls_per_second", "Current limiter rate in calls per second (lowered after frequency-limit answers).", ["api"]);
     /// Limiter ceiling (this replica's share of the app budget, calls/s) by api.
-    pub limiter_ceiling: GaugeVec,
+    limiter_ceiling: GaugeVec("account_sync_limiter_ceiling_calls_per_second", "This replica's share of the app's rate budget, calls per second.", ["api"]);
     /// This replica's demand per api, calls/s, as it publishes it to the budget topic.
-    pub budget_demand: GaugeVec,
+    budget_demand: GaugeVec("account_sync_budget_demand_calls_per_second", "This replica's demand, calls per second (recent use plus calls waiting), as published to the budget topic.", ["api"]);
     /// Members of the group seen live on the budget topic (this one included).
-    pub budget_members: IntGauge,
+    budget_members: IntGauge("account_sync_budget_members", "Replicas seen live on the budget topic, this one included (0 while the budget is split by partitions).");
     /// 1 for how the budget is split now: `demand` or `partition_share` (the fallback).
-    pub budget_mode: IntGaugeVec,
+    budget_mode: IntGaugeVec("account_sync_budget_mode", "1 for how the app budget is split now: demand (through the budget topic) or partition_share (the fallback).", ["mode"]);
     /// Input records read and not yet done.
-    pub events_in_flight: IntGauge,
+    events_in_flight: IntGauge("account_sync_events_in_flight", "Input records read and not yet done.");
     /// Windows being checked/imported.
-    pub windows_in_flight: IntGauge,
+    windows_in_flight: IntGauge("account_sync_windows_in_flight", "Windows being checked and imported.");
     /// 1 while intake is paused (back-pressure or systemic fault).
-    pub paused: IntGauge,
+    paused: IntGauge("account_sync_paused", "1 while intake is paused.");
     /// 1 while `/readyz` answers 200. Set from [`Readiness`](super::admin::Readiness) at every scrape of `/metrics`.
-    pub ready: IntGauge,
+    ready: IntGauge("account_sync_ready", "1 while /readyz answers 200 (partitions assigned, no systemic fault).");
     /// 1 for the vendor code of the systemic fault in force (label `code`; `unavailable` for an
     /// outage); absent when none.
-    pub systemic_fault: IntGaugeVec,
+    systemic_fault: IntGaugeVec("account_sync_systemic_fault", "1 while a systemic fault with this vendor code (or `unavailable`: an outage) is in force.", ["code"]);
     /// Times the gate closed, by the same `code` label: an alert on flapping needs the count,
     /// since a gauge misses a fault shorter than the scrape interval.
-    pub systemic_faults: IntCounterVec,
+    systemic_faults: IntCounterVec("account_sync_systemic_faults_total", "Times intake paused for a systemic fault or an outage, by code (`unavailable`: an outage).", ["code"]);
     /// 1 for the Chat API domain calls go to (`primary` or `backup`).
-    pub chat_api_domain: IntGaugeVec,
+    chat_api_domain: IntGaugeVec("account_sync_chat_api_domain", "1 for the Chat API domain calls go to (primary or backup).", ["domain"]);
     /// Switches between the domains, by the domain switched to.
-    pub chat_api_domain_switches: IntCounterVec,
+    chat_api_domain_switches: IntCounterVec("account_sync_chat_api_domain_switches_total", "Switches between the Chat API's primary and backup domain, by the domain switched to.", ["to"]);
     /// Unix time the cached admin UserSig expires (0 until the first one is generated).
-    pub usersig_expiry: Gauge,
+    usersig_expiry: Gauge("account_sync_usersig_expiry_timestamp_seconds", "Unix time the admin UserSig expires.");
     /// Seconds until that UserSig expires; computed at every [`Metrics::render`].
-    pub usersig_time_to_expiry: Gauge,
+    usersig_time_to_expiry: Gauge("account_sync_usersig_time_to_expiry_seconds", "Seconds until the admin UserSig expires (negative once expired).");
     /// Kafka timestamp of an event to its outcome being acknowledged.
-    pub end_to_end_latency: Histogram,
+    end_to_end_latency: Histogram("account_sync_end_to_end_latency_seconds", "From an event's Kafka timestamp to its outcome being acknowledged.", [], END_TO_END_BUCKETS);
     /// Committed position per input partition (the next offset to read).
-    pub committed_offset: IntGaugeVec,
+    committed_offset: IntGaugeVec("account_sync_committed_offset", "Last committed position per input partition.", ["partition"]);
     /// Consumer lag per assigned input partition, from librdkafka statistics.
-    pub consumer_lag: IntGaugeVec,
-    /// Partitions that have a `consumer_lag` series now (to drop those no longer assigned).
-    lag_partitions: Mutex<Vec<i32>>,
+    consumer_lag: IntGaugeVec("account_sync_consumer_lag", "Records between the committed offset and the end of an assigned input partition.", ["partition"]);
     /// Partitions currently assigned.
-    pub assigned_partitions: IntGauge,
+    assigned_partitions: IntGauge("account_sync_assigned_partitions", "Input partitions assigned to this worker.");
     /// Kafka consumer errors.
-    pub consumer_errors: IntCounter,
+    consumer_errors: IntCounter("account_sync_consumer_errors_total", "Errors reported by the Kafka consumer.");
     /// Exactly-once: errors of transactional calls, by stage and librdkafka's class (see
-    /// [`crate::delivery::transaction::Stage`] and [`crate::delivery::transaction::ErrorClass`]).
-    pub transaction_errors: IntCounterVec,
+    /// [`crate::kafka::txn_error::Stage`] and [`crate::kafka::txn_error::ErrorClass`]).
+    transaction_errors: IntCounterVec("account_sync_transaction_errors_total", "Exactly-once: errors of transactional calls, by stage and class (retriable: the same call again; abortable: abort and redo the batch; fatal: the worker stops).", ["stage", "kind"]);
+    /// The version and git revision this binary was built from; always 1.
+    build_info: IntGaugeVec("account_sync_build_info", "Build information; the value is always 1.", ["version", "revision"]);
 }
 
 impl Metrics {
-    /// Registers everything in a fresh registry.
+    /// Registers every metric of the table, and the process collector, in a fresh registry.
     pub fn new() -> Arc<Self> {
-        let registry = Registry::new();
-        fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
-            r.register(Box::new(c.clone()))
-                .expect("metric names are unique");
-            c
-        }
-        let counter = |name: &str, help: &str| reg(&registry, IntCounter::new(name, help).unwrap());
-        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
-            reg(
-                &registry,
-                IntCounterVec::new(Opts::new(name, help), labels).unwrap(),
-            )
-        };
-        let hist_vec = |name: &str, help: &str, labels: &[&str], buckets: Vec<f64>| {
-            reg(
-                &registry,
-                HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels).unwrap(),
-            )
-        };
-        let latency_buckets = exponential_buckets(0.001, 2.0, 16).unwrap();
-        let m = Metrics {
-            events_consumed: counter(
-                "account_sync_events_consumed_total",
-                "Input records read from Kafka.",
-            ),
-            events_dead_lettered: counter_vec(
-                "account_sync_events_dead_lettered_total",
-                "Dead-letter records written, by stage and failure class.",
-                &["stage", "class"],
-            ),
-            outcomes: counter_vec(
-                "account_sync_outcomes_total",
-                "Outcome records written, by status.",
-                &["status"],
-            ),
-            windows: counter_vec(
-                "account_sync_windows_total",
-                "Windows closed, by reason: full, idle (waiting bought nothing), linger, flush.",
-                &["closed_by"],
-            ),
-            window_size: reg(
-                &registry,
-                Histogram::with_opts(
-                    HistogramOpts::new(
-                        "account_sync_window_user_ids",
-                        "Distinct UserIDs per window.",
-                    )
-                    .buckets(vec![1.0, 5.0, 10.0, 25.0, 50.0, 75.0, 99.0, 100.0]),
-                )
-                .unwrap(),
-            ),
-            api_requests: counter_vec(
-                "account_sync_api_requests_total",
-                "Chat API attempts, by api and result (ok or failure class).",
-                &["api", "result"],
-            ),
-            api_latency: hist_vec(
-                "account_sync_api_request_duration_seconds",
-                "Chat API attempt latency.",
-                &["api"],
-                latency_buckets.clone(),
-            ),
-            api_retries: counter_vec(
-                "account_sync_api_retries_total",
-                "Chat API retries (attempts after the first).",
-                &["api"],
-            ),
-            frequency_limited: counter_vec(
-                "account_sync_frequency_limited_total",
-                "Frequency-limit answers from the Chat API.",
-                &["api"],
-            ),
-            limiter_wait: hist_vec(
-                "account_sync_limiter_wait_seconds",
-                "Time spent waiting for a rate-limiter token.",
-                &["api"],
-                exponential_buckets(0.0005, 2.0, 16).unwrap(),
-            ),
-            limiter_rate: reg(
-                &registry,
-                GaugeVec::new(
-                    Opts::new(
-                        "account_sync_limiter_rate_calls_per_second",
-                        "Current limiter rate in calls per second (lowered after frequency-limit answers).",
-                    ),
-                    &["api"],
-                )
-                .unwrap(),
-            ),
-            limiter_ceiling: reg(
-                &registry,
-                GaugeVec::new(
-                    Opts::new(
-                        "account_sync_limiter_ceiling_calls_per_second",
-                        "This replica's share of the app's rate budget, calls per second.",
-                    ),
-                    &["api"],
-                )
-                .unwrap(),
-            ),
-            budget_demand: reg(
-                &registry,
-                GaugeVec::new(
-                    Opts::new(
-                        "account_sync_budget_demand_calls_per_second",
-                        "This replica's demand, calls per second (recent use plus calls waiting), as published to the budget topic.",
-                    ),
-                    &["api"],
-                )
-                .unwrap(),
-            ),
-            budget_members: reg(
-                &registry,
-                IntGauge::new(
-                    "account_sync_budget_members",
-                    "Replicas seen live on the budget topic, this one included (0 while the budget is split by partitions).",
-                )
-                .unwrap(),
-            ),
-            budget_mode: reg(
-                &registry,
-                IntGaugeVec::new(
-                    Opts::new(
-                        "account_sync_budget_mode",
-                        "1 for how the app budget is split now: demand (through the budget topic) or partition_share (the fallback).",
-                    ),
-                    &["mode"],
-                )
-                .unwrap(),
-            ),
-            events_in_flight: reg(
-                &registry,
-                IntGauge::new(
-                    "account_sync_events_in_flight",
-                    "Input records read and not yet done.",
-                )
-                .unwrap(),
-            ),
-            windows_in_flight: reg(
-                &registry,
-                IntGauge::new(
-                    "account_sync_windows_in_flight",
-                    "Windows being checked and imported.",
-                )
-                .unwrap(),
-            ),
-            paused: reg(
-                &registry,
-                IntGauge::new("account_sync_paused", "1 while intake is paused.").unwrap(),
-            ),
-            ready: reg(
-                &registry,
-                IntGauge::new(
-                    "account_sync_ready",
-                    "1 while /readyz answers 200 (partitions assigned, no systemic fault).",
-                )
-                .unwrap(),
-            ),
-            systemic_fault: reg(
-                &registry,
-                IntGaugeVec::new(
-                    Opts::new(
-                        "account_sync_systemic_fault",
-                        "1 while a systemic fault with this vendor code (or `unavailable`: an outage) is in force.",
-                    ),
-                    &["code"],
-                )
-                .unwrap(),
-            ),
-            systemic_faults: counter_vec(
-                "account_sync_systemic_faults_total",
-                "Times intake paused for a systemic fault or an outage, by code (`unavailable`: an outage).",
-                &["code"],
-            ),
-            chat_api_domain: reg(
-                &registry,
-                IntGaugeVec::new(
-                    Opts::new(
-                        "account_sync_chat_api_domain",
-                        "1 for the Chat API domain calls go to (primary or backup).",
-                    ),
-                    &["domain"],
-                )
-                .unwrap(),
-            ),
-            chat_api_domain_switches: counter_vec(
-                "account_sync_chat_api_domain_switches_total",
-                "Switches between the Chat API's primary and backup domain, by the domain switched to.",
-                &["to"],
-            ),
-            usersig_expiry: reg(
-                &registry,
-                Gauge::new(
-                    "account_sync_usersig_expiry_timestamp_seconds",
-                    "Unix time the admin UserSig expires.",
-                )
-                .unwrap(),
-            ),
-            usersig_time_to_expiry: reg(
-                &registry,
-                Gauge::new(
-                    "account_sync_usersig_time_to_expiry_seconds",
-                    "Seconds until the admin UserSig expires (negative once expired).",
-                )
-                .unwrap(),
-            ),
-            end_to_end_latency: reg(
-                &registry,
-                Histogram::with_opts(
-                    HistogramOpts::new(
-                        "account_sync_end_to_end_latency_seconds",
-                        "From an event's Kafka timestamp to its outcome being acknowledged.",
-                    )
-                    .buckets(exponential_buckets(0.01, 2.0, 14).unwrap()),
-                )
-                .unwrap(),
-            ),
-            committed_offset: reg(
-                &registry,
-                IntGaugeVec::new(
-                    Opts::new(
-                        "account_sync_committed_offset",
-                        "Last committed position per input partition.",
-                    ),
-                    &["partition"],
-                )
-                .unwrap(),
-            ),
-            consumer_lag: reg(
-                &registry,
-                IntGaugeVec::new(
-                    Opts::new(
-                        "account_sync_consumer_lag",
-                        "Records between the committed offset and the end of an assigned input partition.",
-                    ),
-                    &["partition"],
-                )
-                .unwrap(),
-            ),
-            lag_partitions: Mutex::new(Vec::new()),
-            assigned_partitions: reg(
-                &registry,
-                IntGauge::new(
-                    "account_sync_assigned_partitions",
-                    "Input partitions assigned to this worker.",
-                )
-                .unwrap(),
-            ),
-            consumer_errors: counter(
-                "account_sync_consumer_errors_total",
-                "Errors reported by the Kafka consumer.",
-            ),
-            transaction_errors: counter_vec(
-                "account_sync_transaction_errors_total",
-                "Exactly-once: errors of transactional calls, by stage and class (retriable: the same call again; abortable: abort and redo the batch; fatal: the worker stops).",
-                &["stage", "kind"],
-            ),
-            registry,
-        };
-        let build = IntGaugeVec::new(
-            Opts::new(
-                "account_sync_build_info",
-                "Build information; the value is always 1.",
-            ),
-            &["version", "revision"],
-        )
-        .unwrap();
-        build
+        let m = Metrics::register_declared(Registry::new());
+        m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("ACCOUNT_SYNC_GIT_SHA")])
             .set(1);
-        m.registry.register(Box::new(build)).unwrap();
         #[cfg(target_os = "linux")]
         m.registry
             .register(Box::new(
@@ -424,48 +178,10 @@ impl Metrics {
         for to in ["primary", "backup"] {
             self.chat_api_domain_switches.with_label_values(&[to]);
         }
-        for stage in crate::delivery::transaction::Stage::ALL {
-            for kind in crate::delivery::transaction::ErrorClass::LABELS {
+        for stage in crate::kafka::txn_error::Stage::ALL {
+            for kind in crate::kafka::txn_error::ErrorClass::LABELS {
                 self.transaction_errors
                     .with_label_values(&[stage.as_str(), kind]);
-            }
-        }
-    }
-
-    /// Exports the consumer lag of `topic`'s `assigned` partitions from librdkafka statistics
-    /// (see [`partition_lag`]) and drops the series of partitions that are not assigned any more.
-    pub fn record_consumer_lag(&self, stats: &rdkafka::Statistics, topic: &str, assigned: &[i32]) {
-        let lags: Vec<(i32, i64)> = stats
-            .topics
-            .get(topic)
-            .map(|t| {
-                t.partitions
-                    .values()
-                    .filter_map(|p| Some((p.partition, partition_lag(p)?)))
-                    .collect()
-            })
-            .unwrap_or_default();
-        self.set_consumer_lags(&lags, assigned);
-    }
-
-    /// Sets `account_sync_consumer_lag` for the `assigned` partitions among `lags` and removes the
-    /// series of partitions not in `assigned`. An assigned partition without a known lag keeps its
-    /// last value.
-    fn set_consumer_lags(&self, lags: &[(i32, i64)], assigned: &[i32]) {
-        let mut exported = self
-            .lag_partitions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        for p in exported.iter().filter(|p| !assigned.contains(p)) {
-            let _ = self.consumer_lag.remove_label_values(&[&p.to_string()]);
-        }
-        exported.retain(|p| assigned.contains(p));
-        for &(p, lag) in lags.iter().filter(|(p, _)| assigned.contains(p)) {
-            self.consumer_lag
-                .with_label_values(&[&p.to_string()])
-                .set(lag);
-            if !exported.contains(&p) {
-                exported.push(p);
             }
         }
     }
@@ -485,19 +201,6 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut buf)
             .expect("encoding to a Vec cannot fail");
         String::from_utf8(buf).expect("the text format is UTF-8")
-    }
-}
-
-/// A partition's consumer lag from librdkafka statistics: `consumer_lag` (end of the partition −
-/// committed offset); while nothing is committed yet, counted from the partition's low watermark
-/// (the group starts at the earliest offset). `None` while librdkafka does not know enough.
-fn partition_lag(p: &rdkafka::statistics::Partition) -> Option<i64> {
-    if p.consumer_lag >= 0 {
-        Some(p.consumer_lag)
-    } else if p.committed_offset < 0 && p.lo_offset >= 0 && p.hi_offset >= p.lo_offset {
-        Some(p.hi_offset - p.lo_offset)
-    } else {
-        None
     }
 }
 
@@ -565,36 +268,6 @@ impl CallObserver for MetricsObserver {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn lags(m: &Metrics) -> Vec<(String, i64)> {
-        let mut v: Vec<(String, i64)> = m
-            .registry
-            .gather()
-            .iter()
-            .filter(|f| f.name() == "account_sync_consumer_lag")
-            .flat_map(|f| f.get_metric().to_vec())
-            .map(|x| {
-                (
-                    x.get_label()[0].value().to_owned(),
-                    x.get_gauge().get_value() as i64,
-                )
-            })
-            .collect();
-        v.sort();
-        v
-    }
-
-    #[test]
-    fn consumer_lag_follows_the_assignment() {
-        let m = Metrics::new();
-        m.set_consumer_lags(&[(0, 5), (1, 7), (2, 9)], &[0, 1]);
-        assert_eq!(lags(&m), [("0".into(), 5), ("1".into(), 7)]);
-        // Partition 1 revoked, 2 assigned; 0's lag unknown this time: it keeps its value.
-        m.set_consumer_lags(&[(1, 3), (2, 4)], &[0, 2]);
-        assert_eq!(lags(&m), [("0".into(), 5), ("2".into(), 4)]);
-        m.set_consumer_lags(&[], &[]);
-        assert!(lags(&m).is_empty());
-    }
 
     #[test]
     fn every_bounded_series_exists_from_the_start() {

@@ -2,4 +2,7 @@
 //! them with `/healthz` and `/readyz`.
 
 pub mod admin;
+mod declare;
 pub mod metrics;
+
+pub use declare::{Buckets, Declaration, Kind};

@@ -1,5 +1,5 @@
 //! Revocation, on the intake loop's side. The rebalance callback only asks
-//! ([`RebalanceEvent::Revoking`](super::source::RebalanceEvent)) and waits; the loop drains: it
+//! ([`RebalanceEvent::Revoking`](crate::kafka::consumer::RebalanceEvent)) and waits; the loop drains: it
 //! takes the revoked partitions' records out of the open window and processes them, waits until
 //! every in-flight record of those partitions is done (bounded by `--drain-timeout`) and, in
 //! at-least-once mode, commits their offsets, all before the callback lets librdkafka release
@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::source::SourceConsumer;
+use super::tasks::{window_task, Shared};
 use super::window::Window;
-use super::{window_task, Shared};
 use crate::delivery::Committable;
+use crate::kafka::consumer::SourceConsumer;
 
 /// How often the drain looks at what is left. Polled rather than woken by completions: in
 /// exactly-once mode a record is marked done when the committer takes it and held until its

@@ -263,7 +263,7 @@ impl Default for CloseRule {
 
 /// What the rule needs to know about intake and the check stage, now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Intake {
+pub struct Conditions {
     /// Intake is reading records (not held back by the in-flight bound, not paused).
     pub reading: bool,
     /// Windows closed whose `account_check` has not answered yet ([`ChecksInFlight`]).
@@ -301,12 +301,15 @@ impl CloseRule {
     pub fn plan(
         &self,
         window: &Window,
-        intake: Intake,
+        conditions: Conditions,
         token_wait: impl FnOnce() -> Duration,
     ) -> Option<Plan> {
         let linger_at = window.deadline()?;
         let idle_at = match window.last_at {
-            Some(last) if intake.reading && intake.checks_in_flight < self.max_checks_in_flight => {
+            Some(last)
+                if conditions.reading
+                    && conditions.checks_in_flight < self.max_checks_in_flight =>
+            {
                 let quiet = last + self.idle_grace;
                 let token = Instant::now() + token_wait();
                 Some(quiet.max(token)).filter(|&t| t < linger_at)
@@ -461,17 +464,17 @@ mod tests {
     const LINGER: Duration = Duration::from_millis(250);
     const MS: Duration = Duration::from_millis(1);
 
-    fn reading(checks_in_flight: usize) -> Intake {
-        Intake {
+    fn reading(checks_in_flight: usize) -> Conditions {
+        Conditions {
             reading: true,
             checks_in_flight,
         }
     }
 
     /// The plan with a check token available now.
-    fn plan_now(w: &Window, intake: Intake) -> Plan {
+    fn plan_now(w: &Window, conditions: Conditions) -> Plan {
         CloseRule::default()
-            .plan(w, intake, || Duration::ZERO)
+            .plan(w, conditions, || Duration::ZERO)
             .expect("window not empty")
     }
 
@@ -533,7 +536,7 @@ mod tests {
         let t0 = Instant::now();
         w.push(rec("a", 0));
         // Intake held back by the in-flight bound: more records are waiting, not idle.
-        let held = Intake {
+        let held = Conditions {
             reading: false,
             checks_in_flight: 0,
         };

@@ -27,11 +27,8 @@ use crate::chat::api::{
 use crate::chat::usersig;
 
 use super::broken;
-use super::state::ImportRefused;
+use super::state::{ImportRefused, CODE_FREQUENCY_LIMIT};
 use super::Shared;
-
-/// 60007: over the per-API call frequency. Named because the counters single it out.
-pub(crate) const CODE_FREQUENCY_LIMIT: i64 = 60007;
 
 /// Answer of the gateway in front of the service when it fails: nginx's page, as seen in the wild.
 const BAD_GATEWAY_HTML: &str =

@@ -14,6 +14,9 @@ use crate::chat::api::Api;
 
 use super::is_preexisting;
 
+/// 60007: over the per-API call frequency. Named because the counters single it out.
+pub(crate) const CODE_FREQUENCY_LIMIT: i64 = 60007;
+
 /// Counters of one emulator run, as served by `GET /stats` and [`super::EmulatorHandle::stats`].
 ///
 /// Tests and benchmarks compare these with what the worker believes it did, so every answer the
@@ -104,7 +107,7 @@ impl Counters {
             self.accepted[idx(api)].fetch_add(1, Ordering::Relaxed);
             return;
         }
-        if code == super::handlers::CODE_FREQUENCY_LIMIT {
+        if code == CODE_FREQUENCY_LIMIT {
             self.rate_limited[idx(api)].fetch_add(1, Ordering::Relaxed);
         }
         bump(&self.rejected_by_code, code, 1);

@@ -1,0 +1,15 @@
+//! Kafka, as the worker, delivery and the other commands share it: below all of them.
+//!
+//! - [`consumer`]: the input consumer — its group, its rebalance and commit callbacks (which send
+//!   [`consumer::RebalanceEvent`]s to the intake loop), the gauges they keep;
+//! - [`offsets`]: the per-partition done watermarks and assignment epochs, and the one helper that
+//!   builds every list of offsets stored, committed or sent to a transaction;
+//! - [`txn_error`]: librdkafka's transaction contract: the class of an error of a transactional
+//!   call, and why exactly-once delivery stops.
+
+pub mod consumer;
+mod lag;
+
+pub use lag::ConsumerLag;
+pub mod offsets;
+pub mod txn_error;

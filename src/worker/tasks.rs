@@ -1,0 +1,146 @@
+//! The window and decode tasks: what a closed window does once the intake loop has let it go
+//! (wait for a window slot, resolve, deliver each user's records as soon as its outcome is
+//! decided), and the dead letter of a record that did not decode.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use super::event::DecodeError;
+use super::pipeline::Stages;
+use super::window::{CheckInFlight, ChecksInFlight, CloseReason, ClosedWindow};
+use crate::delivery::sink::DeadLetter;
+use crate::delivery::Delivery;
+use crate::domain::{failure_class, Outcome, OutcomeStatus, SourcePos, Stage};
+use crate::observe::metrics::Metrics;
+
+/// Everything the window and decode tasks share.
+pub(super) struct Shared {
+    /// The check and import stages.
+    pub stages: Stages,
+    /// Where their records go.
+    pub delivery: Arc<Delivery>,
+    /// Bounds the windows in flight.
+    pub window_slots: Arc<Semaphore>,
+    /// Windows closed whose account_check has not answered yet (the window close rule).
+    pub checks: Arc<ChecksInFlight>,
+    /// Metrics of this worker.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The tasks the intake loop started: joined at shutdown, within the drain timeout.
+pub(super) struct Tasks {
+    /// What they share.
+    pub shared: Arc<Shared>,
+    /// The tasks still running.
+    pub set: JoinSet<()>,
+}
+
+impl Tasks {
+    /// No task yet.
+    pub fn new(shared: Arc<Shared>) -> Tasks {
+        Tasks {
+            shared,
+            set: JoinSet::new(),
+        }
+    }
+
+    /// Starts the task of a closed window, counted by why it closed.
+    pub fn window(&mut self, window: ClosedWindow) {
+        let m = &self.shared.metrics;
+        let reason = match window.closed_by {
+            CloseReason::Full => "full",
+            CloseReason::Linger => "linger",
+            CloseReason::Idle => "idle",
+            CloseReason::Flush => "flush",
+        };
+        m.windows.with_label_values(&[reason]).inc();
+        m.window_size.observe(window.ids.len() as f64);
+        tracing::debug!(
+            ids = window.ids.len(),
+            records = window.records.len(),
+            closed_by = reason,
+            "window closed"
+        );
+        let (shared, check) = (self.shared.clone(), self.shared.checks.start());
+        self.set
+            .spawn(async move { window_task(&shared, window, check).await });
+    }
+
+    /// Starts delivering the dead letter of the record at `pos`, which did not decode.
+    pub fn dead_letter(
+        &mut self,
+        key: Option<Vec<u8>>,
+        payload: Option<Vec<u8>>,
+        pos: SourcePos,
+        err: DecodeError,
+    ) {
+        let shared = self.shared.clone();
+        self.set.spawn(async move {
+            let dl = DeadLetter {
+                stage: Stage::Decode,
+                code: 0,
+                reason: err.to_string(),
+                class: failure_class::INVALID_INPUT,
+                attempts: 0,
+            };
+            shared.delivery.decode_failure(key, payload, pos, dl).await;
+        });
+    }
+
+    /// Waits up to `timeout` for every task to end, then abandons the rest: their records stay
+    /// undone, so their offsets stay uncommitted and are replayed.
+    pub async fn drain(&mut self, timeout: Duration) {
+        let drained = tokio::time::timeout(timeout, async {
+            while self.set.join_next().await.is_some() {}
+        })
+        .await
+        .is_ok();
+        if !drained {
+            tracing::warn!(left = self.set.len(), "drain timeout: abandoning in-flight windows (their offsets stay uncommitted and will be replayed)");
+            self.set.abort_all();
+            while self.set.join_next().await.is_some() {}
+        }
+    }
+}
+
+/// A window's whole life after it closed: wait for a window slot, resolve, deliver. `check`
+/// counts its check as in flight until the check answered.
+pub(super) async fn window_task(shared: &Shared, window: ClosedWindow, check: CheckInFlight) {
+    let _slot = shared
+        .window_slots
+        .acquire()
+        .await
+        .expect("the window semaphore is never closed");
+    shared.metrics.windows_in_flight.inc();
+    process_window(shared, window, check).await;
+    shared.metrics.windows_in_flight.dec();
+}
+
+/// Resolves a window and delivers each user's records as soon as its outcome is decided (see
+/// [`Stages::resolve`]); marks the delivered input records done.
+async fn process_window(shared: &Shared, window: ClosedWindow, check: CheckInFlight) {
+    let records_of = window.records_by_id();
+    let decided =
+        |outcomes: Vec<(usize, Outcome)>| shared.delivery.outcomes(&window, &records_of, outcomes);
+    let Some(outcomes) = shared.stages.resolve(&window, check, decided).await else {
+        tracing::info!(
+            records = window.records.len(),
+            "window abandoned at shutdown during a systemic fault; its undelivered records will be replayed"
+        );
+        return;
+    };
+    let count = |s: OutcomeStatus| {
+        let ids = window.id_of_record.iter();
+        ids.filter(|&&id| outcomes[id].status == s).count()
+    };
+    tracing::debug!(
+        records = window.records.len(),
+        imported = count(OutcomeStatus::Imported),
+        already_imported = count(OutcomeStatus::AlreadyImported),
+        failed = count(OutcomeStatus::Failed),
+        "window resolved"
+    );
+}
