@@ -25,6 +25,7 @@ use crate::kafka::offsets::OffsetTracker;
 use crate::shutdown::Shutdown;
 use crate::systemic::{self, SystemicGate};
 use crate::worker::event::MAX_PAYLOAD_BYTES;
+use crate::worker::live::LiveRecords;
 use crate::worker::pipeline::Stages;
 use crate::worker::window::{CloseReason, ClosedWindow, Window};
 
@@ -362,7 +363,14 @@ impl Backfill {
                 st.tasks.spawn(async move {
                     // The outcomes are written per window, in line order, once it is resolved:
                     // nothing to hand on earlier.
-                    let outcomes = stages.resolve(&w, check, |_| async {}).await;
+                    let records_of = w.records_by_id();
+                    let live = LiveRecords::unrevoked(&w, &records_of);
+                    let outcomes = stages.resolve(&w, check, &live, |_| async {}).await;
+                    let outcomes = outcomes.map(|o| {
+                        o.into_iter()
+                            .map(|o| o.expect("nothing lets a backfill's records go"))
+                            .collect()
+                    });
                     (w, outcomes)
                 });
             }

@@ -31,6 +31,7 @@ use super::health::{ApiHealth, CallToken, OutageRule};
 pub use super::retry::Attempted;
 use super::retry::{with_retries, Attempt, RetryPolicy};
 use super::usersig::{self, SecretKey, UserSig};
+use super::withdraw::{Exchange, NotWithdrawn, Withdrawal};
 use crate::http::{read_bounded, BodyError};
 use crate::limiter::Limiter;
 use crate::shutdown::Shutdown;
@@ -499,21 +500,33 @@ impl ChatClient {
         api: Api,
         body: &Req,
         attempt: Attempt,
-        call: &CallToken,
-        pin: Option<Domain>,
+        of: OfCall<'_>,
         read: impl Fn(&[u8]) -> Result<T, ChatError>,
     ) -> Result<T, ChatError>
     where
         Req: Serialize + ?Sized,
     {
+        let OfCall {
+            call,
+            pin,
+            withdrawal,
+        } = of;
         if attempt.number > 1 {
             self.inner.observer.retry(api);
         }
         if let Some(limiter) = self.inner.limiters.for_api(api) {
-            let waited = limiter.acquire().await;
+            let waited = tokio::select! {
+                biased;
+                () = withdrawal.withdrawn() => return Err(ChatError::Withdrawn { api }),
+                waited = limiter.acquire() => waited,
+            };
             self.inner.observer.limiter_wait(api, waited);
             self.inner.observer.limiter_rate(api, limiter.rate());
         }
+        // From here the exchange is under way: a withdrawal waits for its answer.
+        let Some(_exchange) = Exchange::start(withdrawal) else {
+            return Err(ChatError::Withdrawn { api });
+        };
         let (sig, _) = self.usersig(attempt.fresh_usersig);
         let endpoints = &self.inner.endpoints;
         let domain = pin.unwrap_or_else(|| endpoints.active().0);
@@ -598,6 +611,17 @@ impl ChatClient {
     /// `account_check` for up to 100 UserIDs, with retries. The result has one entry per requested
     /// UserID, in request order (duplicates included).
     pub async fn account_check(&self, user_ids: &[&str]) -> Attempted<Vec<CheckOutcome>> {
+        self.account_check_unless_withdrawn(user_ids, &NotWithdrawn)
+            .await
+    }
+
+    /// [`Self::account_check`] that `withdrawal` may give up between its HTTP exchanges (see
+    /// [`super::withdraw`]); then it ends with [`ChatError::Withdrawn`].
+    pub async fn account_check_unless_withdrawn(
+        &self,
+        user_ids: &[&str],
+        withdrawal: &dyn Withdrawal,
+    ) -> Attempted<Vec<CheckOutcome>> {
         let api = Api::AccountCheck;
         if let Some(refused) = refuse_item_count(api, user_ids.len(), "UserIDs") {
             return refused;
@@ -610,18 +634,28 @@ impl ChatClient {
                 })
                 .collect(),
         };
-        self.call(api, &request, |body| answer::check(user_ids, body))
-            .await
+        let read = |body: &[u8]| answer::check(user_ids, body);
+        self.call(api, &request, read, withdrawal).await
     }
 
     /// `account_import` of one account, with retries. Importing an existing account succeeds.
     pub async fn account_import(&self, account: ImportAccount<'_>) -> Attempted<()> {
+        self.account_import_unless_withdrawn(account, &NotWithdrawn)
+            .await
+    }
+
+    /// [`Self::account_import`] that `withdrawal` may give up between its HTTP exchanges.
+    pub async fn account_import_unless_withdrawn(
+        &self,
+        account: ImportAccount<'_>,
+        withdrawal: &dyn Withdrawal,
+    ) -> Attempted<()> {
         let request = ImportRequest {
             user_id: account.user_id.into(),
             nick: account.nick.map(Into::into),
             face_url: account.face_url.map(Into::into),
         };
-        self.call(Api::AccountImport, &request, answer::import)
+        self.call(Api::AccountImport, &request, answer::import, withdrawal)
             .await
     }
 
@@ -630,6 +664,16 @@ impl ChatClient {
     pub async fn multiaccount_import(
         &self,
         accounts: &[ImportAccount<'_>],
+    ) -> Attempted<Vec<String>> {
+        self.multiaccount_import_unless_withdrawn(accounts, &NotWithdrawn)
+            .await
+    }
+
+    /// [`Self::multiaccount_import`] that `withdrawal` may give up between its HTTP exchanges.
+    pub async fn multiaccount_import_unless_withdrawn(
+        &self,
+        accounts: &[ImportAccount<'_>],
+        withdrawal: &dyn Withdrawal,
     ) -> Attempted<Vec<String>> {
         let api = Api::MultiaccountImport;
         if let Some(refused) = refuse_item_count(api, accounts.len(), "accounts") {
@@ -649,8 +693,8 @@ impl ChatClient {
             accounts: None,
         };
         let sent: Vec<&str> = accounts.iter().map(|a| a.user_id).collect();
-        self.call(api, &request, |body| answer::multi_import(&sent, body))
-            .await
+        let read = |body: &[u8]| answer::multi_import(&sent, body);
+        self.call(api, &request, read, withdrawal).await
     }
 
     /// One logical call with retries: attempts until success or the retry logic gives up (at
@@ -660,6 +704,7 @@ impl ChatClient {
         api: Api,
         request: &Req,
         read: impl Fn(&[u8]) -> Result<T, ChatError>,
+        withdrawal: &dyn Withdrawal,
     ) -> Attempted<T>
     where
         Req: Serialize + ?Sized,
@@ -669,9 +714,17 @@ impl ChatClient {
         with_retries(
             &self.inner.config.retry,
             || health.is_unavailable(),
+            withdrawal,
             |attempt| {
                 let (call, read) = (&call, &read);
-                async move { self.attempt(api, request, attempt, call, None, read).await }
+                async move {
+                    let of = OfCall {
+                        call,
+                        pin: None,
+                        withdrawal,
+                    };
+                    self.attempt(api, request, attempt, of, read).await
+                }
             },
         )
         .await
@@ -698,8 +751,11 @@ impl ChatClient {
                 number: 1,
                 fresh_usersig: true,
             },
-            &CallToken::probe(),
-            pin,
+            OfCall {
+                call: &CallToken::probe(),
+                pin,
+                withdrawal: &NotWithdrawn,
+            },
             |body| answer::check(&[user_id], body),
         )
         .await?;
@@ -733,6 +789,17 @@ impl ChatClient {
             }
         }
     }
+}
+
+/// What an attempt belongs to.
+#[derive(Clone, Copy)]
+struct OfCall<'a> {
+    /// The call's bookkeeping in the outage detector.
+    call: &'a CallToken,
+    /// The domain a probe is pinned to; `None`: the one in use.
+    pin: Option<Domain>,
+    /// Gives the call up between its exchanges.
+    withdrawal: &'a dyn Withdrawal,
 }
 
 /// A call of `n` items (`what`) that no request may carry: none, or more than one call takes.

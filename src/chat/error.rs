@@ -111,6 +111,11 @@ pub enum ChatError {
     /// The caller broke a precondition (over 100 ids, empty list): a bug, never retried.
     #[error("{api} request rejected before sending: {detail}")]
     InvalidRequest { api: Api, detail: String },
+    /// The caller withdrew the call before its next HTTP exchange (see
+    /// [`super::withdraw`]): a revocation took its records. Never an outcome: the records are
+    /// let go, to be processed by their partitions' next owner.
+    #[error("{api} call withdrawn before it was sent: its records were revoked")]
+    Withdrawn { api: Api },
     /// The retry budget ran out on an error that alone would be retryable.
     #[error("gave up after {attempts} attempts: {last}")]
     Exhausted { attempts: u32, last: Box<ChatError> },
@@ -132,6 +137,8 @@ impl ChatError {
             | ChatError::Connect { .. }
             | ChatError::BadResponse { .. } => FailureClass::Retryable,
             ChatError::InvalidRequest { .. } => FailureClass::Permanent,
+            // Not a failure of the API or the record; the pipeline never makes an outcome of it.
+            ChatError::Withdrawn { .. } => FailureClass::Permanent,
             // Retries are spent: the affected users are dead-lettered. (A frequency limit that
             // outlasts the budget ends the same way.)
             ChatError::Exhausted { .. } => FailureClass::Permanent,
@@ -155,7 +162,8 @@ impl ChatError {
             | ChatError::Timeout { api, .. }
             | ChatError::Connect { api, .. }
             | ChatError::BadResponse { api, .. }
-            | ChatError::InvalidRequest { api, .. } => *api,
+            | ChatError::InvalidRequest { api, .. }
+            | ChatError::Withdrawn { api } => *api,
             ChatError::Exhausted { last, .. } => last.api(),
         }
     }

@@ -78,7 +78,7 @@ pub fn is_availability_error(err: &ChatError) -> bool {
         ChatError::Timeout { .. } | ChatError::Connect { .. } | ChatError::BadResponse { .. } => {
             true
         }
-        ChatError::InvalidRequest { .. } => false,
+        ChatError::InvalidRequest { .. } | ChatError::Withdrawn { .. } => false,
     }
 }
 

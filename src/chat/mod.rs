@@ -8,6 +8,7 @@
 //! - [`retry`]: the one place retry decisions are made.
 //! - [`health`]: the outage detector: is the API available at all?
 //! - [`endpoint`]: the primary and backup domains, and failing over between them.
+//! - [`withdraw`]: giving a call up between its HTTP exchanges (a revocation took its records).
 //! - [`client`]: [`ChatClient`]: URL building, UserSig cache, rate limiting, HTTP.
 
 pub mod answer;
@@ -18,6 +19,7 @@ pub mod error;
 pub mod health;
 pub mod retry;
 pub mod usersig;
+pub mod withdraw;
 
 pub use api::{AccountStatus, Api};
 pub use client::{Attempted, ChatClient, ChatConfig, CheckOutcome, ImportAccount, Region};
@@ -26,3 +28,4 @@ pub use error::{ChatError, CodeKind, FailureClass};
 pub use health::OutageRule;
 pub use retry::RetryPolicy;
 pub use usersig::{SecretKey, UserSig};
+pub use withdraw::{NotWithdrawn, Withdrawal};

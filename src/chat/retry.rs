@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::error::{ChatError, CodeKind, FailureClass};
+use super::withdraw::Withdrawal;
 use crate::backoff::{Backoff, Delays};
 
 /// How hard to try before giving up. Defaults suit a worker that would rather dead-letter a user
@@ -71,7 +72,7 @@ pub struct Attempt {
 pub struct Attempted<T> {
     /// The final result.
     pub result: Result<T, ChatError>,
-    /// Attempts made, at least 1.
+    /// Attempts made: at least 1, but for a call withdrawn before it sent anything (0).
     pub attempts: u32,
 }
 
@@ -149,9 +150,12 @@ impl RetryPolicy {
 /// `hold` is asked before each retry of a retryable error: when it says the API is unavailable
 /// (see [`super::health`]), the call gives up at once instead of spending its budget against a
 /// dead API; the caller waits out the outage at the systemic gate and calls again.
+/// `withdrawal` ends the call during a backoff (see [`super::withdraw`]); an attempt that ends
+/// [`ChatError::Withdrawn`] ends it too.
 pub async fn with_retries<T, F, Fut>(
     policy: &RetryPolicy,
     hold: impl Fn() -> bool,
+    withdrawal: &dyn Withdrawal,
     mut attempt_fn: F,
 ) -> Attempted<T>
 where
@@ -173,7 +177,14 @@ where
                     attempts: attempt.number,
                 }
             }
+            Err(err @ ChatError::Withdrawn { .. }) => {
+                return Attempted {
+                    result: Err(err),
+                    attempts: attempt.number - 1,
+                }
+            }
             Err(err) => {
+                let api = err.api();
                 let retryable = matches!(
                     err.class(),
                     FailureClass::Retryable | FailureClass::FrequencyLimited
@@ -221,7 +232,16 @@ where
                         );
                         sig_refreshed |= fresh_usersig;
                         if !delay.is_zero() {
-                            tokio::time::sleep(delay).await;
+                            tokio::select! {
+                                biased;
+                                () = withdrawal.withdrawn() => {
+                                    return Attempted {
+                                        result: Err(ChatError::Withdrawn { api }),
+                                        attempts: attempt.number,
+                                    }
+                                }
+                                () = tokio::time::sleep(delay) => {}
+                            }
                         }
                         attempt = Attempt {
                             number: attempt.number + 1,

@@ -5,6 +5,7 @@ use std::sync::Mutex;
 
 use super::*;
 use crate::chat::api::Api;
+use crate::chat::withdraw::NotWithdrawn;
 
 fn vendor(code: i64) -> ChatError {
     ChatError::Vendor {
@@ -34,6 +35,7 @@ async fn run(
     let result = with_retries(
         policy,
         || false,
+        &NotWithdrawn,
         |a| {
             seen.lock().unwrap().push(a);
             let next = errors.lock().unwrap().next();
@@ -161,6 +163,7 @@ async fn usersig_regeneration_is_once_per_call_even_between_transient_errors() {
     let r = with_retries(
         &policy(),
         || false,
+        &NotWithdrawn,
         |a| {
             let n = calls.fetch_add(1, Ordering::SeqCst);
             async move {
@@ -203,6 +206,7 @@ async fn a_held_api_ends_the_retries_at_once_without_hiding_other_errors() {
     let r = with_retries(
         &policy(),
         || held.load(Ordering::SeqCst),
+        &NotWithdrawn,
         |_| {
             // The third failure finds the API held (an outage was declared meanwhile).
             if calls.fetch_add(1, Ordering::SeqCst) == 1 {
@@ -221,8 +225,66 @@ async fn a_held_api_ends_the_retries_at_once_without_hiding_other_errors() {
     let r = with_retries(
         &policy(),
         || true,
+        &NotWithdrawn,
         |_| async { Err::<(), _>(vendor(40601)) },
     )
     .await;
     assert_eq!(r.result.unwrap_err().vendor_code(), 40601);
+}
+
+/// A withdrawal ends a call in its backoff, and at once when its attempt says so; the attempts
+/// made so far are counted.
+#[tokio::test(start_paused = true)]
+async fn a_withdrawal_ends_the_call_in_its_backoff() {
+    use crate::chat::withdraw::Withdrawal;
+    use futures_util::future::{BoxFuture, FutureExt};
+    struct AfterFirst(std::sync::atomic::AtomicBool);
+    impl Withdrawal for AfterFirst {
+        fn exchange_starts(&self) -> bool {
+            true
+        }
+        fn exchange_ended(&self) {}
+        fn withdrawn(&self) -> BoxFuture<'_, ()> {
+            async {
+                while !self.0.load(Ordering::SeqCst) {
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+            }
+            .boxed()
+        }
+    }
+    let w = AfterFirst(false.into());
+    let started = tokio::time::Instant::now();
+    let r = with_retries(
+        &policy(),
+        || false,
+        &w,
+        |_| {
+            w.0.store(true, Ordering::SeqCst);
+            async { Err::<(), _>(vendor(70500)) }
+        },
+    )
+    .await;
+    assert_eq!(r.attempts, 1);
+    assert!(
+        matches!(r.result, Err(ChatError::Withdrawn { .. })),
+        "{r:?}"
+    );
+    assert!(
+        started.elapsed() < policy().initial_backoff,
+        "not after the backoff"
+    );
+    // An attempt that was withdrawn before it sent anything counts no attempt.
+    let r = with_retries(
+        &policy(),
+        || false,
+        &NotWithdrawn,
+        |_| async {
+            Err::<(), _>(ChatError::Withdrawn {
+                api: Api::AccountCheck,
+            })
+        },
+    )
+    .await;
+    assert_eq!(r.attempts, 0);
 }

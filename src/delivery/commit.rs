@@ -43,6 +43,11 @@ impl Committable {
         self.tracker.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The tracker itself, shared (a window's records let go through it).
+    pub fn tracker_handle(&self) -> Arc<Mutex<OffsetTracker>> {
+        self.tracker.clone()
+    }
+
     /// Input records read and not yet done.
     pub fn pending(&self) -> usize {
         self.tracker().pending()

@@ -6,27 +6,17 @@ use std::time::SystemTime;
 use super::Delivery;
 use crate::delivery::sink::{rfc3339_millis, DeadLetter, OutRecord};
 use crate::domain::{failure_class, InputRecord, Outcome, SourcePos};
-use crate::worker::window::{ClosedWindow, RecordsById};
+use crate::worker::window::ClosedWindow;
 
 impl Delivery {
-    /// Delivers the records of the users whose outcomes were just decided (`(index in
-    /// window.ids, outcome)`): one outcome per record, and a dead letter per failed one; counts
-    /// the delivered ones.
-    pub async fn outcomes(
-        &self,
-        window: &ClosedWindow,
-        records_of: &RecordsById,
-        decided: Vec<(usize, Outcome)>,
-    ) {
+    /// Delivers the records whose outcomes were just decided (`(index in window.records,
+    /// outcome)`): one outcome per record, and a dead letter per failed one; counts the delivered
+    /// ones.
+    pub async fn outcomes(&self, window: &ClosedWindow, decided: &[(usize, &Outcome)]) {
         let stamp = rfc3339_millis(SystemTime::now());
         let records: Vec<(&InputRecord, &Outcome)> = decided
             .iter()
-            .flat_map(|(id, outcome)| {
-                records_of
-                    .of(*id)
-                    .iter()
-                    .map(move |&r| (&window.records[r], outcome))
-            })
+            .map(|&(r, outcome)| (&window.records[r], outcome))
             .collect();
         // One group of records per input record: its outcome, and its dead letter if it failed.
         let groups: Vec<(SourcePos, Vec<OutRecord>)> = records

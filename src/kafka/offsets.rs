@@ -22,6 +22,10 @@ struct PartitionState {
     epoch: u64,
     /// Read, not yet done.
     pending: BTreeSet<i64>,
+    /// Read and let go undone: a revocation took them before any API call of theirs was sent.
+    /// Their next owner processes them, so the watermark never passes them; nothing waits for
+    /// them either.
+    let_go: BTreeSet<i64>,
     /// One past the highest offset read; `None` until the first read.
     next: Option<i64>,
     /// The last position handed out for storing, so the same position is not stored twice.
@@ -34,7 +38,8 @@ struct PartitionState {
 
 impl PartitionState {
     fn watermark(&self) -> Option<i64> {
-        self.pending.first().copied().or(self.next)
+        let undone = [self.pending.first(), self.let_go.first()];
+        undone.into_iter().flatten().min().copied().or(self.next)
     }
 }
 
@@ -62,6 +67,7 @@ impl OffsetTracker {
             PartitionState {
                 epoch,
                 pending: BTreeSet::new(),
+                let_go: BTreeSet::new(),
                 next: None,
                 stored: None,
                 in_transaction: 0,
@@ -121,6 +127,27 @@ impl OffsetTracker {
         }
         p.stored = Some(w);
         Some(w)
+    }
+
+    /// A record of a partition being revoked is let go undone (no API call of its was sent): its
+    /// next owner processes it. It is no longer pending (nothing waits for it), and the
+    /// partition's watermark stays below it.
+    pub fn let_go(&mut self, partition: i32, epoch: u64, offset: i64) {
+        if let Some(p) = self
+            .partitions
+            .get_mut(&partition)
+            .filter(|p| p.epoch == epoch)
+        {
+            if p.pending.remove(&offset) {
+                p.let_go.insert(offset);
+            }
+        }
+    }
+
+    /// Whether `partition` is still assigned in `epoch`: records of an older assignment are no
+    /// longer this worker's to deliver.
+    pub fn is_current(&self, partition: i32, epoch: u64) -> bool {
+        self.epoch(partition) == Some(epoch)
     }
 
     /// Exactly-once: a record of `partition` marked done is in a transaction that has not
@@ -226,6 +253,25 @@ mod tests {
         assert_eq!(t.done(0, e0, 0), Some(1));
         assert_eq!(t.pending_in(1), 1);
         assert_eq!(t.assigned(), [0, 1]);
+    }
+
+    #[test]
+    fn a_record_let_go_is_not_waited_for_and_never_passed() {
+        let mut t = OffsetTracker::new();
+        let e = t.assign(0);
+        for o in 0..4 {
+            t.read(0, e, o);
+        }
+        t.let_go(0, e, 1);
+        assert_eq!(t.pending_in(0), 3, "nothing waits for 1");
+        assert_eq!(t.done(0, e, 0), Some(1), "0 done: the watermark stops at 1");
+        assert_eq!(t.done(0, e, 2), None);
+        assert_eq!(t.done(0, e, 3), None);
+        assert_eq!((t.pending_in(0), t.pending()), (0, 0));
+        assert_eq!(t.watermarks(), [(0, 1)], "never past the record let go");
+        // A stale epoch changes nothing.
+        t.let_go(0, e + 1, 3);
+        assert!(t.is_current(0, e) && !t.is_current(0, e + 1));
     }
 
     #[test]

@@ -281,6 +281,7 @@ impl<'w> Intake<'w> {
     /// Revoked `partitions`: their records leave the open window; a new rate share.
     fn on_revoked(&mut self, partitions: &[i32]) {
         self.revoking.retain(|p| !partitions.contains(p));
+        self.run.tasks.shared.revocations.end(partitions);
         // The drain already took the revoked partitions' records out of the window; this catches
         // records of a revocation it did not see (one that came before the loop ran).
         let t = self.run.committable.tracker();

@@ -27,6 +27,7 @@
 pub mod event;
 mod flow;
 mod intake;
+pub(crate) mod live;
 pub(crate) mod pipeline;
 mod revoke;
 pub(crate) mod source;

@@ -29,10 +29,11 @@ use tokio::sync::Semaphore;
 
 use crate::chat::client::{CheckOutcome, ImportAccount};
 use crate::chat::health::is_availability_error;
-use crate::chat::{Attempted, ChatClient, ChatError, FailureClass};
+use crate::chat::{Attempted, ChatClient, ChatError, FailureClass, Withdrawal};
 use crate::domain::{failure_class, Outcome, OutcomeStatus, Stage};
 use crate::shutdown::Shutdown;
 use crate::systemic::{SystemicGate, Turn};
+use crate::worker::live::LiveRecords;
 use crate::worker::window::{CheckInFlight, ClosedWindow};
 
 /// Which API imports the users of a window.
@@ -105,181 +106,269 @@ pub struct Stages {
     pub shutdown: Shutdown,
 }
 
+/// What resolving a window came to, per distinct UserID (indexed like `window.ids`): its
+/// outcome, or `None` when a revocation let all its records go before a call of theirs was sent.
+pub type Resolved = Vec<Option<Outcome>>;
+
+/// A stage's call as the stages make it: until it is neither systemic nor an outage (waiting at
+/// the gate in between), or withdrawn, or `None` on shutdown during a fault.
+type Made<T> = Option<Attempted<T>>;
+
 impl Stages {
-    /// Resolves every distinct UserID of `window` (indexed like `window.ids`). `None` when the
+    /// Resolves every distinct UserID of `window` still waiting in `live`. `None` when the
     /// worker shut down while the window waited out a systemic fault. `check` counts the window's
     /// check as in flight (for the window close rule) until the check call returned.
     ///
     /// Outcomes are handed to `decided` as soon as they are known, `(index in window.ids,
     /// outcome)`: those the check decides (already imported, failed) together once it answered,
     /// each import's as it answers — a user's outcome does not wait for the window's slowest
-    /// import. Every UserID is handed over exactly once, unless the window is abandoned.
+    /// import. Every UserID is handed over exactly once, unless the window is abandoned or a
+    /// revocation lets the user's records go first (see [`super::live`]): a call about to send
+    /// for users with records being revoked is withdrawn, those records are let go, and the call
+    /// is made again for the users still waiting.
     pub async fn resolve<F, Fut>(
         &self,
         window: &ClosedWindow,
         check: CheckInFlight,
+        live: &LiveRecords<'_>,
         decided: F,
-    ) -> Option<Vec<Outcome>>
+    ) -> Option<Resolved>
     where
         F: Fn(Vec<(usize, Outcome)>) -> Fut,
         Fut: Future<Output = ()>,
     {
-        let ids: Vec<&str> = window.ids.iter().map(String::as_str).collect();
-        let checked = self
-            .until_not_systemic(|| self.client.account_check(&ids))
-            .await;
+        let mut outcomes: Resolved = vec![None; window.ids.len()];
+        let checked = self.check(window, live).await;
         drop(check);
-        let checked = checked?;
-        let check_attempts = checked.attempts;
+        let Some((users, checked)) = checked? else {
+            return Some(outcomes);
+        };
         let statuses = match checked.result {
             Ok(statuses) => statuses,
             Err(err) => {
-                // The whole call failed for good: every user of the window fails at check.
-                let outcome = failed(Stage::Check, &err, check_attempts);
-                decided((0..ids.len()).map(|i| (i, outcome.clone())).collect()).await;
-                return Some(vec![outcome; ids.len()]);
+                // The whole call failed for good: every user of it fails at check.
+                let outcome = failed(Stage::Check, &err, checked.attempts);
+                let all: Vec<(usize, Outcome)> =
+                    users.iter().map(|&u| (u, outcome.clone())).collect();
+                decided(all.clone()).await;
+                return Some(fill(outcomes, all));
             }
         };
-
-        // The first record of each UserID supplies Nick / FaceUrl for its import.
-        let mut first_record = vec![usize::MAX; ids.len()];
-        for (rec, &id) in window.id_of_record.iter().enumerate() {
-            if first_record[id] == usize::MAX {
-                first_record[id] = rec;
+        let by_check: Vec<(usize, Outcome)> = users
+            .iter()
+            .zip(&statuses)
+            .filter_map(|(&u, s)| checked_outcome(s, checked.attempts).map(|o| (u, o)))
+            .collect();
+        let to_import: Vec<usize> = users
+            .iter()
+            .zip(&statuses)
+            .filter(|(_, s)| **s == CheckOutcome::NotImported)
+            .map(|(&u, _)| u)
+            .collect();
+        outcomes = fill(outcomes, by_check.clone());
+        let by_check = async {
+            if !by_check.is_empty() {
+                decided(by_check).await;
             }
+        };
+        let imports = self.import(window, live, &to_import, &decided);
+        let ((), imported) = join(by_check, imports).await;
+        Some(fill(outcomes, imported?))
+    }
+
+    /// The check stage: one `account_check` for the window's users still waiting, made again for
+    /// fewer users when a revocation withdraws it. `Some(None)`: every record was let go.
+    async fn check(
+        &self,
+        window: &ClosedWindow,
+        live: &LiveRecords<'_>,
+    ) -> Option<Option<(Vec<usize>, Attempted<Vec<CheckOutcome>>)>> {
+        let mut users = live.waiting_users();
+        let mut spent = 0;
+        loop {
+            if users.is_empty() {
+                return Some(None);
+            }
+            let ids: Vec<&str> = users.iter().map(|&u| window.ids[u].as_str()).collect();
+            let w = live.call(&users);
+            let mut r = self
+                .until_not_systemic(&w, || self.client.account_check_unless_withdrawn(&ids, &w))
+                .await?;
+            spent += r.attempts;
+            if is_withdrawn(&r) {
+                live.let_go_revoked();
+                users = live.waiting(&users);
+                continue;
+            }
+            r.attempts = spent;
+            return Some(Some((users, r)));
         }
-        let account = |i: usize| {
-            let event = &window.records[first_record[i]].event;
+    }
+
+    /// The import stage for the users `to_import` (the check's `NotImported`): the outcomes of
+    /// those imported or failed, each handed to `decided` as it is known.
+    async fn import<F, Fut>(
+        &self,
+        window: &ClosedWindow,
+        live: &LiveRecords<'_>,
+        to_import: &[usize],
+        decided: &F,
+    ) -> Option<Vec<(usize, Outcome)>>
+    where
+        F: Fn(Vec<(usize, Outcome)>) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        // The first record of each UserID supplies Nick / FaceUrl for its import.
+        let mut first_record = vec![usize::MAX; window.ids.len()];
+        for (rec, &id) in window.id_of_record.iter().enumerate().rev() {
+            first_record[id] = rec;
+        }
+        let account = |u: usize| {
+            let event = &window.records[first_record[u]].event;
             ImportAccount {
                 user_id: &event.user_id,
                 nick: event.nick.as_deref(),
                 face_url: event.face_url.as_deref(),
             }
         };
-        let mut outcomes: Vec<Outcome> = statuses
-            .iter()
-            .map(|s| match s {
-                CheckOutcome::Imported => {
-                    Outcome::success(OutcomeStatus::AlreadyImported, check_attempts)
-                }
-                // Filled in below from the import result.
-                CheckOutcome::NotImported => Outcome::success(OutcomeStatus::Imported, 0),
-                CheckOutcome::Failed { code, info } => Outcome {
-                    status: OutcomeStatus::Failed,
-                    error_code: *code,
-                    error_info: format!("account_check ResultCode {code}: {info}"),
-                    attempts: check_attempts,
-                    failed_stage: Some(Stage::Check),
-                    failure_class: failure_class::REJECTED,
-                },
-            })
-            .collect();
-        let decided = &decided;
-        let by_check: Vec<(usize, Outcome)> = statuses
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| **s != CheckOutcome::NotImported)
-            .map(|(i, _)| (i, outcomes[i].clone()))
-            .collect();
-        let by_check = async {
-            if !by_check.is_empty() {
-                decided(by_check).await;
+        // (user, attempts already spent on it by a batch call) to import one by one.
+        let (batched, singles) = self.import_batch(to_import, &account, live).await?;
+        if !batched.is_empty() {
+            decided(batched.clone()).await;
+        }
+        let singles = singles.into_iter().map(|(u, spent)| {
+            let account = account(u);
+            async move {
+                let imported = self.import_single(u, account, live).await?;
+                let Some(imported) = imported else {
+                    return Some(None);
+                };
+                let attempts = spent + imported.attempts;
+                let outcome = match imported.result {
+                    Ok(()) => Outcome::success(OutcomeStatus::Imported, attempts),
+                    Err(err) => failed(Stage::Import, &err, attempts),
+                };
+                decided(vec![(u, outcome.clone())]).await;
+                Some(Some((u, outcome)))
             }
-        };
-        let to_import: Vec<usize> = statuses
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| **s == CheckOutcome::NotImported)
-            .map(|(i, _)| i)
-            .collect();
-        let imports = async {
-            // (user, attempts already spent on it by a batch call) to import one by one.
-            let (batched, singles) = if self.import.use_batch(to_import.len()) {
-                let (batched, again) = self.import_batch(&to_import, &account).await?;
-                if !batched.is_empty() {
-                    decided(batched.clone()).await;
-                }
-                (batched, again)
-            } else {
-                (Vec::new(), to_import.iter().map(|&i| (i, 0)).collect())
-            };
-            let singles = singles.into_iter().map(|(i, spent)| {
-                let account = account(i);
-                async move {
-                    let imported = {
-                        let _slot = self
-                            .import_slots
-                            .acquire()
-                            .await
-                            .expect("the import semaphore is never closed");
-                        self.until_not_systemic(|| self.client.account_import(account))
-                            .await?
-                    };
-                    let attempts = spent + imported.attempts;
-                    let outcome = match imported.result {
-                        Ok(()) => Outcome::success(OutcomeStatus::Imported, attempts),
-                        Err(err) => failed(Stage::Import, &err, attempts),
-                    };
-                    decided(vec![(i, outcome.clone())]).await;
-                    Some((i, outcome))
-                }
-            });
-            let singles = join_all(singles).await;
-            Some((batched, singles))
-        };
-        let ((), imported) = join(by_check, imports).await;
-        let (batched, singles) = imported?;
-        for (i, outcome) in batched {
-            outcomes[i] = outcome;
+        });
+        let mut all = batched;
+        for single in join_all(singles).await {
+            all.extend(single?);
         }
-        for r in singles {
-            let (i, outcome) = r?;
-            outcomes[i] = outcome;
-        }
-        Some(outcomes)
+        Some(all)
     }
 
-    /// One `multiaccount_import` for the users `to_import`: the outcomes of those it imported,
-    /// and the others (with the attempts spent) for single imports — the ones in `FailAccounts`,
-    /// or all of them when the batch call failed for good, so that each failed user gets its own
-    /// vendor code and reason. `None` on shutdown during a systemic fault.
+    /// One `account_import` for user `u`, made again while a revocation withdraws it and the
+    /// user still has records waiting. `Some(None)`: its records were all let go.
+    async fn import_single(
+        &self,
+        u: usize,
+        account: ImportAccount<'_>,
+        live: &LiveRecords<'_>,
+    ) -> Option<Option<Attempted<()>>> {
+        let user = [u];
+        let w = live.call(&user);
+        let mut spent = 0;
+        loop {
+            if live.waiting(&user).is_empty() {
+                return Some(None);
+            }
+            let mut r = {
+                let Some(_slot) = self.import_slot(&w).await else {
+                    live.let_go_revoked();
+                    continue;
+                };
+                self.until_not_systemic(&w, || {
+                    self.client.account_import_unless_withdrawn(account, &w)
+                })
+                .await?
+            };
+            spent += r.attempts;
+            if is_withdrawn(&r) {
+                live.let_go_revoked();
+                continue;
+            }
+            r.attempts = spent;
+            return Some(Some(r));
+        }
+    }
+
+    /// A slot of the import calls in flight; `None` when the call is withdrawn meanwhile.
+    async fn import_slot(&self, w: &dyn Withdrawal) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        tokio::select! {
+            biased;
+            () = w.withdrawn() => None,
+            slot = self.import_slots.acquire() => Some(slot.expect("the import semaphore is never closed")),
+        }
+    }
+
+    /// One `multiaccount_import` for the users `to_import` still waiting, when the plan batches
+    /// them: the outcomes of those it imported, and the others (with the attempts spent) for
+    /// single imports — the ones in `FailAccounts`, or all of them when the batch call failed
+    /// for good, so that each failed user gets its own vendor code and reason. Made again for
+    /// fewer users when a revocation withdraws it. `None` on shutdown during a systemic fault.
     #[allow(clippy::type_complexity)]
     async fn import_batch<'w>(
         &self,
         to_import: &[usize],
         account: &impl Fn(usize) -> ImportAccount<'w>,
+        live: &LiveRecords<'_>,
     ) -> Option<(Vec<(usize, Outcome)>, Vec<(usize, u32)>)> {
-        let accounts: Vec<ImportAccount<'w>> = to_import.iter().map(|&i| account(i)).collect();
-        let _slot = self
-            .import_slots
-            .acquire()
-            .await
-            .expect("the import semaphore is never closed");
-        let batch = self
-            .until_not_systemic(|| self.client.multiaccount_import(&accounts))
-            .await?;
-        let spent = batch.attempts;
+        let mut users = live.waiting(to_import);
+        let mut spent = 0;
+        let batch = loop {
+            if !self.import.use_batch(users.len()) {
+                return Some((Vec::new(), users.iter().map(|&u| (u, spent)).collect()));
+            }
+            let accounts: Vec<ImportAccount<'w>> = users.iter().map(|&u| account(u)).collect();
+            let w = live.call(&users);
+            let r = {
+                let Some(_slot) = self.import_slot(&w).await else {
+                    live.let_go_revoked();
+                    users = live.waiting(&users);
+                    continue;
+                };
+                self.until_not_systemic(&w, || {
+                    self.client
+                        .multiaccount_import_unless_withdrawn(&accounts, &w)
+                })
+                .await?
+            };
+            spent += r.attempts;
+            if is_withdrawn(&r) {
+                live.let_go_revoked();
+                users = live.waiting(&users);
+                continue;
+            }
+            break r;
+        };
         let failed: HashSet<String> = match batch.result {
             Ok(fail_accounts) => fail_accounts.into_iter().collect(),
             Err(err) => {
-                tracing::warn!(users = accounts.len(), error = %err, "multiaccount_import failed; importing the window's users one by one");
-                return Some((Vec::new(), to_import.iter().map(|&i| (i, spent)).collect()));
+                tracing::warn!(users = users.len(), error = %err, "multiaccount_import failed; importing the window's users one by one");
+                return Some((Vec::new(), users.iter().map(|&u| (u, spent)).collect()));
             }
         };
         let (mut imported, mut again) = (Vec::new(), Vec::with_capacity(failed.len()));
-        for (&i, a) in to_import.iter().zip(&accounts) {
-            if failed.contains(a.user_id) {
-                again.push((i, spent));
+        for &u in &users {
+            if failed.contains(account(u).user_id) {
+                again.push((u, spent));
             } else {
-                imported.push((i, Outcome::success(OutcomeStatus::Imported, spent)));
+                imported.push((u, Outcome::success(OutcomeStatus::Imported, spent)));
             }
         }
         Some((imported, again))
     }
 
     /// Runs `call` until its result is neither systemic nor an outage, waiting at the gate in
-    /// between.
-    async fn until_not_systemic<T, F, Fut>(&self, mut call: F) -> Option<Attempted<T>>
+    /// between — unless `withdrawal` withdraws the call while it waits (the result is then
+    /// [`ChatError::Withdrawn`]).
+    async fn until_not_systemic<T, F, Fut>(
+        &self,
+        withdrawal: &dyn Withdrawal,
+        mut call: F,
+    ) -> Made<T>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Attempted<T>>,
@@ -294,6 +383,13 @@ impl Stages {
             let mut r = call().await;
             attempts += r.attempts;
             let code = match &r.result {
+                Err(ChatError::Withdrawn { .. }) => {
+                    if trial.is_some() {
+                        self.gate.trial_inconclusive();
+                    }
+                    r.attempts = attempts;
+                    return Some(r);
+                }
                 Err(err) if err.class() == FailureClass::Systemic => {
                     if trial.is_some() {
                         self.gate.trial_result(Some(err));
@@ -325,13 +421,50 @@ impl Stages {
                     return Some(r);
                 }
             };
-            trial = match self.gate.wait_turn(code, &self.shutdown).await {
-                Turn::Open => None,
-                Turn::Trial => Some(code),
-                Turn::Shutdown => return None,
+            let api = r.result.as_ref().err().map(ChatError::api);
+            trial = tokio::select! {
+                biased;
+                turn = self.gate.wait_turn(code, &self.shutdown) => match turn {
+                    Turn::Open => None,
+                    Turn::Trial => Some(code),
+                    Turn::Shutdown => return None,
+                },
+                () = withdrawal.withdrawn() => {
+                    let api = api.expect("a call that waits at the gate failed");
+                    return Some(Attempted { result: Err(ChatError::Withdrawn { api }), attempts });
+                }
             };
         }
     }
+}
+
+/// The outcome the check alone decides for a user: already imported, or failed (a per-item
+/// `ResultCode`); `None` for a user to import.
+fn checked_outcome(status: &CheckOutcome, attempts: u32) -> Option<Outcome> {
+    match status {
+        CheckOutcome::Imported => Some(Outcome::success(OutcomeStatus::AlreadyImported, attempts)),
+        CheckOutcome::NotImported => None,
+        CheckOutcome::Failed { code, info } => Some(Outcome {
+            status: OutcomeStatus::Failed,
+            error_code: *code,
+            error_info: format!("account_check ResultCode {code}: {info}"),
+            attempts,
+            failed_stage: Some(Stage::Check),
+            failure_class: failure_class::REJECTED,
+        }),
+    }
+}
+
+/// `outcomes` with `decided` filled in.
+fn fill(mut outcomes: Resolved, decided: Vec<(usize, Outcome)>) -> Resolved {
+    for (u, outcome) in decided {
+        outcomes[u] = Some(outcome);
+    }
+    outcomes
+}
+
+fn is_withdrawn<T>(r: &Attempted<T>) -> bool {
+    matches!(r.result, Err(ChatError::Withdrawn { .. }))
 }
 
 impl Stages {

@@ -1,19 +1,21 @@
 //! Revocation, on the intake loop's side. The rebalance callback only asks
-//! ([`RebalanceEvent::Revoking`](crate::kafka::consumer::RebalanceEvent)) and waits; the loop drains: it
-//! takes the revoked partitions' records out of the open window and processes them, waits until
-//! every in-flight record of those partitions is done (bounded by `--drain-timeout`) and, in
-//! at-least-once mode, commits their offsets, all before the callback lets librdkafka release
-//! them. In exactly-once mode "done" includes the answer of the transaction holding the records
-//! and their offsets: released earlier, the next owner would read from the offsets committed
-//! before it and process its records again. Records not done by then are replayed by the
-//! partitions' next owner.
+//! ([`RebalanceEvent::Revoking`](crate::kafka::consumer::RebalanceEvent)) and waits; the loop drains,
+//! at the cost of at most one API round trip: the revoked partitions' records in the open window
+//! are let go at once, untouched; the window tasks let go those of their records that no API
+//! call is answering yet (see [`super::live`]); the loop waits (bounded by `--drain-timeout`)
+//! until the rest — records whose call was already sent — are done, and in at-least-once mode
+//! commits the contiguous done offsets, all before the callback lets librdkafka release the
+//! partitions. Records let go get no outcome and no commit: the partitions' next owner processes
+//! them from the committed offset. In exactly-once mode "done" includes the answer of the
+//! transaction holding the records and their offsets: released earlier, the next owner would read
+//! from the offsets committed before it and process its records again.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::tasks::{window_task, Shared};
+use super::tasks::Shared;
 use super::window::Window;
 use crate::delivery::Committable;
 use crate::kafka::consumer::SourceConsumer;
@@ -33,9 +35,23 @@ pub(super) async fn drain(
     drain_timeout: Duration,
 ) {
     let started = Instant::now();
+    let epochs: Vec<(i32, u64)> = {
+        let t = committable.tracker();
+        partitions
+            .iter()
+            .filter_map(|&p| t.epoch(p).map(|e| (p, e)))
+            .collect()
+    };
+    shared.revocations.begin(&epochs);
     if let Some(w) = window.take_partitions(|p| partitions.contains(&p)) {
-        let (s, check) = (shared.clone(), shared.checks.start());
-        tokio::spawn(async move { window_task(&s, w, check).await });
+        let mut t = committable.tracker();
+        for r in &w.records {
+            t.let_go(r.pos.partition, r.pos.epoch, r.pos.offset);
+        }
+        tracing::debug!(
+            records = w.records.len(),
+            "the open window's records of revoked partitions let go"
+        );
     }
     while committable.pending_in(partitions) > 0 && started.elapsed() < drain_timeout {
         tokio::time::sleep(DRAIN_POLL).await;

@@ -8,6 +8,7 @@ use rdkafka::consumer::Consumer;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 
+use super::live::Revocations;
 use super::pipeline::Stages;
 use super::source::{self, Records};
 use super::tasks::{Shared, Tasks};
@@ -179,6 +180,7 @@ fn shared(worker: &Worker, delivery: Arc<Delivery>, shutdown: &Shutdown) -> Shar
         window_slots: Arc::new(Semaphore::new(a.max_windows_in_flight)),
         checks: Arc::new(ChecksInFlight::default()),
         metrics: worker.metrics.clone(),
+        revocations: Revocations::new(),
     }
 }
 

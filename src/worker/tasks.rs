@@ -9,6 +9,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::event::DecodeError;
+use super::live::{LiveRecords, Revocations};
 use super::pipeline::Stages;
 use super::window::{CheckInFlight, ChecksInFlight, CloseReason, ClosedWindow};
 use crate::delivery::sink::DeadLetter;
@@ -28,6 +29,8 @@ pub(super) struct Shared {
     pub checks: Arc<ChecksInFlight>,
     /// Metrics of this worker.
     pub metrics: Arc<Metrics>,
+    /// The revocations in progress: what the windows let go.
+    pub revocations: Revocations,
 }
 
 /// The tasks the intake loop started: joined at shutdown, within the drain timeout.
@@ -107,40 +110,64 @@ impl Tasks {
 }
 
 /// A window's whole life after it closed: wait for a window slot, resolve, deliver. `check`
-/// counts its check as in flight until the check answered.
+/// counts its check as in flight until the check answered. A revocation lets the records of its
+/// partitions go wherever the window waits (see [`super::live`]); a window left with none ends.
 pub(super) async fn window_task(shared: &Shared, window: ClosedWindow, check: CheckInFlight) {
-    let _slot = shared
-        .window_slots
-        .acquire()
-        .await
-        .expect("the window semaphore is never closed");
+    let records_of = window.records_by_id();
+    let tracker = shared.delivery.committable().tracker_handle();
+    let live = LiveRecords::new(&window, &records_of, shared.revocations.watch(), tracker);
+    let _slot = loop {
+        tokio::select! {
+            biased;
+            () = live.revoked(None) => {
+                live.let_go_revoked();
+                if live.waiting_users().is_empty() {
+                    return;
+                }
+            }
+            slot = shared.window_slots.acquire() => {
+                break slot.expect("the window semaphore is never closed");
+            }
+        }
+    };
     shared.metrics.windows_in_flight.inc();
-    process_window(shared, window, check).await;
+    process_window(shared, &window, &live, check).await;
     shared.metrics.windows_in_flight.dec();
 }
 
 /// Resolves a window and delivers each user's records as soon as its outcome is decided (see
 /// [`Stages::resolve`]); marks the delivered input records done.
-async fn process_window(shared: &Shared, window: ClosedWindow, check: CheckInFlight) {
-    let records_of = window.records_by_id();
-    let decided =
-        |outcomes: Vec<(usize, Outcome)>| shared.delivery.outcomes(&window, &records_of, outcomes);
-    let Some(outcomes) = shared.stages.resolve(&window, check, decided).await else {
+async fn process_window(
+    shared: &Shared,
+    window: &ClosedWindow,
+    live: &LiveRecords<'_>,
+    check: CheckInFlight,
+) {
+    let decided = |outcomes: Vec<(usize, Outcome)>| async move {
+        let mut records = Vec::with_capacity(outcomes.len());
+        for (user, outcome) in &outcomes {
+            records.extend(live.decide(&[*user]).into_iter().map(|r| (r, outcome)));
+        }
+        shared.delivery.outcomes(window, &records).await
+    };
+    let Some(outcomes) = shared.stages.resolve(window, check, live, decided).await else {
         tracing::info!(
             records = window.records.len(),
             "window abandoned at shutdown during a systemic fault; its undelivered records will be replayed"
         );
         return;
     };
-    let count = |s: OutcomeStatus| {
+    let count = |s: Option<OutcomeStatus>| {
         let ids = window.id_of_record.iter();
-        ids.filter(|&&id| outcomes[id].status == s).count()
+        ids.filter(|&&id| outcomes[id].as_ref().map(|o| o.status) == s)
+            .count()
     };
     tracing::debug!(
         records = window.records.len(),
-        imported = count(OutcomeStatus::Imported),
-        already_imported = count(OutcomeStatus::AlreadyImported),
-        failed = count(OutcomeStatus::Failed),
+        imported = count(Some(OutcomeStatus::Imported)),
+        already_imported = count(Some(OutcomeStatus::AlreadyImported)),
+        failed = count(Some(OutcomeStatus::Failed)),
+        let_go = count(None),
         "window resolved"
     );
 }
