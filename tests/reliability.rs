@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use account_sync::chat::SecretKey;
+use account_sync::chat::{Api, SecretKey};
 use account_sync::devtools::emulator::Faults;
 use account_sync::observe::metrics::Metrics;
 use account_sync::worker::WorkerError;
@@ -915,4 +915,112 @@ async fn workers_joining_and_leaving_mid_run_lose_nothing() {
     assert_eq!(env.dead_letter_count(), 0);
     assert_eq!(env.emu.stats().imported_accounts, expected.len() as u64);
     assert_eq!(env.committed(), end);
+}
+
+/// A member joins while the other holds a backlog it could not finish within the drain timeout:
+/// the revocation costs at most one API round trip. Every import is held by the emulator, so
+/// nothing of A's finishes: A holds the whole backlog in flight, 8 of its records in imports
+/// under way (`--max-imports-in-flight 8`). When B joins, A lets go at once every record of its
+/// revoked partitions that no call is answering — the only way A's records in flight can become
+/// fewer while the imports are held — and the test then releases the imports: A's drain ends with
+/// the calls that were under way, far within `--drain-timeout`, nothing left. Duplicates can
+/// only be records whose calls were under way at the revocation ("awaited").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_under_a_backlog_takes_one_round_trip() {
+    let _exit_on_panic = ExitOnPanic::arm();
+    let t0 = Instant::now();
+    let mut cfg = emulator_config();
+    cfg.latency_ms = 20;
+    cfg.check_rate = 0.0;
+    cfg.import_rate = 0.0;
+    let Some(env) = mock_env(1, 4, cfg).await else {
+        return;
+    };
+    let backlog = 1_000;
+    let in_flight = backlog.to_string();
+    let flags = [
+        "--import-api",
+        "single",
+        "--max-imports-in-flight",
+        "8",
+        "--max-events-in-flight",
+        &in_flight,
+        // Far longer than the one round trip a revocation should take.
+        "--drain-timeout",
+        "60s",
+        // Held imports must not time out (a retry would be a second round trip).
+        "--request-timeout",
+        "300s",
+        "--kafka-property",
+        "session.timeout.ms=4000",
+        "--kafka-property",
+        "heartbeat.interval.ms=300",
+    ];
+    let within = Duration::from_secs(90);
+    env.emu.hold_only(&[Api::AccountImport]);
+    let expected = produce(&env, &users("backlog", backlog)).await;
+    let a = env.worker(&flags);
+    let ma = a.metrics.clone();
+    assert!(
+        eventually(within, || ma.events_in_flight.get() == backlog as i64
+            && env.emu.held() == 8)
+        .await,
+        "A holds the backlog, 8 imports under way: {} in flight, {} held",
+        ma.events_in_flight.get(),
+        env.emu.held()
+    );
+    mark(t0, "revocation: A holds the backlog; B joins");
+    let b = env.worker(&flags);
+    let mb = b.metrics.clone();
+    assert!(
+        eventually(within, || ma.events_in_flight.get() < backlog as i64).await,
+        "A's revocation lets go what no call is answering"
+    );
+    env.emu.release();
+    assert!(
+        eventually(within, || mb.assigned_partitions.get() > 0
+            && ma.assigned_partitions.get() + mb.assigned_partitions.get() == 4)
+        .await,
+        "B gets partitions"
+    );
+    let fate = |f: &str| ma.revoked_records.with_label_values(&[f]).get();
+    let (drains, took) = (
+        ma.revocation_drain.get_sample_count(),
+        ma.revocation_drain.get_sample_sum(),
+    );
+    let (let_go, awaited, left) = (fate("let_go"), fate("awaited"), fate("left"));
+    mark(
+        t0,
+        &format!("revocation: {drains} drain(s) in {took:.3} s: {let_go} let go, {awaited} awaited, {left} left"),
+    );
+    assert!(drains >= 1, "A revoked partitions");
+    assert!(
+        took < 30.0,
+        "one round trip, not the drain timeout: {took} s"
+    );
+    assert_eq!(left, 0, "nothing left to the drain timeout");
+    assert!(awaited <= 8, "only calls under way are awaited: {awaited}");
+    assert!(let_go > 0);
+
+    wait_committed(&env, &ends_of(&expected), within).await;
+    a.stop().await.expect("A stops cleanly");
+    b.stop().await.expect("B stops cleanly");
+    let outcomes = read_everything(&env.kafka.brokers, &env.topics.outcomes);
+    let tally = assert_none_lost(&expected, &outcomes);
+    eprintln!(
+        "revocation: {} duplicates, {awaited} awaited",
+        tally.duplicates
+    );
+    assert!(
+        tally.duplicates as u64 <= awaited,
+        "{} duplicates; only the {awaited} records whose calls were under way may come twice",
+        tally.duplicates
+    );
+    // A record processed twice finds its account there the second time.
+    assert_statuses(&tally, &["imported", "already_imported"]);
+    for (src, values) in &tally.by_source {
+        assert_eq!(values[0]["status"], "imported", "first outcome of {src:?}");
+    }
+    assert_eq!(env.dead_letter_count(), 0);
+    assert_eq!(env.emu.stats().imported_accounts, backlog as u64);
 }

@@ -31,7 +31,7 @@ use super::health::{ApiHealth, CallToken, OutageRule};
 pub use super::retry::Attempted;
 use super::retry::{with_retries, Attempt, RetryPolicy};
 use super::usersig::{self, SecretKey, UserSig};
-use super::withdraw::{Exchange, NotWithdrawn, Withdrawal};
+use super::withdraw::{NotWithdrawn, Withdrawal};
 use crate::http::{read_bounded, BodyError};
 use crate::limiter::Limiter;
 use crate::shutdown::Shutdown;
@@ -524,9 +524,9 @@ impl ChatClient {
             self.inner.observer.limiter_rate(api, limiter.rate());
         }
         // From here the exchange is under way: a withdrawal waits for its answer.
-        let Some(_exchange) = Exchange::start(withdrawal) else {
+        if !withdrawal.sends() {
             return Err(ChatError::Withdrawn { api });
-        };
+        }
         let (sig, _) = self.usersig(attempt.fresh_usersig);
         let endpoints = &self.inner.endpoints;
         let domain = pin.unwrap_or_else(|| endpoints.active().0);

@@ -240,10 +240,9 @@ async fn a_withdrawal_ends_the_call_in_its_backoff() {
     use futures_util::future::{BoxFuture, FutureExt};
     struct AfterFirst(std::sync::atomic::AtomicBool);
     impl Withdrawal for AfterFirst {
-        fn exchange_starts(&self) -> bool {
+        fn sends(&self) -> bool {
             true
         }
-        fn exchange_ended(&self) {}
         fn withdrawn(&self) -> BoxFuture<'_, ()> {
             async {
                 while !self.0.load(Ordering::SeqCst) {

@@ -12,11 +12,10 @@ use futures_util::FutureExt;
 
 /// The caller's side of a call that may be withdrawn (see the module docs).
 pub trait Withdrawal: Send + Sync {
-    /// Called right before an HTTP exchange. `false`: the call is withdrawn, nothing is sent.
-    /// `true`: the exchange is under way until [`Withdrawal::exchange_ended`].
-    fn exchange_starts(&self) -> bool;
-    /// The exchange that `exchange_starts` let go has ended (answered, failed, or dropped).
-    fn exchange_ended(&self);
+    /// Called right before each HTTP exchange. `false`: the call is withdrawn, nothing is sent.
+    /// `true`: the exchange goes ahead, and its answer is the caller's to handle — the caller,
+    /// not the client, decides when its records stop waiting for it.
+    fn sends(&self) -> bool;
     /// Resolves once the call is withdrawn; calls wait on it beside their tokens and backoffs.
     fn withdrawn(&self) -> BoxFuture<'_, ()>;
 }
@@ -26,28 +25,10 @@ pub trait Withdrawal: Send + Sync {
 pub struct NotWithdrawn;
 
 impl Withdrawal for NotWithdrawn {
-    fn exchange_starts(&self) -> bool {
+    fn sends(&self) -> bool {
         true
     }
-    fn exchange_ended(&self) {}
     fn withdrawn(&self) -> BoxFuture<'_, ()> {
         future::pending().boxed()
-    }
-}
-
-/// Marks an exchange as under way until dropped, also when the call's future is dropped
-/// mid-exchange (a shutdown).
-pub(crate) struct Exchange<'a>(&'a dyn Withdrawal);
-
-impl<'a> Exchange<'a> {
-    /// `None` when the call is withdrawn.
-    pub(crate) fn start(w: &'a dyn Withdrawal) -> Option<Exchange<'a>> {
-        w.exchange_starts().then_some(Exchange(w))
-    }
-}
-
-impl Drop for Exchange<'_> {
-    fn drop(&mut self) {
-        self.0.exchange_ended();
     }
 }

@@ -186,6 +186,13 @@ impl OffsetTracker {
             .map_or(0, |p| p.pending.len() + p.in_transaction)
     }
 
+    /// Records of one partition let go (see [`OffsetTracker::let_go`]).
+    pub fn let_go_in(&self, partition: i32) -> usize {
+        self.partitions
+            .get(&partition)
+            .map_or(0, |p| p.let_go.len())
+    }
+
     /// The committable position of every partition that has one.
     pub fn watermarks(&self) -> Vec<(i32, i64)> {
         let mut v: Vec<(i32, i64)> = self

@@ -37,6 +37,13 @@ const END_TO_END_BUCKETS: Buckets = Buckets::Exponential {
     count: 14,
 };
 
+/// A revocation's drain: 1 ms to about 65 s (`--drain-timeout` is 30 s by default).
+const DRAIN_BUCKETS: Buckets = Buckets::Exponential {
+    start: 0.001,
+    factor: 2.0,
+    count: 17,
+};
+
 // The metrics table: one row per metric (a new metric is one row and its doc). The README's
 // metrics table lists the same names, types and labels; tests/metrics.rs holds one against the other.
 declare_metrics! {
@@ -76,6 +83,10 @@ declare_metrics! {
     windows_in_flight: IntGauge("account_sync_windows_in_flight", "Windows being checked and imported.");
     /// 1 while intake is paused (back-pressure or systemic fault).
     paused: IntGauge("account_sync_paused", "1 while intake is paused.");
+    /// How long revocations took: from the rebalance's request to the partitions' release.
+    revocation_drain: Histogram("account_sync_revocation_drain_seconds", "How long a revocation took to drain, from the request to the release of the partitions.", [], DRAIN_BUCKETS);
+    /// Records of revoked partitions by fate: let go untouched, awaited (their call was under way), left by a drain that timed out.
+    revoked_records: IntCounterVec("account_sync_revoked_records_total", "Records of revoked partitions, by fate: let_go (no call of theirs sent; their next owner processes them), awaited (their call was under way; delivered before the release), left (the drain timed out; replayed by the next owner).", ["fate"]);
     /// 1 while `/readyz` answers 200. Set from [`Readiness`](super::admin::Readiness) at every scrape of `/metrics`.
     ready: IntGauge("account_sync_ready", "1 while /readyz answers 200 (partitions assigned, no systemic fault).");
     /// 1 for the vendor code of the systemic fault in force (label `code`; `unavailable` for an
@@ -169,6 +180,9 @@ impl Metrics {
         }
         for closed_by in ["full", "idle", "linger", "flush"] {
             self.windows.with_label_values(&[closed_by]);
+        }
+        for fate in ["let_go", "awaited", "left"] {
+            self.revoked_records.with_label_values(&[fate]);
         }
         for mode in ["demand", "partition_share"] {
             self.budget_mode.with_label_values(&[mode]);

@@ -4,8 +4,8 @@
 //! While a revocation drains ([`super::revoke`]), [`Revocations`] names the partitions (with their
 //! assignment epochs) being revoked. Every window task watches it through its [`LiveRecords`]. A
 //! record of a revoked partition is *let go* — no outcome, no commit, its partition's next owner
-//! processes it from the committed offset — unless its user is in an HTTP exchange now: that
-//! answer is awaited and delivered. So a revocation costs at most one API round trip. The window
+//! processes it from the committed offset — unless a call of its user was sent and its answer
+//! is not handled yet: that answer is awaited and delivered. So a revocation costs at most one API round trip. The window
 //! task lets records go wherever it waits: for a window slot, a limiter token, a backoff, the
 //! systemic gate, or right before a call would send (through the call's [`Withdrawal`]); the call
 //! then goes on for the users still waiting, if any.
@@ -86,9 +86,9 @@ enum State {
 struct Inner {
     /// Per record of the window.
     states: Vec<State>,
-    /// Per user of the window: HTTP exchanges under way for it (0 or 1: a user is in one call at
-    /// a time).
-    exchanges: Vec<u32>,
+    /// Per user of the window: a call of its was sent and its answer is not handled yet (the
+    /// user's outcome decided, or the next call withdrawn). Its records are not let go meanwhile.
+    answer_due: Vec<bool>,
 }
 
 /// A window's records, as revocations see them (see the module docs).
@@ -131,7 +131,7 @@ impl<'w> LiveRecords<'w> {
             tracker,
             inner: Mutex::new(Inner {
                 states: vec![State::Waiting; window.records.len()],
-                exchanges: vec![0; window.ids.len()],
+                answer_due: vec![false; window.ids.len()],
             }),
         }
     }
@@ -162,8 +162,8 @@ impl<'w> LiveRecords<'w> {
         self.waiting(&all)
     }
 
-    /// Lets go the waiting records of the partitions being revoked whose users are in no
-    /// exchange. Returns how many it let go.
+    /// Lets go the waiting records of the partitions being revoked whose users have no answer
+    /// due. Returns how many it let go.
     pub fn let_go_revoked(&self) -> usize {
         let revoking = self.revoking.borrow().clone();
         let mut inner = self.inner();
@@ -171,7 +171,7 @@ impl<'w> LiveRecords<'w> {
         for (r, record) in self.window.records.iter().enumerate() {
             let user = self.window.id_of_record[r];
             if inner.states[r] == State::Waiting
-                && inner.exchanges[user] == 0
+                && !inner.answer_due[user]
                 && revoking.contains(record.pos)
             {
                 inner.states[r] = State::LetGo;
@@ -208,6 +208,7 @@ impl<'w> LiveRecords<'w> {
         let mut inner = self.inner();
         let mut records = Vec::new();
         for &u in users {
+            inner.answer_due[u] = false;
             for &r in self.records_of.of(u) {
                 if inner.states[r] != State::Waiting {
                     continue;
@@ -223,35 +224,50 @@ impl<'w> LiveRecords<'w> {
         records
     }
 
-    /// Whether a waiting record of `users` (of every user with `None`) is being revoked while
-    /// its user is in no exchange: the moment to let it go.
-    fn to_let_go(&self, users: Option<&[usize]>) -> bool {
-        let revoking = self.revoking.borrow();
+    /// Whether a call for `users` is to be withdrawn before it sends: a waiting record of theirs
+    /// is being revoked, or one of them has no record waiting any more (all let go meanwhile).
+    fn withdraws(&self, inner: &Inner, revoking: &Revoking, users: &[usize]) -> bool {
+        users.iter().any(|&u| {
+            let mut waiting = self
+                .records_of
+                .of(u)
+                .iter()
+                .filter(|&&r| inner.states[r] == State::Waiting)
+                .peekable();
+            waiting.peek().is_none()
+                || waiting.any(|&r| revoking.contains(self.window.records[r].pos))
+        })
+    }
+
+    /// Whether a waiting record of the window is being revoked while its user has no answer
+    /// due: the moment to let it go.
+    fn to_let_go(&self) -> bool {
+        let revoking = self.revoking.borrow().clone();
         if revoking.0.is_empty() {
             return false;
         }
         let inner = self.inner();
-        let mut records: Box<dyn Iterator<Item = usize>> = match users {
-            Some(users) => Box::new(
-                users
-                    .iter()
-                    .flat_map(|&u| self.records_of.of(u).iter().copied()),
-            ),
-            None => Box::new(0..self.window.records.len()),
-        };
-        records.any(|r| {
+        (0..self.window.records.len()).any(|r| {
             let user = self.window.id_of_record[r];
             inner.states[r] == State::Waiting
-                && inner.exchanges[user] == 0
+                && !inner.answer_due[user]
                 && revoking.contains(self.window.records[r].pos)
         })
     }
 
-    /// Resolves once a waiting record of `users` (of every user with `None`) is to be let go.
+    /// Resolves once a call for `users` is to be withdrawn (`Some`), or once a waiting record
+    /// of the window is to be let go (`None`).
     pub async fn revoked(&self, users: Option<&[usize]>) {
         let mut rx = self.revoking.clone();
         loop {
-            if self.to_let_go(users) {
+            let now = match users {
+                Some(users) => {
+                    let revoking = self.revoking.borrow().clone();
+                    self.withdraws(&self.inner(), &revoking, users)
+                }
+                None => self.to_let_go(),
+            };
+            if now {
                 return;
             }
             if rx.changed().await.is_err() {
@@ -274,31 +290,32 @@ pub(crate) struct CallWithdrawal<'a, 'w> {
     users: &'a [usize],
 }
 
+impl CallWithdrawal<'_, '_> {
+    /// The call was withdrawn: the answer of its last exchange (if any) is handled, and the
+    /// window's waiting records of the partitions being revoked are let go (see
+    /// [`LiveRecords::let_go_revoked`]).
+    pub fn let_go(&self) -> usize {
+        let mut inner = self.live.inner();
+        for &u in self.users {
+            inner.answer_due[u] = false;
+        }
+        drop(inner);
+        self.live.let_go_revoked()
+    }
+}
+
 impl Withdrawal for CallWithdrawal<'_, '_> {
-    fn exchange_starts(&self) -> bool {
-        // Under the lock: a revocation that begins now finds the users in their exchange.
+    fn sends(&self) -> bool {
+        // Under the lock: a revocation that begins now finds the answer due.
         let revoking = self.live.revoking.borrow().clone();
         let mut inner = self.live.inner();
-        let window = self.live.window;
-        let revoked = self.users.iter().any(|&u| {
-            self.live.records_of.of(u).iter().any(|&r| {
-                inner.states[r] == State::Waiting && revoking.contains(window.records[r].pos)
-            })
-        });
-        if revoked {
+        if self.live.withdraws(&inner, &revoking, self.users) {
             return false;
         }
         for &u in self.users {
-            inner.exchanges[u] += 1;
+            inner.answer_due[u] = true;
         }
         true
-    }
-
-    fn exchange_ended(&self) {
-        let mut inner = self.live.inner();
-        for &u in self.users {
-            inner.exchanges[u] = inner.exchanges[u].saturating_sub(1);
-        }
     }
 
     fn withdrawn(&self) -> BoxFuture<'_, ()> {

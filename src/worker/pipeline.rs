@@ -196,7 +196,7 @@ impl Stages {
                 .await?;
             spent += r.attempts;
             if is_withdrawn(&r) {
-                live.let_go_revoked();
+                w.let_go();
                 users = live.waiting(&users);
                 continue;
             }
@@ -276,7 +276,7 @@ impl Stages {
             }
             let mut r = {
                 let Some(_slot) = self.import_slot(&w).await else {
-                    live.let_go_revoked();
+                    w.let_go();
                     continue;
                 };
                 self.until_not_systemic(&w, || {
@@ -286,7 +286,7 @@ impl Stages {
             };
             spent += r.attempts;
             if is_withdrawn(&r) {
-                live.let_go_revoked();
+                w.let_go();
                 continue;
             }
             r.attempts = spent;
@@ -325,7 +325,7 @@ impl Stages {
             let w = live.call(&users);
             let r = {
                 let Some(_slot) = self.import_slot(&w).await else {
-                    live.let_go_revoked();
+                    w.let_go();
                     users = live.waiting(&users);
                     continue;
                 };
@@ -337,7 +337,7 @@ impl Stages {
             };
             spent += r.attempts;
             if is_withdrawn(&r) {
-                live.let_go_revoked();
+                w.let_go();
                 users = live.waiting(&users);
                 continue;
             }

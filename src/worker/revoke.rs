@@ -19,6 +19,7 @@ use super::tasks::Shared;
 use super::window::Window;
 use crate::delivery::Committable;
 use crate::kafka::consumer::SourceConsumer;
+use crate::kafka::offsets::OffsetTracker;
 
 /// How often the drain looks at what is left. Polled rather than woken by completions: in
 /// exactly-once mode a record is marked done when the committer takes it and held until its
@@ -35,12 +36,13 @@ pub(super) async fn drain(
     drain_timeout: Duration,
 ) {
     let started = Instant::now();
-    let epochs: Vec<(i32, u64)> = {
+    let (epochs, before) = {
         let t = committable.tracker();
-        partitions
+        let epochs: Vec<(i32, u64)> = partitions
             .iter()
             .filter_map(|&p| t.epoch(p).map(|e| (p, e)))
-            .collect()
+            .collect();
+        (epochs, Fates::of(&t, partitions))
     };
     shared.revocations.begin(&epochs);
     if let Some(w) = window.take_partitions(|p| partitions.contains(&p)) {
@@ -53,14 +55,46 @@ pub(super) async fn drain(
             "the open window's records of revoked partitions let go"
         );
     }
+    let in_flight = &shared.metrics.events_in_flight;
     while committable.pending_in(partitions) > 0 && started.elapsed() < drain_timeout {
+        // Records let go are no longer in flight.
+        committable.count_pending(in_flight);
         tokio::time::sleep(DRAIN_POLL).await;
     }
-    let left = committable.pending_in(partitions);
+    committable.count_pending(in_flight);
+    let after = Fates::of(&committable.tracker(), partitions);
     committable.commit_revoked(consumer, partitions);
+    let took = started.elapsed();
+    let (let_go, left) = (after.let_go - before.let_go, after.pending);
+    // Pending at the start, neither let go nor left: their calls were under way, and they are done.
+    let awaited = before.pending.saturating_sub(let_go + left);
+    let m = &shared.metrics;
+    m.revocation_drain.observe(took.as_secs_f64());
+    for (fate, n) in [("let_go", let_go), ("awaited", awaited), ("left", left)] {
+        m.revoked_records
+            .with_label_values(&[fate])
+            .inc_by(n as u64);
+    }
     if left > 0 {
-        tracing::warn!(partitions = ?partitions, left, "revocation drain timed out; those records will be replayed by the next owner");
+        tracing::warn!(partitions = ?partitions, let_go, awaited, left, ?took, "revocation drain timed out; the records left will be replayed by the next owner");
     } else {
-        tracing::info!(partitions = ?partitions, took = ?started.elapsed(), "revoked partitions drained");
+        tracing::info!(partitions = ?partitions, let_go, awaited, ?took, "revoked partitions drained");
+    }
+}
+
+/// What the tracker holds of the partitions being revoked.
+struct Fates {
+    /// Records read and not done (in exactly-once mode also done, in an open transaction).
+    pending: usize,
+    /// Records let go.
+    let_go: usize,
+}
+
+impl Fates {
+    fn of(t: &OffsetTracker, partitions: &[i32]) -> Fates {
+        Fates {
+            pending: partitions.iter().map(|&p| t.pending_in(p)).sum(),
+            let_go: partitions.iter().map(|&p| t.let_go_in(p)).sum(),
+        }
     }
 }

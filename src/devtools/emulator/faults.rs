@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::broken::BrokenAnswer;
+use crate::chat::api::Api;
 
 /// The fault knobs that can change while the emulator runs (see
 /// [`super::EmulatorHandle::set_faults`]), so a test can script "outage, then recovery".
@@ -54,6 +55,8 @@ pub struct Faults {
 #[derive(Debug)]
 pub(crate) struct Hold {
     on: watch::Sender<bool>,
+    /// The APIs held while it is on; `None`: all of them.
+    only: Mutex<Option<Vec<Api>>>,
     /// Requests waiting for the release now.
     held: AtomicU64,
 }
@@ -62,18 +65,27 @@ impl Hold {
     pub(crate) fn new() -> Self {
         Hold {
             on: watch::Sender::new(false),
+            only: Mutex::new(None),
             held: AtomicU64::new(0),
         }
     }
 
-    /// Starts (`true`) or ends (`false`) holding.
-    pub(crate) fn set(&self, on: bool) {
+    /// Starts (`true`) or ends (`false`) holding; while on, only requests to `only` (every API
+    /// with `None`).
+    pub(crate) fn set(&self, on: bool, only: Option<Vec<Api>>) {
+        *self.only.lock().unwrap_or_else(|e| e.into_inner()) = only;
         self.on.send_replace(on);
     }
 
-    /// Whether requests are held now.
-    pub(crate) fn is_on(&self) -> bool {
+    /// Whether requests to `api` are held now.
+    pub(crate) fn holds(&self, api: Api) -> bool {
         *self.on.borrow()
+            && self
+                .only
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .map_or(true, |apis| apis.contains(&api))
     }
 
     /// Requests waiting for the release now.

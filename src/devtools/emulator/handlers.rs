@@ -75,7 +75,7 @@ async fn stats(State(s): State<Arc<Shared>>) -> Response {
 /// release first, in a task of its own like a hung request: a client that gives up meanwhile does
 /// not cancel it.
 async fn held_then_handle(s: Arc<Shared>, api: Api, uri: Uri, body: Bytes) -> Response {
-    if !s.hold.is_on() {
+    if !s.hold.holds(api) {
         return handle(s, api, uri, body).await;
     }
     let held = tokio::spawn(async move {

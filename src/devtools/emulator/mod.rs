@@ -355,12 +355,17 @@ impl EmulatorHandle {
     /// `GET /stats` is never held. For tests whose premise is "work is still in flight when
     /// something happens": holding makes it so, whatever the machine's speed.
     pub fn hold(&self) {
-        self.shared.hold.set(true);
+        self.shared.hold.set(true, None);
+    }
+
+    /// [`Self::hold`] for the requests to `apis` only; the others go on.
+    pub fn hold_only(&self, apis: &[Api]) {
+        self.shared.hold.set(true, Some(apis.to_vec()));
     }
 
     /// Ends [`Self::hold`]: the held requests go on, and new ones are no longer held.
     pub fn release(&self) {
-        self.shared.hold.set(false);
+        self.shared.hold.set(false, None);
     }
 
     /// API requests waiting for [`Self::release`] now.
