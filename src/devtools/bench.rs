@@ -24,6 +24,11 @@
 //!   for `--duration`, default 30 s), then heals: the worker's peak RSS, the records dead-lettered
 //!   (must be 0) and the users imported after healing (must be all). `--worker-exe` runs another
 //!   build's worker, for before / after figures.
+//! - `rebalance`: two replicas as processes of their own; the second joins after 10 s while the
+//!   first works through a backlog (`--events`, default 6,000 new users, single imports at a
+//!   budget of 50/s, `--drain-timeout 30s`): the seconds from B's start until it owns
+//!   partitions, A's revocation drain, the outcomes written twice. `--worker-exe` for before /
+//!   after.
 //! - `backfill`: `account-sync backfill` as a child process on a generated JSON Lines file
 //!   (`--users`, default 1,000,000), 30 % already imported, the vendor's limits enforced by the
 //!   emulator: users/s, peak RSS, and a SIGKILL at 50 % followed by a rerun: time to its first
@@ -55,6 +60,7 @@ use crate::shutdown::Shutdown;
 use crate::worker::Worker;
 
 mod hostile;
+mod rebalance;
 
 /// The vendor's limits: account_check and account_import calls per second.
 const VENDOR_RATES: (f64, f64) = (100.0, 200.0);
@@ -105,10 +111,13 @@ pub enum Scenario {
     /// Worker in its own process against an API answering 200 with broken bodies, then healed:
     /// peak RSS, records dead-lettered, users imported.
     HostileApi,
+    /// Two replicas as processes; the second joins while the first holds a backlog of single
+    /// imports at 50/s: how long the group stalls, and the outcomes written twice.
+    Rebalance,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 11] = [
+    const ALL: [Scenario; 12] = [
         Scenario::CeilingImport,
         Scenario::CeilingImportBatch,
         Scenario::CeilingCheck,
@@ -120,6 +129,7 @@ impl Scenario {
         Scenario::Backfill,
         Scenario::BudgetSkew,
         Scenario::HostileApi,
+        Scenario::Rebalance,
     ];
 
     fn name(self) -> &'static str {
@@ -135,6 +145,7 @@ impl Scenario {
             Scenario::Backfill => "backfill",
             Scenario::BudgetSkew => "budget-skew",
             Scenario::HostileApi => "hostile-api",
+            Scenario::Rebalance => "rebalance",
         }
     }
 
@@ -150,6 +161,7 @@ impl Scenario {
             Scenario::Memory => 30.0,
             Scenario::BudgetSkew => 60.0,
             Scenario::HostileApi => 30.0,
+            Scenario::Rebalance => 0.0,
             Scenario::Overhead | Scenario::Backfill => 0.0,
         }
     }
@@ -159,8 +171,8 @@ impl Scenario {
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// Scenario to run (repeatable): ceiling-import, ceiling-import-batch, ceiling-check, overhead,
-    /// latency, latency-low, latency-known, memory, backfill, budget-skew, hostile-api. Default:
-    /// all of them, in that order.
+    /// latency, latency-low, latency-known, memory, backfill, budget-skew, hostile-api, rebalance.
+    /// Default: all of them, in that order.
     #[arg(long = "scenario", value_enum)]
     pub scenarios: Vec<Scenario>,
     /// Seconds of load of the time-based scenarios (defaults: ceiling-import 60 = 12,000 users,
@@ -194,7 +206,7 @@ pub struct BenchArgs {
     /// The setups printed name them.
     #[arg(long = "worker-flag", allow_hyphen_values = true)]
     pub worker_flags: Vec<String>,
-    /// The account-sync binary whose `run` the process scenarios (memory, hostile-api) start;
+    /// The account-sync binary whose `run` the process scenarios (memory, hostile-api, rebalance) start;
     /// default: this one. Another build's, for before / after figures of the worker alone.
     #[arg(long)]
     pub worker_exe: Option<PathBuf>,
@@ -359,6 +371,7 @@ pub async fn run(args: BenchArgs, shutdown: Shutdown) -> Result<ExitCode, String
             Scenario::Backfill => backfill(&args, &mut f, &shutdown).await?,
             Scenario::BudgetSkew => budget_skew(&args, &mut f, &shutdown).await?,
             Scenario::HostileApi => hostile::hostile_api(&args, &mut f, &shutdown).await?,
+            Scenario::Rebalance => rebalance::rebalance(&args, &mut f, &shutdown).await?,
         }
     }
     let report = Report {
