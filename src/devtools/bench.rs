@@ -1137,6 +1137,7 @@ impl MemoryWorld {
             (run.input, run.outcomes),
             &run.api_base_url,
             &self.key,
+            "127.0.0.1:0",
         );
         cmd.args(["--check-rate", &run.rates.0.to_string()])
             .args(["--import-rate", &run.rates.1.to_string()])
@@ -1201,8 +1202,8 @@ impl MemoryWorld {
 }
 
 /// `account-sync run` of `exe` in group `group` from `topics.0` to `topics.1` against the emulator
-/// at `api_base_url`, the app's secret key in its environment, an admin server on a free port,
-/// stdin and stdout closed. The caller adds the rates, the import API and stderr.
+/// at `api_base_url`, the app's secret key in its environment, its admin server on
+/// `admin_listen`, stdin and stdout closed. The caller adds the rates, the import API and stderr.
 fn worker_command(
     exe: &Path,
     brokers: &str,
@@ -1210,6 +1211,7 @@ fn worker_command(
     topics: (&str, &str),
     api_base_url: &str,
     key: &str,
+    admin_listen: &str,
 ) -> Command {
     let mut cmd = Command::new(exe);
     cmd.args(["--log-level", "warn", "run"])
@@ -1219,7 +1221,7 @@ fn worker_command(
         .args(["--sdkappid", &demo::SDKAPPID.to_string()])
         .args(["--identifier", demo::ADMIN])
         .args(["--api-base-url", api_base_url])
-        .args(["--admin-listen", "127.0.0.1:0", "--commit-interval", "1s"])
+        .args(["--admin-listen", admin_listen, "--commit-interval", "1s"])
         .env_remove("ACCOUNT_SYNC_SECRET_KEY_FILE")
         .env("ACCOUNT_SYNC_SECRET_KEY", key)
         .stdin(Stdio::null())

@@ -105,6 +105,7 @@ pub(super) async fn hostile_api(
         ("signups-hostile", "outcomes-hostile"),
         &emulator.base_url(),
         &key,
+        "127.0.0.1:0",
     );
     cmd.stderr(Stdio::from(log_file));
     let mut worker = ChildGuard {

@@ -73,11 +73,11 @@ pub(super) async fn rebalance(a: &BenchArgs, f: &mut Figures, sd: &Shutdown) -> 
             (INPUT, OUTCOMES),
             &emulator.base_url(),
             &key,
+            &format!("127.0.0.1:{port}"),
         );
         cmd.args(["--import-api", "single"])
             .args(["--import-rate", &IMPORT_RATE.to_string()])
             .args(["--drain-timeout", "30s"])
-            .args(["--admin-listen", &format!("127.0.0.1:{port}")])
             .stderr(Stdio::from(log));
         let child = cmd
             .spawn()
@@ -92,9 +92,15 @@ pub(super) async fn rebalance(a: &BenchArgs, f: &mut Figures, sd: &Shutdown) -> 
     };
     let (mut replica_a, port_a) = replica("a")?;
     wait_for(sd, Duration::from_secs(60), || {
-        assigned(port_a).is_some_and(|n| n > 0.0)
+        replica_a.exited().is_some() || assigned(port_a).is_some_and(|n| n > 0.0)
     })
     .await?;
+    if let Some(status) = replica_a.exited() {
+        return Err(format!(
+            "replica A exited ({status}); its log is in {}",
+            std::env::temp_dir().display()
+        ));
+    }
     tokio::time::sleep(ALONE).await;
     let joined = Instant::now();
     let (mut replica_b, port_b) = replica("b")?;
