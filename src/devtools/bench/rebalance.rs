@@ -78,6 +78,11 @@ pub(super) async fn rebalance(a: &BenchArgs, f: &mut Figures, sd: &Shutdown) -> 
         cmd.args(["--import-api", "single"])
             .args(["--import-rate", &IMPORT_RATE.to_string()])
             .args(["--drain-timeout", "30s"])
+            // The mock broker waits up to the session timeout (less a second) for members to
+            // rejoin in every rebalance round, where a real broker goes on once all have: a short
+            // session keeps the mock's rounds from hiding the revocation's own cost.
+            .args(["--kafka-property", "session.timeout.ms=6000"])
+            .args(["--kafka-property", "heartbeat.interval.ms=500"])
             .stderr(Stdio::from(log));
         let child = cmd
             .spawn()
@@ -109,7 +114,18 @@ pub(super) async fn rebalance(a: &BenchArgs, f: &mut Figures, sd: &Shutdown) -> 
     })
     .await?;
     let settled = joined.elapsed();
-    let revocation = revocation_seconds(port_a);
+    let revocation = scrape(port_a).map(|text| {
+        let fate = |f: &str| {
+            metric(
+                &text,
+                &format!("account_sync_revoked_records_total{{fate=\"{f}\"}}"),
+            )
+        };
+        (
+            metric(&text, "account_sync_revocation_drain_seconds_sum"),
+            ["let_go", "awaited", "left"].map(|f| (f, fate(f))),
+        )
+    });
     let counter = outcome_reader(&brokers)?;
     // Done: at least one outcome per input record written, and neither replica holds a record.
     let idle =
@@ -131,8 +147,19 @@ pub(super) async fn rebalance(a: &BenchArgs, f: &mut Figures, sd: &Shutdown) -> 
         settled.as_secs_f64(),
         "s",
     );
-    if let Some(took) = revocation {
+    // A build without the revocation metrics reports none of these.
+    if let Some((Some(took), fates)) = revocation {
         f.add(s, "A's revocation drain (its own metric)", took, "s");
+        for (fate, n) in fates {
+            if let Some(n) = n {
+                f.add(
+                    s,
+                    &format!("  A's records of revoked partitions: {fate}"),
+                    n,
+                    "",
+                );
+            }
+        }
     }
     f.add(
         s,
@@ -169,7 +196,7 @@ fn scrape(port: u16) -> Option<String> {
     Some(text)
 }
 
-/// A metric's value in a scrape (the first series of that name).
+/// A metric's value in a scrape: the first series of `name` (a name, or a name with its labels).
 fn metric(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
@@ -178,11 +205,6 @@ fn metric(text: &str, name: &str) -> Option<f64> {
 
 fn assigned(port: u16) -> Option<f64> {
     metric(&scrape(port)?, "account_sync_assigned_partitions")
-}
-
-/// Total seconds of the replica's revocation drains; `None` for a build without the metric.
-fn revocation_seconds(port: u16) -> Option<f64> {
-    metric(&scrape(port)?, "account_sync_revocation_drain_seconds_sum")
 }
 
 /// Polls `done` every 100 ms for up to `limit`.
