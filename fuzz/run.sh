@@ -3,7 +3,7 @@
 # from its checked-in corpus; exits non-zero if any target finds a crash, a hang or runaway
 # memory. See docs/fuzzing.md.
 #
-#   fuzz/run.sh [SECONDS [TARGET...]]
+#   fuzz/run.sh [SECONDS [TARGET...]]     (SECONDS 0: build only)
 #
 # What a run finds that is new goes into a temporary directory, never into fuzz/corpus/; a
 # crashing input is written to fuzz/artifacts/TARGET/. Extra libFuzzer options can be passed in
@@ -31,6 +31,10 @@ host=$(rustc -vV | sed -n 's/^host: //p')
 bins=()
 for t in "${targets[@]}"; do bins+=(--bin "$t"); done
 cargo build --locked --release -j "${CARGO_BUILD_JOBS:-2}" --target "$host" "${bins[@]}"
+if [ "$seconds" = 0 ]; then
+  echo "fuzz: built in fuzz/target/$host/release/"
+  exit 0
+fi
 
 # Inputs larger than this are never tried: an event, an answer, a backfill file of a few lines
 # or a UserSig is well within it, and small inputs keep the runs fast.
