@@ -16,23 +16,19 @@ shift || true
 all=(event_decoder answer_check answer_import answer_multi_import backfill_lines usersig)
 targets=("${@:-${all[@]}}")
 
-# What cargo-fuzz passes with `--sanitizer none`: libFuzzer's coverage instrumentation, all of it
-# stable rustc options. Given to the fuzzed crates only (`--target`), not to build scripts and
-# proc macros. Panics on overflow and failed debug assertions: the release profile in Cargo.toml.
-export RUSTFLAGS="-Cpasses=sancov-module \
- -Cllvm-args=-sanitizer-coverage-level=4 \
- -Cllvm-args=-sanitizer-coverage-inline-8bit-counters \
- -Cllvm-args=-sanitizer-coverage-pc-table \
- -Cllvm-args=-sanitizer-coverage-trace-compares \
- -Cllvm-args=-simplifycfg-branch-fold-threshold=0 \
- --cfg fuzzing"
-export CARGO_TARGET_DIR="$PWD/target"
-host=$(rustc -vV | sed -n 's/^host: //p')
+# Built on the stable toolchain with plain `cargo build`, into the main package's target/: the
+# fuzz workspace takes the main package's Cargo.lock (plus libfuzzer-sys) and dev profile, and
+# rustc-wrapper.sh instruments only the library and the targets, so the dependencies that
+# `cargo test` compiled are reused as they are.
+cp ../Cargo.lock Cargo.lock
+export CARGO_TARGET_DIR="$PWD/../target"
+export RUSTC_WRAPPER="$PWD/rustc-wrapper.sh"
 bins=()
 for t in "${targets[@]}"; do bins+=(--bin "$t"); done
-cargo build --locked --release -j "${CARGO_BUILD_JOBS:-2}" --target "$host" "${bins[@]}"
+cargo build -j "${CARGO_BUILD_JOBS:-2}" "${bins[@]}"
+bin=$CARGO_TARGET_DIR/debug
 if [ "$seconds" = 0 ]; then
-  echo "fuzz: built in fuzz/target/$host/release/"
+  echo "fuzz: built in target/debug/"
   exit 0
 fi
 
@@ -58,7 +54,7 @@ for t in "${targets[@]}"; do
   # the report (the panic, the input as hex and base64).
   log="$work/$t.log"
   # shellcheck disable=SC2086
-  if "target/$host/release/$t" \
+  if "$bin/$t" \
       -max_total_time="$seconds" -max_len="$(max_len "$t")" \
       -timeout=10 -rss_limit_mb=1024 -print_final_stats=1 \
       -artifact_prefix="artifacts/$t/" "${dict[@]}" ${FUZZ_ARGS:-} \

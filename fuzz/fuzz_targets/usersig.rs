@@ -1,13 +1,21 @@
 //! UserSigs: any text decoded and verified (as the emulator and `account-sync usersig verify`
-//! do with what they are given), and any identifier signed and read back.
+//! do with what they are given); any bytes, as the document inside a UserSig (zlib, base64),
+//! decoded to the fields an independent reading finds; and any identifier signed and read back.
 //!
 //! The key is a fixed test value, not a secret; no real UserSig is in the corpus.
 
 #![no_main]
 
-use account_sync::chat::usersig::{self, SecretKey, UserSigError};
-use libfuzzer_sys::fuzz_target;
+use std::io::Write;
 use std::sync::LazyLock;
+
+use account_sync::chat::usersig::{self, SecretKey, UserSigDoc, UserSigError};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use flate2::write::ZlibEncoder;
+use flate2::Compression;
+use libfuzzer_sys::fuzz_target;
+use serde_json::Value;
 
 const SDKAPPID: u64 = 1_400_000_000;
 const IDENTIFIER: &str = "administrator";
@@ -41,6 +49,14 @@ fuzz_target!(|data: &[u8]| {
         assert_ne!(e.vendor_code(), 0);
     }
 
+    // The input as the document inside a UserSig: decoded exactly when it has the fields.
+    let decoded = usersig::decode(&encode(data));
+    match (document_fields(data), decoded) {
+        (Some(want), Ok(doc)) => assert_eq!(fields(&doc), want),
+        (None, Err(UserSigError::Document(_))) => {}
+        (want, got) => panic!("document {want:?}, decoded {got:?}"),
+    }
+
     // Any identifier (the first 64 characters of the input), signed at any time, reads back as
     // signed, and only for the app and the key it was signed for.
     let identifier: String = text.chars().take(64).collect();
@@ -61,3 +77,52 @@ fuzz_target!(|data: &[u8]| {
         Err(UserSigError::BadSignature)
     );
 });
+
+/// A UserSig carrying `doc`: zlib, standard base64, the URL-safe substitutions.
+fn encode(doc: &[u8]) -> String {
+    let mut z = ZlibEncoder::new(Vec::new(), Compression::default());
+    z.write_all(doc).unwrap();
+    let b64 = STANDARD.encode(z.finish().unwrap());
+    b64.replace('+', "*").replace('/', "-").replace('=', "_")
+}
+
+type Fields = (String, String, u64, u64, u64, Option<String>);
+
+fn fields(d: &UserSigDoc) -> Fields {
+    let d = d.clone();
+    (
+        d.version,
+        d.identifier,
+        d.sdkappid,
+        d.time,
+        d.expire,
+        d.userbuf,
+    )
+}
+
+/// The fields of a document, read with `serde_json::Value`: strings, and numbers that may be
+/// given as numeric strings, as the vendor's libraries write them.
+fn document_fields(doc: &[u8]) -> Option<Fields> {
+    let v: Value = serde_json::from_slice(doc).ok()?;
+    let o = v.as_object()?;
+    let string = |k: &str| o.get(k)?.as_str().map(str::to_owned);
+    let number = |k: &str| match o.get(k)? {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    };
+    let userbuf = match o.get("TLS.userbuf") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return None,
+    };
+    string("TLS.sig")?;
+    Some((
+        string("TLS.ver")?,
+        string("TLS.identifier")?,
+        number("TLS.sdkappid")?,
+        number("TLS.time")?,
+        number("TLS.expire")?,
+        userbuf,
+    ))
+}
