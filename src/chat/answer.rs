@@ -91,7 +91,11 @@ fn parse<Resp: DeserializeOwned + HasStatus>(api: Api, body: &[u8]) -> Result<Re
     let parsed: Resp = serde_json::from_slice(body).map_err(|e| {
         bad(
             api,
-            format!("{e} (body starts {})", quoted_prefix(body, PREFIX_SHOWN)),
+            format!(
+                "{} (body starts {})",
+                parse_error(&e),
+                quoted_prefix(body, PREFIX_SHOWN)
+            ),
         )
     })?;
     let st = parsed.status();
@@ -157,6 +161,24 @@ fn match_check_items(
         .collect()
 }
 
+/// serde_json's reason, cut: a type error quotes the value it found (`invalid type: string
+/// "…"`, `unknown variant `…``) whole, and a value can be as long as the body.
+fn parse_error(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    if text.len() <= PARSE_ERROR_KEPT {
+        return text;
+    }
+    // The position ends the text; keep it when the message is cut.
+    format!(
+        "{} at line {} column {}",
+        truncate(&text, PARSE_ERROR_KEPT),
+        e.line(),
+        e.column()
+    )
+}
+
+/// How much of serde_json's reason an error keeps.
+const PARSE_ERROR_KEPT: usize = 200;
 /// How much of an unparsable body an error quotes.
 const PREFIX_SHOWN: usize = 120;
 /// How much of the vendor's free text (`ErrorInfo`, `ResultInfo`) is kept: it ends up in outcome

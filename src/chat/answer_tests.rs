@@ -165,3 +165,29 @@ fn vendor_text_and_foreign_ids_are_cut_short() {
     // Cutting never splits a character.
     assert_eq!(truncate("ééé", 3), "é…");
 }
+
+/// Found by the `answer_import` fuzz target (docs/fuzzing.md): serde_json's type errors quote the
+/// value they found whole, escaped, so a long string where a number belongs made an error text
+/// longer than the body (1.5 MB from a 256 KiB body, into logs and dead-letter reasons).
+#[test]
+fn a_value_quoted_by_the_parse_error_is_cut_short() {
+    // The fuzzer's input: a JSON string of DEL characters, each shown as `\u{7f}`.
+    let found = "\"A={>>>>>".to_owned() + &"\x7f".repeat(52) + ">>\x7f>z______>{\"Actio";
+    let err = import(found.as_bytes()).unwrap_err();
+    assert_apis_fault(&err, Api::AccountImport, "invalid type: string");
+    assert!(err.to_string().len() < 1024, "{err}");
+
+    let huge = "\x7f".repeat(256 * 1024);
+    for body in [
+        format!(r#"{{"ActionStatus":"OK","ErrorCode":"{huge}"}}"#),
+        format!(
+            r#"{{"ActionStatus":"OK","ErrorCode":0,"ResultItem":[{{"UserID":"a","AccountStatus":"{huge}"}}]}}"#
+        ),
+    ] {
+        let err = check(&["a"], body.as_bytes()).unwrap_err();
+        let text = err.to_string();
+        assert!(text.len() < 1024, "{} bytes", text.len());
+        // The position is kept after the cut.
+        assert!(text.contains(" at line 1 column "), "{text}");
+    }
+}

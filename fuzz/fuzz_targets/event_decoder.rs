@@ -1,0 +1,106 @@
+//! The event decoder on any payload, in every layout the worker is configured with: JSON with
+//! the default top-level pointers (the one-pass path), JSON with escaped top-level pointers that
+//! name one key twice, JSON with nested pointers (the document path), and plain.
+//!
+//! Whatever it accepts obeys the vendor's rules, and the one-pass path agrees with the document
+//! path: the payload wrapped as `{"w": PAYLOAD}` and read with `/w/UserID`… must decode alike.
+
+#![no_main]
+
+use account_sync::chat::api::{is_valid_user_id, MAX_PROFILE_FIELD_BYTES, MAX_USER_ID_BYTES};
+use account_sync::worker::event::{DecodeError, Decoder, InputFormat, SignupEvent};
+use libfuzzer_sys::fuzz_target;
+use std::sync::LazyLock;
+
+struct Decoders {
+    default: Decoder,
+    escaped: Decoder,
+    nested: Decoder,
+    wrapped: Decoder,
+    plain: Decoder,
+}
+
+static DECODERS: LazyLock<Decoders> = LazyLock::new(|| Decoders {
+    default: Decoder::json_default(),
+    escaped: Decoder::new(InputFormat::Json, "/a~1b", "/~0n", "/a~1b").unwrap(),
+    nested: Decoder::new(InputFormat::Json, "/user/id", "/user/name", "/avatar").unwrap(),
+    wrapped: Decoder::new(InputFormat::Json, "/w/UserID", "/w/Nick", "/w/FaceUrl").unwrap(),
+    plain: Decoder::new(InputFormat::Plain, "/UserID", "/Nick", "/FaceUrl").unwrap(),
+});
+
+/// What every accepted event and every rejection must be.
+fn check(result: &Result<SignupEvent, DecodeError>) {
+    match result {
+        Ok(e) => {
+            assert!(is_valid_user_id(&e.user_id), "{:?}", e.user_id);
+            assert!(e.user_id.len() <= MAX_USER_ID_BYTES);
+            for field in [&e.nick, &e.face_url].into_iter().flatten() {
+                assert!(!field.is_empty() && field.len() <= MAX_PROFILE_FIELD_BYTES);
+            }
+        }
+        // The dead-letter reason: short, whatever the payload.
+        Err(err) => assert!(err.to_string().len() <= 200, "{err}"),
+    }
+}
+
+/// The wrapped decoder's result as the default decoder would give it for the bare payload.
+fn unwrapped(r: Result<SignupEvent, DecodeError>) -> Result<SignupEvent, DecodeError> {
+    r.map_err(|e| match e {
+        DecodeError::MissingUserId(_) => DecodeError::MissingUserId("/UserID".into()),
+        DecodeError::NotAString { field, .. } => DecodeError::NotAString {
+            field,
+            pointer: format!("/{field}"),
+        },
+        other => other,
+    })
+}
+
+fuzz_target!(|payload: &[u8]| {
+    let d = &*DECODERS;
+    // Read independently: one JSON value, within serde_json's recursion limit.
+    let is_json = serde_json::from_slice::<serde_json::Value>(payload).is_ok();
+    let default = d.default.decode(Some(payload));
+    for result in [
+        &default,
+        &d.escaped.decode(Some(payload)),
+        &d.nested.decode(Some(payload)),
+    ] {
+        check(result);
+        if !is_json {
+            assert!(result.is_err(), "accepted a payload that is not JSON");
+        }
+    }
+
+    let plain = d.plain.decode(Some(payload));
+    check(&plain);
+    if let Ok(e) = &plain {
+        let text = std::str::from_utf8(payload).unwrap();
+        assert_eq!(
+            e.user_id,
+            text.trim_matches(|c: char| c.is_ascii_whitespace())
+        );
+        assert_eq!((&e.nick, &e.face_url), (&None, &None));
+    }
+
+    // The differential: only for a payload that is one JSON value by itself (a payload such as
+    // `1,"UserID":"x"` would change the wrapper's meaning), and not one nested so deep that the
+    // wrapper's level crosses serde_json's recursion limit.
+    if !is_json {
+        assert!(matches!(
+            default,
+            Err(DecodeError::NotJson(_) | DecodeError::NotUtf8 | DecodeError::TooLarge(_))
+        ));
+        return;
+    }
+    let mut w = b"{\"w\":".to_vec();
+    w.extend_from_slice(payload);
+    w.push(b'}');
+    let wrapped = d.wrapped.decode(Some(&w));
+    if matches!(&wrapped, Err(DecodeError::NotJson(m)) if m.contains("recursion limit")) {
+        return;
+    }
+    if matches!(wrapped, Err(DecodeError::TooLarge(_))) {
+        return;
+    }
+    assert_eq!(default, unwrapped(wrapped));
+});

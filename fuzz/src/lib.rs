@@ -1,0 +1,74 @@
+//! What the fuzz targets share: how a target derives a request from its input, and the checks
+//! every answer error must pass.
+
+use account_sync::chat::{Api, ChatError, FailureClass};
+
+/// The UserIDs a request is made of: the ids of the vendor's samples (`docs/chat-api.md`), short
+/// ones, and one of the longest allowed (32 bytes).
+pub const POOL: [&str; 8] = [
+    "UserID_1",
+    "UserID_2",
+    "u1",
+    "u2",
+    "u3",
+    "a",
+    "b",
+    "abcdefghijabcdefghijabcdefghij32",
+];
+
+/// Splits an input into a request and the answer body. The first byte says how many UserIDs were
+/// requested (`byte % 8 + 1`), each of the next that many bytes picks one from [`POOL`]
+/// (`byte % 8`), and the rest is the body. With digits: `"00{…}"` asks about `UserID_1`,
+/// `"2015{…}"` about `UserID_1`, `UserID_2` and `a`, `"100{…}"` about `UserID_1` twice (a
+/// window can hold a UserID twice).
+pub fn request(data: &[u8]) -> Option<(Vec<&'static str>, &[u8])> {
+    let (&first, rest) = data.split_first()?;
+    let n = usize::from(first % 8) + 1;
+    if rest.len() < n {
+        return None;
+    }
+    let (picks, body) = rest.split_at(n);
+    let ids = picks.iter().map(|&b| POOL[usize::from(b % 8)]).collect();
+    Some((ids, body))
+}
+
+/// The longest `Display` an answer error may have, whatever the body (up to 256 KiB) held: it goes
+/// into logs, outcome and dead-letter records. (A reason of a few hundred bytes and the body's
+/// first 120 bytes, escaped: at most about 1 KiB.)
+pub const MAX_ERROR_TEXT: usize = 2048;
+
+/// An answer that is not a result is the API's fault (unreadable, retryable) or the vendor's
+/// error for the call, about `api`, and says so in a bounded text.
+pub fn check_answer_error(err: &ChatError, api: Api) {
+    match err {
+        ChatError::BadResponse { api: a, .. } => {
+            assert_eq!(*a, api);
+            assert_eq!(err.class(), FailureClass::Retryable);
+        }
+        ChatError::Vendor { api: a, code, .. } => {
+            assert_eq!(*a, api);
+            assert_ne!(*code, 0, "ErrorCode 0 is not an error");
+        }
+        other => panic!("an answer can only be unreadable or the vendor's error: {other:?}"),
+    }
+    let text = err.to_string();
+    assert!(
+        text.len() <= MAX_ERROR_TEXT,
+        "error text is {} bytes: {}…",
+        text.len(),
+        &text[..text.floor_char_boundary(200)]
+    );
+}
+
+/// The body read independently of the code under test, as a JSON document. Lossily: serde_json
+/// skips the fields a response type does not have without checking their UTF-8, so invalid UTF-8
+/// in a field nobody reads does not make an answer unreadable.
+pub fn document(body: &[u8]) -> Option<serde_json::Value> {
+    serde_json::from_str(&String::from_utf8_lossy(body)).ok()
+}
+
+/// The body's `ErrorCode` (see [`document`]): `Some` only for a JSON object whose `ErrorCode` is
+/// an integer.
+pub fn error_code(body: &[u8]) -> Option<i64> {
+    document(body)?.get("ErrorCode")?.as_i64()
+}
