@@ -203,11 +203,11 @@ fn after_brokers(w: &WorkerArgs) -> Vec<&'static str> {
     names
 }
 
-/// The client configuration of every doctor client: the user's properties, then what the
+/// The configuration of the doctor's consumer: the user's consumer properties, then what the
 /// doctor itself needs (as the worker's clients set theirs).
-fn client_config(w: &WorkerArgs) -> ClientConfig {
+fn consumer_config(w: &WorkerArgs) -> ClientConfig {
     let mut cfg = ClientConfig::new();
-    for (k, v) in w.kafka.properties() {
+    for (k, v) in w.kafka.consumer_properties() {
         cfg.set(k, v);
     }
     cfg.set("bootstrap.servers", &w.kafka.brokers);
@@ -221,7 +221,7 @@ fn connect(
     w: &WorkerArgs,
     timeout: Duration,
 ) -> Result<(BaseConsumer<Recorder>, Metadata), KafkaProblem> {
-    let consumer: BaseConsumer<Recorder> = client_config(w)
+    let consumer: BaseConsumer<Recorder> = consumer_config(w)
         .set("group.id", &w.kafka.group_id)
         .set("enable.auto.commit", "false")
         .create_with_context(Recorder::default())
@@ -359,7 +359,7 @@ fn transactions(w: &WorkerArgs, timeout: Duration) -> Result<String, KafkaProble
         None => format!("{}-doctor", w.kafka.group_id),
     };
     let producer: BaseProducer<Recorder> =
-        crate::delivery::sink::producer_config(&w.kafka.brokers, &w.kafka.properties())
+        crate::delivery::sink::producer_config(&w.kafka.brokers, &w.kafka.producer_properties())
             .set("transactional.id", &id)
             .create_with_context(Recorder::default())
             .map_err(KafkaProblem::Client)?;

@@ -2,6 +2,8 @@
 //!
 //! - [`consumer`]: the input consumer — its group, its rebalance and commit callbacks (which send
 //!   [`consumer::RebalanceEvent`]s to the intake loop), the gauges they keep;
+//! - [`properties`]: `--kafka-property` as librdkafka knows it: each property's scope (consumer,
+//!   producer, both), its aliases, and whether librdkafka takes it;
 //! - [`offsets`]: the per-partition done watermarks and assignment epochs, and the one helper that
 //!   builds every list of offsets stored, committed or sent to a transaction;
 //! - [`txn_error`]: librdkafka's transaction contract: the class of an error of a transactional
@@ -12,4 +14,5 @@ mod lag;
 
 pub use lag::ConsumerLag;
 pub mod offsets;
+pub mod properties;
 pub mod txn_error;
