@@ -14,6 +14,7 @@ use clap::{Args, ValueEnum};
 
 use crate::chat::client::{parse_base_url, ApiLimiters};
 use crate::chat::{Api, ChatConfig, OutageRule, Region, RetryPolicy, SecretKey};
+pub use crate::kafka::group_protocol::GroupProtocol;
 use crate::kafka::properties;
 use crate::limiter::Limiter;
 use crate::parse::{parse_duration, validate_topic};
@@ -337,6 +338,15 @@ pub struct KafkaArgs {
         value_delimiter = ';'
     )]
     pub kafka_properties: Vec<KafkaProperty>,
+    /// Consumer group protocol: classic, or consumer (KIP-848, the broker assigns partitions;
+    /// needs Apache Kafka 4.0 or later).
+    #[arg(
+        long,
+        env = "ACCOUNT_SYNC_GROUP_PROTOCOL",
+        value_enum,
+        default_value = "classic"
+    )]
+    pub group_protocol: GroupProtocol,
 }
 
 impl KafkaArgs {
@@ -356,6 +366,11 @@ impl KafkaArgs {
         let known = properties::catalogue();
         for p in &self.kafka_properties {
             let key = p.key.as_str();
+            if known.same(key, "group.protocol") {
+                return Err(format!(
+                    "--kafka-property {key}: set the group protocol with --group-protocol (ACCOUNT_SYNC_GROUP_PROTOCOL), classic or consumer"
+                ));
+            }
             if let Some(managed) = MANAGED_KAFKA_PROPERTIES.iter().find(|m| known.same(key, m)) {
                 let alias = match key == *managed {
                     true => String::new(),
@@ -365,6 +380,7 @@ impl KafkaArgs {
                     "--kafka-property {key}: account-sync manages this property itself{alias} (it is what makes the delivery guarantees hold)"
                 ));
             }
+            self.group_protocol.allows(key)?;
             properties::check(key, &p.value)?;
         }
         Ok(())
@@ -642,7 +658,8 @@ impl WorkerArgs {
 }
 
 /// librdkafka properties whose values the guarantees depend on; `--kafka-property` may not
-/// override them, by their own names or by aliases.
+/// override them, by their own names or by aliases. (`group.protocol` is refused too: it is
+/// `--group-protocol`.)
 pub const MANAGED_KAFKA_PROPERTIES: &[&str] = &[
     "enable.auto.offset.store",
     "enable.auto.commit",
@@ -816,5 +833,50 @@ mod tests {
         .unwrap()
         .validate()
         .unwrap();
+    }
+
+    #[test]
+    fn the_group_protocol_is_a_flag_and_decides_which_properties_fit() {
+        assert_eq!(
+            parse(&[]).unwrap().kafka.group_protocol,
+            GroupProtocol::Classic
+        );
+        let w = parse(&["--group-protocol", "consumer"]).unwrap();
+        assert_eq!(w.kafka.group_protocol, GroupProtocol::Consumer);
+        w.validate().unwrap();
+        assert!(parse(&["--group-protocol", "eager"])
+            .unwrap_err()
+            .contains("--group-protocol"));
+        let e = parse(&["--kafka-property", "group.protocol=consumer"])
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(
+            e.contains("group.protocol") && e.contains("--group-protocol"),
+            "{e}"
+        );
+        for key in crate::kafka::group_protocol::CLASSIC_ONLY {
+            let prop = format!("{key}=1000");
+            let classic = parse(&["--kafka-property", &prop]).unwrap();
+            // (group.protocol.type takes any string; partition.assignment.strategy names.)
+            if *key == "session.timeout.ms" || *key == "heartbeat.interval.ms" {
+                classic.validate().unwrap();
+            }
+            let e = parse(&["--group-protocol", "consumer", "--kafka-property", &prop])
+                .unwrap()
+                .validate()
+                .unwrap_err();
+            assert!(
+                e.contains(key) && e.contains("--group-protocol consumer"),
+                "{e}"
+            );
+        }
+        let assignor = ["--kafka-property", "group.remote.assignor=uniform"];
+        parse(&[&["--group-protocol", "consumer"][..], &assignor].concat())
+            .unwrap()
+            .validate()
+            .unwrap();
+        let e = parse(&assignor).unwrap().validate().unwrap_err();
+        assert!(e.contains("group.remote.assignor"), "{e}");
     }
 }

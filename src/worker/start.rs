@@ -127,6 +127,7 @@ fn open_consumer(
         topic: &a.kafka.input_topic,
         commit_interval_ms: a.commit_interval.as_millis() as u64,
         extra,
+        group_protocol: a.kafka.group_protocol,
         exactly_once,
     };
     let gauges = ConsumerGauges {
