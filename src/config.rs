@@ -14,6 +14,8 @@ use clap::{Args, ValueEnum};
 
 use crate::chat::client::{parse_base_url, ApiLimiters};
 use crate::chat::{Api, ChatConfig, OutageRule, Region, RetryPolicy, SecretKey};
+pub use crate::kafka::group_protocol::GroupProtocol;
+use crate::kafka::properties;
 use crate::limiter::Limiter;
 use crate::parse::{parse_duration, validate_topic};
 use crate::worker::event::{Decoder, InputFormat};
@@ -327,14 +329,24 @@ pub struct KafkaArgs {
     /// Topic for dead-letter records.
     #[arg(long, env = "ACCOUNT_SYNC_DLQ_TOPIC", default_value = "account-dlq")]
     pub dlq_topic: String,
-    /// Extra librdkafka property for consumer and producer, key=value (repeatable), e.g.
-    /// security.protocol=SASL_SSL. In the environment variable, separate them with `;`.
+    /// Extra librdkafka property, key=value (repeatable), e.g. security.protocol=SASL_SSL; each
+    /// goes to the clients of its kind (consumer, producer, or both, as librdkafka's
+    /// CONFIGURATION.md says). In the environment variable, separate them with `;`.
     #[arg(
         long = "kafka-property",
         env = "ACCOUNT_SYNC_KAFKA_PROPERTIES",
         value_delimiter = ';'
     )]
     pub kafka_properties: Vec<KafkaProperty>,
+    /// Consumer group protocol: classic, or consumer (KIP-848, the broker assigns partitions;
+    /// needs Apache Kafka 4.0 or later).
+    #[arg(
+        long,
+        env = "ACCOUNT_SYNC_GROUP_PROTOCOL",
+        value_enum,
+        default_value = "classic"
+    )]
+    pub group_protocol: GroupProtocol,
 }
 
 impl KafkaArgs {
@@ -351,23 +363,46 @@ impl KafkaArgs {
         if self.group_id.trim().is_empty() {
             return Err("--group-id is empty".into());
         }
+        let known = properties::catalogue();
         for p in &self.kafka_properties {
-            if MANAGED_KAFKA_PROPERTIES.contains(&p.key.as_str()) {
+            let key = p.key.as_str();
+            if known.same(key, "group.protocol") {
                 return Err(format!(
-                    "--kafka-property {}: account-sync manages this property itself (it is what makes the delivery guarantees hold)",
-                    p.key
+                    "--kafka-property {key}: set the group protocol with --group-protocol (ACCOUNT_SYNC_GROUP_PROTOCOL), classic or consumer"
                 ));
             }
+            if let Some(managed) = MANAGED_KAFKA_PROPERTIES.iter().find(|m| known.same(key, m)) {
+                let alias = match key == *managed {
+                    true => String::new(),
+                    false => format!(", the same property as {managed}"),
+                };
+                return Err(format!(
+                    "--kafka-property {key}: account-sync manages this property itself{alias} (it is what makes the delivery guarantees hold)"
+                ));
+            }
+            self.group_protocol.allows(key)?;
+            properties::check(key, &p.value)?;
         }
         Ok(())
     }
 
-    /// The `--kafka-property` pairs, for client configs.
+    /// The `--kafka-property` pairs, all of them.
     pub fn properties(&self) -> Vec<(String, String)> {
         self.kafka_properties
             .iter()
             .map(|p| (p.key.clone(), p.value.clone()))
             .collect()
+    }
+
+    /// The `--kafka-property` pairs for consumers (consumer properties and those of both kinds).
+    pub fn consumer_properties(&self) -> Vec<(String, String)> {
+        properties::route(&self.properties()).consumer
+    }
+
+    /// The `--kafka-property` pairs for producers and admin clients (producer properties and
+    /// those of both kinds).
+    pub fn producer_properties(&self) -> Vec<(String, String)> {
+        properties::route(&self.properties()).producer
     }
 }
 
@@ -622,7 +657,9 @@ impl WorkerArgs {
     }
 }
 
-/// librdkafka properties whose values the guarantees depend on; `--kafka-property` may not override them.
+/// librdkafka properties whose values the guarantees depend on; `--kafka-property` may not
+/// override them, by their own names or by aliases. (`group.protocol` is refused too: it is
+/// `--group-protocol`.)
 pub const MANAGED_KAFKA_PROPERTIES: &[&str] = &[
     "enable.auto.offset.store",
     "enable.auto.commit",
@@ -758,10 +795,88 @@ mod tests {
         assert!(err.contains("30000 ms"), "{err}");
         let w = parse(&[&short_poll[..], &["--drain-timeout", "15s"]].concat()).unwrap();
         w.validate().unwrap();
+        // Not a number: librdkafka refuses it, before the comparison.
         let w = parse(&["--kafka-property", "max.poll.interval.ms=soon"]).unwrap();
-        assert!(w
-            .validate()
+        let err = w.validate().unwrap_err();
+        assert!(
+            err.contains("--kafka-property max.poll.interval.ms") && err.contains("refuses"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn kafka_properties_are_checked_by_librdkafka_and_never_echoed() {
+        let err = |args: &[&str]| parse(args).unwrap().validate().unwrap_err();
+        let e = err(&["--kafka-property", "sasl.pasword=hunter2"]);
+        assert!(
+            e.contains("--kafka-property sasl.pasword") && e.contains("no such property"),
+            "{e}"
+        );
+        assert!(!e.contains("hunter2"), "{e}");
+        let e = err(&["--kafka-property", "fetch.wait.max.ms=fast"]);
+        assert!(
+            e.contains("fetch.wait.max.ms") && !e.contains("fast"),
+            "{e}"
+        );
+        // A managed property by another of its names.
+        let e = err(&["--kafka-property", "metadata.broker.list=elsewhere:9092"]);
+        assert!(
+            e.contains("metadata.broker.list") && e.contains("same property as bootstrap.servers"),
+            "{e}"
+        );
+        parse(&[
+            "--kafka-property",
+            "fetch.wait.max.ms=10",
+            "--kafka-property",
+            "linger.ms=2",
+        ])
+        .unwrap()
+        .validate()
+        .unwrap();
+    }
+
+    #[test]
+    fn the_group_protocol_is_a_flag_and_decides_which_properties_fit() {
+        assert_eq!(
+            parse(&[]).unwrap().kafka.group_protocol,
+            GroupProtocol::Classic
+        );
+        let w = parse(&["--group-protocol", "consumer"]).unwrap();
+        assert_eq!(w.kafka.group_protocol, GroupProtocol::Consumer);
+        w.validate().unwrap();
+        assert!(parse(&["--group-protocol", "eager"])
             .unwrap_err()
-            .contains("max.poll.interval.ms=soon"));
+            .contains("--group-protocol"));
+        let e = parse(&["--kafka-property", "group.protocol=consumer"])
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(
+            e.contains("group.protocol") && e.contains("--group-protocol"),
+            "{e}"
+        );
+        for key in crate::kafka::group_protocol::CLASSIC_ONLY {
+            let prop = format!("{key}=1000");
+            let classic = parse(&["--kafka-property", &prop]).unwrap();
+            // (group.protocol.type takes any string; partition.assignment.strategy names.)
+            if *key == "session.timeout.ms" || *key == "heartbeat.interval.ms" {
+                classic.validate().unwrap();
+            }
+            let e = parse(&["--group-protocol", "consumer", "--kafka-property", &prop])
+                .unwrap()
+                .validate()
+                .unwrap_err();
+            assert!(
+                e.contains(key) && e.contains("--group-protocol consumer"),
+                "{e}"
+            );
+        }
+        let assignor = ["--kafka-property", "group.remote.assignor=uniform"];
+        parse(&[&["--group-protocol", "consumer"][..], &assignor].concat())
+            .unwrap()
+            .validate()
+            .unwrap();
+        let e = parse(&assignor).unwrap().validate().unwrap_err();
+        assert!(e.contains("group.remote.assignor"), "{e}");
     }
 }

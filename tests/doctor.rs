@@ -8,8 +8,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use account_sync::devtools::embedded_kafka::CONSUMER_GROUP_HEARTBEAT;
 use common::emulator::{emulator_config, SECRET};
-use common::kafka::WorkerEnv;
+use common::kafka::{mock_env, WorkerEnv};
 use common::process::{run_args, Proc};
 
 /// What one doctor run printed, and how it ended.
@@ -74,16 +75,23 @@ async fn world() -> WorkerEnv {
 
 /// `account-sync doctor` with the test worker's settings (those of `run_args`), `changes`
 /// replacing the value of a flag already there or added, the key in the environment (`key`).
+/// A `--group-protocol` change goes to `run_args`, which leaves the classic protocol's session
+/// settings out under `consumer`.
 async fn doctor(env: &WorkerEnv, changes: &[(&str, &str)], key: &str) -> Outcome {
+    let protocol: Vec<&str> = changes
+        .iter()
+        .filter(|(flag, _)| *flag == "--group-protocol")
+        .flat_map(|(flag, value)| [*flag, *value])
+        .collect();
     let mut args = run_args(
         &env.kafka.brokers,
         &env.topics,
         &env.group,
         &env.emu.base_url(),
-        &[],
+        &protocol,
     );
     args[0] = "doctor".into();
-    for (flag, value) in changes {
+    for (flag, value) in changes.iter().filter(|(f, _)| *f != "--group-protocol") {
         match args.iter().position(|a| a == flag) {
             Some(i) if !value.is_empty() => args[i + 1] = value.to_string(),
             Some(_) => {}
@@ -125,6 +133,7 @@ async fn a_working_setup_passes_every_check() {
         "outcome-topic",
         "dlq-topic",
         "group",
+        "group-protocol",
         "chat-api",
         "usersig",
         "rates",
@@ -145,7 +154,7 @@ async fn a_working_setup_passes_every_check() {
         .contains("2 replicas for 2 partitions: 1 each"));
     assert!(out
         .stdout
-        .ends_with("doctor: every check passed (10 passed)\n"));
+        .ends_with("doctor: every check passed (11 passed)\n"));
     let calls = env.emu.stats().calls;
     assert_eq!(calls.get("account_check"), Some(&1), "one probe: {calls:?}");
 }
@@ -203,7 +212,13 @@ async fn an_unreachable_broker() {
     )
     .await;
     out.fails_only("brokers", &[&closed, "within 2s", "Connection refused"]);
-    for check in ["input-topic", "outcome-topic", "dlq-topic", "group"] {
+    for check in [
+        "input-topic",
+        "outcome-topic",
+        "dlq-topic",
+        "group",
+        "group-protocol",
+    ] {
         assert!(
             out.line(check).starts_with("- ") && out.line(check).contains("not checked"),
             "{}",
@@ -282,4 +297,86 @@ async fn more_replicas_than_partitions() {
         "replicas",
         &["--replicas 5", "2 partitions", "3 replicas would sit idle"],
     );
+}
+
+/// The brokers' group protocols, from their ApiVersions answers: the mock serves both (it has
+/// ConsumerGroupHeartbeat), so either `--group-protocol` passes, and the line says which the
+/// worker would use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_group_protocols_the_brokers_serve() {
+    let Some(env) = mock_env(1, 2, emulator_config()).await else {
+        return;
+    };
+    for protocol in ["classic", "consumer"] {
+        let out = doctor(&env, &[("--group-protocol", protocol)], SECRET).await;
+        assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+        let line = out.line("group-protocol");
+        assert!(
+            line.starts_with("✓ ")
+                && line.contains("serve both group protocols, classic and consumer")
+                && line.contains("ConsumerGroupHeartbeat v1..1")
+                && line.ends_with(&format!("the worker uses {protocol}")),
+            "{line}"
+        );
+    }
+}
+
+/// A broker without KIP-848 (ConsumerGroupHeartbeat not served, as before Kafka 4.0): the doctor
+/// fails `--group-protocol consumer` with what to do, and passes classic, saying the consumer
+/// protocol is not there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_consumer_protocol_on_brokers_without_it() {
+    let Some(env) = mock_env(1, 2, emulator_config()).await else {
+        return;
+    };
+    let mock = env.kafka.embedded.as_ref().expect("the mock cluster");
+    mock.set_api_versions(CONSUMER_GROUP_HEARTBEAT, None)
+        .expect("ConsumerGroupHeartbeat disabled");
+    let out = doctor(&env, &[("--group-protocol", "consumer")], SECRET).await;
+    out.fails_only(
+        "group-protocol",
+        &[
+            "--group-protocol consumer needs ConsumerGroupHeartbeat",
+            "Apache Kafka 4.0",
+            "does not serve it",
+            "never be given a partition",
+            "use --group-protocol classic",
+        ],
+    );
+    let out = doctor(&env, &[], SECRET).await;
+    assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+    let line = out.line("group-protocol");
+    assert!(
+        line.starts_with("✓ ")
+            && line.contains("serve the classic group protocol, which the worker uses")
+            && line.contains("does not serve it"),
+        "{line}"
+    );
+
+    // A broker serving only v0 (Kafka 3.7's early access): not enough for this librdkafka.
+    mock.set_api_versions(CONSUMER_GROUP_HEARTBEAT, Some((0, 0)))
+        .expect("ConsumerGroupHeartbeat v0 only");
+    let out = doctor(&env, &[("--group-protocol", "consumer")], SECRET).await;
+    out.fails_only("group-protocol", &["serves only v0..0"]);
+}
+
+/// Under `--group-protocol consumer`, a classic protocol property is a configuration error: the
+/// `config` line names it, and the Kafka checks are not made with settings the worker refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_classic_property_under_the_consumer_protocol() {
+    let env = world().await;
+    let out = doctor(
+        &env,
+        &[
+            ("--group-protocol", "consumer"),
+            ("--kafka-property", "partition.assignment.strategy=range"),
+        ],
+        SECRET,
+    )
+    .await;
+    out.fails_only(
+        "config",
+        &["partition.assignment.strategy", "--group-protocol consumer"],
+    );
+    assert!(out.line("brokers").starts_with("- "), "{}", out.stdout);
 }

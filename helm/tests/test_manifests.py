@@ -99,6 +99,7 @@ def test_settings_come_from_the_configmap(render, minimal):
     assert config["ACCOUNT_SYNC_WINDOW_SIZE"] == "100"
     assert config["ACCOUNT_SYNC_DRAIN_TIMEOUT"] == "30s"
     assert config["ACCOUNT_SYNC_ADMIN_LISTEN"] == "0.0.0.0:9090"
+    assert config["ACCOUNT_SYNC_GROUP_PROTOCOL"] == "classic"
     assert "ACCOUNT_SYNC_API_BASE_URL" not in config
     # Every value is a string (ConfigMap data) and nothing secret is in it.
     assert all(isinstance(v, str) for v in config.values())
@@ -110,6 +111,7 @@ def test_every_setting_is_mapped(render):
     values = scenario_values("everything")
     config = render(values).config
     assert config["ACCOUNT_SYNC_GROUP_ID"] == "account-sync-prod"
+    assert config["ACCOUNT_SYNC_GROUP_PROTOCOL"] == "consumer"
     assert config["ACCOUNT_SYNC_INPUT_TOPIC"] == "signups.v1"
     assert config["ACCOUNT_SYNC_OUTCOME_TOPIC"] == "account-outcomes.v1"
     assert config["ACCOUNT_SYNC_DLQ_TOPIC"] == "account-dlq.v1"
@@ -354,7 +356,11 @@ def test_sasl_username_from_secret_and_mtls(render):
     assert "ssl.certificate.location=/etc/account-sync/kafka-client/tls.crt" in props
     assert "ssl.key.location=/etc/account-sync/kafka-client/tls.key" in props
     # User properties come last, so they win over the derived ones.
-    assert props[-2:] == ["client.rack=zone-a", "fetch.wait.max.ms=100"]
+    assert props[-3:] == [
+        "client.rack=zone-a",
+        "fetch.wait.max.ms=100",
+        "group.remote.assignor=uniform",
+    ]
 
 
 def test_sasl_without_tls_is_sasl_plaintext(render, minimal):
@@ -561,6 +567,9 @@ def test_notes_say_how_to_check(render, minimal):
     assert "/readyz" in notes and "port-forward" in notes
     assert "rollout status deployment/rel-account-sync" in notes
     assert "100 account_check and 200 account_import calls/s for the whole app" in notes
+    assert '(consumer group "account-sync", classic group protocol)' in notes
+    consumer = render(deep_merge(minimal, {"kafka": {"groupProtocol": "consumer"}})).notes
+    assert "consumer group protocol" in consumer
 
 
 # --- values.yaml --------------------------------------------------------------------------------

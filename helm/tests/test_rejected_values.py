@@ -55,6 +55,19 @@ SCHEMA_VIOLATIONS = [
     ("typo-nested", deep_merge(MINIMAL, {"worker": {"windowsize": 10}}), "windowsize"),
     ("managed-kafka-property", deep_merge(MINIMAL, {"kafka": {"properties": {
         "enable.auto.commit": "true"}}}), "enable.auto.commit"),
+    ("unknown-group-protocol", deep_merge(MINIMAL, {"kafka": {"groupProtocol": "eager"}}),
+     "groupProtocol"),
+    ("group-protocol-as-property", deep_merge(MINIMAL, {"kafka": {"properties": {
+        "group.protocol": "consumer"}}}), "group.protocol"),
+    # Under the consumer protocol (KIP-848) the broker decides these; the worker refuses them too.
+    ("classic-property-under-consumer-protocol", deep_merge(MINIMAL, {"kafka": {
+        "groupProtocol": "consumer", "properties": {"session.timeout.ms": 45000}}}),
+     "session.timeout.ms"),
+    ("assignor-under-consumer-protocol", deep_merge(MINIMAL, {"kafka": {
+        "groupProtocol": "consumer", "properties": {"partition.assignment.strategy": "range"}}}),
+     "partition.assignment.strategy"),
+    ("remote-assignor-under-classic-protocol", deep_merge(MINIMAL, {"kafka": {"properties": {
+        "group.remote.assignor": "uniform"}}}), "group.remote.assignor"),
     ("kafka-property-with-separator", deep_merge(MINIMAL, {"kafka": {"properties": {
         "client.id": "a;b"}}}), "client.id"),
     ("sasl-without-secret", deep_merge(MINIMAL, {"kafka": {"sasl": {

@@ -59,8 +59,11 @@ pub struct CoordinatorSetup {
     /// The fraction of the input partitions this member owns, from the worker (`None` before
     /// its first assignment): the fallback.
     pub partition_share: watch::Receiver<Option<f64>>,
-    /// Client settings: bootstrap servers and the user's properties.
-    pub client: ClientConfig,
+    /// Settings of the lease producer and the admin client that creates the topic: bootstrap
+    /// servers and the user's producer properties.
+    pub producer_client: ClientConfig,
+    /// Settings of the reader: bootstrap servers and the user's consumer properties.
+    pub consumer_client: ClientConfig,
     /// Metrics of the worker.
     pub metrics: Arc<Metrics>,
 }
@@ -101,7 +104,7 @@ pub async fn run(setup: CoordinatorSetup, shutdown: Shutdown) {
         // Off the loop and bounded: an admin request to a broker that cannot answer it may wait
         // for a controller, and the loop must publish meanwhile (a broker that creates topics on
         // first use creates it from the first lease).
-        let (client, topic) = (s.client.clone(), s.topic.clone());
+        let (client, topic) = (s.producer_client.clone(), s.topic.clone());
         tokio::spawn(async move {
             match tokio::time::timeout(
                 Duration::from_secs(10),
@@ -120,7 +123,7 @@ pub async fn run(setup: CoordinatorSetup, shutdown: Shutdown) {
         });
     }
     let producer: Option<FutureProducer> = s
-        .client
+        .producer_client
         .clone()
         .set("message.timeout.ms", s.lease.as_millis().to_string())
         .set("linger.ms", "0")
@@ -287,7 +290,7 @@ struct Reader {
 impl Reader {
     fn new(s: &CoordinatorSetup) -> Option<Reader> {
         let consumer: BaseConsumer = s
-            .client
+            .consumer_client
             .clone()
             .set("group.id", format!("{}-budget-reader", s.member))
             .set("enable.auto.commit", "false")

@@ -5,14 +5,27 @@
 //! The mock cluster is not `Send` (it is a raw librdkafka handle), so it lives on a thread of its
 //! own and [`EmbeddedKafka`] talks to it through a channel: the handle can then be shared freely
 //! across async tasks.
+//!
+//! The cluster is driven through librdkafka's mock API directly ([`Cluster`]), not rdkafka's
+//! `MockCluster`, which hides the handle: the settings of KIP-848 consumer groups (their session
+//! timeout and heartbeat interval, which the broker decides under that protocol) have no wrapper
+//! there.
 
+use std::ffi::{CStr, CString};
 use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use clap::Args;
+use rdkafka::bindings as rdsys;
+use rdkafka::client::{Client, DefaultClientContext};
+use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::mocking::{MockCluster, MockCoordinator};
-use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use rdkafka::types::{RDKafkaApiKey, RDKafkaErrorCode, RDKafkaRespErr, RDKafkaType};
+
+/// ApiKey of `ConsumerGroupHeartbeat`, the consumer group protocol's (KIP-848) one request, which
+/// rdkafka's [`RDKafkaApiKey`] does not list.
+pub const CONSUMER_GROUP_HEARTBEAT: i16 = 68;
 
 /// `account-sync dev kafka` settings.
 #[derive(Debug, Clone, Args)]
@@ -55,11 +68,127 @@ enum Command {
         std_mpsc::Sender<KafkaResult<()>>,
     ),
     ClearRequestErrors(RDKafkaApiKey, std_mpsc::Sender<KafkaResult<()>>),
-    ApiVersion(
-        RDKafkaApiKey,
-        Option<(i16, i16)>,
-        std_mpsc::Sender<KafkaResult<()>>,
-    ),
+    ApiVersion(i16, Option<(i16, i16)>, std_mpsc::Sender<KafkaResult<()>>),
+    ConsumerGroupTimings(Duration, Duration, std_mpsc::Sender<KafkaResult<()>>),
+}
+
+/// A librdkafka mock cluster, owned: created on a client of its own (which must outlive it, as in
+/// rdkafka's `MockCluster`), destroyed on drop. Not `Send`: it stays on the cluster's thread.
+struct Cluster {
+    raw: *mut rdsys::rd_kafka_mock_cluster_t,
+    /// The client the cluster was created on; dropped after the cluster.
+    _client: Client<DefaultClientContext>,
+}
+
+/// A mock API result as a `KafkaResult`.
+fn mock_result(err: RDKafkaRespErr) -> KafkaResult<()> {
+    match err {
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR => Ok(()),
+        err => Err(KafkaError::MockCluster(err.into())),
+    }
+}
+
+fn c_string(s: &str) -> KafkaResult<CString> {
+    CString::new(s).map_err(|_| KafkaError::MockCluster(RDKafkaErrorCode::InvalidArgument))
+}
+
+// SAFETY (every `unsafe` block below): `raw` is a live mock cluster from `Cluster::new` until
+// `drop`, only used on the thread that created it; strings passed are NUL-terminated and live
+// for the call; the error array is valid for its length.
+impl Cluster {
+    fn new(brokers: i32) -> KafkaResult<Cluster> {
+        let config = ClientConfig::new();
+        let client = Client::new(
+            &config,
+            config.create_native_config()?,
+            RDKafkaType::RD_KAFKA_PRODUCER,
+            DefaultClientContext,
+        )?;
+        let raw = unsafe { rdsys::rd_kafka_mock_cluster_new(client.native_ptr(), brokers) };
+        if raw.is_null() {
+            return Err(KafkaError::MockCluster(RDKafkaErrorCode::Fail));
+        }
+        Ok(Cluster {
+            raw,
+            _client: client,
+        })
+    }
+
+    fn bootstrap_servers(&self) -> String {
+        unsafe { CStr::from_ptr(rdsys::rd_kafka_mock_cluster_bootstraps(self.raw)) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    fn create_topic(&self, name: &str, partitions: i32, replication: i32) -> KafkaResult<()> {
+        let name = c_string(name)?;
+        mock_result(unsafe {
+            rdsys::rd_kafka_mock_topic_create(self.raw, name.as_ptr(), partitions, replication)
+        })
+    }
+
+    fn broker_down(&self, id: i32) -> KafkaResult<()> {
+        mock_result(unsafe { rdsys::rd_kafka_mock_broker_set_down(self.raw, id) })
+    }
+
+    fn broker_up(&self, id: i32) -> KafkaResult<()> {
+        mock_result(unsafe { rdsys::rd_kafka_mock_broker_set_up(self.raw, id) })
+    }
+
+    fn partition_leader(&self, topic: &str, partition: i32, broker: i32) -> KafkaResult<()> {
+        let topic = c_string(topic)?;
+        mock_result(unsafe {
+            rdsys::rd_kafka_mock_partition_set_leader(self.raw, topic.as_ptr(), partition, broker)
+        })
+    }
+
+    fn group_coordinator(&self, group: &str, broker: i32) -> KafkaResult<()> {
+        let (kind, key) = (c_string("group")?, c_string(group)?);
+        mock_result(unsafe {
+            rdsys::rd_kafka_mock_coordinator_set(self.raw, kind.as_ptr(), key.as_ptr(), broker)
+        })
+    }
+
+    fn request_errors(&self, api: RDKafkaApiKey, errors: &[RDKafkaRespErr]) {
+        unsafe {
+            rdsys::rd_kafka_mock_push_request_errors_array(
+                self.raw,
+                api.into(),
+                errors.len(),
+                errors.as_ptr(),
+            )
+        }
+    }
+
+    fn clear_request_errors(&self, api: RDKafkaApiKey) {
+        unsafe { rdsys::rd_kafka_mock_clear_request_errors(self.raw, api.into()) }
+    }
+
+    fn api_version(&self, api: i16, range: Option<(i16, i16)>) -> KafkaResult<()> {
+        let (min, max) = range.unwrap_or((-1, -1));
+        mock_result(unsafe { rdsys::rd_kafka_mock_set_apiversion(self.raw, api, min, max) })
+    }
+
+    fn consumer_group_timings(&self, session: Duration, heartbeat: Duration) -> KafkaResult<()> {
+        let ms = |d: Duration| {
+            i32::try_from(d.as_millis())
+                .ok()
+                .filter(|&ms| ms > 0)
+                .ok_or(KafkaError::MockCluster(RDKafkaErrorCode::InvalidArgument))
+        };
+        let (session, heartbeat) = (ms(session)?, ms(heartbeat)?);
+        unsafe {
+            rdsys::rd_kafka_mock_set_group_consumer_session_timeout_ms(self.raw, session);
+            rdsys::rd_kafka_mock_set_group_consumer_heartbeat_interval_ms(self.raw, heartbeat);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        unsafe { rdsys::rd_kafka_mock_cluster_destroy(self.raw) }
+    }
 }
 
 /// A running mock cluster. Dropping it stops the cluster.
@@ -80,7 +209,7 @@ impl EmbeddedKafka {
         let thread = std::thread::Builder::new()
             .name("mock-kafka".into())
             .spawn(move || {
-                let cluster = match MockCluster::new(brokers) {
+                let cluster = match Cluster::new(brokers) {
                     Ok(c) => c,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -101,12 +230,10 @@ impl EmbeddedKafka {
                             let _ = r.send(cluster.broker_up(id));
                         }
                         Command::PartitionLeader(topic, partition, leader, r) => {
-                            let _ =
-                                r.send(cluster.partition_leader(&topic, partition, Some(leader)));
+                            let _ = r.send(cluster.partition_leader(&topic, partition, leader));
                         }
                         Command::GroupCoordinator(group, broker, r) => {
-                            let _ =
-                                r.send(cluster.coordinator(MockCoordinator::Group(group), broker));
+                            let _ = r.send(cluster.group_coordinator(&group, broker));
                         }
                         Command::RequestErrors(key, errs, r) => {
                             cluster.request_errors(key, &errs);
@@ -117,8 +244,10 @@ impl EmbeddedKafka {
                             let _ = r.send(Ok(()));
                         }
                         Command::ApiVersion(key, range, r) => {
-                            let (min, max) = range.unzip();
-                            let _ = r.send(cluster.apiversion(key, min, max));
+                            let _ = r.send(cluster.api_version(key, range));
+                        }
+                        Command::ConsumerGroupTimings(session, heartbeat, r) => {
+                            let _ = r.send(cluster.consumer_group_timings(session, heartbeat));
                         }
                     }
                 }
@@ -193,14 +322,28 @@ impl EmbeddedKafka {
         self.call(|r| Command::ClearRequestErrors(api, r))
     }
 
-    /// Sets the versions of `api` the brokers advertise (ApiVersions): `Some((min, max))`, or
+    /// The session timeout and heartbeat interval of consumer groups of the consumer protocol
+    /// (KIP-848), which the broker decides under that protocol (a real one by
+    /// `group.consumer.session.timeout.ms` and `group.consumer.heartbeat.interval.ms`; the mock's
+    /// defaults are 30 s and 3 s). Applies to members that join afterwards.
+    pub fn set_consumer_group_timings(
+        &self,
+        session_timeout: Duration,
+        heartbeat_interval: Duration,
+    ) -> KafkaResult<()> {
+        self.call(|r| Command::ConsumerGroupTimings(session_timeout, heartbeat_interval, r))
+    }
+
+    /// Sets the versions of `api` (an [`RDKafkaApiKey`], or a key it lacks, such as
+    /// [`CONSUMER_GROUP_HEARTBEAT`]) the brokers advertise (ApiVersions): `Some((min, max))`, or
     /// `None` for a broker that does not implement it at all (clients connecting afterwards see
     /// it missing).
     pub fn set_api_versions(
         &self,
-        api: RDKafkaApiKey,
+        api: impl Into<i16>,
         range: Option<(i16, i16)>,
     ) -> KafkaResult<()> {
+        let api = api.into();
         self.call(|r| Command::ApiVersion(api, range, r))
     }
 }
@@ -240,6 +383,17 @@ mod tests {
         k.create_topic("t2", 2).unwrap();
         k.broker_down(1).unwrap();
         k.broker_up(1).unwrap();
+        k.partition_leader("t1", 0, 1).unwrap();
+        k.group_coordinator("g", 1).unwrap();
+        k.set_consumer_group_timings(Duration::from_secs(4), Duration::from_millis(300))
+            .unwrap();
+        assert!(k
+            .set_consumer_group_timings(Duration::ZERO, Duration::from_millis(300))
+            .is_err());
+        k.set_api_versions(CONSUMER_GROUP_HEARTBEAT, None).unwrap();
+        k.set_api_versions(RDKafkaApiKey::EndTxn, Some((0, 3)))
+            .unwrap();
+        assert!(k.broker_down(99).is_err(), "no broker 99");
         drop(k);
     }
 }

@@ -61,8 +61,10 @@ fn parse_limit(s: &str) -> Result<u64, String> {
 pub struct Plan {
     /// bootstrap.servers
     pub brokers: String,
-    /// `--kafka-property` pairs.
-    pub properties: Vec<(String, String)>,
+    /// `--kafka-property` pairs for the dead-letter consumer.
+    pub consumer_properties: Vec<(String, String)>,
+    /// `--kafka-property` pairs for the producer.
+    pub producer_properties: Vec<(String, String)>,
     /// Where the dead letters are read.
     pub dlq_topic: String,
     /// Where they are replayed to.
@@ -114,7 +116,8 @@ impl ReplayArgs {
         }
         Ok(Plan {
             brokers: k.brokers.clone(),
-            properties: k.properties(),
+            consumer_properties: k.consumer_properties(),
+            producer_properties: k.producer_properties(),
             dlq_topic: k.dlq_topic.clone(),
             target_topic: target,
             target_flag: if self.to.is_some() {

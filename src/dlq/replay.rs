@@ -45,7 +45,7 @@ pub async fn replay(args: ReplayArgs, shutdown: Shutdown) -> Result<Summary, Rep
     let producer = match plan.dry_run {
         true => None,
         false => Some(
-            crate::delivery::sink::producer_config(&plan.brokers, &plan.properties)
+            crate::delivery::sink::producer_config(&plan.brokers, &plan.producer_properties)
                 .create::<FutureProducer>()
                 .map_err(kafka("creating the producer"))?,
         ),
@@ -94,7 +94,7 @@ type DlqConsumer = StreamConsumer<ReplayContext>;
 /// offsets committed only by the replay.
 fn create_consumer(plan: &Plan) -> Result<DlqConsumer, ReplayError> {
     let mut cfg = ClientConfig::new();
-    for (k, v) in &plan.properties {
+    for (k, v) in &plan.consumer_properties {
         cfg.set(k, v);
     }
     // After the user's properties: the guarantees and the end detection rest on these.

@@ -1,12 +1,14 @@
 //! The Kafka checks, with the worker's connection settings (`--brokers`, every
 //! `--kafka-property`: SASL, TLS): the brokers answer a metadata request, the three topics exist
-//! (their partition counts), the consumer group's coordinator serves its committed offsets, and in
-//! exactly-once mode a transactional producer can initialise.
+//! (their partition counts), the consumer group's coordinator serves its committed offsets, the
+//! brokers serve the group protocol asked for ([`super::protocols`]), and in exactly-once mode a
+//! transactional producer can initialise.
 //!
 //! Blocking librdkafka calls, each bounded by `--kafka-timeout`: run it on a blocking thread.
 //! Nothing joins the group (that would take partitions from a running worker) and the
 //! transactional producer uses an id of its own (the worker's would fence the running replica).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -19,6 +21,7 @@ use rdkafka::producer::{BaseProducer, Producer, ProducerContext};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 
+use super::protocols::{self, ApiLog};
 use super::report::{count, Check, Problem};
 use crate::config::{DeliveryArg, WorkerArgs};
 use crate::kafka::txn_error::{CallError, ErrorClass, Stage, TxnFailure};
@@ -91,11 +94,16 @@ impl Problem for KafkaProblem {
 
 /// Records librdkafka's errors and logs instead of logging them: the one that explains an
 /// unreachable cluster (refused connection, TLS handshake, SASL authentication) goes into the
-/// check's line, not into a log nobody reads.
+/// check's line, not into a log nobody reads; the brokers' ApiVersions answers go to the
+/// `group-protocol` check.
 #[derive(Default)]
 struct Recorder {
     /// The most specific error reported so far.
     reason: Mutex<Option<String>>,
+    /// The brokers' ApiVersions answers, from the log.
+    apis: ApiLog,
+    /// Log lines and errors served so far (see [`serve_queued`]).
+    served: AtomicUsize,
 }
 
 impl Recorder {
@@ -117,6 +125,8 @@ impl Recorder {
 
 impl ClientContext for Recorder {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        self.served.fetch_add(1, Ordering::Relaxed);
+        self.apis.observe(fac, message);
         tracing::debug!(target: "rdkafka", fac, "{message}");
         // Connection failures ("Connect to ... failed: Connection refused", TLS handshakes,
         // SASL authentication) are logged before they become errors, if they ever do.
@@ -126,6 +136,7 @@ impl ClientContext for Recorder {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        self.served.fetch_add(1, Ordering::Relaxed);
         // "1/1 brokers are down" says less than the connection error before it.
         let generic = error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown);
         self.record(reason, generic);
@@ -185,6 +196,13 @@ pub(super) fn check(w: &WorkerArgs, timeout: Duration) -> Findings {
         Some(n) => group_check(w, &consumer, n, timeout),
         None => Check::skip("group", "the input topic is missing"),
     });
+    // After the group check: the group's coordinator, which would serve the heartbeats, is among
+    // the brokers asked by then.
+    serve_queued(&consumer);
+    checks.push(protocols::check(
+        &consumer.context().apis,
+        w.kafka.group_protocol,
+    ));
     if w.delivery == DeliveryArg::ExactlyOnce {
         checks.push(Check::of("transactions", transactions(w, timeout)));
     }
@@ -196,22 +214,49 @@ pub(super) fn check(w: &WorkerArgs, timeout: Duration) -> Findings {
 
 /// The checks that need the brokers, for their lines when the brokers cannot be asked.
 fn after_brokers(w: &WorkerArgs) -> Vec<&'static str> {
-    let mut names = vec!["input-topic", "outcome-topic", "dlq-topic", "group"];
+    let mut names = vec![
+        "input-topic",
+        "outcome-topic",
+        "dlq-topic",
+        "group",
+        "group-protocol",
+    ];
     if w.delivery == DeliveryArg::ExactlyOnce {
         names.push("transactions");
     }
     names
 }
 
-/// The client configuration of every doctor client: the user's properties, then what the
-/// doctor itself needs (as the worker's clients set theirs).
-fn client_config(w: &WorkerArgs) -> ClientConfig {
+/// The configuration of the doctor's consumer: the user's consumer properties, then what the
+/// doctor itself needs (as the worker's clients set theirs), with librdkafka's `feature` debug
+/// context added, in which it logs each broker's ApiVersions answer ([`super::protocols`]).
+fn consumer_config(w: &WorkerArgs) -> ClientConfig {
     let mut cfg = ClientConfig::new();
-    for (k, v) in w.kafka.properties() {
+    let props = w.kafka.consumer_properties();
+    for (k, v) in &props {
         cfg.set(k, v);
     }
-    cfg.set("bootstrap.servers", &w.kafka.brokers);
+    let debug = props.iter().rev().find(|(k, _)| k == "debug");
+    cfg.set("bootstrap.servers", &w.kafka.brokers)
+        .set(
+            "debug",
+            protocols::debug_with_feature(debug.map(|(_, v)| v.as_str())),
+        )
+        .set_log_level(RDKafkaLogLevel::Debug);
     cfg
+}
+
+/// Serves the log lines and errors the consumer's queue holds (its log goes through the queue):
+/// one event a poll, until a poll serves none.
+fn serve_queued(consumer: &BaseConsumer<Recorder>) {
+    // Bounded: a queue refilled as fast as it is served (a debug=all flood) ends it too.
+    for _ in 0..1_000_000 {
+        let before = consumer.context().served.load(Ordering::Relaxed);
+        let polled = consumer.poll(Duration::ZERO);
+        if polled.is_none() && consumer.context().served.load(Ordering::Relaxed) == before {
+            break;
+        }
+    }
 }
 
 /// A consumer of the worker's group (it never subscribes) and the whole cluster's metadata.
@@ -221,7 +266,7 @@ fn connect(
     w: &WorkerArgs,
     timeout: Duration,
 ) -> Result<(BaseConsumer<Recorder>, Metadata), KafkaProblem> {
-    let consumer: BaseConsumer<Recorder> = client_config(w)
+    let consumer: BaseConsumer<Recorder> = consumer_config(w)
         .set("group.id", &w.kafka.group_id)
         .set("enable.auto.commit", "false")
         .create_with_context(Recorder::default())
@@ -233,7 +278,7 @@ fn connect(
             brokers: w.kafka.brokers.clone(),
             timeout: super::limits::human(timeout),
             reason: {
-                let _ = consumer.poll(Duration::ZERO);
+                serve_queued(&consumer);
                 consumer.context().reason().unwrap_or_else(|| e.to_string())
             },
         }),
@@ -359,7 +404,7 @@ fn transactions(w: &WorkerArgs, timeout: Duration) -> Result<String, KafkaProble
         None => format!("{}-doctor", w.kafka.group_id),
     };
     let producer: BaseProducer<Recorder> =
-        crate::delivery::sink::producer_config(&w.kafka.brokers, &w.kafka.properties())
+        crate::delivery::sink::producer_config(&w.kafka.brokers, &w.kafka.producer_properties())
             .set("transactional.id", &id)
             .create_with_context(Recorder::default())
             .map_err(KafkaProblem::Client)?;

@@ -4,8 +4,10 @@
 //! variables, the secret key file) and checks, one line each:
 //!
 //! - `config`: the settings validate as `run` would validate them;
-//! - `brokers`, `input-topic`, `outcome-topic`, `dlq-topic`, `group`, `transactions`: Kafka, with
-//!   the `--kafka-property` settings (SASL, TLS) as given ([`kafka`]);
+//! - `brokers`, `input-topic`, `outcome-topic`, `dlq-topic`, `group`, `group-protocol`,
+//!   `transactions`: Kafka, with the `--kafka-property` settings (SASL, TLS) as given ([`kafka`]);
+//!   `group-protocol` says which consumer group protocols the brokers serve, from their
+//!   ApiVersions answers ([`protocols`]);
 //! - `chat-api`: one `account_check` of the admin's own identifier, with a systemic answer
 //!   explained ([`chat`]);
 //! - `usersig`, `rates`, `replicas`: settings that validate but would misbehave ([`limits`]).
@@ -20,6 +22,7 @@
 mod chat;
 mod kafka;
 mod limits;
+mod protocols;
 mod report;
 
 use std::sync::Arc;

@@ -1,5 +1,5 @@
-//! The input consumer: a consumer in a consumer group (cooperative-sticky), offsets stored by
-//! hand. The worker reads through it ([`crate::worker::source`]); delivery stores and commits
+//! The input consumer: a consumer in a consumer group (classic protocol with the cooperative-sticky
+//! assignor, or KIP-848's consumer protocol, `--group-protocol`), offsets stored by hand. The worker reads through it ([`crate::worker::source`]); delivery stores and commits
 //! offsets through it and puts its group metadata into transactions.
 //!
 //! Rebalance callbacks run inside librdkafka's poll, i.e. inside `recv()`, which only the worker's
@@ -20,6 +20,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientContext;
 use tokio::sync::mpsc;
 
+use super::group_protocol::GroupProtocol;
 use super::lag::ConsumerLag;
 use super::offsets::OffsetTracker;
 
@@ -210,8 +211,10 @@ pub struct SourceSettings<'a> {
     pub topic: &'a str,
     /// auto.commit.interval.ms: how often stored offsets are committed.
     pub commit_interval_ms: u64,
-    /// The user's extra librdkafka properties.
+    /// The user's extra librdkafka properties for consumers.
     pub extra: &'a [(String, String)],
+    /// `--group-protocol`.
+    pub group_protocol: GroupProtocol,
     /// Exactly-once mode: offsets are committed in transactions, never by the consumer, and
     /// only committed input is read.
     pub exactly_once: bool,
@@ -219,6 +222,12 @@ pub struct SourceSettings<'a> {
 
 /// Creates the consumer and subscribes it. Offsets are stored only by the worker (after the
 /// broker acknowledged the records they produced) and committed by librdkafka's auto-commit.
+///
+/// The group protocol is always set, so that librdkafka's default (classic, "will change to
+/// consumer in next releases") never changes it under the worker. With the classic protocol the
+/// assignor is cooperative-sticky; with `consumer` (KIP-848) the broker assigns, and librdkafka
+/// refuses the classic protocol's properties, so none is set (config validation refused the
+/// user's). Either way rebalances are incremental, which the callbacks above expect.
 pub fn create_consumer(
     s: &SourceSettings<'_>,
     tracker: Arc<Mutex<OffsetTracker>>,
@@ -228,7 +237,7 @@ pub fn create_consumer(
     let mut cfg = ClientConfig::new();
     cfg.set("bootstrap.servers", s.brokers)
         .set("group.id", s.group_id)
-        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("group.protocol", s.group_protocol.as_str())
         .set("enable.auto.offset.store", "false")
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", s.commit_interval_ms.to_string())
@@ -244,6 +253,9 @@ pub fn create_consumer(
         .set("queued.max.messages.kbytes", "16384")
         // Feeds the consumer lag gauges (SourceContext::stats); --kafka-property can change it.
         .set("statistics.interval.ms", "5000");
+    if s.group_protocol == GroupProtocol::Classic {
+        cfg.set("partition.assignment.strategy", "cooperative-sticky");
+    }
     for (k, v) in s.extra {
         cfg.set(k, v);
     }

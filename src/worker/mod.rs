@@ -210,11 +210,17 @@ impl Worker {
         let l = self.client.limiters();
         let limiters = [l.check.clone(), l.import.clone(), l.multi_import.clone()];
         coordinator::hold_until_first_split(&budget, &limiters);
-        let mut client = rdkafka::ClientConfig::new();
-        for (k, v) in self.args.kafka.properties() {
-            client.set(k, v);
-        }
-        client.set("bootstrap.servers", &self.args.kafka.brokers);
+        // Its producer (and admin client) and its reader each take the --kafka-property
+        // settings of their kind.
+        let kafka = &self.args.kafka;
+        let config = |props: Vec<(String, String)>| {
+            let mut client = rdkafka::ClientConfig::new();
+            for (k, v) in props {
+                client.set(k, v);
+            }
+            client.set("bootstrap.servers", &kafka.brokers);
+            client
+        };
         Some(coordinator::CoordinatorSetup {
             member: crate::budget::member_id(),
             topic: b.topic_for(&self.args.kafka.group_id),
@@ -224,7 +230,8 @@ impl Worker {
             budget,
             limiters,
             partition_share: self.partition_share.subscribe(),
-            client,
+            producer_client: config(kafka.producer_properties()),
+            consumer_client: config(kafka.consumer_properties()),
             metrics: self.metrics.clone(),
         })
     }

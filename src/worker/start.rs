@@ -52,16 +52,25 @@ pub(super) struct Running {
 /// systemic gate give up when it fires.
 pub(super) async fn start(worker: &Worker, shutdown: &Shutdown) -> Result<Running, WorkerError> {
     let a = &worker.args;
-    let extra = a.kafka.properties();
+    // Each client takes the --kafka-property settings of its kind (librdkafka warns about the
+    // others and ignores them).
+    let consumer_extra = a.kafka.consumer_properties();
+    let producer_extra = a.kafka.producer_properties();
     let transactional_id = a.resolved_transactional_id();
     let exactly_once = transactional_id.is_some();
     let tracker = Arc::new(Mutex::new(OffsetTracker::new()));
     let (events, rebalances) = mpsc::unbounded_channel();
-    let consumer = open_consumer(worker, &extra, tracker.clone(), events, exactly_once)?;
+    let consumer = open_consumer(
+        worker,
+        &consumer_extra,
+        tracker.clone(),
+        events,
+        exactly_once,
+    )?;
     let consumer = Arc::new(consumer);
     let sink = Arc::new(Sink::new(
         &a.kafka.brokers,
-        &extra,
+        &producer_extra,
         &a.kafka.input_topic,
         &a.outcome_topic,
         &a.kafka.dlq_topic,
@@ -69,7 +78,7 @@ pub(super) async fn start(worker: &Worker, shutdown: &Shutdown) -> Result<Runnin
     )?);
     let delivery = start_delivery(
         worker,
-        &extra,
+        &producer_extra,
         transactional_id.as_deref(),
         &consumer,
         &sink,
@@ -104,7 +113,7 @@ pub(super) async fn start(worker: &Worker, shutdown: &Shutdown) -> Result<Runnin
 }
 
 /// Creates the input consumer and subscribes it; its callbacks send `events` and keep the
-/// worker's assignment, offset and lag gauges.
+/// worker's assignment, offset and lag gauges. `extra`: the consumer's `--kafka-property` settings.
 fn open_consumer(
     worker: &Worker,
     extra: &[(String, String)],
@@ -119,6 +128,7 @@ fn open_consumer(
         topic: &a.kafka.input_topic,
         commit_interval_ms: a.commit_interval.as_millis() as u64,
         extra,
+        group_protocol: a.kafka.group_protocol,
         exactly_once,
     };
     let gauges = ConsumerGauges {
@@ -132,7 +142,7 @@ fn open_consumer(
 
 /// Starts delivery over `consumer` and `sink`; with a `transactional_id`, exactly-once: fences
 /// an older incarnation of this replica and aborts its open transaction first. `extra`: the
-/// `--kafka-property` settings.
+/// producer's `--kafka-property` settings (the transaction timeouts come from them).
 async fn start_delivery(
     worker: &Worker,
     extra: &[(String, String)],

@@ -41,6 +41,33 @@ pub struct TestKafka {
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// The mock's session timeout of consumer-protocol groups (KIP-848), as `worker_args` gives
+/// classic ones: a member that vanished holds its partitions this long.
+pub const CONSUMER_GROUP_SESSION: Duration = Duration::from_secs(6);
+/// The mock's heartbeat interval of consumer-protocol groups: how soon a member hears of a new
+/// assignment.
+pub const CONSUMER_GROUP_HEARTBEAT: Duration = Duration::from_millis(500);
+
+/// The classic protocol's session settings (`session.timeout.ms`, `heartbeat.interval.ms`) as
+/// `--kafka-property` flags, unless `extra` asks for `--group-protocol consumer`, where the
+/// broker decides them and the worker refuses them (the mock's are set by [`TestKafka::start`]).
+pub fn classic_session_flags(extra: &[&str], session_ms: u32, heartbeat_ms: u32) -> Vec<String> {
+    let consumer = extra
+        .windows(2)
+        .any(|w| w == ["--group-protocol", "consumer"])
+        || extra.contains(&"--group-protocol=consumer");
+    if consumer {
+        return Vec::new();
+    }
+    [
+        format!("session.timeout.ms={session_ms}"),
+        format!("heartbeat.interval.ms={heartbeat_ms}"),
+    ]
+    .into_iter()
+    .flat_map(|p| ["--kafka-property".to_owned(), p])
+    .collect()
+}
+
 impl TestKafka {
     /// Starts the mock cluster (`brokers` brokers), or connects to `ACCOUNT_SYNC_TEST_BROKERS`.
     pub fn start(brokers: i32) -> TestKafka {
@@ -54,6 +81,10 @@ impl TestKafka {
             },
             _ => {
                 let k = EmbeddedKafka::start(brokers, &[]).expect("mock cluster starts");
+                // The consumer group protocol's (KIP-848) counterparts of the classic session
+                // settings every test worker gets (`worker_args`): there the broker decides them.
+                k.set_consumer_group_timings(CONSUMER_GROUP_SESSION, CONSUMER_GROUP_HEARTBEAT)
+                    .expect("consumer group timings");
                 TestKafka {
                     brokers: k.bootstrap_servers().to_owned(),
                     embedded: Some(k),
@@ -376,7 +407,8 @@ pub fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> BT
 
 /// Worker arguments for the test broker, topics and an emulator, plus `extra` flags. A flag in
 /// `extra` (spelt `--flag value`) replaces the default given here: clap refuses a single-valued
-/// flag twice.
+/// flag twice. The classic group protocol's session settings are given unless `extra` asks for
+/// `--group-protocol consumer` ([`classic_session_flags`]).
 pub fn worker_args(
     kafka: &TestKafka,
     topics: &Topics,
@@ -411,9 +443,7 @@ pub fn worker_args(
         }
     }
     // Repeatable: the caller's properties are added after these (librdkafka keeps the last).
-    for prop in ["session.timeout.ms=6000", "heartbeat.interval.ms=500"] {
-        args.extend(["--kafka-property".to_owned(), prop.to_owned()]);
-    }
+    args.extend(classic_session_flags(extra, 6000, 500));
     args.extend(extra.iter().map(|s| s.to_string()));
     WorkerArgs::from_args(args, SecretKey::new(SECRET)).expect("valid worker args")
 }

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use super::emulator::{ADMIN, SDKAPPID};
-use super::kafka::Topics;
+use super::kafka::{classic_session_flags, Topics};
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_account-sync");
@@ -150,7 +150,9 @@ impl Proc {
 }
 
 /// `account-sync run` arguments for `topics` on `brokers`, plus `extra` (appended; the worker's
-/// clap refuses a single-valued flag twice, so `extra` holds only flags not given here).
+/// clap refuses a single-valued flag twice, so `extra` holds only flags not given here). The
+/// classic group protocol's session settings are given unless `extra` asks for
+/// `--group-protocol consumer` (see [`classic_session_flags`]).
 pub fn run_args(
     brokers: &str,
     topics: &Topics,
@@ -178,17 +180,14 @@ pub fn run_args(
         "100ms",
         "--import-api",
         "single",
-        // The mock cluster waits up to session.timeout.ms − 1 s per rebalance round, and a killed
-        // member holds its partitions until its session ends: short, but above the mock's fixed
-        // 3 s first-round delay (a shorter session never lets the group form).
-        "--kafka-property",
-        "session.timeout.ms=4000",
-        "--kafka-property",
-        "heartbeat.interval.ms=300",
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
+    // The mock cluster waits up to session.timeout.ms − 1 s per rebalance round, and a killed
+    // member holds its partitions until its session ends: short, but above the mock's fixed 3 s
+    // first-round delay (a shorter session never lets the group form).
+    a.extend(classic_session_flags(extra, 4000, 300));
     a.extend(chat_args(api));
     a.extend(extra.iter().map(|s| s.to_string()));
     a

@@ -210,6 +210,7 @@ the release exists yet). Nothing secret: the secret key and the SASL password co
 {{- define "account-sync.settings" -}}
 ACCOUNT_SYNC_BROKERS: {{ .Values.kafka.brokers | quote }}
 ACCOUNT_SYNC_GROUP_ID: {{ .Values.kafka.groupId | quote }}
+ACCOUNT_SYNC_GROUP_PROTOCOL: {{ .Values.kafka.groupProtocol | default "classic" | quote }}
 ACCOUNT_SYNC_INPUT_TOPIC: {{ .Values.kafka.topics.input | quote }}
 ACCOUNT_SYNC_OUTCOME_TOPIC: {{ .Values.kafka.topics.outcome | quote }}
 ACCOUNT_SYNC_DLQ_TOPIC: {{ .Values.kafka.topics.dlq | quote }}
