@@ -14,11 +14,14 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
+use account_sync::devtools::embedded_kafka::CONSUMER_GROUP_HEARTBEAT;
 use account_sync::kafka::group_protocol::CLASSIC_ONLY;
+use account_sync::worker::WorkerError;
 use common::emulator::{emulator_config, SECRET};
-use common::kafka::{ends, mock_env, read_all, wait_for_records, WorkerEnv};
+use common::kafka::{ends, eventually, mock_env, read_all, wait_for_records, WorkerEnv};
 use common::process::{run_args, Proc, BIN};
-use rdkafka::types::RDKafkaApiKey;
+use rdkafka::error::KafkaError;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
 /// Runs the binary with `args` (the key in the environment, plus `env`) to its exit, which must
 /// come before it connects anywhere; returns the exit code and stderr.
@@ -163,6 +166,45 @@ async fn a_worker_on_the_consumer_protocol_imports_users_end_to_end() {
     assert_eq!(env.wait_outcomes(40, Duration::from_secs(60)).await, 40);
     worker.stop().await.expect("clean stop");
     env.assert_all_imported(40, &offsets);
+}
+
+/// A fatal answer to the consumer protocol's heartbeat (here `GROUP_MAX_SIZE_REACHED`: a
+/// deployment scaled beyond the broker's `group.consumer.max.size`; `GROUP_AUTHORIZATION_FAILED`
+/// and `UNSUPPORTED_ASSIGNOR` are others) leaves librdkafka's consumer unable to go on: the worker
+/// stops with the error instead of polling a dead consumer forever, and what it had done stays
+/// committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fatal_group_error_stops_the_worker_with_it() {
+    let Some(env) = consumer_protocol_only().await else {
+        return;
+    };
+    let users = users("kip848-fatal", 20);
+    let offsets = env.produce_users(&users).await;
+    let worker = env.worker(&["--group-protocol", "consumer"]);
+    assert_eq!(env.wait_outcomes(20, Duration::from_secs(60)).await, 20);
+    let end = ends(&offsets);
+    // (Only the partitions that got records: the others have nothing to commit.)
+    let committed = || -> std::collections::BTreeMap<i32, i64> {
+        let mut c = env.committed();
+        c.retain(|p, _| end.contains_key(p));
+        c
+    };
+    assert!(
+        eventually(Duration::from_secs(60), || committed() == end).await,
+        "committed {:?}, expected {end:?}",
+        committed()
+    );
+    let mock = env.kafka.embedded.as_ref().expect("the mock cluster");
+    mock.request_errors(
+        CONSUMER_GROUP_HEARTBEAT,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_GROUP_MAX_SIZE_REACHED],
+    )
+    .expect("error injected");
+    match worker.stopped_by_itself(Duration::from_secs(60)).await {
+        Err(WorkerError::Kafka(KafkaError::MessageConsumptionFatal(_))) => {}
+        other => panic!("expected a fatal consumer error, got {other:?}"),
+    }
+    assert_eq!(committed(), end, "what was done stays committed");
 }
 
 /// Exactly-once on the consumer protocol: the transactions carry the group's metadata, a member

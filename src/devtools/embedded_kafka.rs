@@ -36,6 +36,15 @@ pub struct DevKafkaArgs {
     /// Topic to create, NAME:PARTITIONS (repeatable), e.g. --topic signups:6.
     #[arg(long = "topic", value_parser = parse_topic_spec)]
     pub topics: Vec<(String, i32)>,
+    /// Session timeout of consumer-protocol (KIP-848) groups, which the broker decides under that
+    /// protocol (a real one: group.consumer.session.timeout.ms). The mock's default is 30s; tests
+    /// that kill members shorten it.
+    #[arg(long, value_parser = crate::parse::parse_duration, requires = "consumer_group_heartbeat_interval")]
+    pub consumer_group_session_timeout: Option<Duration>,
+    /// Heartbeat interval of consumer-protocol groups (group.consumer.heartbeat.interval.ms); the
+    /// mock's default is 3s.
+    #[arg(long, value_parser = crate::parse::parse_duration, requires = "consumer_group_session_timeout")]
+    pub consumer_group_heartbeat_interval: Option<Duration>,
 }
 
 /// Parses `NAME:PARTITIONS` (partitions default to 1 when omitted).
@@ -62,11 +71,7 @@ enum Command {
     BrokerUp(i32, std_mpsc::Sender<KafkaResult<()>>),
     PartitionLeader(String, i32, i32, std_mpsc::Sender<KafkaResult<()>>),
     GroupCoordinator(String, i32, std_mpsc::Sender<KafkaResult<()>>),
-    RequestErrors(
-        RDKafkaApiKey,
-        Vec<RDKafkaRespErr>,
-        std_mpsc::Sender<KafkaResult<()>>,
-    ),
+    RequestErrors(i16, Vec<RDKafkaRespErr>, std_mpsc::Sender<KafkaResult<()>>),
     ClearRequestErrors(RDKafkaApiKey, std_mpsc::Sender<KafkaResult<()>>),
     ApiVersion(i16, Option<(i16, i16)>, std_mpsc::Sender<KafkaResult<()>>),
     ConsumerGroupTimings(Duration, Duration, std_mpsc::Sender<KafkaResult<()>>),
@@ -149,11 +154,11 @@ impl Cluster {
         })
     }
 
-    fn request_errors(&self, api: RDKafkaApiKey, errors: &[RDKafkaRespErr]) {
+    fn request_errors(&self, api: i16, errors: &[RDKafkaRespErr]) {
         unsafe {
             rdsys::rd_kafka_mock_push_request_errors_array(
                 self.raw,
-                api.into(),
+                api,
                 errors.len(),
                 errors.as_ptr(),
             )
@@ -312,8 +317,14 @@ impl EmbeddedKafka {
         self.call(|r| Command::GroupCoordinator(group.to_owned(), broker, r))
     }
 
-    /// Makes the next requests of `api` fail with `errors`, in order.
-    pub fn request_errors(&self, api: RDKafkaApiKey, errors: &[RDKafkaRespErr]) -> KafkaResult<()> {
+    /// Makes the next requests of `api` (an [`RDKafkaApiKey`], or a key it lacks, such as
+    /// [`CONSUMER_GROUP_HEARTBEAT`]) fail with `errors`, in order.
+    pub fn request_errors(
+        &self,
+        api: impl Into<i16>,
+        errors: &[RDKafkaRespErr],
+    ) -> KafkaResult<()> {
+        let api = api.into();
         self.call(|r| Command::RequestErrors(api, errors.to_vec(), r))
     }
 

@@ -9,7 +9,8 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use rdkafka::error::KafkaResult;
+use rdkafka::consumer::Consumer;
+use rdkafka::error::{KafkaError, KafkaResult};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -19,7 +20,7 @@ use super::source::{self, Polled};
 use super::start::Running;
 use super::stop::Stopping;
 use super::window::{CloseReason, CloseRule, Conditions, Plan, Window};
-use super::Worker;
+use super::{Worker, WorkerError};
 use crate::chat::Api;
 use crate::delivery::DeliveryError;
 use crate::domain::{InputRecord, SourcePos};
@@ -101,6 +102,9 @@ impl<'w> Intake<'w> {
             match self.next_event(shutdown).await {
                 Event::Shutdown => break None,
                 Event::Failure(e) => break Some(e.into()),
+                Event::Record(Err(e @ KafkaError::MessageConsumptionFatal(_))) => {
+                    break Some(self.fatal_consumer_error(e))
+                }
                 Event::Record(record) => self.on_record(record).await,
                 Event::Rebalance(event) => self.on_rebalance(event).await,
                 Event::WindowDue(reason) => self.on_window_due(reason),
@@ -170,6 +174,18 @@ impl<'w> Intake<'w> {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+    }
+
+    /// The consumer's fatal error (librdkafka raises one, for instance, for a consumer-protocol
+    /// member whose group the coordinator no longer knows: `GROUP_ID_NOT_FOUND`): the consumer
+    /// cannot go on, so neither can the worker. It stops with the error, committing nothing
+    /// further; a restart joins as a new member from the committed offsets.
+    fn fatal_consumer_error(&self, e: KafkaError) -> WorkerError {
+        self.worker.metrics.consumer_errors.inc();
+        let reason = self.run.consumer.client().fatal_error();
+        let reason = reason.map_or_else(String::new, |(_, r)| r);
+        tracing::error!(error = %e, %reason, "fatal consumer error: the consumer cannot go on; stopping");
+        WorkerError::Kafka(e)
     }
 
     /// A record read: into the open window, or to the dead-letter topic when it does not decode.
