@@ -255,6 +255,14 @@ async fn run(command: Command) -> Result<ExitCode, String> {
         Command::Dev(DevCommand::Kafka(args)) => {
             let kafka = EmbeddedKafka::start(args.brokers, &args.topics)
                 .map_err(|e| format!("mock cluster: {e}"))?;
+            if let (Some(session), Some(heartbeat)) = (
+                args.consumer_group_session_timeout,
+                args.consumer_group_heartbeat_interval,
+            ) {
+                kafka
+                    .set_consumer_group_timings(session, heartbeat)
+                    .map_err(|e| format!("mock cluster: consumer group timings: {e}"))?;
+            }
             println!("{}", kafka.bootstrap_servers());
             tracing::info!(bootstrap = kafka.bootstrap_servers(), topics = ?args.topics, "embedded Kafka running; Ctrl-C to stop");
             signal_shutdown().wait().await;

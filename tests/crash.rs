@@ -82,6 +82,17 @@ fn snapshot(
 /// kill left uncommitted, and that is bounded by the records in flight plus one commit interval.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_stream_and_restart_loses_nothing() {
+    sigkill_and_restart_under("classic").await;
+}
+
+/// The same under the consumer group protocol (KIP-848): a killed member holds its partitions
+/// until the broker's session timeout for consumer groups (6 s here) ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_stream_and_restart_loses_nothing_under_the_consumer_protocol() {
+    sigkill_and_restart_under("consumer").await;
+}
+
+async fn sigkill_and_restart_under(protocol: &str) {
     let t0 = Instant::now();
     let partitions = 3;
     let mut kafka_proc = Proc::spawn(
@@ -97,6 +108,10 @@ async fn sigkill_mid_stream_and_restart_loses_nothing() {
             "outcomes:3",
             "--topic",
             "dlq:1",
+            "--consumer-group-session-timeout",
+            "6s",
+            "--consumer-group-heartbeat-interval",
+            "500ms",
         ]
         .map(String::from),
         &[],
@@ -161,6 +176,8 @@ async fn sigkill_mid_stream_and_restart_loses_nothing() {
             "127.0.0.1:0",
             "--log-format",
             "json",
+            "--group-protocol",
+            protocol,
         ],
     );
     let env = [("ACCOUNT_SYNC_SECRET_KEY", SECRET)];

@@ -32,8 +32,8 @@ use account_sync::observe::metrics::Metrics;
 use account_sync::worker::WorkerError;
 use common::emulator::{emulator_config, start_emulator, SECRET};
 use common::kafka::{
-    committed, ends, eventually, mock_env, outcomes_delivered, produce_users, read_all, trickle,
-    worker_args, RunningWorker, TestKafka, WorkerEnv,
+    committed, ends, event_json, eventually, group_flags, mock_env, outcomes_delivered,
+    produce_users, read_all, trickle, worker_args, RunningWorker, TestKafka, WorkerEnv,
 };
 use common::process::{run_args, Proc};
 use rdkafka::config::ClientConfig;
@@ -492,6 +492,16 @@ async fn retriable_commit_errors_resume_the_same_commit() {
 /// module docs, so this test watches the order of the two instead).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_waits_for_the_open_transaction_to_answer() {
+    revocation_during_a_transaction_under("classic").await;
+}
+
+/// The same under the consumer group protocol (KIP-848).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_waits_for_the_open_transaction_to_answer_under_the_consumer_protocol() {
+    revocation_during_a_transaction_under("consumer").await;
+}
+
+async fn revocation_during_a_transaction_under(protocol: &str) {
     use RDKafkaRespErr::*;
     let Some(env) = mock_env(1, 4, emulator_config()).await else {
         return;
@@ -499,16 +509,12 @@ async fn a_revocation_waits_for_the_open_transaction_to_answer() {
     let k = env.kafka.embedded.as_ref().expect("mock cluster");
     // A budget that outlasts the held-up commit, and the shortest session the mock cluster forms
     // a group with, so that the rebalance comes well within the hold-up.
+    let group = group_flags(protocol);
     let worker = |name: &str| {
         let txn = env.kafka.name(name);
         let mut flags: Vec<&str> = eos_flags(&txn).to_vec();
-        for prop in [
-            "transaction.timeout.ms=30000",
-            "session.timeout.ms=4000",
-            "heartbeat.interval.ms=300",
-        ] {
-            flags.extend(["--kafka-property", prop]);
-        }
+        flags.extend(["--kafka-property", "transaction.timeout.ms=30000"]);
+        flags.extend(group.iter().map(String::as_str));
         env.worker(&flags)
     };
     let a = worker("txn-revoke-a");
@@ -531,12 +537,40 @@ async fn a_revocation_waits_for_the_open_transaction_to_answer() {
     ];
     k.request_errors(RDKafkaApiKey::EndTxn, &[busy, busy, busy].concat())
         .unwrap();
-    // One record: its transaction then holds all there is, and nothing queues behind it (a
-    // record queued behind it would hold the revocation by itself, and hide what is tested).
-    env.produce_users(&users("revoke-b", 1)).await;
+    // One record on each partition, produced at once: one window, so one transaction holds all
+    // there is, and nothing queues behind it (a record queued behind it would hold the
+    // revocation by itself, and hide what is tested). Whichever partitions the rebalance takes
+    // from A, each has a record in that transaction.
+    let producer = env.kafka.producer();
+    let wave: Vec<String> = users("revoke-b", 4);
+    let sends = wave.iter().enumerate().map(|(p, u)| {
+        let payload = event_json(u, "n");
+        let (producer, topic) = (&producer, &env.topics.input);
+        async move {
+            let record = FutureRecord::to(topic)
+                .partition(p as i32)
+                .key(u.as_str())
+                .payload(&payload);
+            producer
+                .send(record, Duration::from_secs(10))
+                .await
+                .map(|_| ())
+        }
+    });
+    for sent in futures_util::future::join_all(sends).await {
+        sent.map_err(|(e, _)| e).expect("produced");
+    }
     let imported = || env.emu.stats().imported_accounts;
-    assert!(eventually(Duration::from_secs(30), || imported() >= 41).await);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let held_up = || txn_errors(&a.metrics, "retriable");
+    assert!(
+        eventually(Duration::from_secs(30), || imported() >= 44
+            && held_up() > 0)
+        .await,
+        "the four records are imported and their transaction's commit answered with an error: \
+         {} imported, {} retriable errors",
+        imported(),
+        held_up()
+    );
     assert_eq!(delivered(), 40, "the commit is held up");
 
     // A second member: the group takes partitions from the first while its transaction is open.

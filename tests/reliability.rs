@@ -18,8 +18,8 @@ use account_sync::observe::metrics::Metrics;
 use account_sync::worker::WorkerError;
 use common::emulator::{count, emulator_config, start_emulator, SECRET};
 use common::kafka::{
-    admin_get, eventually, mock_env, poll_until, produce_users, read_everything, ReadRecord,
-    RunningWorker, WorkerEnv,
+    admin_get, eventually, group_flags, mock_env, poll_until, produce_users, read_everything,
+    ReadRecord, RunningWorker, WorkerEnv,
 };
 use rdkafka::producer::FutureProducer;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
@@ -726,6 +726,16 @@ async fn the_edition_account_limit_pauses_without_dead_lettering() {
 /// has settled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_joining_and_leaving_mid_run_lose_nothing() {
+    joining_and_leaving_under("classic").await;
+}
+
+/// The same under the consumer group protocol (KIP-848): the broker assigns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_joining_and_leaving_mid_run_lose_nothing_under_the_consumer_protocol() {
+    joining_and_leaving_under("consumer").await;
+}
+
+async fn joining_and_leaving_under(protocol: &str) {
     let _exit_on_panic = ExitOnPanic::arm();
     let t0 = Instant::now();
     let mut cfg = emulator_config();
@@ -763,15 +773,14 @@ async fn workers_joining_and_leaving_mid_run_lose_nothing() {
         // flight, which their next owner replays.
         "--drain-timeout",
         "1s",
-        // The mock cluster waits up to session.timeout.ms − 1 s for members to rejoin in every
-        // rebalance round: a short session keeps the rounds short. Not below ~3.5 s: the mock's
-        // first round waits a fixed 3 s (group.initial.rebalance.delay.ms), and a member whose
-        // session ends meanwhile is dropped, so the group would never form.
-        "--kafka-property",
-        "session.timeout.ms=4000",
-        "--kafka-property",
-        "heartbeat.interval.ms=300",
     ];
+    // The mock cluster waits up to session.timeout.ms − 1 s for members to rejoin in every
+    // rebalance round: a short session keeps the rounds short (group_flags).
+    let group = group_flags(protocol);
+    let flags: Vec<&str> = flags
+        .into_iter()
+        .chain(group.iter().map(String::as_str))
+        .collect();
     // Upper bounds for a loaded machine, not premises: each wait ends as soon as its condition
     // holds, and with the API held the conditions cannot be missed.
     let within = Duration::from_secs(90);
@@ -927,6 +936,16 @@ async fn workers_joining_and_leaving_mid_run_lose_nothing() {
 /// only be records whose calls were under way at the revocation ("awaited").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_under_a_backlog_takes_one_round_trip() {
+    revocation_under_a_backlog_under("classic").await;
+}
+
+/// The same under the consumer group protocol (KIP-848).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_under_a_backlog_takes_one_round_trip_under_the_consumer_protocol() {
+    revocation_under_a_backlog_under("consumer").await;
+}
+
+async fn revocation_under_a_backlog_under(protocol: &str) {
     let _exit_on_panic = ExitOnPanic::arm();
     let t0 = Instant::now();
     let mut cfg = emulator_config();
@@ -951,11 +970,12 @@ async fn a_revocation_under_a_backlog_takes_one_round_trip() {
         // Held imports must not time out (a retry would be a second round trip).
         "--request-timeout",
         "300s",
-        "--kafka-property",
-        "session.timeout.ms=4000",
-        "--kafka-property",
-        "heartbeat.interval.ms=300",
     ];
+    let group = group_flags(protocol);
+    let flags: Vec<&str> = flags
+        .into_iter()
+        .chain(group.iter().map(String::as_str))
+        .collect();
     let within = Duration::from_secs(90);
     env.emu.hold_only(&[Api::AccountImport]);
     let expected = produce(&env, &users("backlog", backlog)).await;

@@ -68,6 +68,20 @@ pub fn classic_session_flags(extra: &[&str], session_ms: u32, heartbeat_ms: u32)
     .collect()
 }
 
+/// `--group-protocol PROTOCOL` (`classic` or `consumer`), with the classic protocol's short
+/// session settings (4 s, heartbeats every 300 ms: the mock waits up to session.timeout.ms − 1 s
+/// for members in every rebalance round, and its first round a fixed 3 s, so not shorter); under
+/// `consumer` the mock's own, set by [`TestKafka::start`].
+pub fn group_flags(protocol: &str) -> Vec<String> {
+    let mut flags = vec!["--group-protocol".to_owned(), protocol.to_owned()];
+    flags.extend(classic_session_flags(
+        &["--group-protocol", protocol],
+        4000,
+        300,
+    ));
+    flags
+}
+
 impl TestKafka {
     /// Starts the mock cluster (`brokers` brokers), or connects to `ACCOUNT_SYNC_TEST_BROKERS`.
     pub fn start(brokers: i32) -> TestKafka {
