@@ -68,7 +68,20 @@ pub fn document(body: &[u8]) -> Option<serde_json::Value> {
 }
 
 /// The body's `ErrorCode` (see [`document`]): `Some` only for a JSON object whose `ErrorCode` is
-/// an integer.
+/// an integer. A field nobody reads may hold a number no `f64` can (`7e402`): serde skips it, a
+/// `Value` refuses the whole body. For such a body the `ErrorCode` is read alone, every other
+/// field skipped.
 pub fn error_code(body: &[u8]) -> Option<i64> {
-    document(body)?.get("ErrorCode")?.as_i64()
+    match document(body) {
+        Some(doc) => doc.get("ErrorCode")?.as_i64(),
+        None => {
+            #[derive(serde::Deserialize)]
+            struct Code {
+                #[serde(rename = "ErrorCode")]
+                code: Option<serde_json::Value>,
+            }
+            let text = String::from_utf8_lossy(body);
+            serde_json::from_str::<Code>(&text).ok()?.code?.as_i64()
+        }
+    }
 }
