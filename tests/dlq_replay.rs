@@ -14,7 +14,7 @@ use account_sync::domain::{failure_class, SourcePos, Stage};
 use common::emulator::emulator_config;
 use common::kafka::{
     committed, count_records, event_json, produce, produce_with_headers, read_everything,
-    ReadRecord, TestKafka, Topics, WorkerEnv,
+    skip_without, Broker, Needs, ReadRecord, TestKafka, Topics, WorkerEnv,
 };
 use common::process::Proc;
 use rdkafka::message::OwnedHeaders;
@@ -360,11 +360,12 @@ impl Replays<'_> {
     }
 }
 
-/// A broker whose dead-letter topic (3 partitions) holds 12,000 decode failures; returns their
-/// positions too.
+/// A broker whose dead-letter topic (3 partitions) holds many decode failures (12,000, or
+/// [`Broker::many_records`]); returns their positions too.
 async fn many_dead_letters() -> (TestKafka, Topics, Vec<(i32, i64)>) {
     let (kafka, topics) = broker(3).await;
-    let positions = seed(&kafka, &topics, 3, 12_000, |_| Stage::Decode).await;
+    let n = Broker::current().many_records();
+    let positions = seed(&kafka, &topics, 3, n, |_| Stage::Decode).await;
     (kafka, topics, positions)
 }
 
@@ -638,6 +639,9 @@ async fn bad_settings_exit_2_naming_the_setting() {
 /// holds; once the acks come, everything is committed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_committed_before_the_broker_acknowledges() {
+    if skip_without(Needs::FaultInjection) {
+        return;
+    }
     let (kafka, topics) = broker(1).await;
     seed(&kafka, &topics, 1, 10, |_| Stage::Decode).await;
     let k = kafka

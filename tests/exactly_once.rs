@@ -33,7 +33,8 @@ use account_sync::worker::WorkerError;
 use common::emulator::{emulator_config, start_emulator, SECRET};
 use common::kafka::{
     committed, ends, event_json, eventually, group_flags, mock_env, outcomes_delivered,
-    produce_users, read_all, trickle, worker_args, RunningWorker, TestKafka, WorkerEnv,
+    produce_users, read_all, skip_without, trickle, worker_args, Needs, RunningWorker, TestKafka,
+    WorkerEnv,
 };
 use common::process::{run_args, Proc};
 use rdkafka::config::ClientConfig;
@@ -107,6 +108,9 @@ async fn broker_filters_aborted_transactions(kafka: &TestKafka) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_and_offsets_commit_together() {
+    if skip_without(Needs::Transactions) {
+        return;
+    }
     let kafka = TestKafka::start(1);
     let topics = kafka.worker_topics(3).await;
     let mut cfg = emulator_config();
@@ -188,6 +192,9 @@ async fn records_and_offsets_commit_together() {
 /// everything there is, so it commits at once instead of waiting out the linger.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trickle_commits_without_waiting_for_the_transaction_linger() {
+    if skip_without(Needs::Transactions) {
+        return;
+    }
     let env = WorkerEnv::start(1, emulator_config()).await;
     let txn = env.kafka.name("txn-trickle");
     let worker = env.worker(&[
@@ -243,6 +250,9 @@ fn spawn_worker(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_test_read_committed() {
+    if skip_without(Needs::Transactions) {
+        return;
+    }
     let kafka = TestKafka::start(1);
     let filters_aborted = broker_filters_aborted_transactions(&kafka).await;
     let topics = kafka.worker_topics(3).await;
@@ -708,6 +718,9 @@ async fn abortable_errors_abort_and_redo_the_batch() {
 /// taking seconds to give it partitions while the first worker's next commit came within one.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fenced_worker_stops_with_its_reason_and_the_other_goes_on() {
+    if skip_without(Needs::Transactions) {
+        return;
+    }
     let env = WorkerEnv::start(3, emulator_config()).await;
     let txn = env.kafka.name("txn-twice");
     // A revocation waits for the fenced worker's uncommittable records: not for long.

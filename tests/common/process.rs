@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use super::emulator::{ADMIN, SDKAPPID};
-use super::kafka::{classic_session_flags, Topics};
+use super::kafka::{classic_group_flags, Topics};
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_account-sync");
@@ -152,7 +152,7 @@ impl Proc {
 /// `account-sync run` arguments for `topics` on `brokers`, plus `extra` (appended; the worker's
 /// clap refuses a single-valued flag twice, so `extra` holds only flags not given here). The
 /// classic group protocol's session settings are given unless `extra` asks for
-/// `--group-protocol consumer` (see [`classic_session_flags`]).
+/// `--group-protocol consumer` (see [`classic_group_flags`]).
 pub fn run_args(
     brokers: &str,
     topics: &Topics,
@@ -187,7 +187,7 @@ pub fn run_args(
     // The mock cluster waits up to session.timeout.ms − 1 s per rebalance round, and a killed
     // member holds its partitions until its session ends: short, but above the mock's fixed 3 s
     // first-round delay (a shorter session never lets the group form).
-    a.extend(classic_session_flags(extra, 4000, 300));
+    a.extend(classic_group_flags(extra, 4000, 300));
     a.extend(chat_args(api));
     a.extend(extra.iter().map(|s| s.to_string()));
     a
