@@ -88,6 +88,11 @@ fn user_with(base: &str, fraction: f64, want: bool) -> String {
 /// its condition holds, and nothing the tests assert races it).
 const WITHIN: Duration = Duration::from_secs(60);
 
+/// `--request-timeout` of a worker whose checks [`hold_two_checks`] holds: a held check must not
+/// time out, or its retry is one check more than the windows (seen on tansu, where the records
+/// came slower than the 3.5 s default of the tests).
+const HELD_TIMEOUT: &str = "300s";
+
 /// Makes the windows of the records produced next close only when they are full, or on the
 /// API's release: holds the emulator's API and produces two `blockers` (to partition 0) one at a
 /// time, each closed as soon as it was read and its check held. The close rule lets a window close
@@ -95,7 +100,8 @@ const WITHIN: Duration = Duration::from_secs(60);
 /// `env.emu.release()` a window closes full or by its linger (give the worker a linger longer
 /// than the test) — whatever the pace at which intake reads. Without this, a window meant to hold
 /// several records could close idle between two of them on a machine slow to hand them over (2 ms
-/// without a record is idle). Returns the blockers' offsets.
+/// without a record is idle). Returns the blockers' offsets. The worker needs
+/// `--request-timeout` [`HELD_TIMEOUT`].
 async fn hold_two_checks(env: &WorkerEnv, blockers: [&str; 2]) -> Vec<(i32, i64)> {
     env.emu.hold();
     let producer = env.kafka.producer();
@@ -153,7 +159,14 @@ async fn duplicates_in_one_window_are_checked_once_and_each_get_an_outcome() {
     // A window of up to 100 ids that could linger for a minute: all seven records land in one
     // window, held open by the two blockers' checks until all seven are read; on the API's
     // release it closes because intake has nothing more (idle), not by its linger.
-    let worker = env.worker(&["--window-size", "100", "--window-linger", "60s"]);
+    let worker = env.worker(&[
+        "--window-size",
+        "100",
+        "--window-linger",
+        "60s",
+        "--request-timeout",
+        HELD_TIMEOUT,
+    ]);
     let metrics = worker.metrics.clone();
     let blocked = hold_two_checks(&env, [&blockers[0], &blockers[1]]).await;
     let offsets = produce(
@@ -212,7 +225,14 @@ async fn windows_close_when_full() {
 
     // With two checks held, a window closes only when full: exactly three, whatever the pace of
     // intake; the last five close once the API is released (idle), not by the minute's linger.
-    let worker = env.worker(&["--window-size", "10", "--window-linger", "60s"]);
+    let worker = env.worker(&[
+        "--window-size",
+        "10",
+        "--window-linger",
+        "60s",
+        "--request-timeout",
+        HELD_TIMEOUT,
+    ]);
     let metrics = worker.metrics.clone();
     let blocked = hold_two_checks(&env, ["full-blocker-1", "full-blocker-2"]).await;
     let offsets = env.produce_users(&users).await;
@@ -327,7 +347,7 @@ async fn a_rejected_account_is_dead_lettered_alone() {
         .collect();
 
     // All six in one window, held open by the two blockers' checks until all six are read.
-    let worker = env.worker(&["--window-linger", "60s"]);
+    let worker = env.worker(&["--window-linger", "60s", "--request-timeout", HELD_TIMEOUT]);
     let metrics = worker.metrics.clone();
     let blocked = hold_two_checks(&env, ["profile-blocker-1", "profile-blocker-2"]).await;
     let offsets = produce(
