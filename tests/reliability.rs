@@ -649,7 +649,13 @@ async fn the_edition_account_limit_pauses_without_dead_lettering() {
         status == 503 && body.starts_with("not ready: systemic fault (code 70398)"),
         "{status} {body}"
     );
-    // While the limit holds, the worker must stay not ready and paused: sample for 3 s.
+    // `/readyz` reads the gate itself; the paused gauge is the intake loop's, set when the loop
+    // next runs after the closing, which on a loaded machine can be after the first sample. Wait
+    // for it; then the worker must stay not ready and paused while the limit holds: sample for 3 s.
+    assert!(
+        eventually(Duration::from_secs(20), || m.paused.get() == 1).await,
+        "intake never paused for the limit"
+    );
     let deadline = Instant::now() + Duration::from_secs(3);
     let (mut samples, mut ready_seen, mut unpaused_seen) = (0, 0, 0);
     while Instant::now() < deadline {
