@@ -18,7 +18,8 @@ pub use crate::kafka::group_protocol::GroupProtocol;
 use crate::kafka::properties;
 use crate::limiter::Limiter;
 use crate::parse::{parse_duration, validate_topic};
-use crate::worker::event::{Decoder, InputFormat};
+use crate::registry::{Auth, RegistryConfig};
+use crate::worker::event::{Decoder, Envelope, InputFormat};
 use crate::worker::pipeline::{ImportApi, ImportPlan};
 
 /// Environment variable holding the app's secret key.
@@ -75,6 +76,114 @@ pub enum InputFormatArg {
     Json,
     /// The whole payload is the UserID.
     Plain,
+    /// Avro through a Schema Registry (Confluent wire format); the record read as a document.
+    Avro,
+    /// JSON through a Schema Registry (Confluent wire format, a JSON Schema's id).
+    JsonSchema,
+}
+
+/// Environment variable holding the schema registry's basic-auth user info (USER:PASSWORD).
+pub const REGISTRY_USER_INFO_ENV: &str = "ACCOUNT_SYNC_SCHEMA_REGISTRY_USER_INFO";
+/// Environment variable holding the schema registry's bearer token.
+pub const REGISTRY_TOKEN_ENV: &str = "ACCOUNT_SYNC_SCHEMA_REGISTRY_TOKEN";
+
+/// Where the Schema Registry is, for the registry input formats. The credentials come from a
+/// file or the environment, never from a flag.
+#[derive(Debug, Clone, Args)]
+pub struct RegistryArgs {
+    /// Base URL of a Confluent-compatible Schema Registry (needed by --input-format avro and
+    /// json-schema), e.g. https://sr.example:8081.
+    #[arg(long, env = "ACCOUNT_SYNC_SCHEMA_REGISTRY_URL")]
+    pub schema_registry_url: Option<String>,
+    /// File holding the registry's basic-auth user info, USER:PASSWORD (e.g. a mounted
+    /// Kubernetes Secret). Without it, ACCOUNT_SYNC_SCHEMA_REGISTRY_USER_INFO if set.
+    #[arg(
+        long,
+        env = "ACCOUNT_SYNC_SCHEMA_REGISTRY_USER_INFO_FILE",
+        value_name = "PATH"
+    )]
+    pub schema_registry_user_info_file: Option<PathBuf>,
+    /// File holding a bearer token for the registry. Without it,
+    /// ACCOUNT_SYNC_SCHEMA_REGISTRY_TOKEN if set.
+    #[arg(
+        long,
+        env = "ACCOUNT_SYNC_SCHEMA_REGISTRY_TOKEN_FILE",
+        value_name = "PATH"
+    )]
+    pub schema_registry_token_file: Option<PathBuf>,
+    /// Per-request timeout of the registry.
+    #[arg(long, env = "ACCOUNT_SYNC_SCHEMA_REGISTRY_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub schema_registry_timeout: Duration,
+}
+
+impl RegistryArgs {
+    /// The registry's settings, credentials loaded; `None` when no URL is set. Errors name the
+    /// setting and never hold a credential.
+    pub fn config(&self, allow_insecure_http: bool) -> Result<Option<RegistryConfig>, String> {
+        let Some(url) = &self.schema_registry_url else {
+            return Ok(None);
+        };
+        RegistryConfig::new(
+            url,
+            self.auth()?,
+            self.schema_registry_timeout,
+            allow_insecure_http,
+        )
+        .map(Some)
+    }
+
+    fn auth(&self) -> Result<Option<Auth>, String> {
+        let read = |flag: &str, path: &PathBuf| {
+            std::fs::read_to_string(path)
+                .map(|t| t.trim_end_matches(['\r', '\n']).to_owned())
+                .map_err(|e| format!("{flag} {}: {e}", path.display()))
+        };
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let basic = match &self.schema_registry_user_info_file {
+            Some(path) => {
+                let flag = "--schema-registry-user-info-file";
+                Some((
+                    Auth::Basic(read(flag, path)?),
+                    format!("{flag} {}", path.display()),
+                ))
+            }
+            None => env(REGISTRY_USER_INFO_ENV)
+                .map(|v| (Auth::Basic(v), REGISTRY_USER_INFO_ENV.to_owned())),
+        };
+        let bearer = match &self.schema_registry_token_file {
+            Some(path) => {
+                let flag = "--schema-registry-token-file";
+                Some((
+                    Auth::Bearer(read(flag, path)?),
+                    format!("{flag} {}", path.display()),
+                ))
+            }
+            None => {
+                env(REGISTRY_TOKEN_ENV).map(|v| (Auth::Bearer(v), REGISTRY_TOKEN_ENV.to_owned()))
+            }
+        };
+        match (basic, bearer) {
+            (Some(_), Some(_)) => Err(
+                "the schema registry has both basic-auth user info and a bearer token: give one"
+                    .into(),
+            ),
+            (Some((auth, source)), None) | (None, Some((auth, source))) => {
+                auth.checked(&source).map(Some)
+            }
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+/// What wraps the row of input records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InputEnvelopeArg {
+    /// The payload is the signup.
+    None,
+    /// Debezium change events (JSON converter, with or without its schema wrapper, or flattened
+    /// by ExtractNewRecordState): inserts and snapshot reads are signups, read from the row after
+    /// the change; updates, deletes, truncates, messages and tombstones are skipped and counted.
+    Debezium,
 }
 
 /// Delivery guarantee of outcome and dead-letter records.
@@ -457,8 +566,19 @@ pub struct WorkerArgs {
         default_value = "json"
     )]
     pub input_format: InputFormatArg,
+    /// What wraps the row the pointers read: none, or debezium (change events; needs the json
+    /// format).
+    #[arg(
+        long,
+        env = "ACCOUNT_SYNC_INPUT_ENVELOPE",
+        value_enum,
+        default_value = "none"
+    )]
+    pub input_envelope: InputEnvelopeArg,
     #[command(flatten)]
     pub pointers: PointerArgs,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
     /// Most distinct UserIDs per account_check window (1-100).
     #[arg(long, env = "ACCOUNT_SYNC_WINDOW_SIZE", default_value_t = 100)]
     pub window_size: usize,
@@ -587,6 +707,7 @@ impl WorkerArgs {
         }
         self.validate_drain_timeout()?;
         self.decoder()?;
+        self.registry_config()?;
         self.chat.limiters()?;
         self.budget.validate()?;
         if self.budget.topic_for(&self.kafka.group_id) == self.kafka.input_topic {
@@ -647,13 +768,45 @@ impl WorkerArgs {
         }))
     }
 
-    /// The input decoder for the configured format and pointers.
-    pub fn decoder(&self) -> Result<Decoder, String> {
-        let format = match self.input_format {
+    /// The decoder's name for `--input-format`.
+    pub fn decoder_format(&self) -> InputFormat {
+        match self.input_format {
             InputFormatArg::Json => InputFormat::Json,
             InputFormatArg::Plain => InputFormat::Plain,
+            InputFormatArg::Avro => InputFormat::Avro,
+            InputFormatArg::JsonSchema => InputFormat::JsonSchema,
+        }
+    }
+
+    /// The registry's settings: given exactly when the input format reads through one.
+    pub fn registry_config(&self) -> Result<Option<RegistryConfig>, String> {
+        let config = self.registry.config(self.chat.allow_insecure_http)?;
+        let needs = matches!(
+            self.input_format,
+            InputFormatArg::Avro | InputFormatArg::JsonSchema
+        );
+        match (needs, &config) {
+            (true, None) => Err(format!(
+                "--input-format {} reads through a schema registry: set --schema-registry-url (ACCOUNT_SYNC_SCHEMA_REGISTRY_URL)",
+                self.input_format.to_possible_value().expect("no variant is skipped").get_name()
+            )),
+            (false, Some(_)) => Err(format!(
+                "--schema-registry-url is set, but --input-format {} does not read through a registry",
+                self.input_format.to_possible_value().expect("no variant is skipped").get_name()
+            )),
+            _ => Ok(config),
+        }
+    }
+
+    /// The input decoder for the configured format, envelope and pointers (a registry format's
+    /// decoder still needs its schema cache: [`crate::worker::event::Decoder::with_schemas`]).
+    pub fn decoder(&self) -> Result<Decoder, String> {
+        let format = self.decoder_format();
+        let envelope = match self.input_envelope {
+            InputEnvelopeArg::None => Envelope::None,
+            InputEnvelopeArg::Debezium => Envelope::Debezium,
         };
-        self.pointers.decoder(format)
+        self.pointers.decoder(format)?.with_envelope(envelope)
     }
 }
 

@@ -1,6 +1,7 @@
 //! The worker's vocabulary, used by every stage: where an input record came from
 //! ([`SourcePos`]), a decoded record waiting for its outcome ([`InputRecord`]), what happened to
-//! it ([`Outcome`], [`OutcomeStatus`]), where it failed ([`Stage`]) and why ([`failure_class`]).
+//! it ([`Outcome`], [`OutcomeStatus`]), where it failed ([`Stage`]) and why ([`failure_class`]),
+//! or why it asked nothing of the worker ([`SkipReason`]).
 //! How outcomes are written to Kafka is [`crate::delivery::sink`]'s business.
 
 use serde::Serialize;
@@ -75,6 +76,45 @@ impl Stage {
             Stage::Decode => "decode",
             Stage::Check => "check",
             Stage::Import => "import",
+        }
+    }
+}
+
+/// Why a record asks nothing of the worker and is only marked done: a change event that is not
+/// a signup (`--input-envelope debezium`). Counted by reason, never dead-lettered: the record is
+/// well-formed, and the lifecycle kinds (updates, deletes) will give some of these a meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SkipReason {
+    /// A row changed (`op` `u`).
+    Update,
+    /// A row deleted (`op` `d`, or `__deleted` true after `ExtractNewRecordState`).
+    Delete,
+    /// A table truncated (`op` `t`).
+    Truncate,
+    /// A logical decoding message (`op` `m`).
+    Message,
+    /// The tombstone (no payload) that follows a delete, for log compaction.
+    Tombstone,
+}
+
+impl SkipReason {
+    /// Every reason, for the metric's zero series.
+    pub const ALL: [SkipReason; 5] = [
+        SkipReason::Update,
+        SkipReason::Delete,
+        SkipReason::Truncate,
+        SkipReason::Message,
+        SkipReason::Tombstone,
+    ];
+
+    /// Metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::Update => "update",
+            SkipReason::Delete => "delete",
+            SkipReason::Truncate => "truncate",
+            SkipReason::Message => "message",
+            SkipReason::Tombstone => "tombstone",
         }
     }
 }

@@ -12,7 +12,8 @@
 //! worker/      account-sync run: Worker (mod.rs); its life: start.rs, intake.rs (the loop, one
 //!              method per event), flow.rs (reading / held / paused), stop.rs; tasks.rs (window
 //!              tasks), revoke.rs; then the stages in the order data flows: source.rs (the reader
-//!              task), event.rs (decode), window.rs, pipeline.rs (check and import)
+//!              task), event.rs (decode; envelope.rs the Debezium change events, schemas.rs the
+//!              registry formats' schemas), window.rs, pipeline.rs (check and import)
 //! delivery/    records out → offsets committable → committed: sink.rs (record formats, producer),
 //!              outcomes.rs, commit.rs, transaction.rs (exactly-once)
 //! kafka/       below the worker and delivery: consumer.rs (the input consumer, its callbacks),
@@ -20,6 +21,8 @@
 //! chat/        the Chat REST client: UserSig, API types, answers read and matched to the request,
 //!              error classes, retries, outages, domains
 //! http.rs      HTTP response bodies read with a bound (every body the worker fetches)
+//! registry/    the Schema Registry client: wire.rs (the framing), config.rs, client.rs (schemas
+//!              by id, references resolved)
 //! observe/     metrics.rs (the metrics table), declare.rs, admin.rs (/metrics, /healthz, /readyz)
 //! domain.rs    the vocabulary every stage shares: positions, records, outcomes, stages, classes
 //! config.rs    the settings of `run`    limiter.rs  token buckets    systemic.rs  the gate, prober
@@ -31,7 +34,7 @@
 //! ```
 //!
 //! No import circles: from the bottom up, domain, limiter, backoff, shutdown, parse and kafka;
-//! chat; systemic; observe; delivery and budget; worker; config; the commands (see
+//! chat and registry; systemic; observe; delivery and budget; worker; config; the commands (see
 //! `docs/ARCHITECTURE.md`, "Code layout").
 //!
 //! # Modules
@@ -52,6 +55,8 @@
 //!   stages and failure classes.
 //! - [`chat`]: the Chat REST client: UserSig, API types, error classes, retries, the outage
 //!   detector, primary/backup domains, HTTP.
+//! - [`registry`]: the Schema Registry client: the Confluent wire format, writer schemas by id
+//!   with their references, the registry's failure classes.
 //! - [`limiter`]: token buckets with a changeable rate (AIMD on frequency-limit answers).
 //! - [`budget`]: the replicas' shares of the app's rate budget, by demand, agreed through a
 //!   compacted coordination topic (the partition share as the fallback).
@@ -87,6 +92,7 @@ pub mod limiter;
 pub mod observe;
 pub(crate) mod parse;
 mod progress;
+pub mod registry;
 pub mod shutdown;
 pub(crate) mod systemic;
 pub mod worker;

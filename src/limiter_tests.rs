@@ -226,6 +226,6 @@ async fn time_to_token_takes_nothing_and_counts_the_waiters_ahead() {
 #[track_caller]
 fn assert_near(d: Duration, ms: u64) {
     let want = Duration::from_millis(ms);
-    let diff = if d > want { d - want } else { want - d };
+    let diff = d.abs_diff(want);
     assert!(diff < Duration::from_micros(10), "{d:?}, want {want:?}");
 }

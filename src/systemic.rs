@@ -15,6 +15,11 @@
 //!
 //! During an outage the probe's availability errors are the outage going on: the prober backs
 //! off (up to [`MAX_OUTAGE_PROBE_INTERVAL`]) and the first successful probe reopens the gate.
+//!
+//! The schema registry (registry input formats) closes the same gate when it does not answer
+//! ([`SystemicGate::report_registry`]): intake pauses and `/readyz` says why. The API prober
+//! leaves such a fault alone; the schema lookup that met it is its probe, asks again with
+//! backoff, and reopens the gate when the registry answers ([`SystemicGate::clear_registry`]).
 
 use std::time::Duration;
 
@@ -34,12 +39,25 @@ pub const MAX_OUTAGE_PROBE_INTERVAL: Duration = Duration::from_secs(30);
 /// The fault that closed the gate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fault {
-    /// Vendor code (0 for transport-level faults such as HTTP 404, and for outages).
+    /// Vendor code (0 for transport-level faults such as HTTP 404, for outages and for the
+    /// registry).
     pub code: i64,
-    /// The error text (never contains a secret: ChatError carries no URL).
+    /// The error text (never contains a secret: ChatError carries no URL, the registry's URL
+    /// holds no credentials).
     pub reason: String,
-    /// An outage ("Chat API unavailable"), not a systemic answer.
-    pub unavailable: bool,
+    /// What failed, which decides who probes it.
+    pub kind: FaultKind,
+}
+
+/// What a fault is of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// A systemic answer of the Chat API.
+    Systemic,
+    /// A Chat API outage ("Chat API unavailable").
+    Unavailable,
+    /// The schema registry does not answer usably.
+    Registry,
 }
 
 impl Fault {
@@ -47,7 +65,7 @@ impl Fault {
         Fault {
             code: err.vendor_code(),
             reason: err.to_string(),
-            unavailable: false,
+            kind: FaultKind::Systemic,
         }
     }
 
@@ -55,27 +73,28 @@ impl Fault {
         Fault {
             code: 0,
             reason: format!("Chat API unavailable: {err}"),
-            unavailable: true,
+            kind: FaultKind::Unavailable,
         }
     }
 
-    /// The bounded `code` label of `account_sync_systemic_fault`: the vendor code, or
-    /// `unavailable` for an outage.
+    /// The bounded `code` label of `account_sync_systemic_fault`: the vendor code, `unavailable`
+    /// for an outage, `schema_registry` for the registry.
     pub fn label(&self) -> String {
-        if self.unavailable {
-            "unavailable".into()
-        } else {
-            self.code.to_string()
+        match self.kind {
+            FaultKind::Systemic => self.code.to_string(),
+            FaultKind::Unavailable => "unavailable".into(),
+            FaultKind::Registry => "schema_registry".into(),
         }
     }
 }
 
 impl std::fmt::Display for Fault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.unavailable {
-            f.write_str(&self.reason)
-        } else {
-            write!(f, "systemic fault (code {}): {}", self.code, self.reason)
+        match self.kind {
+            FaultKind::Systemic => {
+                write!(f, "systemic fault (code {}): {}", self.code, self.reason)
+            }
+            FaultKind::Unavailable | FaultKind::Registry => f.write_str(&self.reason),
         }
     }
 }
@@ -136,15 +155,36 @@ impl SystemicGate {
         self.close(Fault::unavailable(err));
     }
 
+    /// Closes the gate because the schema registry did not answer usably (if not closed
+    /// already); `reason` starts with "schema registry unavailable".
+    pub fn report_registry(&self, reason: String) {
+        self.close(Fault {
+            code: 0,
+            reason,
+            kind: FaultKind::Registry,
+        });
+    }
+
+    /// Reopens the gate if the registry closed it (a Chat API fault stays: its prober owns it).
+    pub fn clear_registry(&self) {
+        if self.fault().is_some_and(|f| f.kind == FaultKind::Registry) {
+            self.clear();
+        }
+    }
+
     fn close(&self, fault: Fault) {
         self.state.send_if_modified(|s| {
             if s.is_some() {
                 return false;
             }
+            let probing = match fault.kind {
+                FaultKind::Registry => "asking the registry again until it answers",
+                _ => "probing the API until it recovers",
+            };
             tracing::error!(
                 code = %fault.label(),
                 reason = %fault.reason,
-                "intake paused, offsets kept, probing the API until it recovers"
+                "intake paused, offsets kept, {probing}"
             );
             *s = Some(fault);
             true
@@ -270,6 +310,15 @@ pub async fn run_prober(
             let Some(fault) = gate.fault() else {
                 break;
             };
+            if fault.kind == FaultKind::Registry {
+                // Not the API's: the schema lookup that met it asks again, and reopens the gate.
+                // Probe again once the gate changes (a Chat API fault may replace it).
+                tokio::select! {
+                    r = rx.changed() => if r.is_err() { return },
+                    _ = shutdown.wait() => return,
+                }
+                continue;
+            }
             if NOT_SEEN_BY_PROBE.contains(&fault.code) {
                 match gate.run_trial(&shutdown).await {
                     None => return,
@@ -291,7 +340,7 @@ pub async fn run_prober(
                     tracing::error!(code = err.vendor_code(), reason = %err, next_probe_in = ?delay, "systemic fault persists");
                     gate.state.send_replace(Some(Fault::from_error(&err)));
                 }
-                Err(err) if fault.unavailable => {
+                Err(err) if fault.kind == FaultKind::Unavailable => {
                     delay = outage.after(delay);
                     tracing::warn!(reason = %err, next_probe_in = ?delay, "Chat API still unavailable");
                 }

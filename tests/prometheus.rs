@@ -202,7 +202,7 @@ impl Prometheus {
         let query = [("query", format!("up{{job=\"{job}\"}} == 1"))];
         while self.api("/api/v1/query", &query).await["result"]
             .as_array()
-            .map_or(true, Vec::is_empty)
+            .is_none_or(Vec::is_empty)
         {
             assert!(
                 Instant::now() < deadline,

@@ -1,14 +1,18 @@
 //! The event decoder on any payload, in every layout the worker is configured with: JSON with
 //! the default top-level pointers (the one-pass path), JSON with escaped top-level pointers that
-//! name one key twice, JSON with nested pointers (the document path), and plain.
+//! name one key twice, JSON with nested pointers (the document path), plain, and inside the
+//! Debezium envelope.
 //!
 //! Whatever it accepts obeys the vendor's rules, and the one-pass path agrees with the document
 //! path: the payload wrapped as `{"w": PAYLOAD}` and read with `/w/UserID`… must decode alike.
+//! A payload that decodes as a signup is the same signup as the row of a Debezium insert.
 
 #![no_main]
 
 use account_sync::chat::api::{is_valid_user_id, MAX_PROFILE_FIELD_BYTES, MAX_USER_ID_BYTES};
-use account_sync::worker::event::{DecodeError, Decoder, InputFormat, SignupEvent};
+use account_sync::worker::event::{
+    DecodeError, Decoded, Decoder, Envelope, InputFormat, SignupEvent,
+};
 use libfuzzer_sys::fuzz_target;
 use std::sync::LazyLock;
 
@@ -18,6 +22,7 @@ struct Decoders {
     nested: Decoder,
     wrapped: Decoder,
     plain: Decoder,
+    debezium: Decoder,
 }
 
 static DECODERS: LazyLock<Decoders> = LazyLock::new(|| Decoders {
@@ -26,6 +31,9 @@ static DECODERS: LazyLock<Decoders> = LazyLock::new(|| Decoders {
     nested: Decoder::new(InputFormat::Json, "/user/id", "/user/name", "/avatar").unwrap(),
     wrapped: Decoder::new(InputFormat::Json, "/w/UserID", "/w/Nick", "/w/FaceUrl").unwrap(),
     plain: Decoder::new(InputFormat::Plain, "/UserID", "/Nick", "/FaceUrl").unwrap(),
+    debezium: Decoder::json_default()
+        .with_envelope(Envelope::Debezium)
+        .unwrap(),
 });
 
 /// What every accepted event and every rejection must be.
@@ -68,6 +76,27 @@ fuzz_target!(|payload: &[u8]| {
         check(result);
         if !is_json {
             assert!(result.is_err(), "accepted a payload that is not JSON");
+        }
+    }
+
+    let change = d.debezium.decode_record(Some(payload));
+    match &change {
+        Ok(Decoded::Signup(e)) => check(&Ok(e.clone())),
+        Ok(Decoded::Skipped(_)) => assert!(is_json, "skipped a payload that is not JSON"),
+        Err(err) => check(&Err(err.clone())),
+    }
+    if !is_json {
+        assert!(!matches!(change, Ok(Decoded::Signup(_))));
+    }
+    // The same row as a Debezium insert decodes to the same signup.
+    if let Ok(e) = &default {
+        let mut insert = b"{\"op\":\"c\",\"source\":{},\"after\":".to_vec();
+        insert.extend_from_slice(payload);
+        insert.push(b'}');
+        match d.debezium.decode_record(Some(&insert)) {
+            Ok(Decoded::Signup(got)) => assert_eq!(&got, e),
+            Err(DecodeError::NotJson(m)) if m.contains("recursion limit") => {}
+            other => panic!("the insert of a signup row: {other:?}"),
         }
     }
 

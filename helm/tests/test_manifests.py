@@ -100,6 +100,7 @@ def test_settings_come_from_the_configmap(render, minimal):
     assert config["ACCOUNT_SYNC_DRAIN_TIMEOUT"] == "30s"
     assert config["ACCOUNT_SYNC_ADMIN_LISTEN"] == "0.0.0.0:9090"
     assert config["ACCOUNT_SYNC_GROUP_PROTOCOL"] == "classic"
+    assert config["ACCOUNT_SYNC_INPUT_ENVELOPE"] == "none"
     assert "ACCOUNT_SYNC_API_BASE_URL" not in config
     # Every value is a string (ConfigMap data) and nothing secret is in it.
     assert all(isinstance(v, str) for v in config.values())
@@ -135,6 +136,7 @@ def test_every_setting_is_mapped(render):
     assert config["ACCOUNT_SYNC_USER_ID_POINTER"] == "/user/id"
     assert config["ACCOUNT_SYNC_NICK_POINTER"] == "/user/nick"
     assert config["ACCOUNT_SYNC_FACE_URL_POINTER"] == "/user/avatar"
+    assert config["ACCOUNT_SYNC_INPUT_ENVELOPE"] == "debezium"
     assert config["ACCOUNT_SYNC_LOG_LEVEL"] == "account_sync=debug,info"
 
 
@@ -156,6 +158,31 @@ def test_every_variable_is_one_the_binary_reads(render):
         assert used - internal - known == set(), "unknown to the binary"
     mount_as_env = deep_merge(scenario_values("minimal"), {"secretKey": {"mountAsFile": False}})
     assert set(render(mount_as_env).env_names) <= known
+
+
+def test_schema_registry_settings_and_credentials_file(render, minimal):
+    values = deep_merge(minimal, {"worker": {"input": {"format": "avro", "schemaRegistry": {
+        "url": "https://sr.example:8081", "existingSecret": "sr-creds", "userInfoKey": "basic"}}}})
+    rendered = render(values)
+    assert rendered.config["ACCOUNT_SYNC_INPUT_FORMAT"] == "avro"
+    assert rendered.config["ACCOUNT_SYNC_SCHEMA_REGISTRY_URL"] == "https://sr.example:8081"
+    path = rendered.config["ACCOUNT_SYNC_SCHEMA_REGISTRY_USER_INFO_FILE"]
+    assert "ACCOUNT_SYNC_SCHEMA_REGISTRY_TOKEN_FILE" not in rendered.config
+    mount = next(m for m in rendered.container["volumeMounts"] if m["name"] == "schema-registry")
+    assert mount["readOnly"] is True and path == mount["mountPath"] + "/user-info"
+    volume = next(v for v in rendered.pod["volumes"] if v["name"] == "schema-registry")
+    assert volume["secret"]["secretName"] == "sr-creds"
+    assert volume["secret"]["items"] == [{"key": "basic", "path": "user-info"}]
+    assert volume["secret"]["defaultMode"] & 0o007 == 0
+    token = deep_merge(values, {"worker": {"input": {"schemaRegistry": {
+        "userInfoKey": "", "tokenKey": "bearer"}}}})
+    rendered = render(token)
+    assert rendered.config["ACCOUNT_SYNC_SCHEMA_REGISTRY_TOKEN_FILE"].endswith("/token")
+    volume = next(v for v in rendered.pod["volumes"] if v["name"] == "schema-registry")
+    assert volume["secret"]["items"] == [{"key": "bearer", "path": "token"}]
+    without = render(deep_merge(minimal, {"worker": {"input": {"format": "json-schema",
+        "schemaRegistry": {"url": "https://sr.example"}}}}))
+    assert not any(v["name"] == "schema-registry" for v in without.pod["volumes"])
 
 
 # --- the secret key --------------------------------------------------------------------------

@@ -127,6 +127,20 @@ TEMPLATE_FAILURES = [
         "enabled": True, "username": "u", "existingSecret": "s"}}}, "usernameKey"),
     ("pdb-without-bound", {"podDisruptionBudget": {"enabled": True, "maxUnavailable": None}},
      "minAvailable"),
+    ("avro-without-registry", {"worker": {"input": {"format": "avro"}}},
+     "worker.input.schemaRegistry.url"),
+    ("registry-with-json", {"worker": {"input": {"schemaRegistry": {"url": "https://sr.example"}}}},
+     "does not read through a registry"),
+    ("registry-secret-without-key", {"worker": {"input": {
+        "format": "avro", "schemaRegistry": {"url": "https://sr.example", "existingSecret": "sr"}}}},
+     "exactly one of userInfoKey and tokenKey"),
+    ("registry-key-without-secret", {"worker": {"input": {
+        "format": "avro", "schemaRegistry": {"url": "https://sr.example", "tokenKey": "t"}}}},
+     "existingSecret, which is not set"),
+    ("network-policy-without-registry-peers", {
+        "networkPolicy": {"enabled": True, "kafka": {"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]}},
+        "worker": {"input": {"format": "avro", "schemaRegistry": {"url": "https://sr.example"}}}},
+     "networkPolicy.schemaRegistry.to"),
 ]
 
 

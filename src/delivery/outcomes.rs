@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use super::Delivery;
 use crate::delivery::sink::{rfc3339_millis, DeadLetter, OutRecord};
-use crate::domain::{failure_class, InputRecord, Outcome, SourcePos};
+use crate::domain::{failure_class, InputRecord, Outcome, SkipReason, SourcePos};
 use crate::worker::window::ClosedWindow;
 
 impl Delivery {
@@ -82,6 +82,18 @@ impl Delivery {
             if age_ms >= 0 {
                 m.end_to_end_latency.observe(age_ms as f64 / 1000.0);
             }
+        }
+    }
+
+    /// Marks done a record that asks nothing of the worker (a change event that is not a
+    /// signup): no record goes out, and in exactly-once mode its offset is committed in a
+    /// transaction like any other.
+    pub async fn skipped(&self, pos: SourcePos, reason: SkipReason) {
+        if self.deliver(vec![(pos, Vec::new())]).await[0] {
+            self.metrics
+                .events_skipped
+                .with_label_values(&[reason.as_str()])
+                .inc();
         }
     }
 

@@ -10,6 +10,9 @@
 //!   check ceiling of 100 calls/s × 100 UserIDs = 10,000/s.
 //! - `overhead`: limits off on both sides, 1 ms latency; all users already imported, then all new.
 //!   Events/s end to end and the process's CPU seconds per 10,000 events.
+//! - `overhead-avro`: the overhead run's already-imported users in JSON, then in Avro through a
+//!   local Schema Registry: events/s of each (Avro's within 20 % of JSON's), and the registry's
+//!   schema lookups (one per schema id per process: 1).
 //! - `latency`: a steady 100 new users/s (half the import ceiling) at the vendor's limits:
 //!   event → outcome p50 / p99.
 //! - `latency-low`: the same at 5 new users/s (a trickle): event → outcome p99.
@@ -101,6 +104,9 @@ pub enum Scenario {
     LatencyLow,
     /// 5,000 already-imported users/s at the vendor's limits: p99, and checks per 100 users.
     LatencyKnown,
+    /// The overhead run's already-imported users in JSON, then in Avro: events/s of each, and
+    /// the registry's schema lookups.
+    OverheadAvro,
     /// Worker in its own process: peak RSS under the overhead run and with a large backlog.
     Memory,
     /// `account-sync backfill` of a JSON Lines file: users/s, peak RSS, resume after a kill.
@@ -117,11 +123,12 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    const ALL: [Scenario; 12] = [
+    const ALL: [Scenario; 13] = [
         Scenario::CeilingImport,
         Scenario::CeilingImportBatch,
         Scenario::CeilingCheck,
         Scenario::Overhead,
+        Scenario::OverheadAvro,
         Scenario::Latency,
         Scenario::LatencyLow,
         Scenario::LatencyKnown,
@@ -138,6 +145,7 @@ impl Scenario {
             Scenario::CeilingImportBatch => "ceiling-import-batch",
             Scenario::CeilingCheck => "ceiling-check",
             Scenario::Overhead => "overhead",
+            Scenario::OverheadAvro => "overhead-avro",
             Scenario::Latency => "latency",
             Scenario::LatencyLow => "latency-low",
             Scenario::LatencyKnown => "latency-known",
@@ -162,7 +170,7 @@ impl Scenario {
             Scenario::BudgetSkew => 60.0,
             Scenario::HostileApi => 30.0,
             Scenario::Rebalance => 0.0,
-            Scenario::Overhead | Scenario::Backfill => 0.0,
+            Scenario::Overhead | Scenario::OverheadAvro | Scenario::Backfill => 0.0,
         }
     }
 }
@@ -171,7 +179,8 @@ impl Scenario {
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// Scenario to run (repeatable): ceiling-import, ceiling-import-batch, ceiling-check, overhead,
-    /// latency, latency-low, latency-known, memory, backfill, budget-skew, hostile-api, rebalance.
+    /// overhead-avro, latency, latency-low, latency-known, memory, backfill, budget-skew,
+    /// hostile-api, rebalance.
     /// Default: all of them, in that order.
     #[arg(long = "scenario", value_enum)]
     pub scenarios: Vec<Scenario>,
@@ -364,6 +373,7 @@ pub async fn run(args: BenchArgs, shutdown: Shutdown) -> Result<ExitCode, String
             Scenario::CeilingImportBatch => ceiling_import_batch(&args, &mut f, &shutdown).await?,
             Scenario::CeilingCheck => ceiling_check(&args, &mut f, &shutdown).await?,
             Scenario::Overhead => overhead(&args, &mut f, &shutdown).await?,
+            Scenario::OverheadAvro => overhead_avro(&args, &mut f, &shutdown).await?,
             Scenario::Latency | Scenario::LatencyLow | Scenario::LatencyKnown => {
                 latency(s, &args, &mut f, &shutdown).await?
             }
@@ -411,6 +421,8 @@ struct Run {
     replicas: usize,
     /// Share of the events on partition 0 (the rest round-robin over the others); `None`: even.
     hot: Option<f64>,
+    /// Events in Avro through a local Schema Registry (`--input-format avro`) instead of JSON.
+    avro: bool,
 }
 
 impl Run {
@@ -430,6 +442,7 @@ impl Run {
             worker_flags: single_unless_given(&a.worker_flags),
             replicas: 1,
             hot: None,
+            avro: false,
         }
     }
 }
@@ -452,6 +465,8 @@ struct Measured {
     windows: Windows,
     /// Emulator counters.
     stats: crate::devtools::emulator::Stats,
+    /// Schema lookups the registry answered (`GET /schemas/ids/{id}`), with Avro input.
+    registry_lookups: Option<u64>,
 }
 
 fn emulator_config(run: &Run, key: SecretKey) -> EmulatorConfig {
@@ -547,6 +562,22 @@ async fn run_in_process(run: &Run, shutdown: &Shutdown) -> Result<Measured, Stri
     .map_err(|e| format!("embedded Kafka: {e}"))?;
     let brokers = kafka.bootstrap_servers().to_owned();
     let emulator = start_emulator(emulator_config(run, key.clone())).await?;
+    let registry = match run.avro {
+        true => Some(demo::avro_registry().await?),
+        false => None,
+    };
+    let mut worker_flags: Vec<String> = run.worker_flags.clone();
+    if let Some((r, _)) = &registry {
+        worker_flags.extend(
+            [
+                "--input-format",
+                "avro",
+                "--schema-registry-url",
+                &r.base_url(),
+            ]
+            .map(String::from),
+        );
+    }
     let load = Load {
         topic: demo::INPUT.into(),
         events: run.events,
@@ -557,6 +588,7 @@ async fn run_in_process(run: &Run, shutdown: &Shutdown) -> Result<Measured, Stri
             fraction,
             partitions,
         }),
+        avro_schema_id: registry.as_ref().map(|r| r.1),
     };
     let spec = CollectSpec {
         partitions,
@@ -589,10 +621,7 @@ async fn run_in_process(run: &Run, shutdown: &Shutdown) -> Result<Measured, Stri
             key.clone(),
             run.limits,
             "bench",
-            &run.worker_flags
-                .iter()
-                .map(String::as_str)
-                .collect::<Vec<_>>(),
+            &worker_flags.iter().map(String::as_str).collect::<Vec<_>>(),
         )?;
         let worker = Worker::new(worker_args).map_err(|e| e.to_string())?;
         let metrics = worker.metrics();
@@ -657,6 +686,7 @@ async fn run_in_process(run: &Run, shutdown: &Shutdown) -> Result<Measured, Stri
     outcome_ms.sort_unstable();
     let (latency_warm_up_read_ms, latency_read_ms) = latencies(&produced, &c.received_ms);
     Ok(Measured {
+        registry_lookups: registry.map(|(r, _)| r.id_lookups()),
         latency_read_ms,
         latency_processed_ms: latencies(&produced, &c.processed_ms).1,
         latency_warm_up_read_ms,
@@ -868,6 +898,7 @@ async fn overhead(a: &BenchArgs, f: &mut Figures, sd: &Shutdown) -> Result<(), S
             worker_flags: single_unless_given(&a.worker_flags),
             replicas: 1,
             hot: None,
+            avro: false,
         };
         f.setup(s, format!("{} users, all {label}, as a backlog; limits off on both sides; API latency 1 ms; worker, emulator, broker and verifier share one process", run.events));
         let m = run_in_process(&run, sd).await?;
@@ -905,6 +936,69 @@ async fn overhead(a: &BenchArgs, f: &mut Figures, sd: &Shutdown) -> Result<(), S
         m.windows
             .report(f, s, &format!(", users {label}"), Some(BACKLOG_WINDOW));
     }
+    Ok(())
+}
+
+/// The overhead run's already-imported users in JSON, then in Avro through a local Schema
+/// Registry: what reading Avro costs, and that each schema id is looked up once.
+async fn overhead_avro(a: &BenchArgs, f: &mut Figures, sd: &Shutdown) -> Result<(), String> {
+    let s = Scenario::OverheadAvro.name();
+    let mut rates = [0.0; 2];
+    for (i, (label, avro)) in [("json", false), ("avro", true)].into_iter().enumerate() {
+        let run = Run {
+            events: a.overhead_events(),
+            rate: 0.0,
+            existing_fraction: 1.0,
+            limits: (0.0, 0.0),
+            batch_limit: 0.0,
+            latency_ms: 1,
+            jitter_ms: 0,
+            partitions: a.partitions,
+            progress: a.progress,
+            worker_flags: single_unless_given(&a.worker_flags),
+            replicas: 1,
+            hot: None,
+            avro,
+        };
+        f.setup(s, format!("{} users, all already imported, in {label}, as a backlog; limits off on both sides; API latency 1 ms; worker, emulator, registry, broker and verifier share one process", run.events));
+        let m = run_in_process(&run, sd).await?;
+        rates[i] = rate_or_zero(&m.outcome_ms);
+        f.add(
+            s,
+            &format!("events/s, steady part, {label}"),
+            rates[i],
+            "1/s",
+        );
+        f.add(
+            s,
+            &format!("CPU s per 10,000 events (whole process), {label}"),
+            m.cpu_seconds * 10_000.0 / m.summary.produced.max(1) as f64,
+            "s",
+        );
+        if let Some(n) = m.registry_lookups {
+            f.target(
+                s,
+                "schema registry lookups (1 schema id)",
+                n as f64,
+                "",
+                "= 1",
+                n == 1,
+            );
+        }
+    }
+    let ratio = if rates[0] > 0.0 {
+        rates[1] / rates[0]
+    } else {
+        0.0
+    };
+    f.target(
+        s,
+        "events/s, avro / json",
+        ratio,
+        "",
+        ">= 0.80",
+        ratio >= 0.8,
+    );
     Ok(())
 }
 
@@ -1311,6 +1405,7 @@ async fn memory(a: &BenchArgs, f: &mut Figures, sd: &Shutdown) -> Result<(), Str
         rate: 0.0,
         bad_fraction: 0.0,
         hot: None,
+        avro_schema_id: None,
     };
     let fast = Run {
         events: n_overhead,
@@ -1325,6 +1420,7 @@ async fn memory(a: &BenchArgs, f: &mut Figures, sd: &Shutdown) -> Result<(), Str
         worker_flags: single_unless_given(&[]),
         replicas: 1,
         hot: None,
+        avro: false,
     };
     let slow = Run {
         existing_fraction: 0.0,

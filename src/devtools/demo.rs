@@ -26,6 +26,7 @@ use crate::chat::SecretKey;
 use crate::config::WorkerArgs;
 use crate::devtools::embedded_kafka::EmbeddedKafka;
 use crate::devtools::emulator::{Emulator, EmulatorConfig, EmulatorHandle};
+use crate::devtools::registry::RegistryHandle;
 use crate::shutdown::Shutdown;
 use crate::worker::Worker;
 
@@ -84,6 +85,10 @@ pub struct DemoArgs {
     /// No progress bar (for logs and CI).
     #[arg(long)]
     pub quiet: bool,
+    /// How the load is written: json, or avro (framed for a local Schema Registry, which the
+    /// demo starts; the worker then runs --input-format avro).
+    #[arg(long, value_enum, default_value = "json")]
+    pub input_format: LoadFormat,
 }
 
 /// The demo's result, as written by `--summary-json`.
@@ -218,6 +223,20 @@ pub async fn run(args: DemoArgs, shutdown: Shutdown) -> Result<ExitCode, String>
     .map_err(|e| format!("embedded Kafka: {e}"))?;
     let brokers = kafka.bootstrap_servers().to_owned();
     let emulator = start_emulator(&args, key.clone()).await?;
+    let registry = match args.input_format {
+        LoadFormat::Avro => Some(avro_registry().await?),
+        LoadFormat::Json => None,
+    };
+    let registry_url = registry.as_ref().map(|r| r.0.base_url());
+    let mut format_flags = Vec::new();
+    if let Some(url) = &registry_url {
+        format_flags.extend([
+            "--input-format",
+            "avro",
+            "--schema-registry-url",
+            url.as_str(),
+        ]);
+    }
     let (admin_listen, batch_rate) = (
         args.admin_listen.to_string(),
         args.batch_import_rate.to_string(),
@@ -239,7 +258,10 @@ pub async fn run(args: DemoArgs, shutdown: Shutdown) -> Result<ExitCode, String>
             &batch_rate,
             "--import-api",
             import_api.get_name(),
-        ],
+        ]
+        .into_iter()
+        .chain(format_flags)
+        .collect::<Vec<_>>(),
     )?;
     let admin = crate::observe::admin::bind_admin(worker_args.admin_listen).await?;
     let admin_addr = admin.local_addr().map_err(|e| e.to_string())?;
@@ -268,6 +290,7 @@ pub async fn run(args: DemoArgs, shutdown: Shutdown) -> Result<ExitCode, String>
         rate: args.rate,
         bad_fraction: args.bad_fraction,
         hot: None,
+        avro_schema_id: registry.as_ref().map(|r| r.1),
     };
     let spec = CollectSpec {
         partitions,
@@ -400,6 +423,49 @@ pub(crate) struct Load {
     /// Skew: this share of the events on one partition, the rest round-robin over the others
     /// (`None`: by key, evenly).
     pub hot: Option<HotPartition>,
+    /// `Some(id)`: events written in Avro with [`SIGNUP_AVRO_SCHEMA`], framed for a registry
+    /// that has it as `id`; `None`: JSON.
+    pub avro_schema_id: Option<u32>,
+}
+
+/// How the demo's load is written (`demo --input-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LoadFormat {
+    /// JSON objects, read by the default pointers.
+    #[default]
+    Json,
+    /// Avro through a local Schema Registry (the worker runs `--input-format avro`).
+    Avro,
+}
+
+/// The writer schema of the Avro load: the fields the default pointers read, so the worker's
+/// pointers are the same for either format.
+pub(crate) const SIGNUP_AVRO_SCHEMA: &str = r#"{"type":"record","name":"Signup","namespace":"account_sync.demo","fields":[{"name":"UserID","type":"string"},{"name":"Nick","type":["null","string"],"default":null},{"name":"FaceUrl","type":["null","string"],"default":null}]}"#;
+
+/// A local Schema Registry holding [`SIGNUP_AVRO_SCHEMA`], and the schema's id.
+pub(crate) async fn avro_registry() -> Result<(RegistryHandle, u32), String> {
+    let registry = RegistryHandle::start("127.0.0.1:0".parse().expect("an address"), None)
+        .await
+        .map_err(|e| format!("schema registry: {e}"))?;
+    let id = registry.register("signups-value", SIGNUP_AVRO_SCHEMA, None, Vec::new());
+    Ok((registry, id))
+}
+
+/// A load event in Avro, framed for schema `id`.
+fn avro_event(schema: &apache_avro::Schema, id: u32, user: &str, n: u64) -> Vec<u8> {
+    use apache_avro::types::Value;
+    let some = |s: String| Value::Union(1, Box::new(Value::String(s)));
+    let record = Value::Record(vec![
+        ("UserID".into(), Value::String(user.to_owned())),
+        ("Nick".into(), some(format!("User {n}"))),
+        (
+            "FaceUrl".into(),
+            some(format!("https://example.com/a/{n}.png")),
+        ),
+    ]);
+    let mut out = crate::registry::wire::header(id).to_vec();
+    out.extend(apache_avro::to_avro_datum(schema, record).expect("the record fits its schema"));
+    out
 }
 
 /// A skewed load: `fraction` of the events on `partition` of `partitions`.
@@ -445,6 +511,7 @@ pub(crate) async fn produce_load(
     let run = fastrand::u32(..);
     let mut rng = fastrand::Rng::with_seed(u64::from(run));
     let mut produced = HashMap::with_capacity(load.events as usize);
+    let avro = apache_avro::Schema::parse_str(SIGNUP_AVRO_SCHEMA).expect("a valid schema");
     let batch = if load.rate > 0.0 {
         (load.rate / 20.0).ceil().max(1.0) as u64
     } else {
@@ -464,7 +531,10 @@ pub(crate) async fn produce_load(
             let user = format!("demo-{run:08x}-{n:07}");
             let good = rng.f64() >= load.bad_fraction;
             let payload = if good {
-                Some(format!(r#"{{"UserID":"{user}","Nick":"User {n}","FaceUrl":"https://example.com/a/{n}.png"}}"#).into_bytes())
+                Some(match load.avro_schema_id {
+                    Some(id) => avro_event(&avro, id, &user, n),
+                    None => format!(r#"{{"UserID":"{user}","Nick":"User {n}","FaceUrl":"https://example.com/a/{n}.png"}}"#).into_bytes(),
+                })
             } else {
                 bad_payload(n)
             };

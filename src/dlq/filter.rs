@@ -84,9 +84,7 @@ impl Filter {
         let in_window = match (self.since, self.until, d.failed_at) {
             (None, None, _) => true,
             (_, _, None) => false,
-            (since, until, Some(t)) => {
-                since.map_or(true, |s| t >= s) && until.map_or(true, |u| t < u)
-            }
+            (since, until, Some(t)) => since.is_none_or(|s| t >= s) && until.is_none_or(|u| t < u),
         };
         any_of::<str>(&self.stages, d.stage.as_deref())
             && any_of::<str>(&self.classes, d.class.as_deref())

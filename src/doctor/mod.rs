@@ -10,6 +10,8 @@
 //!   ApiVersions answers ([`protocols`]);
 //! - `chat-api`: one `account_check` of the admin's own identifier, with a systemic answer
 //!   explained ([`chat`]);
+//! - `schema-registry` (registry input formats only): the registry answers with the configured
+//!   credentials ([`registry`]);
 //! - `usersig`, `rates`, `replicas`: settings that validate but would misbehave ([`limits`]).
 //!
 //! A check that cannot run because another one failed (no topic without brokers) is reported as
@@ -23,6 +25,7 @@ mod chat;
 mod kafka;
 mod limits;
 mod protocols;
+mod registry;
 mod report;
 
 use std::sync::Arc;
@@ -66,11 +69,12 @@ pub async fn run(args: &DoctorArgs) -> Report {
             None => Check::skip("chat-api", "the Chat API settings are invalid (see config)"),
         }
     };
-    let (kafka, chat) = tokio::join!(kafka, chat);
+    let (kafka, chat, registry) = tokio::join!(kafka, chat, registry::check(w));
     let kafka = kafka.unwrap_or_else(|e| kafka::Findings::crashed(&e.to_string()));
     let mut checks = vec![config];
     checks.extend(kafka.checks);
     checks.push(chat);
+    checks.extend(registry);
     checks.push(limits::usersig(
         w.chat.usersig_validity,
         w.chat.usersig_refresh_margin,

@@ -51,6 +51,8 @@ declare_metrics! {
     events_consumed: IntCounter("account_sync_events_consumed_total", "Input records read from Kafka.");
     /// Dead-letter records written, by stage (decode/check/import) and failure class.
     events_dead_lettered: IntCounterVec("account_sync_events_dead_lettered_total", "Dead-letter records written, by stage and failure class.", ["stage", "class"]);
+    /// Input records that asked nothing of the worker (change events that are not signups), by reason.
+    events_skipped: IntCounterVec("account_sync_events_skipped_total", "Input records that asked nothing (change events that are not signups), by reason: update, delete, truncate, message, tombstone.", ["reason"]);
     /// Outcome records written, by status.
     outcomes: IntCounterVec("account_sync_outcomes_total", "Outcome records written, by status.", ["status"]);
     /// Windows closed, by reason (full/idle/linger/flush).
@@ -142,7 +144,7 @@ impl Metrics {
     /// increment to `rate()`), and so that every name is in the scrape.
     fn initialise_series(&self) {
         use crate::chat::{Api, FailureClass};
-        use crate::domain::{failure_class, OutcomeStatus};
+        use crate::domain::{failure_class, OutcomeStatus, SkipReason};
         for api in [Api::AccountCheck, Api::AccountImport] {
             let a = api.name();
             self.api_requests.with_label_values(&[a, "ok"]);
@@ -165,6 +167,9 @@ impl Metrics {
             OutcomeStatus::Failed,
         ] {
             self.outcomes.with_label_values(&[status.as_str()]);
+        }
+        for reason in SkipReason::ALL {
+            self.events_skipped.with_label_values(&[reason.as_str()]);
         }
         // The (stage, class) pairs that can occur.
         self.events_dead_lettered

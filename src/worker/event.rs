@@ -1,5 +1,9 @@
 //! Input records → [`SignupEvent`], or a [`DecodeError`] that says exactly what is wrong.
 //!
+//! The layers of a record, outside in: the registry's framing and the writer schema (registry
+//! formats, see [`super::schemas`]), the change-event envelope (see [`super::envelope`]), then the
+//! row the pointers read.
+//!
 //! A record that does not decode is dead-lettered at stage `decode` with the error's text as the
 //! reason; it never stops its partition. Every check the vendor would make on a UserID, Nick or
 //! FaceUrl is made here first, so a bad event costs no API call.
@@ -11,11 +15,16 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
+use super::envelope::{self, Change, MAX_CHANGE_EVENT_BYTES};
+use super::schemas::SchemaCache;
 use crate::chat::api::{self, MAX_PROFILE_FIELD_BYTES, MAX_USER_ID_BYTES};
+use crate::domain::SkipReason;
+use crate::registry::wire::{self, WireError};
 
 /// Payloads above this are rejected without parsing: a signup event is a few hundred bytes, and a
 /// huge payload must not cost a huge allocation.
@@ -61,6 +70,39 @@ pub enum InputFormat {
     Json,
     /// The payload (trimmed of surrounding ASCII whitespace) is the UserID.
     Plain,
+    /// Avro in the Schema Registry's wire format: read with its writer schema into a document.
+    Avro,
+    /// JSON in the Schema Registry's wire format (a JSON Schema's id before it).
+    JsonSchema,
+}
+
+impl InputFormat {
+    /// Whether records are framed for a Schema Registry.
+    pub fn uses_registry(self) -> bool {
+        matches!(self, InputFormat::Avro | InputFormat::JsonSchema)
+    }
+}
+
+/// What wraps the row the pointers read (`--input-envelope`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Envelope {
+    /// The payload is the signup.
+    None,
+    /// A Debezium change event ([`super::envelope`]): inserts are signups, the rest is skipped.
+    Debezium,
+}
+
+/// What a record is to the worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decoded {
+    /// A signup: the account to make sure of.
+    Signup(SignupEvent),
+    /// A well-formed record that asks nothing (a change event that is not a signup): only marked
+    /// done, and counted by reason.
+    Skipped(SkipReason),
+    /// A framed record whose writer schema, this id, has not been looked up yet: the caller
+    /// looks it up into the decoder's cache and decodes the record again.
+    AwaitsSchema(u32),
 }
 
 /// Why a record was not decoded. The `Display` text is the dead-letter reason.
@@ -70,6 +112,17 @@ pub enum DecodeError {
     Tombstone,
     #[error("payload is {0} bytes, over the {MAX_PAYLOAD_BYTES}-byte limit")]
     TooLarge(usize),
+    #[error("change event is {0} bytes, over the {MAX_CHANGE_EVENT_BYTES}-byte limit")]
+    ChangeEventTooLarge(usize),
+    #[error("not a Debezium change event: {0}")]
+    NotDebezium(String),
+    #[error("{0}")]
+    Wire(#[from] WireError),
+    /// The writer schema cannot be had or used (the text names the id).
+    #[error("{0}")]
+    Schema(String),
+    #[error("payload does not decode with schema id {id}: {reason}")]
+    NotInSchema { id: u32, reason: String },
     #[error("payload is not valid UTF-8")]
     NotUtf8,
     #[error("payload is not valid JSON: {0}")]
@@ -96,6 +149,10 @@ pub enum DecodeError {
 pub struct Decoder {
     /// Payload layout.
     format: InputFormat,
+    /// What wraps the row (not with the plain format).
+    envelope: Envelope,
+    /// The writer schemas of the registry formats, shared with the lookups that fill it.
+    schemas: Option<Arc<SchemaCache>>,
     /// JSON pointer to the UserID (json format only).
     user_id_pointer: String,
     /// JSON pointer to the optional Nick.
@@ -141,6 +198,8 @@ impl Decoder {
         };
         Ok(Decoder {
             format,
+            envelope: Envelope::None,
+            schemas: None,
             user_id_pointer: user_id.to_owned(),
             nick_pointer: nick.to_owned(),
             face_url_pointer: face_url.to_owned(),
@@ -154,7 +213,100 @@ impl Decoder {
             .expect("static pointers are valid")
     }
 
-    /// Decodes one record's payload (`None` = tombstone).
+    /// This decoder reading the row inside `envelope`; the plain format has no envelope.
+    pub fn with_envelope(self, envelope: Envelope) -> Result<Self, String> {
+        if envelope != Envelope::None && self.format == InputFormat::Plain {
+            return Err(
+                "--input-envelope debezium needs a structured --input-format (json, avro or json-schema)"
+                    .into(),
+            );
+        }
+        Ok(Decoder { envelope, ..self })
+    }
+
+    /// This decoder reading the registry formats' writer schemas from `schemas`.
+    pub fn with_schemas(self, schemas: Arc<SchemaCache>) -> Self {
+        Decoder {
+            schemas: Some(schemas),
+            ..self
+        }
+    }
+
+    /// Decodes one Kafka record's payload (`None` = tombstone): its framing and writer schema,
+    /// its envelope, its row.
+    pub fn decode_record(&self, payload: Option<&[u8]>) -> Result<Decoded, DecodeError> {
+        let Some(payload) = payload else {
+            return match self.envelope {
+                Envelope::None => Err(DecodeError::Tombstone),
+                Envelope::Debezium => Ok(Decoded::Skipped(SkipReason::Tombstone)),
+            };
+        };
+        let bound = match self.envelope {
+            Envelope::None => MAX_PAYLOAD_BYTES,
+            Envelope::Debezium => MAX_CHANGE_EVENT_BYTES,
+        };
+        if payload.len() > bound {
+            return Err(match self.envelope {
+                Envelope::None => DecodeError::TooLarge(payload.len()),
+                Envelope::Debezium => DecodeError::ChangeEventTooLarge(payload.len()),
+            });
+        }
+        match (self.format, self.envelope) {
+            (InputFormat::Avro | InputFormat::JsonSchema, _) => self.decode_framed(payload),
+            (_, Envelope::None) => self.decode(Some(payload)).map(Decoded::Signup),
+            (_, Envelope::Debezium) => self.decode_json_document(payload),
+        }
+    }
+
+    /// A framed record: its writer schema from the cache, then the document in it.
+    fn decode_framed(&self, payload: &[u8]) -> Result<Decoded, DecodeError> {
+        let framed = wire::frame(payload)?;
+        let id = framed.schema_id;
+        let schemas = self
+            .schemas
+            .as_ref()
+            .expect("a decoder of a registry format is built with its schema cache");
+        let Some(entry) = schemas.get(id) else {
+            return Ok(Decoded::AwaitsSchema(id));
+        };
+        let compiled = entry.map_err(DecodeError::Schema)?;
+        match compiled.avro_document(framed.body) {
+            Some(doc) => {
+                let doc = doc.map_err(|reason| DecodeError::NotInSchema { id, reason })?;
+                self.decoded_in(&doc, IdValues::StringOrInteger)
+            }
+            // JSON Schema: the body is the JSON the other paths read.
+            None => match self.envelope {
+                Envelope::None => self.decode_json(framed.body).map(Decoded::Signup),
+                Envelope::Debezium => self.decode_json_document(framed.body),
+            },
+        }
+    }
+
+    /// A JSON payload parsed whole, then read as [`Self::decoded_in`] does.
+    fn decode_json_document(&self, payload: &[u8]) -> Result<Decoded, DecodeError> {
+        let text = std::str::from_utf8(payload).map_err(|_| DecodeError::NotUtf8)?;
+        let doc: Value =
+            serde_json::from_str(text).map_err(|e| DecodeError::NotJson(e.to_string()))?;
+        self.decoded_in(&doc, IdValues::String)
+    }
+
+    /// What a parsed document is: inside a change-event envelope, the signup in an insert's row
+    /// or why it is skipped; else the signup the pointers find.
+    fn decoded_in(&self, doc: &Value, ids: IdValues) -> Result<Decoded, DecodeError> {
+        match self.envelope {
+            Envelope::None => self.signup_in(doc, ids).map(Decoded::Signup),
+            Envelope::Debezium => match envelope::debezium(doc)? {
+                Change::Skip(reason) => Ok(Decoded::Skipped(reason)),
+                // A table's key is often a number; its decimal digits are the UserID.
+                Change::Signup(row) => self
+                    .signup_in(row, IdValues::StringOrInteger)
+                    .map(Decoded::Signup),
+            },
+        }
+    }
+
+    /// Decodes one payload (`None` = tombstone) that is the signup itself, without envelope.
     pub fn decode(&self, payload: Option<&[u8]>) -> Result<SignupEvent, DecodeError> {
         let payload = payload.ok_or(DecodeError::Tombstone)?;
         if payload.len() > MAX_PAYLOAD_BYTES {
@@ -172,6 +324,15 @@ impl Decoder {
                 })
             }
             InputFormat::Json => self.decode_json(payload),
+            // Framed records go through decode_record (they may await a schema).
+            InputFormat::Avro | InputFormat::JsonSchema => {
+                match self.decode_record(Some(payload))? {
+                    Decoded::Signup(e) => Ok(e),
+                    Decoded::Skipped(_) | Decoded::AwaitsSchema(_) => Err(DecodeError::Schema(
+                        "a framed record read without its schema lookup".into(),
+                    )),
+                }
+            }
         }
     }
 
@@ -216,11 +377,23 @@ impl Decoder {
         // serde_json limits nesting depth (128), so hostile deep JSON is an error, not a stack overflow.
         let doc: Value =
             serde_json::from_str(text).map_err(|e| DecodeError::NotJson(e.to_string()))?;
+        self.signup_in(&doc, IdValues::String)
+    }
+
+    /// The signup the pointers find in `doc`.
+    fn signup_in(&self, doc: &Value, ids: IdValues) -> Result<SignupEvent, DecodeError> {
+        let integer;
         let user_id = match doc.pointer(&self.user_id_pointer) {
             None | Some(Value::Null) => {
                 return Err(DecodeError::MissingUserId(self.user_id_pointer.clone()))
             }
             Some(Value::String(s)) => validate_user_id(s)?,
+            Some(Value::Number(n))
+                if ids == IdValues::StringOrInteger && (n.is_i64() || n.is_u64()) =>
+            {
+                integer = n.to_string();
+                validate_user_id(&integer)?
+            }
             Some(_) => {
                 return Err(DecodeError::NotAString {
                     field: "UserID",
@@ -228,14 +401,23 @@ impl Decoder {
                 })
             }
         };
-        let nick = optional_field(&doc, "Nick", &self.nick_pointer)?;
-        let face_url = optional_field(&doc, "FaceUrl", &self.face_url_pointer)?;
+        let nick = optional_field(doc, "Nick", &self.nick_pointer)?;
+        let face_url = optional_field(doc, "FaceUrl", &self.face_url_pointer)?;
         Ok(SignupEvent {
             user_id: user_id.to_owned(),
             nick,
             face_url,
         })
     }
+}
+
+/// Which JSON values a UserID may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IdValues {
+    /// A string only: a signup event names its UserID.
+    String,
+    /// A string, or an integer read as its decimal digits: a table's key column.
+    StringOrInteger,
 }
 
 fn validate_user_id(id: &str) -> Result<&str, DecodeError> {

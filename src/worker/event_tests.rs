@@ -278,3 +278,95 @@ fn one_pass_and_document_paths_agree() {
         }
     }
 }
+
+fn debezium() -> Decoder {
+    Decoder::new(InputFormat::Json, "/id", "/name", "/avatar")
+        .unwrap()
+        .with_envelope(Envelope::Debezium)
+        .unwrap()
+}
+
+#[test]
+fn the_debezium_envelope_needs_a_structured_format() {
+    let plain = Decoder::new(InputFormat::Plain, "/UserID", "/Nick", "/FaceUrl").unwrap();
+    let err = plain.with_envelope(Envelope::Debezium).unwrap_err();
+    assert!(
+        err.contains("--input-envelope debezium needs a structured --input-format"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_debezium_insert_is_read_by_the_pointers_from_its_row() {
+    let d = debezium();
+    let insert =
+        br#"{"before":null,"after":{"id":"u1","name":"Ann","avatar":""},"source":{},"op":"c"}"#;
+    assert_eq!(
+        d.decode_record(Some(insert)),
+        Ok(Decoded::Signup(SignupEvent {
+            user_id: "u1".into(),
+            nick: Some("Ann".into()),
+            face_url: None,
+        }))
+    );
+    // An integer key column is the UserID's digits; a fraction is not a UserID.
+    let int = br#"{"after":{"id":-42},"source":{},"op":"r"}"#;
+    assert_eq!(
+        d.decode_record(Some(int)).unwrap(),
+        Decoded::Signup(SignupEvent {
+            user_id: "-42".into(),
+            nick: None,
+            face_url: None
+        })
+    );
+    let fraction = br#"{"after":{"id":4.5},"source":{},"op":"c"}"#;
+    assert_eq!(
+        d.decode_record(Some(fraction)).unwrap_err().to_string(),
+        "UserID at JSON pointer /id is not a string"
+    );
+    // The vendor's rules hold for the row as for any event.
+    let long = format!(
+        r#"{{"after":{{"id":"{}"}},"source":{{}},"op":"c"}}"#,
+        "a".repeat(33)
+    );
+    assert_eq!(
+        d.decode_record(Some(long.as_bytes())),
+        Err(DecodeError::UserIdTooLong(33))
+    );
+}
+
+#[test]
+fn debezium_tombstones_are_skipped_and_change_events_have_their_own_bound() {
+    let d = debezium();
+    assert_eq!(
+        d.decode_record(None),
+        Ok(Decoded::Skipped(SkipReason::Tombstone))
+    );
+    // Larger than a signup event may be...
+    let pad = "x".repeat(100_000);
+    let wide = format!(r#"{{"after":{{"id":"u1","pad":"{pad}"}},"source":{{}},"op":"c"}}"#);
+    assert!(matches!(
+        d.decode_record(Some(wide.as_bytes())),
+        Ok(Decoded::Signup(_))
+    ));
+    // ...but bounded.
+    let huge = vec![b' '; MAX_CHANGE_EVENT_BYTES + 1];
+    assert_eq!(
+        d.decode_record(Some(&huge)),
+        Err(DecodeError::ChangeEventTooLarge(MAX_CHANGE_EVENT_BYTES + 1))
+    );
+    assert!(matches!(
+        d.decode_record(Some(b"not json")),
+        Err(DecodeError::NotJson(_))
+    ));
+}
+
+#[test]
+fn without_an_envelope_a_record_is_the_signup_itself() {
+    let d = Decoder::json_default();
+    assert_eq!(
+        d.decode_record(Some(br#"{"UserID":"u1"}"#)),
+        d.decode(Some(br#"{"UserID":"u1"}"#)).map(Decoded::Signup)
+    );
+    assert_eq!(d.decode_record(None), Err(DecodeError::Tombstone));
+}

@@ -14,8 +14,10 @@ use rdkafka::error::{KafkaError, KafkaResult};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::event::Decoded;
 use super::flow::{Flow, Load};
 use super::revoke;
+use super::schemas::HeldForSchema;
 use super::source::{self, Polled};
 use super::start::Running;
 use super::stop::Stopping;
@@ -52,6 +54,8 @@ pub(super) struct Intake<'w> {
     gate: watch::Receiver<Option<Fault>>,
     /// Whether the gate is closed as far as the metrics know: a closing counts once.
     fault_in_force: bool,
+    /// A record whose writer schema is being looked up: no other record is taken meanwhile.
+    held_for_schema: Option<HeldForSchema>,
 }
 
 /// What woke the loop.
@@ -76,6 +80,8 @@ enum Event {
     CheckAnswered,
     /// Intake has been held for `PAUSE_AFTER`.
     PauseDue,
+    /// The schema a held record names was looked up.
+    SchemaLookedUp,
 }
 
 impl<'w> Intake<'w> {
@@ -93,6 +99,7 @@ impl<'w> Intake<'w> {
             partition_total: 0,
             gate: worker.gate.subscribe(),
             fault_in_force: false,
+            held_for_schema: None,
         }
     }
 
@@ -109,6 +116,7 @@ impl<'w> Intake<'w> {
                 Event::Rebalance(event) => self.on_rebalance(event).await,
                 Event::WindowDue(reason) => self.on_window_due(reason),
                 Event::GateChanged => self.on_gate_changed(),
+                Event::SchemaLookedUp => self.on_schema_looked_up(),
                 // Nothing to do but decide the flow, and the close plan, again.
                 Event::TaskEnded
                 | Event::DeliveryProgressed
@@ -132,6 +140,9 @@ impl<'w> Intake<'w> {
         let pause_at = self.flow.pause_at();
         // Checks at the close rule's bound: the open window may close when one answers.
         let check_may_close = plan.is_some() && idle_at.is_none() && self.flow == Flow::Reading;
+        let takes_records = self.flow.takes_records() && self.held_for_schema.is_none();
+        let held = self.held_for_schema.as_mut();
+        let holding = held.is_some();
         let (run, flow) = (&mut self.run, self.flow);
         let (tasks, shared) = (&mut run.tasks.set, &run.tasks.shared);
         let at = |t: Option<Instant>| tokio::time::sleep_until(t.unwrap_or_else(Instant::now));
@@ -145,7 +156,8 @@ impl<'w> Intake<'w> {
             _ = shared.delivery.progressed(), if flow != Flow::Reading => Event::DeliveryProgressed,
             _ = at(pause_at), if pause_at.is_some() => Event::PauseDue,
             _ = self.gate.changed() => Event::GateChanged,
-            Some(record) = run.records.recv(), if flow.takes_records() => Event::Record(record),
+            () = schema_answered(held), if holding => Event::SchemaLookedUp,
+            Some(record) = run.records.recv(), if takes_records => Event::Record(record),
             // After records (biased): a record that is ready joins the window instead.
             _ = at(idle_at), if idle_at.is_some() => Event::WindowDue(CloseReason::Idle),
             _ = shared.checks.answered(), if check_may_close => Event::CheckAnswered,
@@ -166,7 +178,10 @@ impl<'w> Intake<'w> {
     /// A record, or a consumer error.
     async fn on_record(&mut self, record: KafkaResult<Polled>) {
         match record {
-            Ok(record) => self.take(record),
+            Ok(record) => {
+                self.worker.metrics.events_consumed.inc();
+                self.take(record);
+            }
             Err(e) => {
                 self.worker.metrics.consumer_errors.inc();
                 tracing::warn!(error = %e, "consumer error");
@@ -188,9 +203,15 @@ impl<'w> Intake<'w> {
         WorkerError::Kafka(e)
     }
 
-    /// A record read: into the open window, or to the dead-letter topic when it does not decode.
+    /// A record read: into the open window, only marked done when it asks nothing (a change that
+    /// is not a signup), or to the dead-letter topic when it does not decode; held while the
+    /// schema it names is looked up.
     fn take(&mut self, record: Polled) {
-        self.worker.metrics.events_consumed.inc();
+        let decoded = self.worker.decoder.decode_record(record.payload.as_deref());
+        if let Ok(Decoded::AwaitsSchema(id)) = decoded {
+            self.hold_for_schema(record, id);
+            return;
+        }
         let Polled {
             partition,
             offset,
@@ -201,8 +222,18 @@ impl<'w> Intake<'w> {
         let Some(pos) = self.position(partition, offset) else {
             return;
         };
-        match self.worker.decoder.decode(payload.as_deref()) {
-            Ok(event) => {
+        match decoded {
+            Ok(Decoded::AwaitsSchema(_)) => unreachable!("held above"),
+            Ok(Decoded::Skipped(reason)) => {
+                tracing::debug!(
+                    partition,
+                    offset,
+                    reason = reason.as_str(),
+                    "record skipped"
+                );
+                self.run.tasks.skip(pos, reason);
+            }
+            Ok(Decoded::Signup(event)) => {
                 let record = InputRecord {
                     pos,
                     event,
@@ -219,6 +250,25 @@ impl<'w> Intake<'w> {
                 tracing::warn!(topic = %topic, partition, offset, reason = %err, "record does not decode; dead-lettering it");
                 self.run.tasks.dead_letter(key, payload, pos, err);
             }
+        }
+    }
+
+    /// Holds `record` until schema `id` is looked up (a registry format's first record naming it).
+    fn hold_for_schema(&mut self, record: Polled, id: u32) {
+        let w = self.worker;
+        let lookups = w
+            .schemas
+            .as_ref()
+            .expect("a decoder that awaits schemas has lookups");
+        tracing::debug!(schema_id = id, "looking up a writer schema");
+        let initial = w.args.systemic_probe_interval;
+        self.held_for_schema = Some(lookups.hold(record, id, w.gate.clone(), initial));
+    }
+
+    /// The held record's schema is in the cache: the record is taken as if just read.
+    fn on_schema_looked_up(&mut self) {
+        if let Some(held) = self.held_for_schema.take() {
+            self.take(held.record);
         }
     }
 
@@ -373,5 +423,13 @@ impl<'w> Intake<'w> {
                 Flow::of(wanted.held_since(), !paused)
             }
         }
+    }
+}
+
+/// Waits for the held record's schema lookup (never, without one: the branch is disabled then).
+async fn schema_answered(held: Option<&mut HeldForSchema>) {
+    match held {
+        Some(h) => h.answered().await,
+        None => std::future::pending().await,
     }
 }

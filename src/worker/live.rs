@@ -200,7 +200,7 @@ impl<'w> LiveRecords<'w> {
     /// delivered after its revocation.
     pub fn decide(&self, users: &[usize]) -> Vec<usize> {
         let current = |pos: SourcePos| {
-            self.tracker.as_ref().map_or(true, |t| {
+            self.tracker.as_ref().is_none_or(|t| {
                 let t = t.lock().unwrap_or_else(|e| e.into_inner());
                 t.is_current(pos.partition, pos.epoch)
             })

@@ -3,7 +3,9 @@
 //!
 //! - [`start`]: the consumer, the producer and delivery, what the window tasks share, the reader
 //!   task;
-//! - [`intake`]: the intake loop, until shutdown. It reads records, decodes them, fills the open
+//! - [`intake`]: the intake loop, until shutdown. It reads records, decodes them ([`event`]; a
+//!   change event's row is found by [`envelope`], and a change that is not a signup is only
+//!   marked done), fills the open
 //!   window, closes it when the [`CloseRule`](window::CloseRule) says (full, idle, or its linger)
 //!   and lets closed windows go as tasks ([`tasks`]), at most `--max-windows-in-flight` resolved at
 //!   once. Its flow ([`flow`]): reading; held at `--max-events-in-flight` records read and not yet
@@ -24,12 +26,14 @@
 //!
 //! Here: [`Worker`] (settings → a worker; run) and the rate share it takes on every rebalance.
 
+mod envelope;
 pub mod event;
 mod flow;
 mod intake;
 pub(crate) mod live;
 pub(crate) mod pipeline;
 mod revoke;
+mod schemas;
 pub(crate) mod source;
 mod start;
 mod stop;
@@ -50,11 +54,13 @@ use crate::kafka::consumer::SourceConsumer;
 use crate::kafka::txn_error::TxnFailure;
 use crate::observe::admin::Readiness;
 use crate::observe::metrics::{Metrics, MetricsObserver};
+use crate::registry::{RegistryClient, SchemaKind};
 use crate::shutdown::Shutdown;
 use crate::systemic::{self, SystemicGate};
-use event::Decoder;
+use event::{Decoder, InputFormat};
 use intake::Intake;
 use pipeline::ImportPlan;
+use schemas::{SchemaCache, SchemaLookups};
 
 /// Why the worker stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -90,10 +96,12 @@ impl From<DeliveryError> for WorkerError {
 pub struct Worker {
     /// The settings of `run`, validated.
     args: WorkerArgs,
-    /// Payload → SignupEvent (built here, so a bad pointer fails at start).
+    /// Payload → SignupEvent or a skip (built here, so a bad pointer fails at start).
     decoder: Decoder,
     /// Single or batch import (validated here, so a bad --batch-min fails at start).
     import: ImportPlan,
+    /// The registry formats' schema lookups: the registry, and the cache the decoder reads.
+    schemas: Option<SchemaLookups>,
     /// The Chat API client, with the limiters inside.
     client: ChatClient,
     /// This worker's metrics, in a registry of its own (several workers can share a process).
@@ -111,7 +119,20 @@ impl Worker {
     /// Validates the settings and builds the API client. Fails with a message naming the setting.
     pub fn new(args: WorkerArgs) -> Result<Self, WorkerError> {
         args.validate().map_err(WorkerError::Config)?;
-        let decoder = args.decoder().map_err(WorkerError::Config)?;
+        let mut decoder = args.decoder().map_err(WorkerError::Config)?;
+        let schemas = match args.registry_config().map_err(WorkerError::Config)? {
+            Some(config) => {
+                let kind = match args.decoder_format() {
+                    InputFormat::JsonSchema => SchemaKind::Json,
+                    _ => SchemaKind::Avro,
+                };
+                let cache = Arc::new(SchemaCache::new(kind));
+                decoder = decoder.with_schemas(cache.clone());
+                let client = RegistryClient::new(&config).map_err(WorkerError::Config)?;
+                Some(SchemaLookups { client, cache })
+            }
+            None => None,
+        };
         let import = args.chat.import_plan().map_err(WorkerError::Config)?;
         let metrics = Metrics::new();
         let limiters = args.chat.limiters().map_err(WorkerError::Config)?;
@@ -131,6 +152,7 @@ impl Worker {
             args,
             decoder,
             import,
+            schemas,
             client,
             metrics,
             gate,

@@ -14,7 +14,7 @@ use super::pipeline::Stages;
 use super::window::{CheckInFlight, ChecksInFlight, CloseReason, ClosedWindow};
 use crate::delivery::sink::DeadLetter;
 use crate::delivery::Delivery;
-use crate::domain::{failure_class, Outcome, OutcomeStatus, SourcePos, Stage};
+use crate::domain::{failure_class, Outcome, OutcomeStatus, SkipReason, SourcePos, Stage};
 use crate::observe::metrics::Metrics;
 
 /// Everything the window and decode tasks share.
@@ -90,6 +90,14 @@ impl Tasks {
                 attempts: 0,
             };
             shared.delivery.decode_failure(key, payload, pos, dl).await;
+        });
+    }
+
+    /// Marks a record that asks nothing done, and counts it by `reason`.
+    pub fn skip(&mut self, pos: SourcePos, reason: SkipReason) {
+        let shared = self.shared.clone();
+        self.set.spawn(async move {
+            shared.delivery.skipped(pos, reason).await;
         });
     }
 

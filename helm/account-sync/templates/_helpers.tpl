@@ -144,8 +144,31 @@ Secret. kafka.properties come last, so they win.
 {{- join ";" $props }}
 {{- end }}
 
+{{/* Where the Schema Registry's credentials are mounted. */}}
+{{- define "account-sync.schemaRegistryDir" -}}
+/etc/account-sync/schema-registry
+{{- end }}
+
 {{/* Checks across values that values.schema.json cannot express. */}}
 {{- define "account-sync.validate" -}}
+{{- $in := .Values.worker.input }}
+{{- $sr := $in.schemaRegistry }}
+{{- $registryFormat := has $in.format (list "avro" "json-schema") }}
+{{- if and $registryFormat (not $sr.url) }}
+{{- fail (printf "worker.input.format %s reads through a Schema Registry: set worker.input.schemaRegistry.url" $in.format) }}
+{{- end }}
+{{- if and $sr.url (not $registryFormat) }}
+{{- fail (printf "worker.input.schemaRegistry.url is set, but worker.input.format %s does not read through a registry" $in.format) }}
+{{- end }}
+{{- if and $sr.existingSecret (not (xor (not $sr.userInfoKey) (not $sr.tokenKey))) }}
+{{- fail "worker.input.schemaRegistry.existingSecret: set exactly one of userInfoKey and tokenKey" }}
+{{- end }}
+{{- if and (or $sr.userInfoKey $sr.tokenKey) (not $sr.existingSecret) }}
+{{- fail "worker.input.schemaRegistry.userInfoKey / tokenKey name keys of existingSecret, which is not set" }}
+{{- end }}
+{{- if and .Values.networkPolicy.enabled $sr.url (not .Values.networkPolicy.schemaRegistry.to) }}
+{{- fail "networkPolicy.schemaRegistry.to must name the Schema Registry's peers when networkPolicy.enabled and worker.input.schemaRegistry.url is set" }}
+{{- end }}
 {{- if lt (int .Values.worker.maxEventsInFlight) (int .Values.worker.windowSize) }}
 {{- fail (printf "worker.maxEventsInFlight (%d) must be at least worker.windowSize (%d), or no window could ever fill" (int .Values.worker.maxEventsInFlight) (int .Values.worker.windowSize)) }}
 {{- end }}
@@ -259,6 +282,18 @@ ACCOUNT_SYNC_MAX_IMPORTS_IN_FLIGHT: {{ .Values.worker.maxImportsInFlight | int64
 ACCOUNT_SYNC_COMMIT_INTERVAL: {{ .Values.worker.commitInterval | quote }}
 ACCOUNT_SYNC_DRAIN_TIMEOUT: {{ printf "%ds" (int .Values.worker.drainTimeoutSeconds) | quote }}
 ACCOUNT_SYNC_INPUT_FORMAT: {{ .Values.worker.input.format | quote }}
+ACCOUNT_SYNC_INPUT_ENVELOPE: {{ .Values.worker.input.envelope | quote }}
+{{- with .Values.worker.input.schemaRegistry }}
+{{- if .url }}
+ACCOUNT_SYNC_SCHEMA_REGISTRY_URL: {{ .url | quote }}
+{{- end }}
+{{- if and .existingSecret .userInfoKey }}
+ACCOUNT_SYNC_SCHEMA_REGISTRY_USER_INFO_FILE: {{ printf "%s/user-info" (include "account-sync.schemaRegistryDir" $) | quote }}
+{{- end }}
+{{- if and .existingSecret .tokenKey }}
+ACCOUNT_SYNC_SCHEMA_REGISTRY_TOKEN_FILE: {{ printf "%s/token" (include "account-sync.schemaRegistryDir" $) | quote }}
+{{- end }}
+{{- end }}
 ACCOUNT_SYNC_USER_ID_POINTER: {{ .Values.worker.input.userIdPointer | quote }}
 ACCOUNT_SYNC_NICK_POINTER: {{ .Values.worker.input.nickPointer | quote }}
 ACCOUNT_SYNC_FACE_URL_POINTER: {{ .Values.worker.input.faceUrlPointer | quote }}
@@ -332,6 +367,11 @@ ACCOUNT_SYNC_KAFKA_PROPERTIES only sees variables defined before it.
   mountPath: {{ include "account-sync.kafkaClientCertDir" . }}
   readOnly: true
 {{- end }}
+{{- if .Values.worker.input.schemaRegistry.existingSecret }}
+- name: schema-registry
+  mountPath: {{ include "account-sync.schemaRegistryDir" . }}
+  readOnly: true
+{{- end }}
 {{- with .Values.extraVolumeMounts }}
 {{ toYaml . }}
 {{- end }}
@@ -368,6 +408,17 @@ ACCOUNT_SYNC_KAFKA_PROPERTIES only sees variables defined before it.
     items:
       - key: {{ $tls.ca.key | quote }}
         path: ca.crt
+{{- end }}
+{{- with $root.Values.worker.input.schemaRegistry }}
+{{- if .existingSecret }}
+- name: schema-registry
+  secret:
+    secretName: {{ .existingSecret }}
+    defaultMode: 0440
+    items:
+      - key: {{ default .tokenKey .userInfoKey | quote }}
+        path: {{ ternary "user-info" "token" (not (empty .userInfoKey)) }}
+{{- end }}
 {{- end }}
 {{- if and $tls.enabled $tls.clientCertSecret }}
 - name: kafka-client-cert

@@ -92,6 +92,7 @@ pub(super) async fn hostile_api(
             rate: 0.0,
             bad_fraction: 0.0,
             hot: None,
+            avro_schema_id: None,
         },
     )
     .await?;

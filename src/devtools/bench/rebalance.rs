@@ -60,6 +60,7 @@ pub(super) async fn rebalance(a: &BenchArgs, f: &mut Figures, sd: &Shutdown) -> 
         rate: 0.0,
         bad_fraction: 0.0,
         hot: None,
+        avro_schema_id: None,
     };
     demo::produce_load(&brokers, &load).await?;
     let replica = |name: &str| -> Result<(ChildGuard, u16), String> {

@@ -85,7 +85,7 @@ impl Hold {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .as_ref()
-                .map_or(true, |apis| apis.contains(&api))
+                .is_none_or(|apis| apis.contains(&api))
     }
 
     /// Requests waiting for the release now.

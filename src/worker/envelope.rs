@@ -1,0 +1,224 @@
+//! Change-event envelopes around the row the pointers read (`--input-envelope debezium`): which
+//! records are signups, and the row of each; the others are skipped with their reason.
+//!
+//! Debezium writes one change event per row change, in one of these forms (all JSON here):
+//!
+//! - the envelope `{"before":…,"after":…,"source":…,"op":"c",…}`; `op` is `c` (insert), `r`
+//!   (snapshot read), `u` (update), `d` (delete), `t` (truncate) or `m` (logical decoding
+//!   message);
+//! - either of the above inside the JSON converter's `{"schema":…,"payload":…}` wrapper
+//!   (`schemas.enable=true`);
+//! - the row alone, flattened by the `ExtractNewRecordState` transform, with `__op` when it adds
+//!   that field (`add.fields=op`) and `__deleted: "true"` for a rewritten delete
+//!   (`delete.handling.mode=rewrite`);
+//! - a tombstone (no payload) after each delete, for log compaction.
+//!
+//! Inserts and snapshot reads are signups, read from `after`. A flattened row without `__op`
+//! cannot say whether it was inserted or updated; it is taken as a signup, which costs an update
+//! only an `account_check` (the account exists: `already_imported`).
+
+use serde_json::{Map, Value};
+
+use super::event::DecodeError;
+use crate::domain::SkipReason;
+
+/// The largest change event read: Kafka's default largest message (`message.max.bytes`). A
+/// Debezium event carries its row twice and, with the schema wrapper, the table's schema too, so
+/// it is larger than a signup event; it is still bounded, and a larger one is dead-lettered.
+pub const MAX_CHANGE_EVENT_BYTES: usize = 1024 * 1024;
+
+/// What a change event is to the worker.
+#[derive(Debug, PartialEq)]
+pub enum Change<'a> {
+    /// A new row: the fields of the signup, for the pointers.
+    Signup(&'a Value),
+    /// Nothing to do: a change that is not a signup.
+    Skip(SkipReason),
+}
+
+/// The change a parsed Debezium event (a JSON document) carries.
+pub fn debezium(doc: &Value) -> Result<Change<'_>, DecodeError> {
+    let event = unwrap_schema(doc);
+    let Value::Object(fields) = event else {
+        return Err(not_debezium("the payload is not a JSON object"));
+    };
+    if is_envelope(fields) {
+        envelope_change(fields)
+    } else {
+        flattened_change(event, fields)
+    }
+}
+
+/// The payload of the JSON converter's `{"schema":…,"payload":…}` wrapper, or `doc` itself.
+fn unwrap_schema(doc: &Value) -> &Value {
+    match doc {
+        Value::Object(m) if m.len() == 2 && m.contains_key("schema") => {
+            m.get("payload").unwrap_or(doc)
+        }
+        _ => doc,
+    }
+}
+
+/// An envelope has a string `op` beside at least one of the envelope's other fields; a flattened
+/// row with a column named `op` has none of them.
+fn is_envelope(fields: &Map<String, Value>) -> bool {
+    matches!(fields.get("op"), Some(Value::String(_)))
+        && ["before", "after", "source"]
+            .iter()
+            .any(|k| fields.contains_key(*k))
+}
+
+fn envelope_change(fields: &Map<String, Value>) -> Result<Change<'_>, DecodeError> {
+    let op = fields.get("op").and_then(Value::as_str).unwrap_or_default();
+    match op {
+        "c" | "r" => match fields.get("after") {
+            Some(row @ Value::Object(_)) => Ok(Change::Signup(row)),
+            _ => Err(not_debezium(format!(
+                "op \"{op}\" without an \"after\" row object"
+            ))),
+        },
+        other => skip_for_op(other),
+    }
+}
+
+fn flattened_change<'a>(
+    row: &'a Value,
+    fields: &Map<String, Value>,
+) -> Result<Change<'a>, DecodeError> {
+    let deleted = match fields.get("__deleted") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) if s == "true" || s == "false" => s == "true",
+        Some(other) => {
+            return Err(not_debezium(format!(
+                "__deleted is {other}, not \"true\" or \"false\""
+            )))
+        }
+    };
+    if deleted {
+        return Ok(Change::Skip(SkipReason::Delete));
+    }
+    match fields.get("__op") {
+        None | Some(Value::Null) => Ok(Change::Signup(row)),
+        Some(Value::String(op)) if op == "c" || op == "r" => Ok(Change::Signup(row)),
+        Some(Value::String(op)) => skip_for_op(op),
+        Some(other) => Err(not_debezium(format!("__op is {other}, not a string"))),
+    }
+}
+
+/// The skip reason of an `op` that is not a signup.
+fn skip_for_op(op: &str) -> Result<Change<'static>, DecodeError> {
+    let reason = match op {
+        "u" => SkipReason::Update,
+        "d" => SkipReason::Delete,
+        "t" => SkipReason::Truncate,
+        "m" => SkipReason::Message,
+        _ => {
+            // Bounded: the reason is a dead-letter header.
+            let op: String = op.chars().take(16).collect();
+            return Err(not_debezium(format!(
+                "op \"{op}\" is not one of c, r, u, d, t, m"
+            )));
+        }
+    };
+    Ok(Change::Skip(reason))
+}
+
+fn not_debezium(why: impl Into<String>) -> DecodeError {
+    DecodeError::NotDebezium(why.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn change(doc: &Value) -> Result<Change<'_>, DecodeError> {
+        debezium(doc)
+    }
+
+    #[test]
+    fn inserts_and_snapshot_reads_are_signups_read_from_after() {
+        for op in ["c", "r"] {
+            let doc = json!({"before": null, "after": {"id": 7}, "source": {}, "op": op});
+            assert_eq!(change(&doc), Ok(Change::Signup(&json!({"id": 7}))));
+        }
+    }
+
+    #[test]
+    fn the_other_ops_are_skipped_by_reason() {
+        for (op, reason) in [
+            ("u", SkipReason::Update),
+            ("d", SkipReason::Delete),
+            ("t", SkipReason::Truncate),
+            ("m", SkipReason::Message),
+        ] {
+            let doc = json!({"before": {"id": 7}, "after": null, "source": {}, "op": op});
+            assert_eq!(change(&doc), Ok(Change::Skip(reason)), "{op}");
+        }
+    }
+
+    #[test]
+    fn the_schema_wrapper_is_unwrapped() {
+        let doc = json!({"schema": {"type": "struct"}, "payload": {"after": {"id": "u1"}, "op": "c", "source": {}}});
+        assert_eq!(change(&doc), Ok(Change::Signup(&json!({"id": "u1"}))));
+        let flat =
+            json!({"schema": {"type": "struct"}, "payload": {"id": "u1", "__deleted": "false"}});
+        assert_eq!(
+            change(&flat),
+            Ok(Change::Signup(&json!({"id": "u1", "__deleted": "false"})))
+        );
+    }
+
+    #[test]
+    fn flattened_rows_follow_their_added_fields() {
+        let row = json!({"id": "u1", "op": "not an envelope"});
+        assert_eq!(change(&row), Ok(Change::Signup(&row)), "a column named op");
+        for (extra, want) in [
+            (json!({"__op": "c"}), None),
+            (json!({"__op": "r", "__deleted": "false"}), None),
+            (json!({"__op": "u"}), Some(SkipReason::Update)),
+            (
+                json!({"__op": "d", "__deleted": "true"}),
+                Some(SkipReason::Delete),
+            ),
+            (json!({"__deleted": true}), Some(SkipReason::Delete)),
+        ] {
+            let mut doc = json!({"id": "u1"});
+            doc.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            let got = change(&doc).unwrap();
+            match want {
+                None => assert_eq!(got, Change::Signup(&doc)),
+                Some(reason) => assert_eq!(got, Change::Skip(reason)),
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_events_say_what_is_wrong() {
+        let cases = [
+            (json!([1, 2]), "not a JSON object"),
+            (
+                json!({"op": "c", "after": null, "source": {}}),
+                "without an \"after\" row",
+            ),
+            (
+                json!({"op": "x".repeat(100), "source": {}}),
+                "is not one of",
+            ),
+            (json!({"id": "u1", "__op": 3}), "__op is 3"),
+            (
+                json!({"id": "u1", "__deleted": "yes"}),
+                "__deleted is \"yes\"",
+            ),
+        ];
+        for (doc, want) in cases {
+            let err = change(&doc).unwrap_err().to_string();
+            assert!(err.contains(want), "{doc}: {err}");
+            assert!(err.len() < 200, "bounded: {err}");
+        }
+    }
+}

@@ -1,0 +1,426 @@
+//! The writer schemas of registry formats (`--input-format avro|json-schema`): looked up by id
+//! once, compiled, kept; and a framed payload read with its schema into the document the pointers
+//! read.
+//!
+//! A record whose schema is not in the cache is held by the intake loop while [`lookup`] asks the
+//! registry (see `intake.rs`): ids are immutable, so each is asked for once per process. What the
+//! registry answers decides the record's fate:
+//!
+//! - a schema: compiled and cached; the record decodes with it;
+//! - "not found" (40403, or a reference's 40401/40402), a schema of another kind than the input
+//!   format, a schema that does not compile: cached as unreadable, and every record naming that
+//!   id is dead-lettered at `decode` with the reason (the record's fault: it names a schema
+//!   nobody can read it with);
+//! - no usable answer (unreachable, timeout, 5xx, credentials refused, a broken answer): not the
+//!   record's fault. The systemic gate closes (intake pauses, `/readyz` says "schema registry
+//!   unavailable: …"), the lookup asks again with backoff, and the gate reopens when the registry
+//!   answers. Nothing is dead-lettered.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use apache_avro::types::Value as AvroValue;
+use apache_avro::Schema as AvroSchema;
+use serde_json::Value;
+use tokio::task::JoinHandle;
+
+use super::envelope::MAX_CHANGE_EVENT_BYTES;
+use super::source::Polled;
+use crate::backoff::Backoff;
+use crate::registry::{RegisteredSchema, RegistryClient, RegistryError, SchemaKind};
+use crate::shutdown::Shutdown;
+use crate::systemic::{SystemicGate, MAX_OUTAGE_PROBE_INTERVAL};
+
+/// The most schemas kept. A topic has a handful (one per version of its writers); the bound only
+/// keeps a stream of records naming ever new ids from growing the process.
+pub const MAX_CACHED_SCHEMAS: usize = 1000;
+
+/// A writer schema ready to read records with.
+#[derive(Debug)]
+pub enum Compiled {
+    /// An Avro schema and the named schemas it references.
+    Avro {
+        schema: AvroSchema,
+        references: Vec<AvroSchema>,
+    },
+    /// A JSON Schema: the payload is JSON, read as it is (the producer's serializer validated it).
+    Json,
+}
+
+/// A cache entry: a schema, or why records naming its id cannot be read.
+pub type Entry = Result<Arc<Compiled>, String>;
+
+/// The schemas looked up so far, by id, and the count of registry lookups (for the bench).
+#[derive(Debug)]
+pub struct SchemaCache {
+    /// The input format's schema kind: a schema of another kind is unreadable.
+    kind: SchemaKind,
+    entries: RwLock<HashMap<u32, Entry>>,
+    /// Lookups asked of the registry (one per schema id, plus the retries while it is down).
+    lookups: AtomicU64,
+}
+
+impl SchemaCache {
+    /// An empty cache for schemas of `kind`.
+    pub fn new(kind: SchemaKind) -> Self {
+        // apache-avro sizes a string, bytes or array by the length the payload claims, up to this
+        // process-wide bound (512 MiB by default; the first setting wins). No claim can be
+        // longer than the largest payload read.
+        apache_avro::util::max_allocation_bytes(MAX_CHANGE_EVENT_BYTES);
+        SchemaCache {
+            kind,
+            entries: RwLock::new(HashMap::new()),
+            lookups: AtomicU64::new(0),
+        }
+    }
+
+    /// The entry for `id`, if it was looked up.
+    pub fn get(&self, id: u32) -> Option<Entry> {
+        self.entries.read().expect("not poisoned").get(&id).cloned()
+    }
+
+    /// Keeps the entry for `id`; when full, one other entry goes (any: they are all cheap to ask
+    /// for again).
+    pub fn insert(&self, id: u32, entry: Entry) {
+        let mut entries = self.entries.write().expect("not poisoned");
+        if entries.len() >= MAX_CACHED_SCHEMAS && !entries.contains_key(&id) {
+            if let Some(&other) = entries.keys().next() {
+                entries.remove(&other);
+            }
+        }
+        entries.insert(id, entry);
+    }
+
+    /// Registry lookups made so far.
+    pub fn lookups(&self) -> u64 {
+        self.lookups.load(Ordering::Relaxed)
+    }
+
+    /// The schema a registry answer gives, compiled, or why it cannot be used.
+    pub fn compile(&self, schema: &RegisteredSchema) -> Entry {
+        let id = schema.id;
+        if schema.kind != self.kind {
+            return Err(format!(
+                "schema id {id} is {}, not {} as the input format says",
+                schema.kind.as_str(),
+                self.kind.as_str()
+            ));
+        }
+        let compiled = match schema.kind {
+            SchemaKind::Avro => compile_avro(schema)
+                .map_err(|e| format!("schema id {id} does not compile as Avro: {e}"))?,
+            SchemaKind::Json => Compiled::Json,
+            SchemaKind::Protobuf => {
+                return Err(format!("schema id {id}: Protobuf is not read yet"));
+            }
+        };
+        Ok(Arc::new(compiled))
+    }
+}
+
+fn compile_avro(schema: &RegisteredSchema) -> Result<Compiled, apache_avro::Error> {
+    let references = schema.references.iter().map(|r| r.text.as_str());
+    let (schema, references) = AvroSchema::parse_str_with_list(&schema.text, references)?;
+    Ok(Compiled::Avro { schema, references })
+}
+
+impl Compiled {
+    /// The document in `body` (a framed payload's bytes after its header), or why it does not
+    /// read; `None` for a JSON Schema payload, which the JSON path reads itself.
+    pub fn avro_document(&self, body: &[u8]) -> Option<Result<Value, String>> {
+        let Compiled::Avro { schema, references } = self else {
+            return None;
+        };
+        let mut reader = body;
+        // The named types are resolved from the schemata given, in order: the references (each
+        // after those it uses), then the schema, whose own named types count too.
+        let schemata = references.iter().chain(std::iter::once(schema)).collect();
+        let decoded = apache_avro::from_avro_datum_schemata(schema, schemata, &mut reader, None);
+        Some(match decoded {
+            Err(e) => Err(bounded(&e.to_string())),
+            Ok(_) if !reader.is_empty() => {
+                Err(format!("{} bytes left over after the record", reader.len()))
+            }
+            Ok(v) => Ok(to_json(v)),
+        })
+    }
+}
+
+/// An Avro value as the pointers read it: records and maps as objects, unions unwrapped, enums
+/// as their symbol, bytes and fixed as arrays of numbers, a float that JSON cannot hold (NaN,
+/// infinity) as null; the logical types as their underlying number or string.
+fn to_json(v: AvroValue) -> Value {
+    match v {
+        AvroValue::Union(_, inner) => to_json(*inner),
+        AvroValue::Record(fields) => {
+            Value::Object(fields.into_iter().map(|(k, v)| (k, to_json(v))).collect())
+        }
+        AvroValue::Map(items) => {
+            Value::Object(items.into_iter().map(|(k, v)| (k, to_json(v))).collect())
+        }
+        AvroValue::Array(items) => Value::Array(items.into_iter().map(to_json).collect()),
+        AvroValue::Float(f) => float(f64::from(f)),
+        AvroValue::Double(d) => float(d),
+        AvroValue::Uuid(u) => Value::String(u.to_string()),
+        leaf => Value::try_from(leaf).unwrap_or(Value::Null),
+    }
+}
+
+fn float(f: f64) -> Value {
+    serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
+}
+
+/// An error text cut to a dead-letter reason's size.
+fn bounded(text: &str) -> String {
+    text.chars().take(200).collect()
+}
+
+/// Where the intake loop looks up the writer schemas the decoder has not seen yet.
+pub(super) struct SchemaLookups {
+    /// The registry.
+    pub client: RegistryClient,
+    /// The cache the lookups fill and the decoder reads.
+    pub cache: Arc<SchemaCache>,
+}
+
+impl SchemaLookups {
+    /// Holds `record`, which names schema `id`, while a task looks the schema up (see
+    /// [`lookup`]; `initial` is its first delay after a failure).
+    pub fn hold(
+        &self,
+        record: Polled,
+        id: u32,
+        gate: Arc<SystemicGate>,
+        initial: Duration,
+    ) -> HeldForSchema {
+        let (client, cache) = (self.client.clone(), self.cache.clone());
+        let task = tokio::spawn(async move {
+            // The task ends with the lookup, or is aborted with the hold (the loop stopping).
+            lookup(&client, &cache, id, &gate, initial, &Shutdown::never()).await
+        });
+        HeldForSchema {
+            record,
+            id,
+            task: AbortOnDrop(task),
+            cache: self.cache.clone(),
+        }
+    }
+}
+
+/// A record held by the intake loop while its schema is looked up. The loop takes no other
+/// record meanwhile, so records are decoded in their order; the lookup ends when dropped.
+pub(super) struct HeldForSchema {
+    /// The record, not yet counted as read (its offset is not tracked, so a revocation or a stop
+    /// meanwhile leaves it to be read again).
+    pub record: Polled,
+    /// The schema it names.
+    id: u32,
+    /// The lookup.
+    task: AbortOnDrop,
+    /// Where the answer goes.
+    cache: Arc<SchemaCache>,
+}
+
+impl HeldForSchema {
+    /// Waits for the lookup and puts its answer in the cache; the record then decodes without
+    /// waiting (or, if the lookup failed unexpectedly, asks again).
+    pub async fn answered(&mut self) {
+        match (&mut self.task.0).await {
+            Ok(Some(entry)) => self.cache.insert(self.id, entry),
+            Ok(None) => std::future::pending().await,
+            Err(e) => tracing::error!(schema_id = self.id, error = %e, "schema lookup task failed"),
+        }
+    }
+}
+
+/// A lookup task that ends when its hold is dropped.
+struct AbortOnDrop(JoinHandle<Option<Entry>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Asks the registry for schema `id` until it answers, then compiles what it answered: the entry
+/// to cache. While the registry does not answer usably the gate is closed and the question asked
+/// again after `initial`, doubling up to [`MAX_OUTAGE_PROBE_INTERVAL`]; the gate reopens on the
+/// answer. `None` on shutdown.
+pub async fn lookup(
+    client: &RegistryClient,
+    cache: &SchemaCache,
+    id: u32,
+    gate: &SystemicGate,
+    initial: Duration,
+    shutdown: &Shutdown,
+) -> Option<Entry> {
+    let backoff = Backoff::doubling(initial, MAX_OUTAGE_PROBE_INTERVAL);
+    let mut delay = initial;
+    let mut failed = false;
+    loop {
+        cache.lookups.fetch_add(1, Ordering::Relaxed);
+        let answer = tokio::select! {
+            a = client.schema(id) => a,
+            _ = shutdown.wait() => return None,
+        };
+        match answer {
+            Ok(schema) => {
+                if failed {
+                    gate.clear_registry();
+                }
+                return Some(cache.compile(&schema));
+            }
+            Err(e @ RegistryError::NotFound(_)) => {
+                if failed {
+                    gate.clear_registry();
+                }
+                return Some(Err(e.to_string()));
+            }
+            Err(e @ RegistryError::Unavailable(_)) => {
+                tracing::warn!(schema_id = id, error = %e, next_in = ?delay, "schema lookup failed; asking again");
+                gate.report_registry(e.to_string());
+                failed = true;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.wait() => return None,
+        }
+        delay = backoff.after(delay);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use apache_avro::types::Record;
+
+    use super::*;
+    use crate::registry::Referenced;
+
+    const USER: &str = r#"{"type":"record","name":"Signup","namespace":"app","fields":[
+        {"name":"user_id","type":"string"},
+        {"name":"nick","type":["null","string"],"default":null},
+        {"name":"score","type":"double"},
+        {"name":"kind","type":{"type":"enum","name":"Kind","symbols":["FREE","PRO"]}}]}"#;
+
+    fn registered(kind: SchemaKind, text: &str, references: Vec<Referenced>) -> RegisteredSchema {
+        RegisteredSchema {
+            id: 7,
+            kind,
+            text: text.into(),
+            references,
+        }
+    }
+
+    #[test]
+    fn an_avro_record_reads_as_a_document() {
+        let cache = SchemaCache::new(SchemaKind::Avro);
+        let compiled = cache
+            .compile(&registered(SchemaKind::Avro, USER, vec![]))
+            .unwrap();
+        let schema = AvroSchema::parse_str(USER).unwrap();
+        let mut r = Record::new(&schema).unwrap();
+        r.put("user_id", "u1");
+        r.put("nick", AvroValue::Union(1, Box::new("Ann".into())));
+        r.put("score", f64::NAN);
+        r.put("kind", AvroValue::Enum(1, "PRO".into()));
+        let body = apache_avro::to_avro_datum(&schema, r).unwrap();
+        let doc = compiled.avro_document(&body).unwrap().unwrap();
+        assert_eq!(
+            doc,
+            serde_json::json!({"user_id": "u1", "nick": "Ann", "score": null, "kind": "PRO"})
+        );
+        // Cut short, or with bytes left over: the payload is not this schema's record.
+        assert!(compiled
+            .avro_document(&body[..body.len() - 3])
+            .unwrap()
+            .is_err());
+        let mut longer = body.clone();
+        longer.push(0);
+        let err = compiled.avro_document(&longer).unwrap().unwrap_err();
+        assert_eq!(err, "1 bytes left over after the record");
+    }
+
+    #[test]
+    fn references_are_compiled_with_the_schema() {
+        let kind = r#"{"type":"enum","name":"Kind","namespace":"app","symbols":["FREE","PRO"]}"#;
+        let signup = r#"{"type":"record","name":"Signup","namespace":"app","fields":[
+            {"name":"user_id","type":"string"},{"name":"kind","type":"app.Kind"}]}"#;
+        let cache = SchemaCache::new(SchemaKind::Avro);
+        let reference = Referenced {
+            name: "app.Kind".into(),
+            text: kind.into(),
+        };
+        let compiled = cache
+            .compile(&registered(SchemaKind::Avro, signup, vec![reference]))
+            .unwrap();
+        // user_id "u1", kind index 1 (PRO).
+        let body = [0x04, b'u', b'1', 0x02];
+        assert_eq!(
+            compiled.avro_document(&body).unwrap().unwrap(),
+            serde_json::json!({"user_id": "u1", "kind": "PRO"})
+        );
+        let err = cache
+            .compile(&registered(SchemaKind::Avro, signup, vec![]))
+            .unwrap_err();
+        assert!(
+            err.starts_with("schema id 7 does not compile as Avro"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_schema_that_names_its_own_types_reads() {
+        // Debezium's envelope: `after` refers to the record type `before` defines.
+        let envelope = r#"{"type":"record","name":"Envelope","namespace":"db.users","fields":[
+            {"name":"before","type":["null",{"type":"record","name":"Value","fields":[
+                {"name":"id","type":"long"}]}]},
+            {"name":"after","type":["null","Value"]},
+            {"name":"op","type":"string"}]}"#;
+        let cache = SchemaCache::new(SchemaKind::Avro);
+        let compiled = cache
+            .compile(&registered(SchemaKind::Avro, envelope, vec![]))
+            .unwrap();
+        // before: null; after: branch 1, id 5; op "c".
+        let body = [0x00, 0x02, 0x0a, 0x02, b'c'];
+        assert_eq!(
+            compiled.avro_document(&body).unwrap().unwrap(),
+            serde_json::json!({"before": null, "after": {"id": 5}, "op": "c"})
+        );
+    }
+
+    #[test]
+    fn a_schema_of_another_kind_is_unreadable() {
+        let cache = SchemaCache::new(SchemaKind::Avro);
+        let err = cache
+            .compile(&registered(SchemaKind::Json, "{}", vec![]))
+            .unwrap_err();
+        assert_eq!(
+            err,
+            "schema id 7 is JSON, not AVRO as the input format says"
+        );
+    }
+
+    #[test]
+    fn a_hostile_length_claim_does_not_allocate_it() {
+        let cache = SchemaCache::new(SchemaKind::Avro);
+        let compiled = cache
+            .compile(&registered(SchemaKind::Avro, r#""string""#, vec![]))
+            .unwrap();
+        // A string claiming 2^62 bytes.
+        let body = [0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f];
+        assert!(compiled.avro_document(&body).unwrap().is_err());
+    }
+
+    #[test]
+    fn the_cache_is_bounded() {
+        let cache = SchemaCache::new(SchemaKind::Json);
+        for id in 0..(MAX_CACHED_SCHEMAS as u32 + 10) {
+            cache.insert(id, Ok(Arc::new(Compiled::Json)));
+        }
+        assert_eq!(cache.entries.read().unwrap().len(), MAX_CACHED_SCHEMAS);
+        assert!(cache.get(MAX_CACHED_SCHEMAS as u32 + 9).is_some());
+    }
+}
