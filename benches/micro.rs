@@ -42,7 +42,56 @@ fn decode(c: &mut Criterion) {
     g.bench_function("json_event_nested_pointers", |b| {
         b.iter(|| nested.decode(Some(black_box(nested_payload))).unwrap())
     });
+    // The same event in Avro, framed for a registry, its writer schema in the cache.
+    let (avro, avro_payload) = avro_decoder();
+    g.bench_function("avro_event", |b| {
+        b.iter(|| avro.decode_record(Some(black_box(&avro_payload))).unwrap())
+    });
     g.finish();
+}
+
+/// A decoder of `--input-format avro` with its schema cached, and an event framed for it.
+fn avro_decoder() -> (Decoder, Vec<u8>) {
+    use account_sync::registry::{wire, RegisteredSchema, SchemaKind};
+    use account_sync::worker::schemas::SchemaCache;
+    use apache_avro::types::Value;
+    const SCHEMA: &str = r#"{"type":"record","name":"Signup","namespace":"app","fields":[
+        {"name":"UserID","type":"string"},
+        {"name":"Nick","type":["null","string"],"default":null},
+        {"name":"FaceUrl","type":["null","string"],"default":null},
+        {"name":"source","type":"string"},
+        {"name":"ts","type":"long"}]}"#;
+    let cache = std::sync::Arc::new(SchemaCache::new(SchemaKind::Avro));
+    let registered = RegisteredSchema {
+        id: 1,
+        kind: SchemaKind::Avro,
+        text: SCHEMA.into(),
+        references: Vec::new(),
+    };
+    cache.insert(1, cache.compile(&registered));
+    let decoder = Decoder::new(
+        account_sync::worker::event::InputFormat::Avro,
+        "/UserID",
+        "/Nick",
+        "/FaceUrl",
+    )
+    .unwrap()
+    .with_schemas(cache);
+    let some = |s: &str| Value::Union(1, Box::new(Value::String(s.into())));
+    let record = Value::Record(vec![
+        ("UserID".into(), Value::String("user_000123456".into())),
+        ("Nick".into(), some("Some Nickname")),
+        (
+            "FaceUrl".into(),
+            some("https://cdn.example.com/avatars/000123456.png"),
+        ),
+        ("source".into(), Value::String("web".into())),
+        ("ts".into(), Value::Long(1_795_358_026)),
+    ]);
+    let schema = apache_avro::Schema::parse_str(SCHEMA).unwrap();
+    let mut payload = wire::header(1).to_vec();
+    payload.extend(apache_avro::to_avro_datum(&schema, record).unwrap());
+    (decoder, payload)
 }
 
 fn record(i: u64) -> InputRecord {

@@ -6,7 +6,17 @@
 
 use serde::Serialize;
 
-use crate::worker::event::SignupEvent;
+/// One signup: the account to make sure of. Made by the decoder (`worker/event.rs`, which also
+/// checks fields read from elsewhere: `SignupEvent::from_fields`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignupEvent {
+    /// 1-32 bytes of `[A-Za-z0-9_-]`.
+    pub user_id: String,
+    /// Optional nickname, at most 500 bytes.
+    pub nick: Option<String>,
+    /// Optional avatar URL, at most 500 bytes.
+    pub face_url: Option<String>,
+}
 
 /// Where an input record came from: enough to dead-letter it, report it, and mark its offset done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use account_sync::devtools::embedded_kafka::CONSUMER_GROUP_HEARTBEAT;
+use account_sync::devtools::registry::RegistryHandle;
 use common::emulator::{emulator_config, SECRET};
 use common::kafka::{mock_env, WorkerEnv};
 use common::process::{run_args, Proc};
@@ -379,4 +380,53 @@ async fn a_classic_property_under_the_consumer_protocol() {
         &["partition.assignment.strategy", "--group-protocol consumer"],
     );
     assert!(out.line("brokers").starts_with("- "), "{}", out.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schema_registry_and_its_credentials() {
+    let env = world().await;
+    let registry = RegistryHandle::start(
+        "127.0.0.1:0".parse().unwrap(),
+        Some("sync:s3cret-pw".into()),
+    )
+    .await
+    .expect("registry starts");
+    registry.register("signups-value", r#""string""#, None, vec![]);
+    let dir = std::env::temp_dir().join(format!("doctor-registry-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (good, bad) = (dir.join("good"), dir.join("bad"));
+    std::fs::write(&good, "sync:s3cret-pw\n").unwrap();
+    std::fs::write(&bad, "sync:wrong-pw\n").unwrap();
+    let url = registry.base_url();
+    let with = |file: &std::path::Path| {
+        vec![
+            ("--input-format", "avro".to_owned()),
+            ("--schema-registry-url", url.clone()),
+            (
+                "--schema-registry-user-info-file",
+                file.to_str().unwrap().to_owned(),
+            ),
+        ]
+    };
+    let changes = with(&good);
+    let changes: Vec<(&str, &str)> = changes.iter().map(|(f, v)| (*f, v.as_str())).collect();
+    let out = doctor(&env, &changes, SECRET).await;
+    assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.line("schema-registry")
+            .contains("answers with these credentials: 1 subjects"),
+        "{}",
+        out.stdout
+    );
+    let changes = with(&bad);
+    let changes: Vec<(&str, &str)> = changes.iter().map(|(f, v)| (*f, v.as_str())).collect();
+    let out = doctor(&env, &changes, SECRET).await;
+    out.fails_only("schema-registry", &["refused the credentials", "user info"]);
+    for secret in ["s3cret-pw", "wrong-pw"] {
+        assert!(
+            !out.stdout.contains(secret) && !out.stderr.contains(secret),
+            "a credential was printed"
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -465,7 +465,11 @@ async fn the_limiter_keeps_the_worker_under_the_vendor_limits() {
     let started = Instant::now();
     let worker = env.worker(&[]);
     let metrics = worker.metrics.clone();
-    assert_eq!(env.wait_outcomes(3000, Duration::from_secs(60)).await, 3000);
+    // A bound on liveness only (15 s of work at the limits; tansu on a loaded machine is slower).
+    assert_eq!(
+        env.wait_outcomes(3000, Duration::from_secs(300)).await,
+        3000
+    );
     let took = started.elapsed();
     worker.stop().await.expect("clean stop");
 

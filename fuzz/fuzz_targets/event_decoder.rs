@@ -83,6 +83,7 @@ fuzz_target!(|payload: &[u8]| {
     match &change {
         Ok(Decoded::Signup(e)) => check(&Ok(e.clone())),
         Ok(Decoded::Skipped(_)) => assert!(is_json, "skipped a payload that is not JSON"),
+        Ok(Decoded::AwaitsSchema(id)) => panic!("JSON never awaits a schema ({id})"),
         Err(err) => check(&Err(err.clone())),
     }
     if !is_json {

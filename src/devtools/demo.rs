@@ -269,8 +269,12 @@ pub async fn run(args: DemoArgs, shutdown: Shutdown) -> Result<ExitCode, String>
     let (worker_stop, worker_trigger) = Shutdown::new();
     let worker_task = tokio::spawn(worker.run(Some(admin), worker_stop));
     eprintln!(
-        "account-sync demo: {} events, {} partitions, {:.0}% already imported, {:.1}% malformed, limits {}/s check and {}/s import, API latency {} ms",
+        "account-sync demo: {} events{}, {} partitions, {:.0}% already imported, {:.1}% malformed, limits {}/s check and {}/s import, API latency {} ms",
         args.events,
+        match args.input_format {
+            LoadFormat::Avro => " in Avro (through a local Schema Registry)",
+            LoadFormat::Json => "",
+        },
         partitions,
         args.existing_fraction * 100.0,
         args.bad_fraction * 100.0,

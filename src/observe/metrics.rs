@@ -93,7 +93,7 @@ declare_metrics! {
     ready: IntGauge("account_sync_ready", "1 while /readyz answers 200 (partitions assigned, no systemic fault).");
     /// 1 for the vendor code of the systemic fault in force (label `code`; `unavailable` for an
     /// outage); absent when none.
-    systemic_fault: IntGaugeVec("account_sync_systemic_fault", "1 while a systemic fault with this vendor code (or `unavailable`: an outage) is in force.", ["code"]);
+    systemic_fault: IntGaugeVec("account_sync_systemic_fault", "1 while a systemic fault with this vendor code (or `unavailable`: an outage; `schema_registry`: the Schema Registry does not answer) is in force.", ["code"]);
     /// Times the gate closed, by the same `code` label: an alert on flapping needs the count,
     /// since a gauge misses a fault shorter than the scrape interval.
     systemic_faults: IntCounterVec("account_sync_systemic_faults_total", "Times intake paused for a systemic fault or an outage, by code (`unavailable`: an outage).", ["code"]);

@@ -19,13 +19,17 @@
 
 use serde_json::{Map, Value};
 
-use super::event::DecodeError;
 use crate::domain::SkipReason;
 
 /// The largest change event read: Kafka's default largest message (`message.max.bytes`). A
 /// Debezium event carries its row twice and, with the schema wrapper, the table's schema too, so
 /// it is larger than a signup event; it is still bounded, and a larger one is dead-lettered.
 pub const MAX_CHANGE_EVENT_BYTES: usize = 1024 * 1024;
+
+/// Why a payload is not a Debezium change event (the decoder's `DecodeError::NotDebezium`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a Debezium change event: {0}")]
+pub struct NotDebezium(pub String);
 
 /// What a change event is to the worker.
 #[derive(Debug, PartialEq)]
@@ -37,7 +41,7 @@ pub enum Change<'a> {
 }
 
 /// The change a parsed Debezium event (a JSON document) carries.
-pub fn debezium(doc: &Value) -> Result<Change<'_>, DecodeError> {
+pub fn debezium(doc: &Value) -> Result<Change<'_>, NotDebezium> {
     let event = unwrap_schema(doc);
     let Value::Object(fields) = event else {
         return Err(not_debezium("the payload is not a JSON object"));
@@ -68,7 +72,7 @@ fn is_envelope(fields: &Map<String, Value>) -> bool {
             .any(|k| fields.contains_key(*k))
 }
 
-fn envelope_change(fields: &Map<String, Value>) -> Result<Change<'_>, DecodeError> {
+fn envelope_change(fields: &Map<String, Value>) -> Result<Change<'_>, NotDebezium> {
     let op = fields.get("op").and_then(Value::as_str).unwrap_or_default();
     match op {
         "c" | "r" => match fields.get("after") {
@@ -84,7 +88,7 @@ fn envelope_change(fields: &Map<String, Value>) -> Result<Change<'_>, DecodeErro
 fn flattened_change<'a>(
     row: &'a Value,
     fields: &Map<String, Value>,
-) -> Result<Change<'a>, DecodeError> {
+) -> Result<Change<'a>, NotDebezium> {
     let deleted = match fields.get("__deleted") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
@@ -107,7 +111,7 @@ fn flattened_change<'a>(
 }
 
 /// The skip reason of an `op` that is not a signup.
-fn skip_for_op(op: &str) -> Result<Change<'static>, DecodeError> {
+fn skip_for_op(op: &str) -> Result<Change<'static>, NotDebezium> {
     let reason = match op {
         "u" => SkipReason::Update,
         "d" => SkipReason::Delete,
@@ -124,8 +128,8 @@ fn skip_for_op(op: &str) -> Result<Change<'static>, DecodeError> {
     Ok(Change::Skip(reason))
 }
 
-fn not_debezium(why: impl Into<String>) -> DecodeError {
-    DecodeError::NotDebezium(why.into())
+fn not_debezium(why: impl Into<String>) -> NotDebezium {
+    NotDebezium(why.into())
 }
 
 #[cfg(test)]
@@ -134,7 +138,7 @@ mod tests {
 
     use super::*;
 
-    fn change(doc: &Value) -> Result<Change<'_>, DecodeError> {
+    fn change(doc: &Value) -> Result<Change<'_>, NotDebezium> {
         debezium(doc)
     }
 

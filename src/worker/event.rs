@@ -23,23 +23,13 @@ use serde_json::Value;
 use super::envelope::{self, Change, MAX_CHANGE_EVENT_BYTES};
 use super::schemas::SchemaCache;
 use crate::chat::api::{self, MAX_PROFILE_FIELD_BYTES, MAX_USER_ID_BYTES};
+pub use crate::domain::SignupEvent;
 use crate::domain::SkipReason;
 use crate::registry::wire::{self, WireError};
 
 /// Payloads above this are rejected without parsing: a signup event is a few hundred bytes, and a
 /// huge payload must not cost a huge allocation.
 pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
-
-/// One signup: the account to make sure of.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SignupEvent {
-    /// 1-32 bytes of `[A-Za-z0-9_-]`.
-    pub user_id: String,
-    /// Optional nickname, at most 500 bytes.
-    pub nick: Option<String>,
-    /// Optional avatar URL, at most 500 bytes.
-    pub face_url: Option<String>,
-}
 
 impl SignupEvent {
     /// An event from fields found elsewhere than in JSON (a CSV row), checked as a decoded
@@ -114,8 +104,8 @@ pub enum DecodeError {
     TooLarge(usize),
     #[error("change event is {0} bytes, over the {MAX_CHANGE_EVENT_BYTES}-byte limit")]
     ChangeEventTooLarge(usize),
-    #[error("not a Debezium change event: {0}")]
-    NotDebezium(String),
+    #[error("{0}")]
+    NotDebezium(#[from] envelope::NotDebezium),
     #[error("{0}")]
     Wire(#[from] WireError),
     /// The writer schema cannot be had or used (the text names the id).

@@ -26,14 +26,14 @@
 //!
 //! Here: [`Worker`] (settings → a worker; run) and the rate share it takes on every rebalance.
 
-mod envelope;
+pub mod envelope;
 pub mod event;
 mod flow;
 mod intake;
 pub(crate) mod live;
 pub(crate) mod pipeline;
 mod revoke;
-mod schemas;
+pub mod schemas;
 pub(crate) mod source;
 mod start;
 mod stop;

@@ -8,7 +8,8 @@
 //!
 //! - a schema: compiled and cached; the record decodes with it;
 //! - "not found" (40403, or a reference's 40401/40402), a schema of another kind than the input
-//!   format, a schema that does not compile: cached as unreadable, and every record naming that
+//!   format, a schema that does not compile or has an array of items that take no bytes (see
+//!   `refuse_arrays_of_nothing`): cached as unreadable, and every record naming that
 //!   id is dead-lettered at `decode` with the reason (the record's fault: it names a schema
 //!   nobody can read it with);
 //! - no usable answer (unreachable, timeout, 5xx, credentials refused, a broken answer): not the
@@ -21,8 +22,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use apache_avro::headers::HeaderBuilder;
 use apache_avro::types::Value as AvroValue;
-use apache_avro::Schema as AvroSchema;
+use apache_avro::{GenericSingleObjectReader, Schema as AvroSchema};
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
@@ -40,13 +42,20 @@ pub const MAX_CACHED_SCHEMAS: usize = 1000;
 /// A writer schema ready to read records with.
 #[derive(Debug)]
 pub enum Compiled {
-    /// An Avro schema and the named schemas it references.
-    Avro {
-        schema: AvroSchema,
-        references: Vec<AvroSchema>,
-    },
+    /// An Avro schema, with the named schemas it references.
+    Avro(Box<AvroReader>),
     /// A JSON Schema: the payload is JSON, read as it is (the producer's serializer validated it).
     Json,
+}
+
+/// An Avro writer schema, ready to read datums with.
+#[derive(Debug)]
+pub struct AvroReader {
+    schema: AvroSchema,
+    references: Vec<AvroSchema>,
+    /// The schema with its named types resolved once, when it references no other schema: the
+    /// per-record read then skips resolving them again (see [`Compiled::avro_document`]).
+    resolved: Option<Resolved>,
 }
 
 /// A cache entry: a schema, or why records naming its id cannot be read.
@@ -110,7 +119,7 @@ impl SchemaCache {
         }
         let compiled = match schema.kind {
             SchemaKind::Avro => compile_avro(schema)
-                .map_err(|e| format!("schema id {id} does not compile as Avro: {e}"))?,
+                .map_err(|e| format!("schema id {id} cannot be read as Avro: {e}"))?,
             SchemaKind::Json => Compiled::Json,
             SchemaKind::Protobuf => {
                 return Err(format!("schema id {id}: Protobuf is not read yet"));
@@ -120,24 +129,124 @@ impl SchemaCache {
     }
 }
 
-fn compile_avro(schema: &RegisteredSchema) -> Result<Compiled, apache_avro::Error> {
+fn compile_avro(schema: &RegisteredSchema) -> Result<Compiled, String> {
     let references = schema.references.iter().map(|r| r.text.as_str());
-    let (schema, references) = AvroSchema::parse_str_with_list(&schema.text, references)?;
-    Ok(Compiled::Avro { schema, references })
+    let (schema, references) =
+        AvroSchema::parse_str_with_list(&schema.text, references).map_err(|e| e.to_string())?;
+    let all: Vec<&AvroSchema> = references.iter().chain([&schema]).collect();
+    let resolved =
+        apache_avro::schema::ResolvedSchema::try_from(all.clone()).map_err(|e| e.to_string())?;
+    for s in all {
+        refuse_arrays_of_nothing(s, resolved.get_names(), 0)?;
+    }
+    // apache-avro resolves a schema's named types on every read of a datum; its single-object
+    // reader resolves them once. With an empty header it reads a bare datum.
+    let resolved = match references.is_empty() {
+        true => GenericSingleObjectReader::new_with_header_builder(schema.clone(), NoHeader)
+            .ok()
+            .map(Resolved),
+        false => None,
+    };
+    Ok(Compiled::Avro(Box::new(AvroReader {
+        schema,
+        references,
+        resolved,
+    })))
+}
+
+/// A schema whose named types are resolved, ready to read bare datums.
+pub struct Resolved(GenericSingleObjectReader);
+
+impl std::fmt::Debug for Resolved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Resolved")
+    }
+}
+
+/// The single-object encoding's header, left out: registry-framed records carry none.
+struct NoHeader;
+
+impl HeaderBuilder for NoHeader {
+    fn build_header(&self) -> Vec<u8> {
+        Vec::new()
+    }
+}
+
+/// How deep [`refuse_arrays_of_nothing`] and [`takes_no_bytes`] follow a schema.
+const MAX_SCHEMA_DEPTH: usize = 64;
+
+/// Refuses a schema with an array whose items can take no bytes (`null`, a `fixed` of size 0, a
+/// record of such fields): a record of it could claim billions of items in a few bytes, and the
+/// decoder would build them all. No real schema has one.
+fn refuse_arrays_of_nothing(
+    schema: &AvroSchema,
+    names: &apache_avro::schema::NamesRef<'_>,
+    depth: usize,
+) -> Result<(), String> {
+    if depth > MAX_SCHEMA_DEPTH {
+        return Err(format!("nested deeper than {MAX_SCHEMA_DEPTH}"));
+    }
+    let walk = |s: &AvroSchema| refuse_arrays_of_nothing(s, names, depth + 1);
+    match schema {
+        AvroSchema::Array(a) => {
+            if takes_no_bytes(&a.items, names, 0) {
+                return Err("it has an array of items that take no bytes (such as null), which a record could claim any number of".into());
+            }
+            walk(&a.items)
+        }
+        AvroSchema::Map(m) => walk(&m.types),
+        AvroSchema::Union(u) => u.variants().iter().try_for_each(walk),
+        AvroSchema::Record(r) => r.fields.iter().try_for_each(|f| walk(&f.schema)),
+        _ => Ok(()),
+    }
+}
+
+/// Whether a value of `schema` can be encoded in zero bytes.
+fn takes_no_bytes(
+    schema: &AvroSchema,
+    names: &apache_avro::schema::NamesRef<'_>,
+    depth: usize,
+) -> bool {
+    if depth > MAX_SCHEMA_DEPTH {
+        return false;
+    }
+    match schema {
+        AvroSchema::Null => true,
+        AvroSchema::Fixed(f) => f.size == 0,
+        AvroSchema::Record(r) => r
+            .fields
+            .iter()
+            .all(|f| takes_no_bytes(&f.schema, names, depth + 1)),
+        AvroSchema::Ref { name } => names
+            .get(name)
+            .is_some_and(|s| takes_no_bytes(s, names, depth + 1)),
+        // Every other type writes at least one byte: a length, a count, an index, a number.
+        _ => false,
+    }
 }
 
 impl Compiled {
     /// The document in `body` (a framed payload's bytes after its header), or why it does not
     /// read; `None` for a JSON Schema payload, which the JSON path reads itself.
     pub fn avro_document(&self, body: &[u8]) -> Option<Result<Value, String>> {
-        let Compiled::Avro { schema, references } = self else {
+        let Compiled::Avro(avro) = self else {
             return None;
         };
+        let AvroReader {
+            schema,
+            references,
+            resolved,
+        } = &**avro;
         let mut reader = body;
-        // The named types are resolved from the schemata given, in order: the references (each
-        // after those it uses), then the schema, whose own named types count too.
-        let schemata = references.iter().chain(std::iter::once(schema)).collect();
-        let decoded = apache_avro::from_avro_datum_schemata(schema, schemata, &mut reader, None);
+        let decoded = match resolved {
+            Some(Resolved(r)) => r.read_value(&mut reader),
+            None => {
+                // The named types are resolved from the schemata given, in order: the references
+                // (each after those it uses), then the schema, whose own named types count too.
+                let schemata = references.iter().chain(std::iter::once(schema)).collect();
+                apache_avro::from_avro_datum_schemata(schema, schemata, &mut reader, None)
+            }
+        };
         Some(match decoded {
             Err(e) => Err(bounded(&e.to_string())),
             Ok(_) if !reader.is_empty() => {
@@ -366,7 +475,7 @@ mod tests {
             .compile(&registered(SchemaKind::Avro, signup, vec![]))
             .unwrap_err();
         assert!(
-            err.starts_with("schema id 7 does not compile as Avro"),
+            err.starts_with("schema id 7 cannot be read as Avro"),
             "{err}"
         );
     }
@@ -412,6 +521,36 @@ mod tests {
         // A string claiming 2^62 bytes.
         let body = [0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f];
         assert!(compiled.avro_document(&body).unwrap().is_err());
+    }
+
+    #[test]
+    fn arrays_of_items_that_take_no_bytes_are_refused() {
+        let cache = SchemaCache::new(SchemaKind::Avro);
+        for schema in [
+            r#"{"type":"array","items":"null"}"#,
+            r#"{"type":"record","name":"R","fields":[{"name":"a","type":{"type":"array","items":{"type":"fixed","name":"F","size":0}}}]}"#,
+            r#"{"type":"record","name":"R","fields":[{"name":"e","type":{"type":"record","name":"E","fields":[{"name":"n","type":"null"}]}},{"name":"a","type":["null",{"type":"array","items":"E"}]}]}"#,
+        ] {
+            let err = cache
+                .compile(&registered(SchemaKind::Avro, schema, vec![]))
+                .unwrap_err();
+            assert!(
+                err.contains("array of items that take no bytes"),
+                "{schema}: {err}"
+            );
+        }
+        // An array of anything that writes a byte is fine, and so is a lone null.
+        for schema in [
+            r#"{"type":"array","items":["null","string"]}"#,
+            r#"{"type":"record","name":"R","fields":[{"name":"n","type":"null"},{"name":"a","type":{"type":"array","items":"boolean"}}]}"#,
+        ] {
+            assert!(
+                cache
+                    .compile(&registered(SchemaKind::Avro, schema, vec![]))
+                    .is_ok(),
+                "{schema}"
+            );
+        }
     }
 
     #[test]

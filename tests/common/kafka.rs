@@ -147,6 +147,10 @@ pub struct TestKafka {
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// How long a read of the broker's metadata, watermarks or committed offsets may take. Only a
+/// bound on a broker that does not answer: tansu on a loaded 2-core machine took over 10 s.
+pub const BROKER_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The mock's session timeout of consumer-protocol groups (KIP-848), as `worker_args` gives
 /// classic ones: a member that vanished holds its partitions this long.
 pub const CONSUMER_GROUP_SESSION: Duration = Duration::from_secs(6);
@@ -374,14 +378,14 @@ pub fn count_records(brokers: &str, topic: &str) -> usize {
         .create()
         .expect("counting consumer");
     let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .fetch_metadata(Some(topic), BROKER_READ_TIMEOUT)
         .expect("metadata");
     md.topics()[0]
         .partitions()
         .iter()
         .map(|p| {
             let (low, high) = consumer
-                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                .fetch_watermarks(topic, p.id(), BROKER_READ_TIMEOUT)
                 .expect("watermarks");
             (high - low) as usize
         })
@@ -471,7 +475,7 @@ pub fn read_all(
         .create()
         .expect("reader");
     let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .fetch_metadata(Some(topic), BROKER_READ_TIMEOUT)
         .expect("metadata");
     let parts = md.topics()[0].partitions().len() as i32;
     let mut tpl = TopicPartitionList::new();
@@ -519,7 +523,7 @@ pub fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> BT
         tpl.add_partition(topic, p);
     }
     let c = consumer
-        .committed_offsets(tpl, Duration::from_secs(10))
+        .committed_offsets(tpl, BROKER_READ_TIMEOUT)
         .expect("committed offsets");
     c.elements()
         .iter()

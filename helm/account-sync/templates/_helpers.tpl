@@ -160,7 +160,7 @@ Secret. kafka.properties come last, so they win.
 {{- if and $sr.url (not $registryFormat) }}
 {{- fail (printf "worker.input.schemaRegistry.url is set, but worker.input.format %s does not read through a registry" $in.format) }}
 {{- end }}
-{{- if and $sr.existingSecret (not (xor (not $sr.userInfoKey) (not $sr.tokenKey))) }}
+{{- if and $sr.existingSecret (eq (empty $sr.userInfoKey) (empty $sr.tokenKey)) }}
 {{- fail "worker.input.schemaRegistry.existingSecret: set exactly one of userInfoKey and tokenKey" }}
 {{- end }}
 {{- if and (or $sr.userInfoKey $sr.tokenKey) (not $sr.existingSecret) }}
