@@ -78,6 +78,8 @@ pub enum InputFormatArg {
     Plain,
     /// Avro through a Schema Registry (Confluent wire format); the record read as a document.
     Avro,
+    /// Protobuf through a Schema Registry (Confluent wire format); fields by their `.proto` names.
+    Protobuf,
     /// JSON through a Schema Registry (Confluent wire format, a JSON Schema's id).
     JsonSchema,
 }
@@ -91,8 +93,8 @@ pub const REGISTRY_TOKEN_ENV: &str = "ACCOUNT_SYNC_SCHEMA_REGISTRY_TOKEN";
 /// file or the environment, never from a flag.
 #[derive(Debug, Clone, Args)]
 pub struct RegistryArgs {
-    /// Base URL of a Confluent-compatible Schema Registry (needed by --input-format avro and
-    /// json-schema), e.g. https://sr.example:8081.
+    /// Base URL of a Confluent-compatible Schema Registry (needed by --input-format avro,
+    /// protobuf and json-schema), e.g. https://sr.example:8081.
     #[arg(long, env = "ACCOUNT_SYNC_SCHEMA_REGISTRY_URL")]
     pub schema_registry_url: Option<String>,
     /// File holding the registry's basic-auth user info, USER:PASSWORD (e.g. a mounted
@@ -774,6 +776,7 @@ impl WorkerArgs {
             InputFormatArg::Json => InputFormat::Json,
             InputFormatArg::Plain => InputFormat::Plain,
             InputFormatArg::Avro => InputFormat::Avro,
+            InputFormatArg::Protobuf => InputFormat::Protobuf,
             InputFormatArg::JsonSchema => InputFormat::JsonSchema,
         }
     }
@@ -781,10 +784,7 @@ impl WorkerArgs {
     /// The registry's settings: given exactly when the input format reads through one.
     pub fn registry_config(&self) -> Result<Option<RegistryConfig>, String> {
         let config = self.registry.config(self.chat.allow_insecure_http)?;
-        let needs = matches!(
-            self.input_format,
-            InputFormatArg::Avro | InputFormatArg::JsonSchema
-        );
+        let needs = self.decoder_format().uses_registry();
         match (needs, &config) {
             (true, None) => Err(format!(
                 "--input-format {} reads through a schema registry: set --schema-registry-url (ACCOUNT_SYNC_SCHEMA_REGISTRY_URL)",

@@ -788,3 +788,126 @@ fn tempfile_dir(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// The `.proto` files of a test, compiled as a producer's serializer has them.
+fn proto_pool(files: &[(&str, &str)]) -> prost_reflect::DescriptorPool {
+    struct Files(Vec<(String, String)>);
+    impl protox::file::FileResolver for Files {
+        fn open_file(&self, name: &str) -> Result<protox::file::File, protox::Error> {
+            match self.0.iter().find(|(n, _)| n == name) {
+                Some((n, source)) => protox::file::File::from_source(n, source),
+                None => Err(protox::Error::file_not_found(name)),
+            }
+        }
+    }
+    let owned = files
+        .iter()
+        .map(|(n, s)| (n.to_string(), s.to_string()))
+        .collect();
+    let mut compiler = protox::Compiler::with_file_resolver(Files(owned));
+    for (name, _) in files {
+        compiler
+            .open_file(name)
+            .expect("the test's .proto compiles");
+    }
+    compiler.descriptor_pool()
+}
+
+/// A Protobuf record framed as Confluent's serializer frames it: id, message index path, message.
+fn framed_proto(
+    id: u32,
+    path: &[usize],
+    desc: prost_reflect::MessageDescriptor,
+    json: serde_json::Value,
+) -> Vec<u8> {
+    use protox::prost::Message;
+    let message = prost_reflect::DynamicMessage::deserialize(desc, json).unwrap();
+    let mut body = wire::encode_message_indexes(path);
+    body.extend(message.encode_to_vec());
+    framed(id, &body)
+}
+
+const PROFILE_PROTO: &str = r#"syntax = "proto3";
+package common;
+message Profile { string nick = 1; string face_url = 2; }
+"#;
+
+const SIGNUP_PROTO: &str = r#"syntax = "proto3";
+package app;
+import "common/profile.proto";
+message Heartbeat { int64 at = 1; }
+message Signup {
+  string user_id = 1;
+  common.Profile profile = 2;
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protobuf_records_are_read_with_their_imports_by_the_proto_field_names() {
+    let registry = start_registry(None).await;
+    let common = registry.register(
+        "common/profile.proto",
+        PROFILE_PROTO,
+        Some("PROTOBUF"),
+        vec![],
+    );
+    assert!(common > 0);
+    let reference = account_sync::devtools::registry::SchemaReference {
+        name: "common/profile.proto".into(),
+        subject: "common/profile.proto".into(),
+        version: 1,
+    };
+    let id = registry.register(
+        "signups-value",
+        SIGNUP_PROTO,
+        Some("PROTOBUF"),
+        vec![reference],
+    );
+    let pool = proto_pool(&[
+        ("common/profile.proto", PROFILE_PROTO),
+        ("signup.proto", SIGNUP_PROTO),
+    ]);
+    let signup = pool.get_message_by_name("app.Signup").unwrap();
+    let heartbeat = pool.get_message_by_name("app.Heartbeat").unwrap();
+    let record = |user: &str, nick: &str| {
+        let json = serde_json::json!({"userId": user, "profile": {"nick": nick, "faceUrl": "https://a.example/p.png"}});
+        framed_proto(id, &[1], signup.clone(), json)
+    };
+    let inputs = vec![
+        good("pb-1", record("pb-1", "one")),
+        good("pb-2", record("pb-2", "two")),
+        bad(
+            "k-heartbeat",
+            Some(framed_proto(id, &[0], heartbeat, serde_json::json!({"at": 5}))),
+            Reason::exactly("no UserID at JSON pointer /user_id"),
+        ),
+        bad(
+            "k-path",
+            Some(framed(id, &[0x02, 0x0e, 0x0a, 0x02, b'x', b'y'])),
+            Reason::exactly(format!(
+                "payload does not decode with schema id {id}: the message index path [7] names no message of the schema"
+            )),
+        ),
+        good("pb-3", record("pb-3", "three")),
+    ];
+    let url = registry.base_url();
+    let flags = [
+        "--input-format",
+        "protobuf",
+        "--schema-registry-url",
+        &url,
+        "--user-id-pointer",
+        "/user_id",
+        "--nick-pointer",
+        "/profile/nick",
+        "--face-url-pointer",
+        "/profile/face_url",
+    ];
+    let (_env, outcomes) = run_and_check(&inputs, &flags).await;
+    let users: Vec<&str> = outcomes
+        .values()
+        .map(|v| v["user_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(users, ["pb-1", "pb-2", "pb-3"]);
+    assert_eq!(registry.id_lookups(), 1, "one schema id, asked for once");
+}

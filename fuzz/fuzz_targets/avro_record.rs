@@ -11,11 +11,11 @@
 
 use std::sync::{Arc, LazyLock};
 
-use account_sync::chat::api::{is_valid_user_id, MAX_PROFILE_FIELD_BYTES, MAX_USER_ID_BYTES};
 use account_sync::registry::wire;
 use account_sync::registry::{RegisteredSchema, SchemaKind};
 use account_sync::worker::event::{Decoded, Decoder, Envelope, InputFormat};
 use account_sync::worker::schemas::SchemaCache;
+use account_sync_fuzz::check_decoded;
 use libfuzzer_sys::fuzz_target;
 
 /// The writer schemas, by id (their index + 1).
@@ -80,16 +80,10 @@ fuzz_target!(|data: &[u8]| {
     let (plain, nested) = &*DECODERS;
     for decoder in [plain, nested] {
         match decoder.decode_record(Some(&payload)) {
-            Ok(Decoded::Signup(e)) => {
-                assert!(is_valid_user_id(&e.user_id), "{:?}", e.user_id);
-                assert!(e.user_id.len() <= MAX_USER_ID_BYTES);
-                for field in [&e.nick, &e.face_url].into_iter().flatten() {
-                    assert!(!field.is_empty() && field.len() <= MAX_PROFILE_FIELD_BYTES);
-                }
-            }
+            Ok(Decoded::Signup(e)) => check_decoded(&Ok(e), 300),
             Ok(Decoded::Skipped(_)) => {}
             Ok(Decoded::AwaitsSchema(id)) => panic!("schema {id} is cached"),
-            Err(err) => assert!(err.to_string().len() <= 300, "{err}"),
+            Err(err) => check_decoded(&Err(err), 300),
         }
     }
 });

@@ -9,10 +9,10 @@
 
 #![no_main]
 
-use account_sync::chat::api::{is_valid_user_id, MAX_PROFILE_FIELD_BYTES, MAX_USER_ID_BYTES};
 use account_sync::worker::event::{
     DecodeError, Decoded, Decoder, Envelope, InputFormat, SignupEvent,
 };
+use account_sync_fuzz::check_decoded;
 use libfuzzer_sys::fuzz_target;
 use std::sync::LazyLock;
 
@@ -36,19 +36,9 @@ static DECODERS: LazyLock<Decoders> = LazyLock::new(|| Decoders {
         .unwrap(),
 });
 
-/// What every accepted event and every rejection must be.
+/// What every accepted event and every rejection must be (the reason: under 200 bytes).
 fn check(result: &Result<SignupEvent, DecodeError>) {
-    match result {
-        Ok(e) => {
-            assert!(is_valid_user_id(&e.user_id), "{:?}", e.user_id);
-            assert!(e.user_id.len() <= MAX_USER_ID_BYTES);
-            for field in [&e.nick, &e.face_url].into_iter().flatten() {
-                assert!(!field.is_empty() && field.len() <= MAX_PROFILE_FIELD_BYTES);
-            }
-        }
-        // The dead-letter reason: short, whatever the payload.
-        Err(err) => assert!(err.to_string().len() <= 200, "{err}"),
-    }
+    check_decoded(result, 200);
 }
 
 /// The wrapped decoder's result as the default decoder would give it for the bare payload.

@@ -1,7 +1,9 @@
-//! What the fuzz targets share: how a target derives a request from its input, and the checks
-//! every answer error must pass.
+//! What the fuzz targets share: how a target derives a request from its input, the checks every
+//! answer error must pass, and those every decoded event must pass.
 
+use account_sync::chat::api::{is_valid_user_id, MAX_PROFILE_FIELD_BYTES, MAX_USER_ID_BYTES};
 use account_sync::chat::{Api, ChatError, FailureClass};
+use account_sync::worker::event::{DecodeError, SignupEvent};
 
 /// The UserIDs a request is made of: the ids of the vendor's samples (`docs/chat-api.md`), short
 /// ones, and one of the longest allowed (32 bytes).
@@ -83,5 +85,21 @@ pub fn error_code(body: &[u8]) -> Option<i64> {
             let text = String::from_utf8_lossy(body);
             serde_json::from_str::<Code>(&text).ok()?.code?.as_i64()
         }
+    }
+}
+
+/// What every decoded event must be, whatever the payload: the vendor's rules (UserID 1-32 bytes
+/// of `[A-Za-z0-9_-]`, Nick and FaceUrl non-empty and at most 500 bytes). And a decode error, the
+/// dead-letter reason, stays under `max_reason` bytes.
+pub fn check_decoded(result: &Result<SignupEvent, DecodeError>, max_reason: usize) {
+    match result {
+        Ok(e) => {
+            assert!(is_valid_user_id(&e.user_id), "{:?}", e.user_id);
+            assert!(e.user_id.len() <= MAX_USER_ID_BYTES);
+            for field in [&e.nick, &e.face_url].into_iter().flatten() {
+                assert!(!field.is_empty() && field.len() <= MAX_PROFILE_FIELD_BYTES);
+            }
+        }
+        Err(err) => assert!(err.to_string().len() <= max_reason, "{err}"),
     }
 }

@@ -62,6 +62,9 @@ pub enum InputFormat {
     Plain,
     /// Avro in the Schema Registry's wire format: read with its writer schema into a document.
     Avro,
+    /// Protobuf in the Schema Registry's wire format (the message index path after the id): read
+    /// with its `.proto` into a document with the `.proto`'s field names.
+    Protobuf,
     /// JSON in the Schema Registry's wire format (a JSON Schema's id before it).
     JsonSchema,
 }
@@ -69,7 +72,10 @@ pub enum InputFormat {
 impl InputFormat {
     /// Whether records are framed for a Schema Registry.
     pub fn uses_registry(self) -> bool {
-        matches!(self, InputFormat::Avro | InputFormat::JsonSchema)
+        matches!(
+            self,
+            InputFormat::Avro | InputFormat::Protobuf | InputFormat::JsonSchema
+        )
     }
 }
 
@@ -207,7 +213,7 @@ impl Decoder {
     pub fn with_envelope(self, envelope: Envelope) -> Result<Self, String> {
         if envelope != Envelope::None && self.format == InputFormat::Plain {
             return Err(
-                "--input-envelope debezium needs a structured --input-format (json, avro or json-schema)"
+                "--input-envelope debezium needs a structured --input-format (json, avro, protobuf or json-schema)"
                     .into(),
             );
         }
@@ -242,7 +248,7 @@ impl Decoder {
             });
         }
         match (self.format, self.envelope) {
-            (InputFormat::Avro | InputFormat::JsonSchema, _) => self.decode_framed(payload),
+            (f, _) if f.uses_registry() => self.decode_framed(payload),
             (_, Envelope::None) => self.decode(Some(payload)).map(Decoded::Signup),
             (_, Envelope::Debezium) => self.decode_json_document(payload),
         }
@@ -260,7 +266,7 @@ impl Decoder {
             return Ok(Decoded::AwaitsSchema(id));
         };
         let compiled = entry.map_err(DecodeError::Schema)?;
-        match compiled.avro_document(framed.body) {
+        match compiled.document(framed.body) {
             Some(doc) => {
                 let doc = doc.map_err(|reason| DecodeError::NotInSchema { id, reason })?;
                 self.decoded_in(&doc, IdValues::StringOrInteger)
@@ -315,7 +321,7 @@ impl Decoder {
             }
             InputFormat::Json => self.decode_json(payload),
             // Framed records go through decode_record (they may await a schema).
-            InputFormat::Avro | InputFormat::JsonSchema => {
+            InputFormat::Avro | InputFormat::Protobuf | InputFormat::JsonSchema => {
                 match self.decode_record(Some(payload))? {
                     Decoded::Signup(e) => Ok(e),
                     Decoded::Skipped(_) | Decoded::AwaitsSchema(_) => Err(DecodeError::Schema(

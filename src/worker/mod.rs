@@ -124,6 +124,7 @@ impl Worker {
             Some(config) => {
                 let kind = match args.decoder_format() {
                     InputFormat::JsonSchema => SchemaKind::Json,
+                    InputFormat::Protobuf => SchemaKind::Protobuf,
                     _ => SchemaKind::Avro,
                 };
                 let cache = Arc::new(SchemaCache::new(kind));

@@ -1,6 +1,6 @@
-//! The writer schemas of registry formats (`--input-format avro|json-schema`): looked up by id
-//! once, compiled, kept; and a framed payload read with its schema into the document the pointers
-//! read.
+//! The writer schemas of registry formats (`--input-format avro|protobuf|json-schema`): looked up
+//! by id once, compiled, kept; and a framed payload read with its schema into the document the
+//! pointers read.
 //!
 //! A record whose schema is not in the cache is held by the intake loop while [`lookup`] asks the
 //! registry (see `intake.rs`): ids are immutable, so each is asked for once per process. What the
@@ -25,12 +25,16 @@ use std::time::Duration;
 use apache_avro::headers::HeaderBuilder;
 use apache_avro::types::Value as AvroValue;
 use apache_avro::{GenericSingleObjectReader, Schema as AvroSchema};
+use prost_reflect::{DynamicMessage, FileDescriptor, MessageDescriptor, SerializeOptions};
+use protox::file::{ChainFileResolver, File as ProtoFile, FileResolver, GoogleFileResolver};
+use protox::Compiler;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
 use super::envelope::MAX_CHANGE_EVENT_BYTES;
 use super::source::Polled;
 use crate::backoff::Backoff;
+use crate::registry::wire;
 use crate::registry::{RegisteredSchema, RegistryClient, RegistryError, SchemaKind};
 use crate::shutdown::Shutdown;
 use crate::systemic::{SystemicGate, MAX_OUTAGE_PROBE_INTERVAL};
@@ -44,6 +48,8 @@ pub const MAX_CACHED_SCHEMAS: usize = 1000;
 pub enum Compiled {
     /// An Avro schema, with the named schemas it references.
     Avro(Box<AvroReader>),
+    /// A Protobuf file, with the files it imports.
+    Protobuf(Box<ProtoReader>),
     /// A JSON Schema: the payload is JSON, read as it is (the producer's serializer validated it).
     Json,
 }
@@ -54,7 +60,7 @@ pub struct AvroReader {
     schema: AvroSchema,
     references: Vec<AvroSchema>,
     /// The schema with its named types resolved once, when it references no other schema: the
-    /// per-record read then skips resolving them again (see [`Compiled::avro_document`]).
+    /// per-record read then skips resolving them again (see [`AvroReader::document`]).
     resolved: Option<Resolved>,
 }
 
@@ -121,9 +127,8 @@ impl SchemaCache {
             SchemaKind::Avro => compile_avro(schema)
                 .map_err(|e| format!("schema id {id} cannot be read as Avro: {e}"))?,
             SchemaKind::Json => Compiled::Json,
-            SchemaKind::Protobuf => {
-                return Err(format!("schema id {id}: Protobuf is not read yet"));
-            }
+            SchemaKind::Protobuf => compile_protobuf(schema)
+                .map_err(|e| format!("schema id {id} cannot be read as Protobuf: {e}"))?,
         };
         Ok(Arc::new(compiled))
     }
@@ -169,6 +174,87 @@ struct NoHeader;
 impl HeaderBuilder for NoHeader {
     fn build_header(&self) -> Vec<u8> {
         Vec::new()
+    }
+}
+
+/// A Protobuf writer schema: the compiled file, whose messages the index path picks from.
+#[derive(Debug)]
+pub struct ProtoReader {
+    file: FileDescriptor,
+}
+
+/// The name the schema's own file gets among the files it imports (theirs are the references'
+/// names, which are import paths: none starts with this).
+const PROTO_MAIN_FILE: &str = "account-sync/writer-schema.proto";
+
+fn compile_protobuf(schema: &RegisteredSchema) -> Result<Compiled, String> {
+    let mut files: HashMap<String, String> = schema
+        .references
+        .iter()
+        .map(|r| (r.name.clone(), r.text.clone()))
+        .collect();
+    files.insert(PROTO_MAIN_FILE.into(), schema.text.clone());
+    let mut resolver = ChainFileResolver::new();
+    resolver.add(RegistryFiles(files));
+    // The well-known types (google/protobuf/timestamp.proto…): serializers do not register them.
+    resolver.add(GoogleFileResolver::new());
+    let mut compiler = Compiler::with_file_resolver(resolver);
+    compiler
+        .open_file(PROTO_MAIN_FILE)
+        .map_err(|e| bounded(&e.to_string()))?;
+    let file = compiler
+        .descriptor_pool()
+        .get_file_by_name(PROTO_MAIN_FILE)
+        .ok_or("the compiled file is missing")?;
+    Ok(Compiled::Protobuf(Box::new(ProtoReader { file })))
+}
+
+/// The schema's file and its references, by name, for the compiler's imports.
+struct RegistryFiles(HashMap<String, String>);
+
+impl FileResolver for RegistryFiles {
+    fn open_file(&self, name: &str) -> Result<ProtoFile, protox::Error> {
+        match self.0.get(name) {
+            Some(source) => ProtoFile::from_source(name, source),
+            None => Err(protox::Error::file_not_found(name)),
+        }
+    }
+}
+
+impl ProtoReader {
+    /// The message at the record's index path, read into JSON with the `.proto`'s field names.
+    fn document(&self, body: &[u8]) -> Result<Value, String> {
+        let (path, message) = wire::message_indexes(body).map_err(|e| e.to_string())?;
+        let desc = self.message_at(&path).ok_or_else(|| {
+            // Bounded: the path may hold 32 indexes of 20 digits.
+            let mut shown: Vec<String> = path.iter().take(4).map(usize::to_string).collect();
+            if path.len() > 4 {
+                shown.push("…".into());
+            }
+            format!(
+                "the message index path [{}] names no message of the schema",
+                shown.join(", ")
+            )
+        })?;
+        let decoded = DynamicMessage::decode(desc, message).map_err(|e| bounded(&e.to_string()))?;
+        let options = SerializeOptions::new()
+            .use_proto_field_name(true)
+            .stringify_64_bit_integers(false);
+        decoded
+            .serialize_with_options(serde_json::value::Serializer, &options)
+            .map_err(|e| bounded(&e.to_string()))
+    }
+
+    /// The message an index path names: the file's top-level message at its first index, then
+    /// nested messages.
+    fn message_at(&self, path: &[usize]) -> Option<MessageDescriptor> {
+        let (&first, rest) = path.split_first()?;
+        let mut desc = self.file.messages().nth(first)?;
+        for &i in rest {
+            let child = desc.child_messages().nth(i)?;
+            desc = child;
+        }
+        Some(desc)
     }
 }
 
@@ -226,17 +312,25 @@ fn takes_no_bytes(
 }
 
 impl Compiled {
-    /// The document in `body` (a framed payload's bytes after its header), or why it does not
+    /// The document in `body` (a framed payload's bytes after its schema id), or why it does not
     /// read; `None` for a JSON Schema payload, which the JSON path reads itself.
-    pub fn avro_document(&self, body: &[u8]) -> Option<Result<Value, String>> {
-        let Compiled::Avro(avro) = self else {
-            return None;
-        };
+    pub fn document(&self, body: &[u8]) -> Option<Result<Value, String>> {
+        match self {
+            Compiled::Avro(avro) => Some(avro.document(body)),
+            Compiled::Protobuf(proto) => Some(proto.document(body)),
+            Compiled::Json => None,
+        }
+    }
+}
+
+impl AvroReader {
+    /// The datum in `body`, as a document.
+    fn document(&self, body: &[u8]) -> Result<Value, String> {
         let AvroReader {
             schema,
             references,
             resolved,
-        } = &**avro;
+        } = self;
         let mut reader = body;
         let decoded = match resolved {
             Some(Resolved(r)) => r.read_value(&mut reader),
@@ -247,13 +341,13 @@ impl Compiled {
                 apache_avro::from_avro_datum_schemata(schema, schemata, &mut reader, None)
             }
         };
-        Some(match decoded {
+        match decoded {
             Err(e) => Err(bounded(&e.to_string())),
             Ok(_) if !reader.is_empty() => {
                 Err(format!("{} bytes left over after the record", reader.len()))
             }
             Ok(v) => Ok(to_json(v)),
-        })
+        }
     }
 }
 
@@ -436,19 +530,16 @@ mod tests {
         r.put("score", f64::NAN);
         r.put("kind", AvroValue::Enum(1, "PRO".into()));
         let body = apache_avro::to_avro_datum(&schema, r).unwrap();
-        let doc = compiled.avro_document(&body).unwrap().unwrap();
+        let doc = compiled.document(&body).unwrap().unwrap();
         assert_eq!(
             doc,
             serde_json::json!({"user_id": "u1", "nick": "Ann", "score": null, "kind": "PRO"})
         );
         // Cut short, or with bytes left over: the payload is not this schema's record.
-        assert!(compiled
-            .avro_document(&body[..body.len() - 3])
-            .unwrap()
-            .is_err());
+        assert!(compiled.document(&body[..body.len() - 3]).unwrap().is_err());
         let mut longer = body.clone();
         longer.push(0);
-        let err = compiled.avro_document(&longer).unwrap().unwrap_err();
+        let err = compiled.document(&longer).unwrap().unwrap_err();
         assert_eq!(err, "1 bytes left over after the record");
     }
 
@@ -468,7 +559,7 @@ mod tests {
         // user_id "u1", kind index 1 (PRO).
         let body = [0x04, b'u', b'1', 0x02];
         assert_eq!(
-            compiled.avro_document(&body).unwrap().unwrap(),
+            compiled.document(&body).unwrap().unwrap(),
             serde_json::json!({"user_id": "u1", "kind": "PRO"})
         );
         let err = cache
@@ -495,7 +586,7 @@ mod tests {
         // before: null; after: branch 1, id 5; op "c".
         let body = [0x00, 0x02, 0x0a, 0x02, b'c'];
         assert_eq!(
-            compiled.avro_document(&body).unwrap().unwrap(),
+            compiled.document(&body).unwrap().unwrap(),
             serde_json::json!({"before": null, "after": {"id": 5}, "op": "c"})
         );
     }
@@ -520,7 +611,7 @@ mod tests {
             .unwrap();
         // A string claiming 2^62 bytes.
         let body = [0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f];
-        assert!(compiled.avro_document(&body).unwrap().is_err());
+        assert!(compiled.document(&body).unwrap().is_err());
     }
 
     #[test]
@@ -551,6 +642,75 @@ mod tests {
                 "{schema}"
             );
         }
+    }
+
+    /// A Protobuf message of `desc` from JSON, encoded.
+    fn proto_bytes(desc: MessageDescriptor, json: serde_json::Value) -> Vec<u8> {
+        use protox::prost::Message;
+        DynamicMessage::deserialize(desc, json)
+            .unwrap()
+            .encode_to_vec()
+    }
+
+    #[test]
+    fn a_protobuf_message_reads_by_its_index_path_with_its_imports() {
+        let common = r#"syntax = "proto3"; package common;
+            message Profile { string nick = 1; string face_url = 2; }"#;
+        let signup = r#"syntax = "proto3"; package app; import "common/profile.proto";
+            message Other { int32 x = 1; }
+            message Signup {
+                int64 user_id = 1;
+                common.Profile profile = 2;
+                message Note { string user_id = 1; }
+            }"#;
+        let cache = SchemaCache::new(SchemaKind::Protobuf);
+        let reference = Referenced {
+            name: "common/profile.proto".into(),
+            text: common.into(),
+        };
+        let compiled = cache
+            .compile(&registered(SchemaKind::Protobuf, signup, vec![reference]))
+            .unwrap();
+        let Compiled::Protobuf(reader) = &*compiled else {
+            panic!("{compiled:?}")
+        };
+        let signup_desc = reader.message_at(&[1]).unwrap();
+        assert_eq!(signup_desc.full_name(), "app.Signup");
+        let body = proto_bytes(
+            signup_desc,
+            serde_json::json!({"userId": 4004, "profile": {"nick": "Ann", "faceUrl": "https://a/x.png"}}),
+        );
+        let mut framed = wire::encode_message_indexes(&[1]);
+        framed.extend(&body);
+        assert_eq!(
+            compiled.document(&framed).unwrap().unwrap(),
+            serde_json::json!({"user_id": 4004, "profile": {"nick": "Ann", "face_url": "https://a/x.png"}}),
+            "the .proto's field names, 64-bit numbers as numbers"
+        );
+        // A nested message: path [1, 0].
+        let note = reader.message_at(&[1, 0]).unwrap();
+        let mut framed = wire::encode_message_indexes(&[1, 0]);
+        framed.extend(proto_bytes(note, serde_json::json!({"userId": "u1"})));
+        assert_eq!(
+            compiled.document(&framed).unwrap().unwrap(),
+            serde_json::json!({"user_id": "u1"})
+        );
+        // A path that names nothing, bytes that are not the message.
+        let mut framed = wire::encode_message_indexes(&[5]);
+        framed.extend(&body);
+        let err = compiled.document(&framed).unwrap().unwrap_err();
+        assert!(err.contains("names no message"), "{err}");
+        let mut framed = wire::encode_message_indexes(&[1]);
+        framed.extend([0x0a, 0xff, 0xff]);
+        assert!(compiled.document(&framed).unwrap().is_err());
+        // Without its import, the schema does not compile.
+        let err = cache
+            .compile(&registered(SchemaKind::Protobuf, signup, vec![]))
+            .unwrap_err();
+        assert!(
+            err.starts_with("schema id 7 cannot be read as Protobuf"),
+            "{err}"
+        );
     }
 
     #[test]

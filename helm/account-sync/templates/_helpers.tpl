@@ -153,7 +153,7 @@ Secret. kafka.properties come last, so they win.
 {{- define "account-sync.validate" -}}
 {{- $in := .Values.worker.input }}
 {{- $sr := $in.schemaRegistry }}
-{{- $registryFormat := has $in.format (list "avro" "json-schema") }}
+{{- $registryFormat := has $in.format (list "avro" "protobuf" "json-schema") }}
 {{- if and $registryFormat (not $sr.url) }}
 {{- fail (printf "worker.input.format %s reads through a Schema Registry: set worker.input.schemaRegistry.url" $in.format) }}
 {{- end }}
