@@ -61,6 +61,11 @@ pub enum Needs {
     /// The cooperative-sticky assignor of classic groups (the worker's default): rebalances
     /// that revoke only the partitions that move.
     CooperativeAssignor,
+    /// Every assigned partition keeps being served for as long as a test reads it. tansu 0.6 on
+    /// SQLite, in 2 of the last 5 CI runs of the limiter test (3 partitions, 3,000 records),
+    /// stopped delivering part of them: 835 and 1,000 outcomes of 3,000 after 60 s and 300 s
+    /// (one of them on an idle machine). The cause is not found yet.
+    SteadyFetch,
 }
 
 impl Broker {
