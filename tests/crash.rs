@@ -19,7 +19,13 @@ use common::kafka::{
     committed, count_records, event_json, produce, produce_users, read_everything, skip_without,
     Broker, Needs, ReadRecord, TestKafka, Topics,
 };
-use common::process::{run_args, Proc};
+use common::process::{run_args, Proc, RUN_ARGS_SESSION};
+
+/// How long after a kill the dead member is out of its group: its session (`run_args`: 4 s on
+/// the mock, longer elsewhere) and a second.
+fn dead_member_gone() -> Duration {
+    Broker::current().dead_member_session(RUN_ARGS_SESSION) + Duration::from_secs(1)
+}
 
 /// Logs a milestone with the time since `t0`.
 fn mark(t0: Instant, what: &str) {
@@ -254,8 +260,8 @@ async fn sigkill_and_restart_under(protocol: &str) {
         assert!(s.outcomes < users.len(), "kill {} came mid-stream", run + 1);
         snapshots.push(s);
         if !Broker::current().joins_beside_dead_members() {
-            // The dead member's session (run_args: 4 s) ends before the next one joins.
-            tokio::time::sleep(Duration::from_secs(5)).await;
+            // The dead member's session ends before the next one joins.
+            tokio::time::sleep(dead_member_gone()).await;
         }
     }
 

@@ -13,7 +13,7 @@ use account_sync::devtools::emulator::is_preexisting;
 use common::emulator::{count, emulator_config, start_emulator, SECRET};
 use common::kafka::{
     committed, ends, event_json, eventually, outcomes_by_source, produce, produce_users, read_all,
-    skip_without, trickle, worker_args, Needs, RunningWorker, TestKafka, WorkerEnv,
+    trickle, worker_args, RunningWorker, TestKafka, WorkerEnv,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -457,9 +457,6 @@ async fn a_restart_after_a_clean_stop_reprocesses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_limiter_keeps_the_worker_under_the_vendor_limits() {
-    if skip_without(Needs::SteadyFetch) {
-        return;
-    }
     // Emulator and worker at the vendor's defaults: check 100/s, import 200/s.
     let env = WorkerEnv::start(3, emulator_config()).await;
     let users: Vec<String> = (0..3000).map(|i| format!("limit-{i:05}")).collect();

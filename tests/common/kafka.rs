@@ -61,11 +61,6 @@ pub enum Needs {
     /// The cooperative-sticky assignor of classic groups (the worker's default): rebalances
     /// that revoke only the partitions that move.
     CooperativeAssignor,
-    /// Every assigned partition keeps being served for as long as a test reads it. tansu 0.6 on
-    /// SQLite, in 2 of the last 5 CI runs of the limiter test (3 partitions, 3,000 records),
-    /// stopped delivering part of them: 835 and 1,000 outcomes of 3,000 after 60 s and 300 s
-    /// (one of them on an idle machine). The cause is not found yet.
-    SteadyFetch,
 }
 
 impl Broker {
@@ -97,6 +92,30 @@ impl Broker {
     /// every partition of every member before it assigns.
     pub fn cooperative(self) -> bool {
         self.has(Needs::CooperativeAssignor)
+    }
+
+    /// The classic protocol's session settings a test worker gets, `(session.timeout.ms,
+    /// heartbeat.interval.ms)`, from what the test asks of the mock: short sessions let the
+    /// mock's rebalances and a killed member's end come soon. Apache Kafka refuses sessions
+    /// under `group.min.session.timeout.ms` (6 s by default). tansu 0.6 on SQLite answers
+    /// heartbeats seconds late while the suite's parallel tests write to it (4 s measured): with
+    /// a 4 s session it expired live members, and their rejoin never completed, each JoinGroup
+    /// round (3 s in tansu) outlasting what was left of the new member's session, so SyncGroup
+    /// answered "rebalance in progress", then "unknown member", in a loop, and the worker held no
+    /// partition. There sessions are [`TANSU_SESSION`].
+    pub fn classic_session(self, session_ms: u32, heartbeat_ms: u32) -> (u32, u32) {
+        match self {
+            Broker::Mock => (session_ms, heartbeat_ms),
+            Broker::Kafka => (session_ms.max(6_000), heartbeat_ms),
+            Broker::Tansu => (TANSU_SESSION.as_millis() as u32, 1_000),
+        }
+    }
+
+    /// How long a member that died without leaving holds its place in a classic group of a
+    /// test worker whose session the test asked to be `asked`: until its session ends.
+    pub fn dead_member_session(self, asked: Duration) -> Duration {
+        let (session_ms, _) = self.classic_session(asked.as_millis() as u32, 0);
+        Duration::from_millis(u64::from(session_ms))
     }
 
     /// Whether a member may join a classic group while a member that died without leaving
@@ -152,6 +171,10 @@ pub struct TestKafka {
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// The classic session of test workers on tansu ([`Broker::classic_session`]): several times
+/// the heartbeat latency measured under the suite's load, so that no live member expires.
+pub const TANSU_SESSION: Duration = Duration::from_secs(15);
+
 /// How long a read of the broker's metadata, watermarks or committed offsets may take. Only a
 /// bound on a broker that does not answer: tansu on a loaded 2-core machine took over 10 s.
 pub const BROKER_READ_TIMEOUT: Duration = Duration::from_secs(60);
@@ -163,8 +186,9 @@ pub const CONSUMER_GROUP_SESSION: Duration = Duration::from_secs(6);
 /// assignment.
 pub const CONSUMER_GROUP_HEARTBEAT: Duration = Duration::from_millis(500);
 
-/// The classic protocol's session settings (`session.timeout.ms`, `heartbeat.interval.ms`) as
-/// `--kafka-property` flags, and the range assignor on a broker without cooperative-sticky
+/// The classic protocol's session settings (`session.timeout.ms`, `heartbeat.interval.ms`, as
+/// the test asks of the mock: [`Broker::classic_session`] for the others) as `--kafka-property`
+/// flags, and the range assignor on a broker without cooperative-sticky
 /// ([`Broker::cooperative`]), unless `extra` asks for `--group-protocol consumer`, where the
 /// broker decides them and the worker refuses them (the mock's are set by [`TestKafka::start`]).
 pub fn classic_group_flags(extra: &[&str], session_ms: u32, heartbeat_ms: u32) -> Vec<String> {
@@ -175,6 +199,7 @@ pub fn classic_group_flags(extra: &[&str], session_ms: u32, heartbeat_ms: u32) -
     if consumer {
         return Vec::new();
     }
+    let (session_ms, heartbeat_ms) = Broker::current().classic_session(session_ms, heartbeat_ms);
     let mut properties = vec![
         format!("session.timeout.ms={session_ms}"),
         format!("heartbeat.interval.ms={heartbeat_ms}"),
@@ -409,11 +434,16 @@ pub async fn wait_for_records(brokers: &str, topic: &str, n: usize, within: Dura
     }
 }
 
+/// How long [`read_everything`] may take: a bound on liveness only (it returns as soon as every
+/// record arrived). tansu on SQLite, while other tests write to it, served none of 4,300 records
+/// with headers in 30 s once.
+pub const READ_EVERYTHING_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// Reads every record `topic` holds now (call it once nothing more is written, e.g. after the
 /// worker stopped), asserting that all of them arrived.
 pub fn read_everything(brokers: &str, topic: &str) -> Vec<ReadRecord> {
     let n = count_records(brokers, topic);
-    let out = read_all(brokers, topic, n, Duration::from_secs(30), false);
+    let out = read_all(brokers, topic, n, READ_EVERYTHING_TIMEOUT, false);
     assert_eq!(out.len(), n, "read back every record of {topic}");
     out
 }

@@ -16,6 +16,9 @@ use super::kafka::{classic_group_flags, Topics};
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_account-sync");
 
+/// The classic session `run_args` asks of the mock (other brokers: `Broker::classic_session`).
+pub const RUN_ARGS_SESSION: std::time::Duration = std::time::Duration::from_secs(4);
+
 /// A child process that is killed (SIGKILL) if the test ends without stopping it.
 pub struct Proc {
     pub child: Child,
@@ -187,7 +190,11 @@ pub fn run_args(
     // The mock cluster waits up to session.timeout.ms − 1 s per rebalance round, and a killed
     // member holds its partitions until its session ends: short, but above the mock's fixed 3 s
     // first-round delay (a shorter session never lets the group form).
-    a.extend(classic_group_flags(extra, 4000, 300));
+    a.extend(classic_group_flags(
+        extra,
+        RUN_ARGS_SESSION.as_millis() as u32,
+        300,
+    ));
     a.extend(chat_args(api));
     a.extend(extra.iter().map(|s| s.to_string()));
     a
