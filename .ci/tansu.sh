@@ -18,11 +18,11 @@ TANSU_VERSION=0.6.0
 root="${TANSU_ROOT:-${CARGO_HOME:-$HOME/.cargo}/tansu-$TANSU_VERSION}"
 bin="$root/bin/tansu"
 
-# The core: the pipeline end to end (worker, worker_input), kill and restart (crash), members
+# The core: the pipeline end to end (worker, worker_input, lifecycle), kill and restart (crash), members
 # joining and leaving, API faults and the systemic pauses (reliability, outage), dead-letter replay
 # (dlq_replay). Within them, tests that need what tansu lacks (the mock's fault injection, KIP-848,
 # cooperative-sticky) print "SKIPPED <test>: needs …" and return.
-core_tests=(worker worker_input crash reliability outage dlq_replay)
+core_tests=(worker worker_input lifecycle crash reliability outage dlq_replay)
 
 install() {
   if [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use account_sync::chat::usersig::{self, SecretKey};
 use account_sync::delivery::sink::encode_outcome;
-use account_sync::domain::{InputRecord, Outcome, OutcomeStatus, SourcePos};
+use account_sync::domain::{EventKind, InputRecord, Outcome, OutcomeStatus, SourcePos};
 use account_sync::limiter::Limiter;
-use account_sync::worker::event::{Decoder, SignupEvent};
+use account_sync::worker::event::{AccountEvent, Decoder};
 use account_sync::worker::window::{CloseReason, Window};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
@@ -101,10 +101,11 @@ fn record(i: u64) -> InputRecord {
             offset: i as i64,
             epoch: 1,
         },
-        event: SignupEvent {
+        event: AccountEvent {
             user_id: format!("user_{:09}", i % 90),
             nick: None,
             face_url: None,
+            kind: EventKind::Create,
         },
         key: None,
         payload: None,

@@ -13,7 +13,7 @@ cd "$(dirname "$0")"
 
 seconds=${1:-5}
 shift || true
-all=(event_decoder avro_record protobuf_record answer_check answer_import answer_multi_import backfill_lines usersig)
+all=(event_decoder avro_record protobuf_record answer_check answer_delete answer_import answer_multi_import backfill_lines usersig)
 targets=("${@:-${all[@]}}")
 
 # Built on the stable toolchain with plain `cargo build`, into the main package's target/: the

@@ -14,12 +14,14 @@ use clap::{Args, ValueEnum};
 
 use crate::chat::client::{parse_base_url, ApiLimiters};
 use crate::chat::{Api, ChatConfig, OutageRule, Region, RetryPolicy, SecretKey};
+use crate::domain::EventKind;
 pub use crate::kafka::group_protocol::GroupProtocol;
 use crate::kafka::properties;
 use crate::limiter::Limiter;
 use crate::parse::{parse_duration, validate_topic};
 use crate::registry::{Auth, RegistryConfig};
 use crate::worker::event::{Decoder, Envelope, InputFormat};
+use crate::worker::kinds::KindRule;
 use crate::worker::pipeline::{ImportApi, ImportPlan};
 
 /// Environment variable holding the app's secret key.
@@ -310,6 +312,13 @@ pub struct ChatArgs {
     /// Token bucket capacity for multiaccount_import.
     #[arg(long, env = "ACCOUNT_SYNC_BATCH_IMPORT_BURST", default_value_t = 10)]
     pub batch_import_burst: u32,
+    /// account_delete calls per second for the whole app (vendor limit 100, up to 100 UserIDs
+    /// each; used only with --apply-deletes); 0 = unlimited.
+    #[arg(long, env = "ACCOUNT_SYNC_DELETE_RATE", default_value_t = 100.0)]
+    pub delete_rate: f64,
+    /// Token bucket capacity for account_delete.
+    #[arg(long, env = "ACCOUNT_SYNC_DELETE_BURST", default_value_t = 10)]
+    pub delete_burst: u32,
     /// Attempts per API call, the first included.
     #[arg(long, env = "ACCOUNT_SYNC_RETRY_MAX_ATTEMPTS", default_value_t = 8)]
     pub retry_max_attempts: u32,
@@ -387,11 +396,12 @@ impl ChatArgs {
 
     /// The app's budget per rate-limited API, calls/s (0 = unlimited): what each replica takes
     /// its share of.
-    pub fn budget(&self) -> [(Api, f64); 3] {
+    pub fn budget(&self) -> [(Api, f64); 4] {
         [
             (Api::AccountCheck, self.check_rate),
             (Api::AccountImport, self.import_rate),
             (Api::MultiaccountImport, self.batch_import_rate),
+            (Api::AccountDelete, self.delete_rate),
         ]
     }
 
@@ -420,6 +430,7 @@ impl ChatArgs {
                 self.batch_import_rate,
                 self.batch_import_burst,
             )?,
+            delete: make("delete", self.delete_rate, self.delete_burst)?,
         })
     }
 }
@@ -434,7 +445,7 @@ pub struct KafkaArgs {
     /// Consumer group id; replicas of one deployment share it.
     #[arg(long, env = "ACCOUNT_SYNC_GROUP_ID", default_value = "account-sync")]
     pub group_id: String,
-    /// Topic of signup events.
+    /// Topic of signup events (or of every kind of account event, see --event-type-pointer).
     #[arg(long, env = "ACCOUNT_SYNC_INPUT_TOPIC", default_value = "signups")]
     pub input_topic: String,
     /// Topic for dead-letter records.
@@ -548,6 +559,51 @@ impl PointerArgs {
     }
 }
 
+/// What kind each event is (create, update, delete) and whether deletes are made: shared by
+/// `run` and `backfill` (ARCHITECTURE, "Event kinds and order per user").
+#[derive(Debug, Clone, Args)]
+pub struct KindArgs {
+    /// JSON pointer to the event's type. Without it every event is a create (a signup); with it
+    /// the type's value is looked up in the lists below.
+    #[arg(long, env = "ACCOUNT_SYNC_EVENT_TYPE_POINTER")]
+    pub event_type_pointer: Option<String>,
+    /// Type values of creates (comma-separated). Without the list every value that is neither
+    /// an update nor a delete is a create; with it, other values are skipped (`other_type`).
+    #[arg(long, env = "ACCOUNT_SYNC_CREATE_TYPES", value_delimiter = ',')]
+    pub create_types: Option<Vec<String>>,
+    /// Type values of profile updates (comma-separated): the account is made to exist with the
+    /// event's Nick / FaceUrl.
+    #[arg(long, env = "ACCOUNT_SYNC_UPDATE_TYPES", value_delimiter = ',')]
+    pub update_types: Vec<String>,
+    /// Type values of deletions (comma-separated): the account is deleted with --apply-deletes.
+    #[arg(long, env = "ACCOUNT_SYNC_DELETE_TYPES", value_delimiter = ',')]
+    pub delete_types: Vec<String>,
+    /// Delete the accounts of delete events (typed, or Debezium `d`). Deleting cannot be undone
+    /// (the vendor also removes the user's friends, groups and conversations), so without this
+    /// flag delete events are skipped and counted (`account_sync_events_skipped_total{reason="delete"}`).
+    #[arg(long, env = "ACCOUNT_SYNC_APPLY_DELETES")]
+    pub apply_deletes: bool,
+    /// Call only account_check: nothing is imported, updated or deleted, and each outcome says
+    /// what would have been done (would_import, would_update, would_delete), so a first
+    /// deployment against a production app can be watched before it writes anything.
+    #[arg(long, env = "ACCOUNT_SYNC_DRY_RUN")]
+    pub dry_run: bool,
+}
+
+impl KindArgs {
+    /// The decoder's rule for event kinds (checked by the decoder).
+    pub fn rule(&self) -> KindRule {
+        KindRule {
+            pointer: self.event_type_pointer.clone(),
+            create: self.create_types.clone(),
+            update: self.update_types.clone(),
+            delete: self.delete_types.clone(),
+            apply_deletes: self.apply_deletes,
+            default: EventKind::Create,
+        }
+    }
+}
+
 /// Settings of `account-sync run`.
 #[derive(Debug, Clone, Args)]
 pub struct WorkerArgs {
@@ -579,6 +635,8 @@ pub struct WorkerArgs {
     pub input_envelope: InputEnvelopeArg,
     #[command(flatten)]
     pub pointers: PointerArgs,
+    #[command(flatten)]
+    pub kinds: KindArgs,
     #[command(flatten)]
     pub registry: RegistryArgs,
     /// Most distinct UserIDs per account_check window (1-100).
@@ -806,7 +864,10 @@ impl WorkerArgs {
             InputEnvelopeArg::None => Envelope::None,
             InputEnvelopeArg::Debezium => Envelope::Debezium,
         };
-        self.pointers.decoder(format)?.with_envelope(envelope)
+        self.pointers
+            .decoder(format)?
+            .with_envelope(envelope)?
+            .with_kinds(self.kinds.rule())
     }
 }
 

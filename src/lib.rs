@@ -3,7 +3,8 @@
 //! Upstream services publish one event per signup to Kafka. The worker groups UserIDs into
 //! windows of up to 100, asks `account_check` which are imported, calls `account_import` for the
 //! others — all under token-bucket limits — and writes one outcome record per event, plus a
-//! dead-letter record for every failure. The design is in `docs/ARCHITECTURE.md`, and the vendor
+//! dead-letter record for every failure. Profile updates and deletions of the same accounts can
+//! come on the same topic (event kinds), each user's in order. The design is in `docs/ARCHITECTURE.md`, and the vendor
 //! facts it relies on (endpoints, limits, error codes, UserSig) in `docs/chat-api.md`.
 //!
 //! # Layout
@@ -12,8 +13,9 @@
 //! worker/      account-sync run: Worker (mod.rs); its life: start.rs, intake.rs (the loop, one
 //!              method per event), flow.rs (reading / held / paused), stop.rs; tasks.rs (window
 //!              tasks), revoke.rs; then the stages in the order data flows: source.rs (the reader
-//!              task), event.rs (decode; envelope.rs the Debezium change events, schemas.rs the
-//!              registry formats' schemas), window.rs, pipeline.rs (check and import)
+//!              task), event.rs (decode; envelope.rs the Debezium change events, kinds.rs event
+//!              kinds, schemas.rs the registry formats' schemas), window.rs, order.rs (order per
+//!              user across windows), pipeline.rs (check, import and delete)
 //! delivery/    records out → offsets committable → committed: sink.rs (record formats, producer),
 //!              outcomes.rs, commit.rs, transaction.rs (exactly-once)
 //! kafka/       below the worker and delivery: consumer.rs (the input consumer, its callbacks),
@@ -41,7 +43,7 @@
 //!
 //! - [`worker`]: [`worker::Worker`], `account-sync run`: started, run by the intake loop, stopped;
 //!   its stages [`worker::source`] (the reader task, the one poller of the consumer, and
-//!   pause/resume), [`worker::event`] (payload → [`worker::event::SignupEvent`], or a decode
+//!   pause/resume), [`worker::event`] (payload → [`worker::event::AccountEvent`], or a decode
 //!   error that becomes a dead letter), [`worker::window`] (up to 100 distinct UserIDs; closed
 //!   when full, when waiting buys nothing ([`worker::window::CloseRule`]), or at the linger time)
 //!   and the check and import stages.

@@ -9,8 +9,9 @@
 //! and [`run_prober`] probes the API with backoff until a probe succeeds and reopens the gate.
 //!
 //! The probe is one `account_check`, which sees every fault of the key, the UserSig, the admin and
-//! the app, but not the edition's account limit (70398): only importing a *new* account hits that.
-//! For such a fault the prober instead lets one waiting call through as a trial (a half-open
+//! the app, but not the edition's account limit (70398): only importing a *new* account hits that;
+//! nor account deletion switched off for the app (71000): only a deletion hits that. For such a
+//! fault the prober instead lets one waiting call through as a trial (a half-open
 //! gate): its success reopens the gate, its failure keeps it closed and the backoff going.
 //!
 //! During an outage the probe's availability errors are the outage going on: the prober backs
@@ -102,7 +103,9 @@ impl std::fmt::Display for Fault {
 /// Vendor codes of systemic faults that the probe (`account_check`) cannot observe: for these the
 /// probe would succeed while the fault persists, so the gate reopening on it would flap (every
 /// waiting import failing again at once, `/readyz` toggling). Probed by a trial call instead.
-const NOT_SEEN_BY_PROBE: &[i64] = &[70398];
+/// 70398: the edition's account limit (only a new account's import hits it); 71000: account
+/// deletion not switched on for the app (only a deletion hits it).
+const NOT_SEEN_BY_PROBE: &[i64] = &[70398, 71000];
 
 /// Open (no fault) or closed (a fault is in force). Cheap to share behind an `Arc`.
 #[derive(Debug)]

@@ -602,6 +602,14 @@ fn bad_settings_and_unreadable_files_exit_2_naming_the_setting() {
         (s.args(&empty_csv, &[]), "header"),
         (s.args(&file, &["--format", "xml"]), "--format"),
         (
+            s.args(&file, &["--event-kind", "delete"]),
+            "--event-kind delete needs --apply-deletes",
+        ),
+        (
+            s.args(&file, &["--event-type-pointer", "/type"]),
+            "--event-type-pointer needs --format jsonl",
+        ),
+        (
             s.args(&file, &["--outcomes", "/no/such/dir/o.jsonl"]),
             "--outcomes",
         ),
@@ -643,5 +651,87 @@ fn bad_settings_and_unreadable_files_exit_2_naming_the_setting() {
         s.emu().stats().imported_accounts,
         3,
         "nothing done after the refusal"
+    );
+}
+
+/// A list of users to delete is one command; a JSON Lines file says each line's kind by its type,
+/// and a user's lines take effect in line order.
+#[test]
+fn a_list_of_users_to_delete_and_a_file_of_typed_events() {
+    let s = Setup::new(
+        "kinds",
+        EmulatorConfig {
+            existing_fraction: 0.5,
+            user_log: true,
+            ..emulator_config()
+        },
+    );
+    let users: Vec<String> = (0..200).map(|i| format!("gone-{i:04}")).collect();
+    let file = s.write("gone.txt", &(users.join("\n") + "\n"));
+    let outcomes = s.path("gone.outcomes.jsonl");
+    let ran = s.run(
+        "delete",
+        &file,
+        &[
+            "--event-kind",
+            "delete",
+            "--apply-deletes",
+            "--outcomes",
+            outcomes.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code(ran.status), Some(0), "{}", ran.stderr);
+    let existed = users.iter().filter(|u| is_preexisting(u, 0.5)).count();
+    assert!(
+        users.iter().all(|u| !s.emu().imported(u)),
+        "every account is gone"
+    );
+    let statuses: Vec<String> = json_lines(&outcomes)
+        .iter()
+        .map(|o| o["status"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(statuses.len(), 200);
+    assert_eq!(statuses.iter().filter(|s| *s == "deleted").count(), existed);
+    assert_eq!(
+        statuses.iter().filter(|s| *s == "already_absent").count(),
+        200 - existed
+    );
+    assert!(
+        ran.stderr.contains("deleted"),
+        "the summary counts them: {}",
+        ran.stderr
+    );
+    // At most 100 UserIDs a call.
+    assert_eq!(count(&s.emu().stats().calls, "account_delete"), 2);
+
+    // Typed lines: a user created, renamed, deleted and created again, in line order.
+    let lines = [
+        r#"{"type":"signup","UserID":"t-1","Nick":"a"}"#,
+        r#"{"type":"renamed","UserID":"t-1","Nick":"b"}"#,
+        r#"{"type":"gone","UserID":"t-1"}"#,
+        r#"{"type":"signup","UserID":"t-1","Nick":"c"}"#,
+        r#"{"type":"renamed","UserID":"t-2","Nick":"x"}"#,
+    ];
+    let typed = s.write("typed.jsonl", &(lines.join("\n") + "\n"));
+    let ran = s.run(
+        "typed",
+        &typed,
+        &[
+            "--event-type-pointer",
+            "/type",
+            "--update-types",
+            "renamed",
+            "--delete-types",
+            "gone",
+            "--apply-deletes",
+        ],
+    );
+    assert_eq!(code(ran.status), Some(0), "{}", ran.stderr);
+    let nick = |u: &str| s.emu().profile(u).and_then(|p| p.nick);
+    assert_eq!(nick("t-1").as_deref(), Some("c"));
+    assert_eq!(
+        nick("t-2").as_deref(),
+        Some("x"),
+        "an update creates a missing account"
     );
 }

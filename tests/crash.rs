@@ -15,6 +15,7 @@ use account_sync::chat::usersig;
 use account_sync::chat::SecretKey;
 use account_sync::devtools::emulator::Faults;
 use common::emulator::{count, emulator_config, start_emulator, ADMIN, SDKAPPID, SECRET};
+use common::events::{states, Stream, LIFECYCLE, ROUNDS};
 use common::kafka::{
     committed, count_records, event_json, produce, produce_users, read_everything, skip_without,
     Broker, Needs, ReadRecord, TestKafka, Topics,
@@ -388,6 +389,79 @@ fn assert_no_secret(what: &str, text: &str, candidates: &[String]) {
 /// vendor rejects (dead-lettered), one record that does not decode, and API faults (transient
 /// codes, HTTP 502, requests that hang past the timeout) so the error paths log too. Neither
 /// the secret key nor the UserSig may appear in stderr, `/metrics`, `/readyz` or any record.
+/// Creates, updates and deletes of the same users, killed mid-stream and restarted: every user's
+/// account ends as its last event asks. (A replay after a kill makes a user's calls again from
+/// the last committed offset, so the vendor may see part of a user's history twice, in order
+/// each time; the end is the same.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_events_end_as_the_last_event_asks_after_a_sigkill() {
+    let partitions = 2;
+    let broker = CrashBroker::start(partitions).await;
+    let (brokers, topics, group) = (
+        broker.brokers.as_str(),
+        &broker.topics,
+        broker.group.as_str(),
+    );
+    let mut cfg = emulator_config();
+    cfg.user_log = true;
+    cfg.latency_ms = 20;
+    cfg.latency_jitter_ms = 15;
+    let emu = start_emulator(cfg).await;
+    let users: Vec<String> = (0..60).map(|i| format!("life-{i:02}")).collect();
+    let stream = Stream::of(&users, &ROUNDS, partitions);
+    let client = TestKafka {
+        embedded: None,
+        brokers: brokers.to_owned(),
+        prefix: String::new(),
+    };
+    // The first half of the rounds now, the rest after the kill: whatever the machine's speed,
+    // the killed worker leaves work to the next one (and may have some of its own in flight).
+    let producer = client.producer();
+    let half = ROUNDS.len() / 2;
+    stream
+        .produce_rounds(&producer, &topics.input, 0..half)
+        .await;
+    let mut extra = LIFECYCLE.to_vec();
+    extra.extend(["--window-size", "5", "--admin-listen", "127.0.0.1:0"]);
+    let args = run_args(brokers, topics, group, &emu.base_url(), &extra);
+    let env = [("ACCOUNT_SYNC_SECRET_KEY", SECRET)];
+    let count_outcomes = || count_records(brokers, &topics.outcomes);
+
+    let mut worker = Proc::spawn("worker-life", &args, &env);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count_outcomes() == 0 {
+        assert!(worker.running(), "worker exited: {}", worker.logs());
+        assert!(Instant::now() < deadline, "no progress");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!worker.stop("-KILL", Duration::from_secs(10)).success());
+    let end = stream
+        .produce_rounds(&producer, &topics.input, half..ROUNDS.len())
+        .await;
+    if !Broker::current().joins_beside_dead_members() {
+        tokio::time::sleep(dead_member_gone()).await;
+    }
+
+    let mut last = Proc::spawn("worker-life-final", &args, &env);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while committed(brokers, group, &topics.input, partitions) != end {
+        assert!(last.running(), "final worker exited: {}", last.logs());
+        assert!(Instant::now() < deadline, "not finished");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(last.stop("-TERM", Duration::from_secs(30)).success());
+    assert_eq!(count_records(brokers, &topics.dlq), 0);
+    for (user, events) in &stream.events {
+        assert_eq!(
+            &emu.profile(user),
+            states(None, events).last().unwrap(),
+            "{user}: the account is what its last event asks; calls {:?}",
+            emu.user_log(user)
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_or_usersig_in_logs_metrics_or_records() {
     let t0 = Instant::now();

@@ -33,39 +33,51 @@ impl Reason {
     }
 }
 
-/// One input record of a test: key, payload, `Some(reason)` when it must not decode, and
-/// `Some(skip reason)` when it must be skipped.
+/// One input record of a test: key, payload, `Some(reason)` when it must not decode,
+/// `Some(skip reason)` when it must be skipped, and the outcome status of a good one.
 struct Input {
     key: Option<Vec<u8>>,
     payload: Option<Vec<u8>>,
     bad: Option<Reason>,
     skipped: Option<&'static str>,
+    status: &'static str,
 }
 
+/// A record that decodes to a create: its outcome is `imported`.
 fn good(user: &str, payload: Vec<u8>) -> Input {
+    record(user, Some(payload))
+}
+
+fn record(key: &str, payload: Option<Vec<u8>>) -> Input {
     Input {
-        key: Some(user.as_bytes().to_vec()),
-        payload: Some(payload),
+        key: Some(key.as_bytes().to_vec()),
+        payload,
         bad: None,
         skipped: None,
+        status: "imported",
+    }
+}
+
+/// A profile update of a user the stream has no other event of (so no window can reduce it with
+/// another: its outcome is `updated` however the records fall into windows).
+fn updated(user: &str, payload: Vec<u8>) -> Input {
+    Input {
+        status: "updated",
+        ..record(user, Some(payload))
     }
 }
 
 fn bad(key: &str, payload: Option<Vec<u8>>, reason: Reason) -> Input {
     Input {
-        key: Some(key.as_bytes().to_vec()),
-        payload,
         bad: Some(reason),
-        skipped: None,
+        ..record(key, payload)
     }
 }
 
 fn skipped(key: &str, payload: Option<Vec<u8>>, reason: &'static str) -> Input {
     Input {
-        key: Some(key.as_bytes().to_vec()),
-        payload,
-        bad: None,
         skipped: Some(reason),
+        ..record(key, payload)
     }
 }
 
@@ -146,7 +158,7 @@ async fn run_and_check(
                     dead[&o]
                 );
                 let v = &outcomes[&o];
-                assert_eq!(v["status"], "imported", "offset {o}: {v}");
+                assert_eq!(v["status"], input.status, "offset {o}: {v}");
                 assert_eq!(v["source_topic"], env.topics.input.as_str());
             }
             Some(reason) => {
@@ -188,7 +200,14 @@ async fn run_and_check(
     for reason in inputs.iter().filter_map(|i| i.skipped) {
         *skips.entry(reason).or_default() += 1;
     }
-    for reason in ["update", "delete", "truncate", "message", "tombstone"] {
+    for reason in [
+        "unchanged",
+        "delete",
+        "truncate",
+        "message",
+        "tombstone",
+        "other_type",
+    ] {
         assert_eq!(
             metrics.events_skipped.with_label_values(&[reason]).get(),
             skips.get(reason).copied().unwrap_or(0),
@@ -196,8 +215,15 @@ async fn run_and_check(
         );
     }
     assert_eq!(env.committed(), end);
-    let imports = count(&env.emu.stats().calls, "account_import");
-    assert_eq!(imports, n_good as u64, "a bad record costs no API call");
+    // The tests' workers import one by one; an update is always a batch call.
+    let n_updated = inputs.iter().filter(|i| i.status == "updated").count();
+    let calls = env.emu.stats().calls;
+    assert_eq!(
+        count(&calls, "account_import"),
+        (n_good - n_updated) as u64,
+        "a bad record costs no API call"
+    );
+    assert!(count(&calls, "multiaccount_import") as usize <= n_updated);
     (env, outcomes)
 }
 
@@ -337,14 +363,21 @@ fn with_schema(event: Vec<u8>) -> Vec<u8> {
         .into_bytes()
 }
 
+/// `row` with another column, `seen`, which the worker does not write.
+fn with_column(mut row: serde_json::Value, seen: i64) -> serde_json::Value {
+    row["seen"] = seen.into();
+    row
+}
+
 fn row(id: serde_json::Value, name: &str) -> serde_json::Value {
     serde_json::json!({"id": id, "name": name, "avatar": format!("https://a.example/{name}.png")})
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn debezium_inserts_are_signups_and_the_other_changes_are_skipped_and_counted() {
+async fn debezium_inserts_and_profile_updates_are_made_and_the_other_changes_are_skipped() {
     let null = serde_json::Value::Null;
-    let inputs = vec![
+    let inputs =
+        vec![
         good(
             "dbz-1",
             change("c", null.clone(), row("dbz-1".into(), "one")),
@@ -353,14 +386,19 @@ async fn debezium_inserts_are_signups_and_the_other_changes_are_skipped_and_coun
             "dbz-2",
             change("r", null.clone(), row("dbz-2".into(), "two")),
         ),
+        // An update of the profile is made; one of other columns only is skipped.
+        updated(
+            "dbz-9",
+            change("u", row("dbz-9".into(), "nine"), row("dbz-9".into(), "nueve")),
+        ),
         skipped(
             "dbz-1",
             Some(change(
                 "u",
-                row("dbz-1".into(), "one"),
-                row("dbz-1".into(), "uno"),
+                with_column(row("dbz-1".into(), "one"), 1),
+                with_column(row("dbz-1".into(), "one"), 2),
             )),
-            "update",
+            "unchanged",
         ),
         good(
             "dbz-3",
@@ -392,10 +430,9 @@ async fn debezium_inserts_are_signups_and_the_other_changes_are_skipped_and_coun
             "dbz-5",
             br#"{"id":"dbz-5","name":"five","__op":"c","__deleted":"false"}"#.to_vec(),
         ),
-        skipped(
-            "dbz-5",
-            Some(br#"{"id":"dbz-5","name":"cinq","__op":"u","__deleted":"false"}"#.to_vec()),
-            "update",
+        updated(
+            "dbz-10",
+            br#"{"id":"dbz-10","name":"dix","__op":"u","__deleted":"false"}"#.to_vec(),
         ),
         skipped(
             "dbz-5",
@@ -415,7 +452,7 @@ async fn debezium_inserts_are_signups_and_the_other_changes_are_skipped_and_coun
         bad(
             "k-no-after",
             Some(change("c", null.clone(), null.clone())),
-            Reason::exactly(r#"not a Debezium change event: op "c" without an "after" row object"#),
+            Reason::exactly(r#"not a Debezium change event: op "c" has no "after" row object"#),
         ),
         bad(
             "k-no-id",
@@ -445,12 +482,12 @@ async fn debezium_inserts_are_signups_and_the_other_changes_are_skipped_and_coun
         .collect();
     assert_eq!(
         users,
-        ["dbz-1", "dbz-2", "dbz-3", "4004", "dbz-5", "dbz-6", "dbz-8"]
+        ["dbz-1", "dbz-2", "dbz-9", "dbz-3", "4004", "dbz-5", "dbz-10", "dbz-6", "dbz-8"]
     );
     let stats = env.emu.stats();
     assert_eq!(
-        stats.imported_accounts, 7,
-        "the inserts, and nothing for the rest"
+        stats.imported_accounts, 9,
+        "the inserts and the updates of missing accounts, and nothing for the rest"
     );
 }
 
@@ -625,7 +662,7 @@ const USERS_ENVELOPE: &str = r#"{"type":"record","name":"Envelope","namespace":"
     {"name":"ts_ms","type":["null","long"],"default":null}]}"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn debezium_avro_inserts_are_signups_and_the_rest_is_skipped() {
+async fn debezium_avro_changes_are_read_through_the_registry() {
     let registry = start_registry(None).await;
     let id = registry.register("app.public.users-value", USERS_ENVELOPE, None, vec![]);
     let row = |user: i64, name: &str| {
@@ -652,11 +689,7 @@ async fn debezium_avro_inserts_are_signups_and_the_rest_is_skipped() {
     let inputs = vec![
         good("1001", change("c", none(), row(1001, "ann"))),
         good("1002", change("r", none(), row(1002, "bob"))),
-        skipped(
-            "1001",
-            Some(change("u", row(1001, "ann"), row(1001, "anne"))),
-            "update",
-        ),
+        updated("1004", change("u", row(1004, "dan"), row(1004, "daniel"))),
         skipped(
             "1002",
             Some(change("d", row(1002, "bob"), none())),
@@ -683,7 +716,7 @@ async fn debezium_avro_inserts_are_signups_and_the_rest_is_skipped() {
         .values()
         .map(|v| v["user_id"].as_str().unwrap())
         .collect();
-    assert_eq!(users, ["1001", "1002", "1003"]);
+    assert_eq!(users, ["1001", "1002", "1004", "1003"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

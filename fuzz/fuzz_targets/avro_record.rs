@@ -80,7 +80,7 @@ fuzz_target!(|data: &[u8]| {
     let (plain, nested) = &*DECODERS;
     for decoder in [plain, nested] {
         match decoder.decode_record(Some(&payload)) {
-            Ok(Decoded::Signup(e)) => check_decoded(&Ok(e), 300),
+            Ok(Decoded::Event(e)) => check_decoded(&Ok(e), 300),
             Ok(Decoded::Skipped(_)) => {}
             Ok(Decoded::AwaitsSchema(id)) => panic!("schema {id} is cached"),
             Err(err) => check_decoded(&Err(err), 300),

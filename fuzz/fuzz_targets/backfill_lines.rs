@@ -18,19 +18,20 @@ use account_sync::backfill::input::{
     LineParser, OpenInput, Parsed, ReadEnd,
 };
 use account_sync::chat::api::is_valid_user_id;
+use account_sync::domain::EventKind;
 use account_sync::worker::event::{Decoder, InputFormat, MAX_PAYLOAD_BYTES};
 use libfuzzer_sys::fuzz_target;
 use tokio::sync::mpsc;
 
 static PARSERS: LazyLock<[LineParser; 3]> = LazyLock::new(|| {
     [
-        LineParser::Decoder(Decoder::json_default()),
-        LineParser::Decoder(
+        LineParser::Decoder(Box::new(Decoder::json_default())),
+        LineParser::Decoder(Box::new(
             Decoder::new(InputFormat::Json, "/user/id", "/user/name", "/avatar").unwrap(),
-        ),
-        LineParser::Decoder(
+        )),
+        LineParser::Decoder(Box::new(
             Decoder::new(InputFormat::Plain, "/UserID", "/Nick", "/FaceUrl").unwrap(),
-        ),
+        )),
     ]
 });
 
@@ -134,6 +135,7 @@ fuzz_target!(|data: &[u8]| {
         user_id: "UserID".into(),
         nick: ("Nick".into(), false),
         face_url: ("FaceUrl".into(), false),
+        kind: EventKind::Create,
     };
     let Ok(index) = columns.index(header) else {
         return;

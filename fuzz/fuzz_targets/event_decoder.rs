@@ -5,13 +5,15 @@
 //!
 //! Whatever it accepts obeys the vendor's rules, and the one-pass path agrees with the document
 //! path: the payload wrapped as `{"w": PAYLOAD}` and read with `/w/UserID`… must decode alike.
-//! A payload that decodes as a signup is the same signup as the row of a Debezium insert.
+//! A payload that decodes as a signup is the same signup as the row of a Debezium insert. A
+//! payload with a `type` decodes, with event kinds, to the same event of the kind its type names.
 
 #![no_main]
 
 use account_sync::worker::event::{
-    DecodeError, Decoded, Decoder, Envelope, InputFormat, SignupEvent,
+    AccountEvent, DecodeError, Decoded, Decoder, Envelope, InputFormat,
 };
+use account_sync::worker::kinds::KindRule;
 use account_sync_fuzz::check_decoded;
 use libfuzzer_sys::fuzz_target;
 use std::sync::LazyLock;
@@ -23,6 +25,7 @@ struct Decoders {
     wrapped: Decoder,
     plain: Decoder,
     debezium: Decoder,
+    typed: Decoder,
 }
 
 static DECODERS: LazyLock<Decoders> = LazyLock::new(|| Decoders {
@@ -34,15 +37,24 @@ static DECODERS: LazyLock<Decoders> = LazyLock::new(|| Decoders {
     debezium: Decoder::json_default()
         .with_envelope(Envelope::Debezium)
         .unwrap(),
+    typed: Decoder::json_default()
+        .with_kinds(KindRule {
+            pointer: Some("/type".into()),
+            update: vec!["u".into()],
+            delete: vec!["d".into()],
+            apply_deletes: true,
+            ..KindRule::default()
+        })
+        .unwrap(),
 });
 
 /// What every accepted event and every rejection must be (the reason: under 200 bytes).
-fn check(result: &Result<SignupEvent, DecodeError>) {
+fn check(result: &Result<AccountEvent, DecodeError>) {
     check_decoded(result, 200);
 }
 
 /// The wrapped decoder's result as the default decoder would give it for the bare payload.
-fn unwrapped(r: Result<SignupEvent, DecodeError>) -> Result<SignupEvent, DecodeError> {
+fn unwrapped(r: Result<AccountEvent, DecodeError>) -> Result<AccountEvent, DecodeError> {
     r.map_err(|e| match e {
         DecodeError::MissingUserId(_) => DecodeError::MissingUserId("/UserID".into()),
         DecodeError::NotAString { field, .. } => DecodeError::NotAString {
@@ -71,13 +83,13 @@ fuzz_target!(|payload: &[u8]| {
 
     let change = d.debezium.decode_record(Some(payload));
     match &change {
-        Ok(Decoded::Signup(e)) => check(&Ok(e.clone())),
+        Ok(Decoded::Event(e)) => check(&Ok(e.clone())),
         Ok(Decoded::Skipped(_)) => assert!(is_json, "skipped a payload that is not JSON"),
         Ok(Decoded::AwaitsSchema(id)) => panic!("JSON never awaits a schema ({id})"),
         Err(err) => check(&Err(err.clone())),
     }
     if !is_json {
-        assert!(!matches!(change, Ok(Decoded::Signup(_))));
+        assert!(!matches!(change, Ok(Decoded::Event(_))));
     }
     // The same row as a Debezium insert decodes to the same signup.
     if let Ok(e) = &default {
@@ -85,10 +97,21 @@ fuzz_target!(|payload: &[u8]| {
         insert.extend_from_slice(payload);
         insert.push(b'}');
         match d.debezium.decode_record(Some(&insert)) {
-            Ok(Decoded::Signup(got)) => assert_eq!(&got, e),
+            Ok(Decoded::Event(got)) => assert_eq!(&got, e),
             Err(DecodeError::NotJson(m)) if m.contains("recursion limit") => {}
             other => panic!("the insert of a signup row: {other:?}"),
         }
+    }
+
+    // With event kinds: the same event, of the kind its type names (a type in no list is a
+    // create), or the type's own error.
+    match d.typed.decode_record(Some(payload)) {
+        Ok(Decoded::Event(e)) => {
+            let want = default.clone().map(|d| AccountEvent { kind: e.kind, ..d });
+            assert_eq!(want, Ok(e.clone()), "typed and untyped disagree");
+        }
+        Ok(other) => panic!("nothing is skipped with these kinds: {other:?}"),
+        Err(err) => check(&Err(err)),
     }
 
     let plain = d.plain.decode(Some(payload));

@@ -3,7 +3,7 @@
 
 use account_sync::chat::api::{is_valid_user_id, MAX_PROFILE_FIELD_BYTES, MAX_USER_ID_BYTES};
 use account_sync::chat::{Api, ChatError, FailureClass};
-use account_sync::worker::event::{DecodeError, SignupEvent};
+use account_sync::worker::event::{DecodeError, AccountEvent};
 
 /// The UserIDs a request is made of: the ids of the vendor's samples (`docs/chat-api.md`), short
 /// ones, and one of the longest allowed (32 bytes).
@@ -91,7 +91,7 @@ pub fn error_code(body: &[u8]) -> Option<i64> {
 /// What every decoded event must be, whatever the payload: the vendor's rules (UserID 1-32 bytes
 /// of `[A-Za-z0-9_-]`, Nick and FaceUrl non-empty and at most 500 bytes). And a decode error, the
 /// dead-letter reason, stays under `max_reason` bytes.
-pub fn check_decoded(result: &Result<SignupEvent, DecodeError>, max_reason: usize) {
+pub fn check_decoded(result: &Result<AccountEvent, DecodeError>, max_reason: usize) {
     match result {
         Ok(e) => {
             assert!(is_valid_user_id(&e.user_id), "{:?}", e.user_id);

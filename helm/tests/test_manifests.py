@@ -140,6 +140,27 @@ def test_every_setting_is_mapped(render):
     assert config["ACCOUNT_SYNC_LOG_LEVEL"] == "account_sync=debug,info"
 
 
+def test_lifecycle_settings(render, minimal):
+    plain = render(minimal).config
+    assert plain["ACCOUNT_SYNC_APPLY_DELETES"] == "false"
+    assert plain["ACCOUNT_SYNC_DRY_RUN"] == "false"
+    assert "ACCOUNT_SYNC_EVENT_TYPE_POINTER" not in plain
+    assert plain["ACCOUNT_SYNC_DELETE_RATE"] == "100"
+    values = deep_merge(minimal, {"worker": {"lifecycle": {
+        "eventTypePointer": "/type", "updateTypes": ["renamed", "avatar_changed"],
+        "deleteTypes": ["gone"], "applyDeletes": True, "dryRun": True}},
+        "rateBudget": {"deleteRate": 50, "deleteBurst": 5}})
+    config = render(values).config
+    assert config["ACCOUNT_SYNC_EVENT_TYPE_POINTER"] == "/type"
+    assert config["ACCOUNT_SYNC_UPDATE_TYPES"] == "renamed,avatar_changed"
+    assert config["ACCOUNT_SYNC_DELETE_TYPES"] == "gone"
+    assert "ACCOUNT_SYNC_CREATE_TYPES" not in config
+    assert config["ACCOUNT_SYNC_APPLY_DELETES"] == "true"
+    assert config["ACCOUNT_SYNC_DRY_RUN"] == "true"
+    assert config["ACCOUNT_SYNC_DELETE_RATE"] == "50"
+    assert config["ACCOUNT_SYNC_DELETE_BURST"] == "5"
+
+
 def test_api_base_url_is_passed(render, minimal):
     rendered = render(deep_merge(minimal, {"chat": {"apiBaseUrl": "https://im.example.com"}}))
     assert rendered.config["ACCOUNT_SYNC_API_BASE_URL"] == "https://im.example.com"

@@ -141,6 +141,11 @@ TEMPLATE_FAILURES = [
         "networkPolicy": {"enabled": True, "kafka": {"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]}},
         "worker": {"input": {"format": "avro", "schemaRegistry": {"url": "https://sr.example"}}}},
      "networkPolicy.schemaRegistry.to"),
+    ("types-without-pointer", {"worker": {"lifecycle": {"deleteTypes": ["gone"]}}},
+     "need worker.lifecycle.eventTypePointer"),
+    ("type-pointer-with-plain", {"worker": {"input": {"format": "plain"},
+                                            "lifecycle": {"eventTypePointer": "/type"}}},
+     "needs a structured worker.input.format"),
 ]
 
 

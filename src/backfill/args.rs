@@ -8,8 +8,10 @@ use clap::Args;
 use super::input::{CsvColumns, FileFormat};
 use crate::chat::client::ApiLimiters;
 use crate::chat::ChatConfig;
-use crate::config::{validate_window_size, ChatArgs, PointerArgs};
+use crate::config::{validate_window_size, ChatArgs, KindArgs, PointerArgs};
+use crate::domain::EventKind;
 use crate::parse::parse_duration;
+use crate::worker::kinds::KindRule;
 
 /// Settings of `account-sync backfill`. The Chat API settings (`--sdkappid`, the key, the rates…)
 /// and the JSON pointers are the worker's own flags and `ACCOUNT_SYNC_*` variables.
@@ -26,6 +28,13 @@ pub struct BackfillArgs {
     pub format: Option<FileFormat>,
     #[command(flatten)]
     pub pointers: PointerArgs,
+    #[command(flatten)]
+    pub kinds: KindArgs,
+    /// What every line asks, unless --event-type-pointer reads it from the line: create
+    /// (import the missing accounts), update (write the profile, creating missing accounts) or
+    /// delete (with --apply-deletes: a list of users to delete is one command).
+    #[arg(long, value_enum, value_name = "KIND", default_value = "create")]
+    pub event_kind: EventKindArg,
     /// CSV: the header's name of the UserID column.
     #[arg(long, value_name = "NAME", default_value = "UserID")]
     pub csv_user_id_column: String,
@@ -74,6 +83,24 @@ pub struct BackfillArgs {
     pub chat: ChatArgs,
 }
 
+/// `--event-kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EventKindArg {
+    Create,
+    Update,
+    Delete,
+}
+
+impl From<EventKindArg> for EventKind {
+    fn from(arg: EventKindArg) -> EventKind {
+        match arg {
+            EventKindArg::Create => EventKind::Create,
+            EventKindArg::Update => EventKind::Update,
+            EventKindArg::Delete => EventKind::Delete,
+        }
+    }
+}
+
 /// Where the lines come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -112,6 +139,8 @@ pub struct Plan {
     pub limiters: ApiLimiters,
     /// Single or batch import (`--import-api`, as the worker's).
     pub import: crate::worker::pipeline::ImportPlan,
+    /// Only `account_check` is called (`--dry-run`).
+    pub dry_run: bool,
 }
 
 impl BackfillArgs {
@@ -127,10 +156,20 @@ impl BackfillArgs {
             Source::Stdin => FileFormat::Plain,
             Source::File(p) => FileFormat::from_extension(p),
         });
-        let decoder = self.pointers.decoder(match format {
-            FileFormat::Plain => crate::worker::event::InputFormat::Plain,
-            _ => crate::worker::event::InputFormat::Json,
-        })?;
+        let kinds = KindRule {
+            default: self.event_kind.into(),
+            ..self.kinds.rule()
+        };
+        if kinds.pointer.is_some() && format != FileFormat::Jsonl {
+            return Err("--event-type-pointer needs --format jsonl".into());
+        }
+        let decoder = self
+            .pointers
+            .decoder(match format {
+                FileFormat::Plain => crate::worker::event::InputFormat::Plain,
+                _ => crate::worker::event::InputFormat::Json,
+            })?
+            .with_kinds(kinds)?;
         validate_window_size(self.window_size)?;
         if self.max_windows_in_flight == 0 || self.max_imports_in_flight == 0 {
             return Err(
@@ -182,6 +221,7 @@ impl BackfillArgs {
                 user_id: self.csv_user_id_column.clone(),
                 nick: column(&self.csv_nick_column, "Nick"),
                 face_url: column(&self.csv_face_url_column, "FaceUrl"),
+                kind: self.event_kind.into(),
             },
             rejects,
             outcomes: self.outcomes.clone(),
@@ -195,6 +235,7 @@ impl BackfillArgs {
             chat,
             limiters,
             import,
+            dry_run: self.kinds.dry_run,
         })
     }
 }

@@ -55,6 +55,14 @@ pub struct Summary {
     pub imported: u64,
     /// Of which already imported.
     pub already_imported: u64,
+    /// Of which updated (profile written).
+    pub updated: u64,
+    /// Of which deleted.
+    pub deleted: u64,
+    /// Of which already absent (a delete of an account that did not exist).
+    pub already_absent: u64,
+    /// Of which, in a dry run, what would have been done (imported, updated or deleted).
+    pub would: u64,
     /// Of which failed (in the outcomes, or listed on stderr).
     pub failed: u64,
     /// Bad lines reported in the rejects.

@@ -220,8 +220,18 @@ impl Report {
                 s.done_through_line
             ),
         };
+        let lifecycle: String = [
+            ("updated", s.updated),
+            ("deleted", s.deleted),
+            ("already absent", s.already_absent),
+            ("would be done (dry run)", s.would),
+        ]
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(what, n)| format!("\n    {what:<23}{n}"))
+        .collect();
         eprintln!(
-            "backfill summary:\n  lines read               {}{skipped}\n  users                    {}\n    imported               {}\n    already imported       {}\n    failed                 {}\n  rejected lines           {}{}{}\n  frequency-limit answers  {}\n  elapsed                  {elapsed:.1} s ({:.0} users/s)\n  stopped                  {stop}",
+            "backfill summary:\n  lines read               {}{skipped}\n  users                    {}\n    imported               {}\n    already imported       {}{lifecycle}\n    failed                 {}\n  rejected lines           {}{}{}\n  frequency-limit answers  {}\n  elapsed                  {elapsed:.1} s ({:.0} users/s)\n  stopped                  {stop}",
             s.lines_read,
             s.users,
             s.imported,

@@ -26,6 +26,7 @@ use crate::shutdown::Shutdown;
 use crate::systemic::{self, SystemicGate};
 use crate::worker::event::MAX_PAYLOAD_BYTES;
 use crate::worker::live::LiveRecords;
+use crate::worker::order::UserOrder;
 use crate::worker::pipeline::Stages;
 use crate::worker::window::{CloseReason, ClosedWindow, Window};
 
@@ -55,6 +56,7 @@ fn stages(
         // Windows waiting at a closed gate are abandoned as soon as the stop begins (their lines
         // stay below the checkpoint), as in the worker.
         shutdown: shutdown.clone(),
+        dry_run: plan.dry_run,
     }
 }
 
@@ -280,6 +282,10 @@ impl Backfill {
                 users: 0,
                 imported: 0,
                 already_imported: 0,
+                updated: 0,
+                deleted: 0,
+                already_absent: 0,
+                would: 0,
                 failed: 0,
                 rejected: 0,
                 calls: Vec::new(),
@@ -351,6 +357,8 @@ impl Backfill {
         let mut gate_rx = self.gate.subscribe();
         // The worker's window close rule reads these; the backfill closes its windows by itself.
         let checks = Arc::new(crate::worker::window::ChecksInFlight::default());
+        // A user's lines take effect in line order, also across windows in flight.
+        let order = Arc::new(UserOrder::default());
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -360,7 +368,9 @@ impl Backfill {
                     break;
                 };
                 let (stages, check) = (stages.clone(), checks.start());
+                let mut turn = order.enter(&w);
                 st.tasks.spawn(async move {
+                    turn.ready().await;
                     // The outcomes are written per window, in line order, once it is resolved:
                     // nothing to hand on earlier.
                     let records_of = w.records_by_id();
@@ -371,6 +381,7 @@ impl Backfill {
                             .map(|o| o.expect("nothing lets a backfill's records go"))
                             .collect()
                     });
+                    drop(turn);
                     (w, outcomes)
                 });
             }
@@ -513,6 +524,12 @@ impl Backfill {
             match outcome.status {
                 OutcomeStatus::Imported => s.imported += 1,
                 OutcomeStatus::AlreadyImported => s.already_imported += 1,
+                OutcomeStatus::Updated => s.updated += 1,
+                OutcomeStatus::Deleted => s.deleted += 1,
+                OutcomeStatus::AlreadyAbsent => s.already_absent += 1,
+                OutcomeStatus::WouldImport
+                | OutcomeStatus::WouldUpdate
+                | OutcomeStatus::WouldDelete => s.would += 1,
                 OutcomeStatus::Failed => s.failed += 1,
             }
             match &mut self.outcomes {
@@ -647,7 +664,7 @@ fn open_input(
         }
     };
     let (parser, next_line) = match format {
-        FileFormat::Jsonl | FileFormat::Plain => (LineParser::Decoder(decoder), 1),
+        FileFormat::Jsonl | FileFormat::Plain => (LineParser::Decoder(Box::new(decoder)), 1),
         FileFormat::Csv => {
             let mut header = Vec::new();
             let read = input::next_line(&mut reader, &mut header, MAX_PAYLOAD_BYTES)

@@ -53,9 +53,9 @@ pub struct CoordinatorSetup {
     /// Create the topic (one partition, compacted) if it does not exist.
     pub create_topic: bool,
     /// The app budget per API of [`APIS`], calls/s (0 = unlimited: not shared).
-    pub budget: [f64; 3],
+    pub budget: [f64; APIS.len()],
     /// The limiters of [`APIS`].
-    pub limiters: [Arc<Limiter>; 3],
+    pub limiters: [Arc<Limiter>; APIS.len()],
     /// The fraction of the input partitions this member owns, from the worker (`None` before
     /// its first assignment): the fallback.
     pub partition_share: watch::Receiver<Option<f64>>,
@@ -89,7 +89,7 @@ impl Mode {
 
 /// Sets every shared limiter to "joining" (almost nothing) until the first split: a member that
 /// starts must not use the whole budget before the others know it exists.
-pub fn hold_until_first_split(budget: &[f64; 3], limiters: &[Arc<Limiter>; 3]) {
+pub fn hold_until_first_split(budget: &[f64; APIS.len()], limiters: &[Arc<Limiter>; APIS.len()]) {
     for (rate, limiter) in budget.iter().zip(limiters) {
         if *rate > 0.0 {
             limiter.set_ceiling(rate * JOINING_FRACTION);
@@ -138,14 +138,14 @@ pub async fn run(setup: CoordinatorSetup, shutdown: Shutdown) {
         .ok();
     let mut reader = Reader::new(s);
     let mut table = LeaseTable::default();
-    let mut meters: [DemandMeter; 3] = Default::default();
+    let mut meters: [DemandMeter; APIS.len()] = Default::default();
     // One tick: a member then uses the smaller of its last two targets, and members are at most
     // one split apart, so any two grants add up to at most one split's shares. A little less
     // than the interval, because ticks follow the wall clock and the next one may come a
     // millisecond early by the monotonic clock the grant measures with; a settle of a whole
     // interval would then hold every increase for two ticks.
     let settle = s.interval * 4 / 5;
-    let mut grants = [Grant::new(settle), Grant::new(settle), Grant::new(settle)];
+    let mut grants: [Grant; APIS.len()] = std::array::from_fn(|_| Grant::new(settle));
     let publish_failed_at = Arc::new(AtomicU64::new(0));
     let mut last_mode = None;
     let interval_ms = s.interval.as_millis().max(1) as u64;

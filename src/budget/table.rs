@@ -13,14 +13,31 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::{Deserialize, Serialize};
 
 /// The rate-limited APIs a demand is published for, in [`Demand`] order.
-pub const APIS: [crate::chat::Api; 3] = [
+pub const APIS: [crate::chat::Api; 4] = [
     crate::chat::Api::AccountCheck,
     crate::chat::Api::AccountImport,
     crate::chat::Api::MultiaccountImport,
+    crate::chat::Api::AccountDelete,
 ];
 
 /// Calls per second a member wants of each API of [`APIS`].
-pub type Demand = [f64; 3];
+pub type Demand = [f64; APIS.len()];
+
+/// A lease's demand as published: [`APIS`] in order. A member of an older version publishes the
+/// first three only (it has no delete stage): its delete demand is 0, so a rolling upgrade
+/// keeps sharing the budget.
+fn demand_of_any_version<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Demand, D::Error> {
+    let published: Vec<f64> = Deserialize::deserialize(d)?;
+    if !(3..=APIS.len()).contains(&published.len()) {
+        return Err(serde::de::Error::invalid_length(
+            published.len(),
+            &"3 or 4 demands",
+        ));
+    }
+    Ok(std::array::from_fn(|k| {
+        published.get(k).copied().unwrap_or(0.0)
+    }))
+}
 
 /// One member's claim, as published on the coordination topic (JSON, keyed by member id).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,7 +48,9 @@ pub struct Lease {
     pub sent_at_ms: u64,
     /// How long it stays valid after `sent_at_ms`, ms.
     pub lease_ms: u64,
-    /// Calls/s wanted: `account_check`, `account_import`, `multiaccount_import`.
+    /// Calls/s wanted: `account_check`, `account_import`, `multiaccount_import`,
+    /// `account_delete`.
+    #[serde(deserialize_with = "demand_of_any_version")]
     pub demand: Demand,
 }
 
@@ -127,7 +146,7 @@ mod tests {
             member: member.into(),
             sent_at_ms,
             lease_ms: 2_000,
-            demand: [check, 0.0, 0.0],
+            demand: [check, 0.0, 0.0, 0.0],
         }
     }
 
@@ -141,11 +160,11 @@ mod tests {
         t.insert(lease("c", 1_300, 99.0));
         assert_eq!(
             t.live_at(1_250),
-            vec![("a", [20.0, 0.0, 0.0]), ("b", [5.0, 0.0, 0.0])]
+            vec![("a", [20.0, 0.0, 0.0, 0.0]), ("b", [5.0, 0.0, 0.0, 0.0])]
         );
         assert_eq!(
             t.live_at(1_200),
-            vec![("a", [10.0, 0.0, 0.0]), ("b", [5.0, 0.0, 0.0])]
+            vec![("a", [10.0, 0.0, 0.0, 0.0]), ("b", [5.0, 0.0, 0.0, 0.0])]
         );
         assert_eq!(t.live_at(1_300).len(), 3);
     }
@@ -157,7 +176,7 @@ mod tests {
         t.insert(lease("b", 1_000, 10.0));
         t.remove("b", 1_500);
         assert_eq!(t.live_at(1_400).len(), 2);
-        assert_eq!(t.live_at(1_500), vec![("a", [10.0, 0.0, 0.0])]);
+        assert_eq!(t.live_at(1_500), vec![("a", [10.0, 0.0, 0.0, 0.0])]);
         // a's lease (2 s) has run out.
         assert!(t.live_at(3_000).is_empty());
         assert_eq!(t.last_sent_ms("b"), Some(1_500));
@@ -179,8 +198,17 @@ mod tests {
         let json = serde_json::to_string(&l).unwrap();
         assert_eq!(
             json,
-            r#"{"member":"m-1","sent_at_ms":42,"lease_ms":2000,"demand":[1.5,0.0,0.0]}"#
+            r#"{"member":"m-1","sent_at_ms":42,"lease_ms":2000,"demand":[1.5,0.0,0.0,0.0]}"#
         );
         assert_eq!(serde_json::from_str::<Lease>(&json).unwrap(), l);
+    }
+
+    #[test]
+    fn a_lease_of_a_version_without_deletes_reads_with_no_delete_demand() {
+        let older = r#"{"member":"m-1","sent_at_ms":42,"lease_ms":2000,"demand":[1.5,2.0,3.0]}"#;
+        let l: Lease = serde_json::from_str(older).unwrap();
+        assert_eq!(l.demand, [1.5, 2.0, 3.0, 0.0]);
+        let odd = r#"{"member":"m-1","sent_at_ms":42,"lease_ms":2000,"demand":[1.5]}"#;
+        assert!(serde_json::from_str::<Lease>(odd).is_err());
     }
 }

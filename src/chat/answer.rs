@@ -16,7 +16,8 @@ use std::collections::{HashMap, HashSet};
 use serde::de::DeserializeOwned;
 
 use super::api::{
-    AccountStatus, Api, CheckResponse, CheckResultItem, MultiImportResponse, PlainResponse, Status,
+    AccountStatus, Api, CheckResponse, CheckResultItem, DeleteResponse, DeleteResultItem,
+    MultiImportResponse, PlainResponse, Status,
 };
 use super::error::ChatError;
 
@@ -30,6 +31,20 @@ pub enum CheckOutcome {
     /// The vendor could not check this one UserID (non-zero per-item `ResultCode`).
     Failed { code: i64, info: String },
 }
+
+/// The result for one UserID of an `account_delete` call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    /// The account was deleted.
+    Deleted,
+    /// There was no account (per-item `ResultCode` 70107): for a sync, already done.
+    Absent,
+    /// The vendor did not delete this one UserID (another non-zero per-item `ResultCode`).
+    Failed { code: i64, info: String },
+}
+
+/// The per-item `ResultCode` of `account_delete` for a UserID that has no account.
+pub const DELETE_ABSENT: i64 = 70107;
 
 /// Responses whose common status the client checks.
 pub trait HasStatus {
@@ -47,6 +62,11 @@ impl HasStatus for PlainResponse {
         &self.status
     }
 }
+impl HasStatus for DeleteResponse {
+    fn status(&self) -> &Status {
+        &self.status
+    }
+}
 impl HasStatus for MultiImportResponse {
     fn status(&self) -> &Status {
         &self.status
@@ -58,6 +78,25 @@ impl HasStatus for MultiImportResponse {
 pub fn check(user_ids: &[&str], body: &[u8]) -> Result<Vec<CheckOutcome>, ChatError> {
     let resp: CheckResponse = parse(Api::AccountCheck, body)?;
     match_check_items(user_ids, &resp.result_item)
+}
+
+/// An `account_delete` answer to a request for `user_ids`: one entry per requested UserID, in
+/// request order, under the same rules as `account_check`'s items.
+pub fn delete(user_ids: &[&str], body: &[u8]) -> Result<Vec<DeleteOutcome>, ChatError> {
+    let api = Api::AccountDelete;
+    let resp: DeleteResponse = parse(api, body)?;
+    let items = match_items(api, user_ids, &resp.result_item, |i| &i.user_id)?;
+    Ok(items
+        .into_iter()
+        .map(|item: &DeleteResultItem| match item.result_code {
+            0 => DeleteOutcome::Deleted,
+            DELETE_ABSENT => DeleteOutcome::Absent,
+            code => DeleteOutcome::Failed {
+                code,
+                info: truncate(&item.result_info, INFO_KEPT),
+            },
+        })
+        .collect())
 }
 
 /// An `account_import` answer: nothing to read beyond its status.
@@ -109,22 +148,52 @@ fn parse<Resp: DeserializeOwned + HasStatus>(api: Api, body: &[u8]) -> Result<Re
     Ok(parsed)
 }
 
-/// Maps check result items back to the requested UserIDs. The items must answer exactly the
-/// request: one item for each requested UserID (as many as it was requested, at most), none for
-/// anyone else, and an `AccountStatus` on every item whose `ResultCode` is 0. Anything else is
-/// unreadable (retryable), never silently "not imported".
+/// Maps check result items back to the requested UserIDs, each with an `AccountStatus` when its
+/// `ResultCode` is 0. Anything else is unreadable (retryable), never silently "not imported".
 fn match_check_items(
     user_ids: &[&str],
     items: &[CheckResultItem],
 ) -> Result<Vec<CheckOutcome>, ChatError> {
     let api = Api::AccountCheck;
+    let matched = match_items(api, user_ids, items, |i| &i.user_id)?;
+    user_ids
+        .iter()
+        .zip(matched)
+        .map(|(id, item)| {
+            Ok(match (item.result_code, item.account_status) {
+                (0, Some(AccountStatus::Imported)) => CheckOutcome::Imported,
+                (0, Some(AccountStatus::NotImported)) => CheckOutcome::NotImported,
+                (0, None) => {
+                    return Err(bad(
+                        api,
+                        format!("ResultItem for {} has no AccountStatus", quoted(id)),
+                    ))
+                }
+                (code, _) => CheckOutcome::Failed {
+                    code,
+                    info: truncate(&item.result_info, INFO_KEPT),
+                },
+            })
+        })
+        .collect()
+}
+
+/// The item of each requested UserID, in request order. The items must answer exactly the
+/// request: one item for each requested UserID (as many as it was requested, at most), none for
+/// anyone else.
+fn match_items<'i, I>(
+    api: Api,
+    user_ids: &[&str],
+    items: &'i [I],
+    user_id: impl Fn(&I) -> &str,
+) -> Result<Vec<&'i I>, ChatError> {
     let mut requested: HashMap<&str, usize> = HashMap::with_capacity(user_ids.len());
     for id in user_ids {
         *requested.entry(id).or_default() += 1;
     }
-    let mut by_id: HashMap<&str, (&CheckResultItem, usize)> = HashMap::with_capacity(items.len());
+    let mut by_id: HashMap<&str, (&I, usize)> = HashMap::with_capacity(items.len());
     for item in items {
-        let id = item.user_id.as_str();
+        let id = user_id(item);
         let Some(&times) = requested.get(id) else {
             return Err(bad(
                 api,
@@ -140,23 +209,10 @@ fn match_check_items(
     user_ids
         .iter()
         .map(|id| {
-            let (item, _) = by_id
+            by_id
                 .get(id)
-                .ok_or_else(|| bad(api, format!("no ResultItem for UserID {}", quoted(id))))?;
-            Ok(match (item.result_code, item.account_status) {
-                (0, Some(AccountStatus::Imported)) => CheckOutcome::Imported,
-                (0, Some(AccountStatus::NotImported)) => CheckOutcome::NotImported,
-                (0, None) => {
-                    return Err(bad(
-                        api,
-                        format!("ResultItem for {} has no AccountStatus", quoted(id)),
-                    ))
-                }
-                (code, _) => CheckOutcome::Failed {
-                    code,
-                    info: truncate(&item.result_info, INFO_KEPT),
-                },
-            })
+                .map(|&(item, _)| item)
+                .ok_or_else(|| bad(api, format!("no ResultItem for UserID {}", quoted(id))))
         })
         .collect()
 }

@@ -191,3 +191,42 @@ fn a_value_quoted_by_the_parse_error_is_cut_short() {
         assert!(text.contains(" at line 1 column "), "{text}");
     }
 }
+
+#[test]
+fn delete_items_are_matched_to_the_request() {
+    let body = br#"{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":"","ResultItem":[
+        {"UserID":"b","ResultCode":70107,"ResultInfo":"not exist"},
+        {"UserID":"a","ResultCode":0,"ResultInfo":""},
+        {"UserID":"c","ResultCode":70402,"ResultInfo":"bad"}]}"#;
+    assert_eq!(
+        delete(&["a", "b", "c"], body).unwrap(),
+        vec![
+            DeleteOutcome::Deleted,
+            DeleteOutcome::Absent,
+            DeleteOutcome::Failed {
+                code: 70402,
+                info: "bad".into()
+            },
+        ]
+    );
+    // An item for someone not asked about, or none for someone asked about: the API's fault.
+    let foreign =
+        br#"{"ActionStatus":"OK","ErrorCode":0,"ResultItem":[{"UserID":"x","ResultCode":0}]}"#;
+    assert_apis_fault(
+        &delete(&["a"], foreign).unwrap_err(),
+        Api::AccountDelete,
+        "not asked about",
+    );
+    let short = br#"{"ActionStatus":"OK","ErrorCode":0,"ResultItem":[]}"#;
+    assert_apis_fault(
+        &delete(&["a"], short).unwrap_err(),
+        Api::AccountDelete,
+        "no ResultItem",
+    );
+    // Deletion switched off for the app: the call's own error, systemic.
+    let off =
+        br#"{"ActionStatus":"FAIL","ErrorCode":71000,"ErrorInfo":"only trial apps can delete"}"#;
+    let err = delete(&["a"], off).unwrap_err();
+    assert_eq!(err.vendor_code(), 71000);
+    assert_eq!(err.class(), FailureClass::Systemic);
+}

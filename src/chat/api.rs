@@ -18,7 +18,7 @@ pub enum Api {
     AccountImport,
     /// `multiaccount_import`: up to 100 accounts per call, 100 calls/s.
     MultiaccountImport,
-    /// `account_delete`: up to 100 UserIDs per call (emulator and tests only).
+    /// `account_delete`: up to 100 UserIDs per call, 100 calls/s.
     AccountDelete,
 }
 
@@ -55,9 +55,8 @@ impl Api {
     /// rate-limits (`docs/chat-api.md`); `None` for the others.
     pub fn vendor_rate_limit(self) -> Option<f64> {
         match self {
-            Api::AccountCheck | Api::MultiaccountImport => Some(100.0),
+            Api::AccountCheck | Api::MultiaccountImport | Api::AccountDelete => Some(100.0),
             Api::AccountImport => Some(200.0),
-            Api::AccountDelete => None,
         }
     }
 }

@@ -22,9 +22,11 @@ use reqwest::header::{HeaderValue, CONTENT_TYPE};
 use reqwest::Url;
 use serde::Serialize;
 
-pub use super::answer::CheckOutcome;
 use super::answer::{self};
-use super::api::{self, Api, CheckRequest, ImportRequest, MultiImportRequest, UserIdItem};
+pub use super::answer::{CheckOutcome, DeleteOutcome};
+use super::api::{
+    self, Api, CheckRequest, DeleteRequest, ImportRequest, MultiImportRequest, UserIdItem,
+};
 use super::endpoint::{Domain, Endpoints};
 use super::error::{describe_transport_error, ChatError, FailureClass};
 use super::health::{ApiHealth, CallToken, OutageRule};
@@ -295,6 +297,8 @@ pub struct ApiLimiters {
     pub import: Arc<Limiter>,
     /// `multiaccount_import` (vendor: 100 calls/s).
     pub multi_import: Arc<Limiter>,
+    /// `account_delete` (vendor: 100 calls/s).
+    pub delete: Arc<Limiter>,
 }
 
 impl ApiLimiters {
@@ -304,6 +308,7 @@ impl ApiLimiters {
             check: Arc::new(Limiter::unlimited()),
             import: Arc::new(Limiter::unlimited()),
             multi_import: Arc::new(Limiter::unlimited()),
+            delete: Arc::new(Limiter::unlimited()),
         }
     }
 
@@ -313,7 +318,7 @@ impl ApiLimiters {
             Api::AccountCheck => Some(&self.check),
             Api::AccountImport => Some(&self.import),
             Api::MultiaccountImport => Some(&self.multi_import),
-            Api::AccountDelete => None,
+            Api::AccountDelete => Some(&self.delete),
         }
     }
 }
@@ -694,6 +699,30 @@ impl ChatClient {
         };
         let sent: Vec<&str> = accounts.iter().map(|a| a.user_id).collect();
         let read = |body: &[u8]| answer::multi_import(&sent, body);
+        self.call(api, &request, read, withdrawal).await
+    }
+
+    /// `account_delete` for up to 100 UserIDs, with retries. The result has one entry per
+    /// requested UserID, in request order. Deleting cannot be undone: only the pipeline's delete
+    /// stage calls it, and only with `--apply-deletes`.
+    pub async fn account_delete_unless_withdrawn(
+        &self,
+        user_ids: &[&str],
+        withdrawal: &dyn Withdrawal,
+    ) -> Attempted<Vec<DeleteOutcome>> {
+        let api = Api::AccountDelete;
+        if let Some(refused) = refuse_item_count(api, user_ids.len(), "UserIDs") {
+            return refused;
+        }
+        let request = DeleteRequest {
+            delete_item: user_ids
+                .iter()
+                .map(|id| UserIdItem {
+                    user_id: (*id).into(),
+                })
+                .collect(),
+        };
+        let read = |body: &[u8]| answer::delete(user_ids, body);
         self.call(api, &request, read, withdrawal).await
     }
 

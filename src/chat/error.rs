@@ -49,7 +49,8 @@ pub enum CodeKind {
     AuthThrottled,
     /// UserSig / identity problems: regenerate once, then systemic.
     UserSig,
-    /// App invalid / disabled / expired, not an admin, edition limit.
+    /// App invalid / disabled / expired, not an admin, edition limit, account deletion not
+    /// switched on for the app (71000).
     App,
     /// This account cannot be imported: its data is invalid (70402, 40005, 40601), or it was
     /// deleted less than 3 months ago (70399).
@@ -70,7 +71,7 @@ impl CodeKind {
             70050 => CodeKind::AuthThrottled,
             60004 | 60005 | 70001 | 70052 | 70002 | 70003 | 70005 | 70009 | 70013 | 70014
             | 70016 => CodeKind::UserSig,
-            60006 | 60016 | 60017 | 60020 | 70020 | 60010 | 70403 | 70398 => CodeKind::App,
+            60006 | 60016 | 60017 | 60020 | 70020 | 60010 | 70403 | 70398 | 71000 => CodeKind::App,
             70402 | 40005 | 40601 | 70399 => CodeKind::InvalidAccount,
             60002 | 60003 | 60008 | 60009 | 60012 | 60015 => CodeKind::MalformedRequest,
             _ => CodeKind::Unknown,
@@ -250,7 +251,9 @@ mod tests {
             assert_eq!(class_of(code), FailureClass::Systemic, "{code}");
             assert_eq!(CodeKind::of(code), CodeKind::UserSig, "{code}");
         }
-        for code in [60006, 60016, 60017, 60020, 70020, 60010, 70403, 70398] {
+        for code in [
+            60006, 60016, 60017, 60020, 70020, 60010, 70403, 70398, 71000,
+        ] {
             assert_eq!(class_of(code), FailureClass::Systemic, "{code}");
             assert_eq!(CodeKind::of(code), CodeKind::App, "{code}");
         }

@@ -22,7 +22,9 @@ pub mod usersig;
 pub mod withdraw;
 
 pub use api::{AccountStatus, Api};
-pub use client::{Attempted, ChatClient, ChatConfig, CheckOutcome, ImportAccount, Region};
+pub use client::{
+    Attempted, ChatClient, ChatConfig, CheckOutcome, DeleteOutcome, ImportAccount, Region,
+};
 pub use endpoint::Domain;
 pub use error::{ChatError, CodeKind, FailureClass};
 pub use health::OutageRule;

@@ -32,6 +32,11 @@
 //!   budget of 50/s, `--drain-timeout 30s`): the seconds from B's start until it owns
 //!   partitions, A's revocation drain, the outcomes written twice. `--worker-exe` for before /
 //!   after.
+//! - `ceiling-delete`: a backlog of deletions of existing accounts at the vendor's limits (the
+//!   emulator enforces 100 account_delete calls/s): users/s against 100 calls/s × 100 UserIDs =
+//!   10,000/s, and the 60007 answers (must be 0).
+//! - `lifecycle-mix`: a steady 5,000 events/s, 80 % creates, 15 % profile updates, 5 % deletes,
+//!   at the vendor's limits: event → outcome p99 (≤ 200 ms), and the outcomes by status.
 //! - `backfill`: `account-sync backfill` as a child process on a generated JSON Lines file
 //!   (`--users`, default 1,000,000), 30 % already imported, the vendor's limits enforced by the
 //!   emulator: users/s, peak RSS, and a SIGKILL at 50 % followed by a rerun: time to its first
@@ -63,6 +68,7 @@ use crate::shutdown::Shutdown;
 use crate::worker::Worker;
 
 mod hostile;
+mod lifecycle;
 mod rebalance;
 
 /// The vendor's limits: account_check and account_import calls per second.
@@ -71,6 +77,8 @@ const VENDOR_RATES: (f64, f64) = (100.0, 200.0);
 const WINDOW: f64 = 100.0;
 /// The vendor's multiaccount_import limit, calls per second (of up to 100 accounts each).
 const VENDOR_BATCH_RATE: f64 = 100.0;
+/// The vendor's account_delete limit, calls/s (up to 100 UserIDs a call).
+const VENDOR_DELETE_RATE: f64 = 100.0;
 /// The scenarios measured before batch import existed keep measuring one `account_import` per
 /// user, so their figures stay comparable across versions.
 const SINGLE: [&str; 2] = ["--import-api", "single"];
@@ -120,10 +128,14 @@ pub enum Scenario {
     /// Two replicas as processes; the second joins while the first holds a backlog of single
     /// imports at 50/s: how long the group stalls, and the outcomes written twice.
     Rebalance,
+    /// Deletions of existing accounts at the vendor's limits: users/s against 10,000/s.
+    CeilingDelete,
+    /// 5,000 events/s of creates, updates and deletes (80/15/5 %): event-to-outcome p99.
+    LifecycleMix,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 13] = [
+    const ALL: [Scenario; 15] = [
         Scenario::CeilingImport,
         Scenario::CeilingImportBatch,
         Scenario::CeilingCheck,
@@ -137,6 +149,8 @@ impl Scenario {
         Scenario::BudgetSkew,
         Scenario::HostileApi,
         Scenario::Rebalance,
+        Scenario::CeilingDelete,
+        Scenario::LifecycleMix,
     ];
 
     fn name(self) -> &'static str {
@@ -154,6 +168,8 @@ impl Scenario {
             Scenario::BudgetSkew => "budget-skew",
             Scenario::HostileApi => "hostile-api",
             Scenario::Rebalance => "rebalance",
+            Scenario::CeilingDelete => "ceiling-delete",
+            Scenario::LifecycleMix => "lifecycle-mix",
         }
     }
 
@@ -170,6 +186,7 @@ impl Scenario {
             Scenario::BudgetSkew => 60.0,
             Scenario::HostileApi => 30.0,
             Scenario::Rebalance => 0.0,
+            Scenario::CeilingDelete | Scenario::LifecycleMix => 20.0,
             Scenario::Overhead | Scenario::OverheadAvro | Scenario::Backfill => 0.0,
         }
     }
@@ -180,14 +197,15 @@ impl Scenario {
 pub struct BenchArgs {
     /// Scenario to run (repeatable): ceiling-import, ceiling-import-batch, ceiling-check, overhead,
     /// overhead-avro, latency, latency-low, latency-known, memory, backfill, budget-skew,
-    /// hostile-api, rebalance.
+    /// hostile-api, rebalance, ceiling-delete, lifecycle-mix.
     /// Default: all of them, in that order.
     #[arg(long = "scenario", value_enum)]
     pub scenarios: Vec<Scenario>,
     /// Seconds of load of the time-based scenarios (defaults: ceiling-import 60 = 12,000 users,
     /// ceiling-import-batch 20 = 200,000 users, ceiling-check 20 = 200,000 users, latency 30 =
-    /// 3,000 users, latency-low 60 = 300 users, latency-known 20 = 100,000 users; memory: how long
-    /// the backlog run at the vendor's limits lasts, 30).
+    /// 3,000 users, latency-low 60 = 300 users, latency-known 20 = 100,000 users, ceiling-delete
+    /// 20 = 200,000 users, lifecycle-mix 20 = 100,000 events; memory: how long the backlog run at
+    /// the vendor's limits lasts, 30).
     #[arg(long)]
     pub duration: Option<f64>,
     /// Events of the overhead scenario and of the memory scenario's overhead run (default
@@ -382,6 +400,8 @@ pub async fn run(args: BenchArgs, shutdown: Shutdown) -> Result<ExitCode, String
             Scenario::BudgetSkew => budget_skew(&args, &mut f, &shutdown).await?,
             Scenario::HostileApi => hostile::hostile_api(&args, &mut f, &shutdown).await?,
             Scenario::Rebalance => rebalance::rebalance(&args, &mut f, &shutdown).await?,
+            Scenario::CeilingDelete => lifecycle::ceiling_delete(&args, &mut f, &shutdown).await?,
+            Scenario::LifecycleMix => lifecycle::mix(&args, &mut f, &shutdown).await?,
         }
     }
     let report = Report {
@@ -423,9 +443,35 @@ struct Run {
     hot: Option<f64>,
     /// Events in Avro through a local Schema Registry (`--input-format avro`) instead of JSON.
     avro: bool,
+    /// `Some`: events of each kind (the worker reads them and makes deletes); `None`: signups.
+    kinds: Option<demo::KindMix>,
+    /// account_delete calls/s, enforced by the emulator; 0 = unlimited.
+    delete_limit: f64,
 }
 
 impl Run {
+    /// The overhead run: `--events` (200,000) users, `existing_fraction` of them already
+    /// imported, as a backlog; limits off on both sides, 1 ms of API latency.
+    fn limits_off(a: &BenchArgs, existing_fraction: f64) -> Self {
+        Run {
+            events: a.overhead_events(),
+            rate: 0.0,
+            existing_fraction,
+            limits: (0.0, 0.0),
+            batch_limit: 0.0,
+            latency_ms: 1,
+            jitter_ms: 0,
+            partitions: a.partitions,
+            progress: a.progress,
+            worker_flags: single_unless_given(&a.worker_flags),
+            replicas: 1,
+            hot: None,
+            avro: false,
+            kinds: None,
+            delete_limit: 0.0,
+        }
+    }
+
     /// A run against the vendor's limits (both sides) and 50 ± 20 ms of API latency: the
     /// ceiling and latency scenarios.
     fn at_vendor_limits(a: &BenchArgs, events: u64, rate: f64, existing_fraction: f64) -> Self {
@@ -443,6 +489,8 @@ impl Run {
             replicas: 1,
             hot: None,
             avro: false,
+            kinds: None,
+            delete_limit: VENDOR_DELETE_RATE,
         }
     }
 }
@@ -477,6 +525,7 @@ fn emulator_config(run: &Run, key: SecretKey) -> EmulatorConfig {
         check_rate: run.limits.0,
         import_rate: run.limits.1,
         multi_import_rate: run.batch_limit,
+        delete_rate: run.delete_limit,
         latency_ms: run.latency_ms,
         latency_jitter_ms: run.jitter_ms,
         existing_fraction: run.existing_fraction,
@@ -494,7 +543,7 @@ struct Windows {
 
 impl Windows {
     fn of(m: &crate::observe::metrics::Metrics) -> Windows {
-        let closed_by = ["full", "idle", "linger", "flush"]
+        let closed_by = ["full", "idle", "linger", "flush", "order"]
             .into_iter()
             .map(|r| (r, m.windows.with_label_values(&[r]).get()))
             .collect();
@@ -567,6 +616,9 @@ async fn run_in_process(run: &Run, shutdown: &Shutdown) -> Result<Measured, Stri
         false => None,
     };
     let mut worker_flags: Vec<String> = run.worker_flags.clone();
+    if run.kinds.is_some() {
+        worker_flags.extend(demo::KindMix::WORKER_FLAGS.map(String::from));
+    }
     if let Some((r, _)) = &registry {
         worker_flags.extend(
             [
@@ -589,6 +641,7 @@ async fn run_in_process(run: &Run, shutdown: &Shutdown) -> Result<Measured, Stri
             partitions,
         }),
         avro_schema_id: registry.as_ref().map(|r| r.1),
+        kinds: run.kinds,
     };
     let spec = CollectSpec {
         partitions,
@@ -885,21 +938,7 @@ async fn ceiling_check(a: &BenchArgs, f: &mut Figures, sd: &Shutdown) -> Result<
 async fn overhead(a: &BenchArgs, f: &mut Figures, sd: &Shutdown) -> Result<(), String> {
     let s = Scenario::Overhead.name();
     for (label, existing) in [("already imported", 1.0), ("new", 0.0)] {
-        let run = Run {
-            events: a.overhead_events(),
-            rate: 0.0,
-            existing_fraction: existing,
-            limits: (0.0, 0.0),
-            batch_limit: 0.0,
-            latency_ms: 1,
-            jitter_ms: 0,
-            partitions: a.partitions,
-            progress: a.progress,
-            worker_flags: single_unless_given(&a.worker_flags),
-            replicas: 1,
-            hot: None,
-            avro: false,
-        };
+        let run = Run::limits_off(a, existing);
         f.setup(s, format!("{} users, all {label}, as a backlog; limits off on both sides; API latency 1 ms; worker, emulator, broker and verifier share one process", run.events));
         let m = run_in_process(&run, sd).await?;
         let rate = rate_or_zero(&m.outcome_ms);
@@ -946,19 +985,8 @@ async fn overhead_avro(a: &BenchArgs, f: &mut Figures, sd: &Shutdown) -> Result<
     let mut rates = [0.0; 2];
     for (i, (label, avro)) in [("json", false), ("avro", true)].into_iter().enumerate() {
         let run = Run {
-            events: a.overhead_events(),
-            rate: 0.0,
-            existing_fraction: 1.0,
-            limits: (0.0, 0.0),
-            batch_limit: 0.0,
-            latency_ms: 1,
-            jitter_ms: 0,
-            partitions: a.partitions,
-            progress: a.progress,
-            worker_flags: single_unless_given(&a.worker_flags),
-            replicas: 1,
-            hot: None,
             avro,
+            ..Run::limits_off(a, 1.0)
         };
         f.setup(s, format!("{} users, all already imported, in {label}, as a backlog; limits off on both sides; API latency 1 ms; worker, emulator, registry, broker and verifier share one process", run.events));
         let m = run_in_process(&run, sd).await?;
@@ -1406,6 +1434,7 @@ async fn memory(a: &BenchArgs, f: &mut Figures, sd: &Shutdown) -> Result<(), Str
         bad_fraction: 0.0,
         hot: None,
         avro_schema_id: None,
+        kinds: None,
     };
     let fast = Run {
         events: n_overhead,
@@ -1421,6 +1450,8 @@ async fn memory(a: &BenchArgs, f: &mut Figures, sd: &Shutdown) -> Result<(), Str
         replicas: 1,
         hot: None,
         avro: false,
+        kinds: None,
+        delete_limit: 0.0,
     };
     let slow = Run {
         existing_fraction: 0.0,

@@ -106,6 +106,10 @@ pub struct Summary {
     pub check_calls: u64,
     pub import_calls: u64,
     pub batch_import_calls: u64,
+    pub delete_calls: u64,
+    pub updated: u64,
+    pub deleted: u64,
+    pub already_absent: u64,
     pub frequency_limited: u64,
     pub elapsed_seconds: f64,
     pub events_per_second: f64,
@@ -295,6 +299,7 @@ pub async fn run(args: DemoArgs, shutdown: Shutdown) -> Result<ExitCode, String>
         bad_fraction: args.bad_fraction,
         hot: None,
         avro_schema_id: registry.as_ref().map(|r| r.1),
+        kinds: None,
     };
     let spec = CollectSpec {
         partitions,
@@ -430,6 +435,42 @@ pub(crate) struct Load {
     /// `Some(id)`: events written in Avro with [`SIGNUP_AVRO_SCHEMA`], framed for a registry
     /// that has it as `id`; `None`: JSON.
     pub avro_schema_id: Option<u32>,
+    /// `Some`: JSON events of each kind, named in a `type` field; `None`: signups alone.
+    pub kinds: Option<KindMix>,
+}
+
+/// A lifecycle load: the shares of updates and deletes among the events (the rest are creates).
+/// Each event's kind is in its `type` field; the worker reads it with [`KindMix::WORKER_FLAGS`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct KindMix {
+    /// Share of profile updates.
+    pub update: f64,
+    /// Share of deletes.
+    pub delete: f64,
+}
+
+impl KindMix {
+    /// The worker flags that read the load's kinds and make its deletes.
+    pub(crate) const WORKER_FLAGS: [&'static str; 7] = [
+        "--event-type-pointer",
+        "/type",
+        "--update-types",
+        "update",
+        "--delete-types",
+        "delete",
+        "--apply-deletes",
+    ];
+
+    /// The `type` of the next event, given a uniform random `r` in [0, 1).
+    fn pick(&self, r: f64) -> &'static str {
+        if r < self.delete {
+            "delete"
+        } else if r < self.delete + self.update {
+            "update"
+        } else {
+            "create"
+        }
+    }
 }
 
 /// How the demo's load is written (`demo --input-format`).
@@ -535,9 +576,13 @@ pub(crate) async fn produce_load(
             let user = format!("demo-{run:08x}-{n:07}");
             let good = rng.f64() >= load.bad_fraction;
             let payload = if good {
-                Some(match load.avro_schema_id {
-                    Some(id) => avro_event(&avro, id, &user, n),
-                    None => format!(r#"{{"UserID":"{user}","Nick":"User {n}","FaceUrl":"https://example.com/a/{n}.png"}}"#).into_bytes(),
+                Some(match (load.avro_schema_id, load.kinds) {
+                    (Some(id), _) => avro_event(&avro, id, &user, n),
+                    (None, Some(mix)) => {
+                        let kind = mix.pick(rng.f64());
+                        format!(r#"{{"type":"{kind}","UserID":"{user}","Nick":"User {n}","FaceUrl":"https://example.com/a/{n}.png"}}"#).into_bytes()
+                    }
+                    (None, None) => format!(r#"{{"UserID":"{user}","Nick":"User {n}","FaceUrl":"https://example.com/a/{n}.png"}}"#).into_bytes(),
                 })
             } else {
                 bad_payload(n)
@@ -792,6 +837,13 @@ pub(crate) fn summarize(
     s.check_calls = stats.calls.get("account_check").copied().unwrap_or(0);
     s.import_calls = stats.calls.get("account_import").copied().unwrap_or(0);
     s.batch_import_calls = stats.calls.get("multiaccount_import").copied().unwrap_or(0);
+    s.delete_calls = stats.calls.get("account_delete").copied().unwrap_or(0);
+    let status = |name: &str| c.statuses.get(name).copied().unwrap_or(0);
+    (s.updated, s.deleted, s.already_absent) = (
+        status("updated"),
+        status("deleted"),
+        status("already_absent"),
+    );
     s.frequency_limited = stats.rate_limited.values().sum();
     let first_ms = produced.values().map(|p| p.at_ms).min().unwrap_or(0);
     s.elapsed_seconds = if c.last_processed_ms > first_ms {

@@ -128,8 +128,20 @@ pub(super) fn rates(chat: &ChatArgs) -> Check {
             "--batch-import-rate",
             chat.batch_import_rate,
         ),
+        (Api::AccountDelete, "--delete-rate", chat.delete_rate),
     ];
     Check::of("rates", rates_problem(&configured))
+}
+
+/// `deletion` (with `--apply-deletes`): not checked, since the only test of account deletion is
+/// to delete an account; says where the switch is and what the worker does while it is off.
+pub(super) fn deletion(apply_deletes: bool) -> Option<Check> {
+    apply_deletes.then(|| {
+        Check::skip(
+            "deletion",
+            "account deletion cannot be tried without deleting an account. Check in the Chat console that the app may delete accounts (trial and developer editions may; paid editions switch it on). While it is off, account_delete answers 71000 and the worker pauses (AccountSyncAccountDeletionDisabled) until it is on",
+        )
+    })
 }
 
 fn rates_problem(configured: &[(Api, &str, f64)]) -> Result<String, LimitProblem> {
@@ -205,6 +217,7 @@ fn replicas_problem(replicas: u32, partitions: usize) -> Result<String, LimitPro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::doctor::report::Status;
 
     const H: u64 = 3600;
 
@@ -249,6 +262,15 @@ mod tests {
         assert_eq!(wrong.len(), 3, "{wrong:?}");
         assert!(wrong[0].contains("above the vendor's limit of 100/s"));
         assert!(wrong[1].contains("unlimited"));
+    }
+
+    #[test]
+    fn deletion_is_never_tried_but_explained() {
+        assert!(deletion(false).is_none());
+        let check = deletion(true).unwrap();
+        assert_eq!(check.status, Status::Skip);
+        assert!(check.message.contains("71000"), "{}", check.message);
+        assert!(check.message.contains("console"), "{}", check.message);
     }
 
     #[test]

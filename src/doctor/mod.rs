@@ -12,7 +12,9 @@
 //!   explained ([`chat`]);
 //! - `schema-registry` (registry input formats only): the registry answers with the configured
 //!   credentials ([`registry`]);
-//! - `usersig`, `rates`, `replicas`: settings that validate but would misbehave ([`limits`]).
+//! - `usersig`, `rates`, `replicas`: settings that validate but would misbehave ([`limits`]);
+//! - `deletion` (with `--apply-deletes`): not checked — trying it would delete an account — but
+//!   says where the app's switch is ([`limits`]).
 //!
 //! A check that cannot run because another one failed (no topic without brokers) is reported as
 //! not checked rather than failed, so every ✗ names its own cause. Nothing here ever prints the
@@ -80,6 +82,7 @@ pub async fn run(args: &DoctorArgs) -> Report {
         w.chat.usersig_refresh_margin,
     ));
     checks.push(limits::rates(&w.chat));
+    checks.extend(limits::deletion(w.kinds.apply_deletes));
     checks.push(limits::replicas(args.replicas, kafka.input_partitions));
     Report { checks }
 }

@@ -52,11 +52,13 @@ declare_metrics! {
     /// Dead-letter records written, by stage (decode/check/import) and failure class.
     events_dead_lettered: IntCounterVec("account_sync_events_dead_lettered_total", "Dead-letter records written, by stage and failure class.", ["stage", "class"]);
     /// Input records that asked nothing of the worker (change events that are not signups), by reason.
-    events_skipped: IntCounterVec("account_sync_events_skipped_total", "Input records that asked nothing (change events that are not signups), by reason: update, delete, truncate, message, tombstone.", ["reason"]);
+    events_skipped: IntCounterVec("account_sync_events_skipped_total", "Input records that asked nothing, by reason: unchanged (an update of other columns), delete (deletes not applied), truncate, message, tombstone, other_type.", ["reason"]);
+    /// Decoded events, by kind (create, update, delete): what was asked of the accounts.
+    events_by_kind: IntCounterVec("account_sync_events_total", "Decoded events, by kind: create, update, delete.", ["kind"]);
     /// Outcome records written, by status.
     outcomes: IntCounterVec("account_sync_outcomes_total", "Outcome records written, by status.", ["status"]);
     /// Windows closed, by reason (full/idle/linger/flush).
-    windows: IntCounterVec("account_sync_windows_total", "Windows closed, by reason: full, idle (waiting bought nothing), linger, flush.", ["closed_by"]);
+    windows: IntCounterVec("account_sync_windows_total", "Windows closed, by reason: full, idle (waiting bought nothing), linger, flush, order (a delete made before the account comes back).", ["closed_by"]);
     /// Distinct UserIDs per window (exported as `account_sync_window_user_ids`).
     window_size: Histogram("account_sync_window_user_ids", "Distinct UserIDs per window.", [], WINDOW_BUCKETS);
     /// API attempts by api and result (ok or failure class).
@@ -144,7 +146,7 @@ impl Metrics {
     /// increment to `rate()`), and so that every name is in the scrape.
     fn initialise_series(&self) {
         use crate::chat::{Api, FailureClass};
-        use crate::domain::{failure_class, OutcomeStatus, SkipReason};
+        use crate::domain::{failure_class, EventKind, OutcomeStatus, SkipReason};
         for api in [Api::AccountCheck, Api::AccountImport] {
             let a = api.name();
             self.api_requests.with_label_values(&[a, "ok"]);
@@ -161,12 +163,11 @@ impl Metrics {
             self.frequency_limited.with_label_values(&[a]);
             self.limiter_wait.with_label_values(&[a]);
         }
-        for status in [
-            OutcomeStatus::Imported,
-            OutcomeStatus::AlreadyImported,
-            OutcomeStatus::Failed,
-        ] {
+        for status in OutcomeStatus::ALL {
             self.outcomes.with_label_values(&[status.as_str()]);
+        }
+        for kind in EventKind::ALL {
+            self.events_by_kind.with_label_values(&[kind.as_str()]);
         }
         for reason in SkipReason::ALL {
             self.events_skipped.with_label_values(&[reason.as_str()]);
@@ -174,7 +175,7 @@ impl Metrics {
         // The (stage, class) pairs that can occur.
         self.events_dead_lettered
             .with_label_values(&["decode", failure_class::INVALID_INPUT]);
-        for stage in ["check", "import"] {
+        for stage in ["check", "import", "delete"] {
             for class in [
                 failure_class::REJECTED,
                 failure_class::RETRIES_EXHAUSTED,
@@ -183,7 +184,7 @@ impl Metrics {
                 self.events_dead_lettered.with_label_values(&[stage, class]);
             }
         }
-        for closed_by in ["full", "idle", "linger", "flush"] {
+        for closed_by in ["full", "idle", "linger", "flush", "order"] {
             self.windows.with_label_values(&[closed_by]);
         }
         for fate in ["let_go", "awaited", "left"] {

@@ -1,5 +1,6 @@
-//! Change-event envelopes around the row the pointers read (`--input-envelope debezium`): which
-//! records are signups, and the row of each; the others are skipped with their reason.
+//! Change-event envelopes around the row the pointers read (`--input-envelope debezium`): what
+//! each change asks of the account (create, update, delete) and the row to read it from; changes
+//! that ask nothing are skipped with their reason.
 //!
 //! Debezium writes one change event per row change, in one of these forms (all JSON here):
 //!
@@ -13,13 +14,16 @@
 //!   (`delete.handling.mode=rewrite`);
 //! - a tombstone (no payload) after each delete, for log compaction.
 //!
-//! Inserts and snapshot reads are signups, read from `after`. A flattened row without `__op`
-//! cannot say whether it was inserted or updated; it is taken as a signup, which costs an update
-//! only an `account_check` (the account exists: `already_imported`).
+//! Inserts and snapshot reads are creates, read from `after`; updates are updates, read from
+//! `after` (with `before`, when the event has it, so the decoder can tell a change of the profile
+//! from a change of other columns); deletes are deletes, read from `before` (a rewritten delete's
+//! row is the deleted row). A flattened row without `__op` cannot say whether it was inserted or
+//! updated; it is taken as a create, which costs an update only an `account_check` (the account
+//! exists: `already_imported`).
 
 use serde_json::{Map, Value};
 
-use crate::domain::SkipReason;
+use crate::domain::{EventKind, SkipReason};
 
 /// The largest change event read: Kafka's default largest message (`message.max.bytes`). A
 /// Debezium event carries its row twice and, with the schema wrapper, the table's schema too, so
@@ -34,10 +38,27 @@ pub struct NotDebezium(pub String);
 /// What a change event is to the worker.
 #[derive(Debug, PartialEq)]
 pub enum Change<'a> {
-    /// A new row: the fields of the signup, for the pointers.
-    Signup(&'a Value),
-    /// Nothing to do: a change that is not a signup.
+    /// A row whose account to create, update or delete: the fields for the pointers.
+    Row {
+        /// What the change asks of the account.
+        kind: EventKind,
+        /// The row the pointers read: `after`, or `before` for a delete.
+        row: &'a Value,
+        /// An update's row before the change, when the event carries it.
+        before: Option<&'a Value>,
+    },
+    /// Nothing to do: a change that asks nothing of an account.
     Skip(SkipReason),
+}
+
+impl<'a> Change<'a> {
+    fn row(kind: EventKind, row: &'a Value) -> Change<'a> {
+        Change::Row {
+            kind,
+            row,
+            before: None,
+        }
+    }
 }
 
 /// The change a parsed Debezium event (a JSON document) carries.
@@ -74,13 +95,20 @@ fn is_envelope(fields: &Map<String, Value>) -> bool {
 
 fn envelope_change(fields: &Map<String, Value>) -> Result<Change<'_>, NotDebezium> {
     let op = fields.get("op").and_then(Value::as_str).unwrap_or_default();
+    let row_of = |field: &str| match fields.get(field) {
+        Some(row @ Value::Object(_)) => Ok(row),
+        _ => Err(not_debezium(format!(
+            "op \"{op}\" has no \"{field}\" row object"
+        ))),
+    };
     match op {
-        "c" | "r" => match fields.get("after") {
-            Some(row @ Value::Object(_)) => Ok(Change::Signup(row)),
-            _ => Err(not_debezium(format!(
-                "op \"{op}\" without an \"after\" row object"
-            ))),
-        },
+        "c" | "r" => Ok(Change::row(EventKind::Create, row_of("after")?)),
+        "u" => Ok(Change::Row {
+            kind: EventKind::Update,
+            row: row_of("after")?,
+            before: row_of("before").ok(),
+        }),
+        "d" => Ok(Change::row(EventKind::Delete, row_of("before")?)),
         other => skip_for_op(other),
     }
 }
@@ -100,21 +128,23 @@ fn flattened_change<'a>(
         }
     };
     if deleted {
-        return Ok(Change::Skip(SkipReason::Delete));
+        return Ok(Change::row(EventKind::Delete, row));
     }
     match fields.get("__op") {
-        None | Some(Value::Null) => Ok(Change::Signup(row)),
-        Some(Value::String(op)) if op == "c" || op == "r" => Ok(Change::Signup(row)),
-        Some(Value::String(op)) => skip_for_op(op),
+        None | Some(Value::Null) => Ok(Change::row(EventKind::Create, row)),
+        Some(Value::String(op)) => match op.as_str() {
+            "c" | "r" => Ok(Change::row(EventKind::Create, row)),
+            "u" => Ok(Change::row(EventKind::Update, row)),
+            "d" => Ok(Change::row(EventKind::Delete, row)),
+            other => skip_for_op(other),
+        },
         Some(other) => Err(not_debezium(format!("__op is {other}, not a string"))),
     }
 }
 
-/// The skip reason of an `op` that is not a signup.
+/// The skip reason of an `op` that asks nothing of an account.
 fn skip_for_op(op: &str) -> Result<Change<'static>, NotDebezium> {
     let reason = match op {
-        "u" => SkipReason::Update,
-        "d" => SkipReason::Delete,
         "t" => SkipReason::Truncate,
         "m" => SkipReason::Message,
         _ => {
@@ -142,23 +172,41 @@ mod tests {
         debezium(doc)
     }
 
-    #[test]
-    fn inserts_and_snapshot_reads_are_signups_read_from_after() {
-        for op in ["c", "r"] {
-            let doc = json!({"before": null, "after": {"id": 7}, "source": {}, "op": op});
-            assert_eq!(change(&doc), Ok(Change::Signup(&json!({"id": 7}))));
-        }
+    fn row(kind: EventKind, row: &Value) -> Change<'_> {
+        Change::row(kind, row)
     }
 
     #[test]
-    fn the_other_ops_are_skipped_by_reason() {
-        for (op, reason) in [
-            ("u", SkipReason::Update),
-            ("d", SkipReason::Delete),
-            ("t", SkipReason::Truncate),
-            ("m", SkipReason::Message),
-        ] {
-            let doc = json!({"before": {"id": 7}, "after": null, "source": {}, "op": op});
+    fn each_op_asks_its_kind_of_the_row_it_names() {
+        for op in ["c", "r"] {
+            let doc = json!({"before": null, "after": {"id": 7}, "source": {}, "op": op});
+            assert_eq!(change(&doc), Ok(row(EventKind::Create, &json!({"id": 7}))));
+        }
+        let update = json!({"before": {"id": 7, "n": "a"}, "after": {"id": 7, "n": "b"}, "source": {}, "op": "u"});
+        assert_eq!(
+            change(&update),
+            Ok(Change::Row {
+                kind: EventKind::Update,
+                row: &json!({"id": 7, "n": "b"}),
+                before: Some(&json!({"id": 7, "n": "a"})),
+            })
+        );
+        let no_before = json!({"before": null, "after": {"id": 7}, "source": {}, "op": "u"});
+        assert_eq!(
+            change(&no_before),
+            Ok(row(EventKind::Update, &json!({"id": 7})))
+        );
+        let delete = json!({"before": {"id": 7}, "after": null, "source": {}, "op": "d"});
+        assert_eq!(
+            change(&delete),
+            Ok(row(EventKind::Delete, &json!({"id": 7})))
+        );
+    }
+
+    #[test]
+    fn truncates_and_messages_are_skipped_by_reason() {
+        for (op, reason) in [("t", SkipReason::Truncate), ("m", SkipReason::Message)] {
+            let doc = json!({"before": null, "after": null, "source": {}, "op": op});
             assert_eq!(change(&doc), Ok(Change::Skip(reason)), "{op}");
         }
     }
@@ -166,28 +214,42 @@ mod tests {
     #[test]
     fn the_schema_wrapper_is_unwrapped() {
         let doc = json!({"schema": {"type": "struct"}, "payload": {"after": {"id": "u1"}, "op": "c", "source": {}}});
-        assert_eq!(change(&doc), Ok(Change::Signup(&json!({"id": "u1"}))));
+        assert_eq!(
+            change(&doc),
+            Ok(row(EventKind::Create, &json!({"id": "u1"})))
+        );
         let flat =
             json!({"schema": {"type": "struct"}, "payload": {"id": "u1", "__deleted": "false"}});
         assert_eq!(
             change(&flat),
-            Ok(Change::Signup(&json!({"id": "u1", "__deleted": "false"})))
+            Ok(row(
+                EventKind::Create,
+                &json!({"id": "u1", "__deleted": "false"})
+            ))
         );
     }
 
     #[test]
     fn flattened_rows_follow_their_added_fields() {
-        let row = json!({"id": "u1", "op": "not an envelope"});
-        assert_eq!(change(&row), Ok(Change::Signup(&row)), "a column named op");
+        let plain = json!({"id": "u1", "op": "not an envelope"});
+        assert_eq!(
+            change(&plain),
+            Ok(row(EventKind::Create, &plain)),
+            "a column named op"
+        );
         for (extra, want) in [
-            (json!({"__op": "c"}), None),
-            (json!({"__op": "r", "__deleted": "false"}), None),
-            (json!({"__op": "u"}), Some(SkipReason::Update)),
+            (json!({"__op": "c"}), Ok(EventKind::Create)),
+            (
+                json!({"__op": "r", "__deleted": "false"}),
+                Ok(EventKind::Create),
+            ),
+            (json!({"__op": "u"}), Ok(EventKind::Update)),
             (
                 json!({"__op": "d", "__deleted": "true"}),
-                Some(SkipReason::Delete),
+                Ok(EventKind::Delete),
             ),
-            (json!({"__deleted": true}), Some(SkipReason::Delete)),
+            (json!({"__deleted": true}), Ok(EventKind::Delete)),
+            (json!({"__op": "t"}), Err(SkipReason::Truncate)),
         ] {
             let mut doc = json!({"id": "u1"});
             doc.as_object_mut()
@@ -195,8 +257,8 @@ mod tests {
                 .extend(extra.as_object().unwrap().clone());
             let got = change(&doc).unwrap();
             match want {
-                None => assert_eq!(got, Change::Signup(&doc)),
-                Some(reason) => assert_eq!(got, Change::Skip(reason)),
+                Ok(kind) => assert_eq!(got, row(kind, &doc)),
+                Err(reason) => assert_eq!(got, Change::Skip(reason)),
             }
         }
     }
@@ -207,7 +269,11 @@ mod tests {
             (json!([1, 2]), "not a JSON object"),
             (
                 json!({"op": "c", "after": null, "source": {}}),
-                "without an \"after\" row",
+                "op \"c\" has no \"after\" row",
+            ),
+            (
+                json!({"op": "d", "before": null, "source": {}}),
+                "op \"d\" has no \"before\" row",
             ),
             (
                 json!({"op": "x".repeat(100), "source": {}}),

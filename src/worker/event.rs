@@ -1,4 +1,4 @@
-//! Input records → [`SignupEvent`], or a [`DecodeError`] that says exactly what is wrong.
+//! Input records → [`AccountEvent`], or a [`DecodeError`] that says exactly what is wrong.
 //!
 //! The layers of a record, outside in: the registry's framing and the writer schema (registry
 //! formats, see [`super::schemas`]), the change-event envelope (see [`super::envelope`]), then the
@@ -21,17 +21,18 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use serde_json::Value;
 
 use super::envelope::{self, Change, MAX_CHANGE_EVENT_BYTES};
+use super::kinds::{KindRule, TypeError};
 use super::schemas::SchemaCache;
 use crate::chat::api::{self, MAX_PROFILE_FIELD_BYTES, MAX_USER_ID_BYTES};
-pub use crate::domain::SignupEvent;
-use crate::domain::SkipReason;
+pub use crate::domain::AccountEvent;
+use crate::domain::{EventKind, SkipReason};
 use crate::registry::wire::{self, WireError};
 
 /// Payloads above this are rejected without parsing: a signup event is a few hundred bytes, and a
 /// huge payload must not cost a huge allocation.
 pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 
-impl SignupEvent {
+impl AccountEvent {
     /// An event from fields found elsewhere than in JSON (a CSV row), checked as a decoded
     /// payload is: the UserID like [`InputFormat::Plain`] (trimmed of ASCII whitespace), Nick and
     /// FaceUrl as the optional JSON fields (`None` or `""` = not given, at most 500 bytes).
@@ -39,16 +40,18 @@ impl SignupEvent {
         user_id: &str,
         nick: Option<&str>,
         face_url: Option<&str>,
-    ) -> Result<SignupEvent, DecodeError> {
+        kind: EventKind,
+    ) -> Result<AccountEvent, DecodeError> {
         let user_id = validate_user_id(user_id.trim_matches(|c: char| c.is_ascii_whitespace()))?;
         let text = |field, v: Option<&str>| match v {
             None => Ok(None),
             Some(s) => profile_text(field, s),
         };
-        Ok(SignupEvent {
+        Ok(AccountEvent {
             user_id: user_id.to_owned(),
             nick: text("Nick", nick)?,
             face_url: text("FaceUrl", face_url)?,
+            kind,
         })
     }
 }
@@ -91,10 +94,10 @@ pub enum Envelope {
 /// What a record is to the worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decoded {
-    /// A signup: the account to make sure of.
-    Signup(SignupEvent),
-    /// A well-formed record that asks nothing (a change event that is not a signup): only marked
-    /// done, and counted by reason.
+    /// An event: what to make true of its user's account.
+    Event(AccountEvent),
+    /// A well-formed record that asks nothing (a truncate, an update of other columns, a delete
+    /// while deletes are not applied): only marked done, and counted by reason.
     Skipped(SkipReason),
     /// A framed record whose writer schema, this id, has not been looked up yet: the caller
     /// looks it up into the decoder's cache and decodes the record again.
@@ -125,6 +128,8 @@ pub enum DecodeError {
     NotJson(String),
     #[error("no UserID at JSON pointer {0}")]
     MissingUserId(String),
+    #[error("{0}")]
+    EventType(#[from] TypeError),
     #[error("{field} at JSON pointer {pointer} is not a string")]
     NotAString {
         field: &'static str,
@@ -155,8 +160,11 @@ pub struct Decoder {
     nick_pointer: String,
     /// JSON pointer to the optional FaceUrl.
     face_url_pointer: String,
-    /// The top-level keys the three pointers name, when each names one (the one-pass path).
+    /// The top-level keys the three pointers name, when each names one (the one-pass path,
+    /// taken only when every event is a create: the event type is read from a document).
     top_level: Option<[String; 3]>,
+    /// What kind each event is, and which kinds are acted on.
+    kinds: KindRule,
 }
 
 /// The object key an RFC 6901 pointer names when it has exactly one reference token.
@@ -200,6 +208,7 @@ impl Decoder {
             nick_pointer: nick.to_owned(),
             face_url_pointer: face_url.to_owned(),
             top_level,
+            kinds: KindRule::default(),
         })
     }
 
@@ -218,6 +227,21 @@ impl Decoder {
             );
         }
         Ok(Decoder { envelope, ..self })
+    }
+
+    /// This decoder telling event kinds by `kinds` (checked; errors name the flag). A typed
+    /// event needs a structured format, and its type is read from a document.
+    pub fn with_kinds(self, kinds: KindRule) -> Result<Self, String> {
+        kinds.validate()?;
+        if kinds.pointer.is_some() && self.format == InputFormat::Plain {
+            return Err("--event-type-pointer needs a structured --input-format".into());
+        }
+        let top_level = self.top_level.filter(|_| kinds.pointer.is_none());
+        Ok(Decoder {
+            kinds,
+            top_level,
+            ..self
+        })
     }
 
     /// This decoder reading the registry formats' writer schemas from `schemas`.
@@ -249,8 +273,19 @@ impl Decoder {
         }
         match (self.format, self.envelope) {
             (f, _) if f.uses_registry() => self.decode_framed(payload),
-            (_, Envelope::None) => self.decode(Some(payload)).map(Decoded::Signup),
-            (_, Envelope::Debezium) => self.decode_json_document(payload),
+            // The plain format has neither envelope nor type.
+            (_, Envelope::None) if self.kinds.pointer.is_none() => {
+                self.decode(Some(payload)).map(|e| self.admitted(e))
+            }
+            _ => self.decode_json_document(payload),
+        }
+    }
+
+    /// An event without a type (of the rule's default kind), or why it is skipped.
+    fn admitted(&self, event: AccountEvent) -> Decoded {
+        match self.kinds.admit(event.kind) {
+            Ok(_) => Decoded::Event(event),
+            Err(skip) => Decoded::Skipped(skip),
         }
     }
 
@@ -272,10 +307,10 @@ impl Decoder {
                 self.decoded_in(&doc, IdValues::StringOrInteger)
             }
             // JSON Schema: the body is the JSON the other paths read.
-            None => match self.envelope {
-                Envelope::None => self.decode_json(framed.body).map(Decoded::Signup),
-                Envelope::Debezium => self.decode_json_document(framed.body),
-            },
+            None if self.envelope == Envelope::None && self.kinds.pointer.is_none() => {
+                self.decode_json(framed.body).map(|e| self.admitted(e))
+            }
+            None => self.decode_json_document(framed.body),
         }
     }
 
@@ -287,23 +322,44 @@ impl Decoder {
         self.decoded_in(&doc, IdValues::String)
     }
 
-    /// What a parsed document is: inside a change-event envelope, the signup in an insert's row
-    /// or why it is skipped; else the signup the pointers find.
+    /// What a parsed document is: inside a change-event envelope, the event of its row or why
+    /// it is skipped; else the event the pointers find, of the kind its type says.
     fn decoded_in(&self, doc: &Value, ids: IdValues) -> Result<Decoded, DecodeError> {
         match self.envelope {
-            Envelope::None => self.signup_in(doc, ids).map(Decoded::Signup),
+            Envelope::None => match self.kinds.kind_in(doc)? {
+                Ok(kind) => self.event_in(doc, ids, kind).map(Decoded::Event),
+                Err(skip) => Ok(Decoded::Skipped(skip)),
+            },
             Envelope::Debezium => match envelope::debezium(doc)? {
                 Change::Skip(reason) => Ok(Decoded::Skipped(reason)),
-                // A table's key is often a number; its decimal digits are the UserID.
-                Change::Signup(row) => self
-                    .signup_in(row, IdValues::StringOrInteger)
-                    .map(Decoded::Signup),
+                Change::Row { kind, row, before } => {
+                    if let Err(skip) = self.kinds.admit(kind) {
+                        return Ok(Decoded::Skipped(skip));
+                    }
+                    // A table's key is often a number; its decimal digits are the UserID.
+                    let event = self.event_in(row, IdValues::StringOrInteger, kind)?;
+                    match before {
+                        Some(before) if !self.profile_changed(before, &event) => {
+                            Ok(Decoded::Skipped(SkipReason::Unchanged))
+                        }
+                        _ => Ok(Decoded::Event(event)),
+                    }
+                }
             },
         }
     }
 
+    /// Whether an update changed what the worker writes: the Nick or FaceUrl the pointers read
+    /// in the row before it. A `before` row that does not read (a field of another type) counts
+    /// as changed: the update is made rather than dropped.
+    fn profile_changed(&self, before: &Value, after: &AccountEvent) -> bool {
+        let nick = optional_field(before, "Nick", &self.nick_pointer);
+        let face_url = optional_field(before, "FaceUrl", &self.face_url_pointer);
+        !matches!((nick, face_url), (Ok(n), Ok(f)) if n == after.nick && f == after.face_url)
+    }
+
     /// Decodes one payload (`None` = tombstone) that is the signup itself, without envelope.
-    pub fn decode(&self, payload: Option<&[u8]>) -> Result<SignupEvent, DecodeError> {
+    pub fn decode(&self, payload: Option<&[u8]>) -> Result<AccountEvent, DecodeError> {
         let payload = payload.ok_or(DecodeError::Tombstone)?;
         if payload.len() > MAX_PAYLOAD_BYTES {
             return Err(DecodeError::TooLarge(payload.len()));
@@ -313,17 +369,18 @@ impl Decoder {
                 let text = std::str::from_utf8(payload).map_err(|_| DecodeError::NotUtf8)?;
                 let user_id =
                     validate_user_id(text.trim_matches(|c: char| c.is_ascii_whitespace()))?;
-                Ok(SignupEvent {
+                Ok(AccountEvent {
                     user_id: user_id.to_owned(),
                     nick: None,
                     face_url: None,
+                    kind: self.kinds.default,
                 })
             }
             InputFormat::Json => self.decode_json(payload),
             // Framed records go through decode_record (they may await a schema).
             InputFormat::Avro | InputFormat::Protobuf | InputFormat::JsonSchema => {
                 match self.decode_record(Some(payload))? {
-                    Decoded::Signup(e) => Ok(e),
+                    Decoded::Event(e) => Ok(e),
                     Decoded::Skipped(_) | Decoded::AwaitsSchema(_) => Err(DecodeError::Schema(
                         "a framed record read without its schema lookup".into(),
                     )),
@@ -332,7 +389,7 @@ impl Decoder {
         }
     }
 
-    fn decode_json(&self, payload: &[u8]) -> Result<SignupEvent, DecodeError> {
+    fn decode_json(&self, payload: &[u8]) -> Result<AccountEvent, DecodeError> {
         let text = std::str::from_utf8(payload).map_err(|_| DecodeError::NotUtf8)?;
         match &self.top_level {
             // Only an object has fields; anything else takes the general path, which says why.
@@ -342,7 +399,11 @@ impl Decoder {
     }
 
     /// The one-pass path: the three top-level fields, borrowed, the rest skipped.
-    fn decode_top_level(&self, text: &str, keys: &[String; 3]) -> Result<SignupEvent, DecodeError> {
+    fn decode_top_level(
+        &self,
+        text: &str,
+        keys: &[String; 3],
+    ) -> Result<AccountEvent, DecodeError> {
         let mut de = serde_json::Deserializer::from_str(text);
         let fields = (FieldsSeed { keys })
             .deserialize(&mut de)
@@ -361,23 +422,29 @@ impl Decoder {
                 })
             }
         };
-        Ok(SignupEvent {
+        Ok(AccountEvent {
             user_id,
             nick: optional(nick, "Nick", &self.nick_pointer)?,
             face_url: optional(face_url, "FaceUrl", &self.face_url_pointer)?,
+            kind: self.kinds.default,
         })
     }
 
     /// The general path: the whole document, then the pointers.
-    fn decode_document(&self, text: &str) -> Result<SignupEvent, DecodeError> {
+    fn decode_document(&self, text: &str) -> Result<AccountEvent, DecodeError> {
         // serde_json limits nesting depth (128), so hostile deep JSON is an error, not a stack overflow.
         let doc: Value =
             serde_json::from_str(text).map_err(|e| DecodeError::NotJson(e.to_string()))?;
-        self.signup_in(&doc, IdValues::String)
+        self.event_in(&doc, IdValues::String, self.kinds.default)
     }
 
-    /// The signup the pointers find in `doc`.
-    fn signup_in(&self, doc: &Value, ids: IdValues) -> Result<SignupEvent, DecodeError> {
+    /// The event of `kind` the pointers find in `doc`.
+    fn event_in(
+        &self,
+        doc: &Value,
+        ids: IdValues,
+        kind: EventKind,
+    ) -> Result<AccountEvent, DecodeError> {
         let integer;
         let user_id = match doc.pointer(&self.user_id_pointer) {
             None | Some(Value::Null) => {
@@ -399,10 +466,11 @@ impl Decoder {
         };
         let nick = optional_field(doc, "Nick", &self.nick_pointer)?;
         let face_url = optional_field(doc, "FaceUrl", &self.face_url_pointer)?;
-        Ok(SignupEvent {
+        Ok(AccountEvent {
             user_id: user_id.to_owned(),
             nick,
             face_url,
+            kind,
         })
     }
 }

@@ -1,8 +1,9 @@
 //! Decoder tests: every rejection reason, and a hostile-input sweep that must never panic.
 
 use super::*;
+use crate::worker::kinds::{KindRule, TypeError};
 
-fn json(payload: &str) -> Result<SignupEvent, DecodeError> {
+fn json(payload: &str) -> Result<AccountEvent, DecodeError> {
     Decoder::json_default().decode(Some(payload.as_bytes()))
 }
 
@@ -33,10 +34,11 @@ fn custom_pointers() {
         .unwrap();
     assert_eq!(
         e,
-        SignupEvent {
+        AccountEvent {
             user_id: "abc".into(),
             nick: Some("N".into()),
-            face_url: Some("a".into())
+            face_url: Some("a".into()),
+            kind: EventKind::Create,
         }
     );
     assert!(Decoder::new(InputFormat::Json, "UserID", "/Nick", "/FaceUrl").is_err());
@@ -303,20 +305,22 @@ fn a_debezium_insert_is_read_by_the_pointers_from_its_row() {
         br#"{"before":null,"after":{"id":"u1","name":"Ann","avatar":""},"source":{},"op":"c"}"#;
     assert_eq!(
         d.decode_record(Some(insert)),
-        Ok(Decoded::Signup(SignupEvent {
+        Ok(Decoded::Event(AccountEvent {
             user_id: "u1".into(),
             nick: Some("Ann".into()),
             face_url: None,
+            kind: EventKind::Create,
         }))
     );
     // An integer key column is the UserID's digits; a fraction is not a UserID.
     let int = br#"{"after":{"id":-42},"source":{},"op":"r"}"#;
     assert_eq!(
         d.decode_record(Some(int)).unwrap(),
-        Decoded::Signup(SignupEvent {
+        Decoded::Event(AccountEvent {
             user_id: "-42".into(),
             nick: None,
-            face_url: None
+            face_url: None,
+            kind: EventKind::Create,
         })
     );
     let fraction = br#"{"after":{"id":4.5},"source":{},"op":"c"}"#;
@@ -347,7 +351,7 @@ fn debezium_tombstones_are_skipped_and_change_events_have_their_own_bound() {
     let wide = format!(r#"{{"after":{{"id":"u1","pad":"{pad}"}},"source":{{}},"op":"c"}}"#);
     assert!(matches!(
         d.decode_record(Some(wide.as_bytes())),
-        Ok(Decoded::Signup(_))
+        Ok(Decoded::Event(_))
     ));
     // ...but bounded.
     let huge = vec![b' '; MAX_CHANGE_EVENT_BYTES + 1];
@@ -366,7 +370,115 @@ fn without_an_envelope_a_record_is_the_signup_itself() {
     let d = Decoder::json_default();
     assert_eq!(
         d.decode_record(Some(br#"{"UserID":"u1"}"#)),
-        d.decode(Some(br#"{"UserID":"u1"}"#)).map(Decoded::Signup)
+        d.decode(Some(br#"{"UserID":"u1"}"#)).map(Decoded::Event)
     );
     assert_eq!(d.decode_record(None), Err(DecodeError::Tombstone));
+}
+
+fn event(user: &str, nick: Option<&str>, kind: EventKind) -> Decoded {
+    Decoded::Event(AccountEvent {
+        user_id: user.into(),
+        nick: nick.map(Into::into),
+        face_url: None,
+        kind,
+    })
+}
+
+fn kinds(apply_deletes: bool) -> KindRule {
+    KindRule {
+        pointer: Some("/type".into()),
+        update: vec!["renamed".into()],
+        delete: vec!["gone".into()],
+        apply_deletes,
+        ..KindRule::default()
+    }
+}
+
+#[test]
+fn debezium_updates_and_deletes_are_kinds_of_their_own() {
+    let d = debezium()
+        .with_kinds(KindRule {
+            apply_deletes: true,
+            ..KindRule::default()
+        })
+        .unwrap();
+    let renamed = br#"{"before":{"id":"u1","name":"Ann"},"after":{"id":"u1","name":"Bo"},"source":{},"op":"u"}"#;
+    assert_eq!(
+        d.decode_record(Some(renamed)),
+        Ok(event("u1", Some("Bo"), EventKind::Update))
+    );
+    // Another column changed: nothing the worker writes did.
+    let touched = br#"{"before":{"id":"u1","name":"Ann","seen":1},"after":{"id":"u1","name":"Ann","seen":2},"source":{},"op":"u"}"#;
+    assert_eq!(
+        d.decode_record(Some(touched)),
+        Ok(Decoded::Skipped(SkipReason::Unchanged))
+    );
+    // Without the row before the change, the update is made.
+    let blind = br#"{"before":null,"after":{"id":"u1","name":"Ann"},"source":{},"op":"u"}"#;
+    assert_eq!(
+        d.decode_record(Some(blind)),
+        Ok(event("u1", Some("Ann"), EventKind::Update))
+    );
+    let deleted = br#"{"before":{"id":7,"name":"Ann"},"after":null,"source":{},"op":"d"}"#;
+    assert_eq!(
+        d.decode_record(Some(deleted)),
+        Ok(event("7", Some("Ann"), EventKind::Delete))
+    );
+    // Deletes are skipped unless applied.
+    assert_eq!(
+        debezium().decode_record(Some(deleted)),
+        Ok(Decoded::Skipped(SkipReason::Delete))
+    );
+}
+
+#[test]
+fn a_typed_event_takes_its_kind_from_its_type() {
+    let d = Decoder::json_default().with_kinds(kinds(true)).unwrap();
+    let decode = |json: &str| d.decode_record(Some(json.as_bytes()));
+    assert_eq!(
+        decode(r#"{"type":"signup","UserID":"u1","Nick":"A"}"#),
+        Ok(event("u1", Some("A"), EventKind::Create))
+    );
+    assert_eq!(
+        decode(r#"{"type":"renamed","UserID":"u1","Nick":"B"}"#),
+        Ok(event("u1", Some("B"), EventKind::Update))
+    );
+    assert_eq!(
+        decode(r#"{"type":"gone","UserID":"u1"}"#),
+        Ok(event("u1", None, EventKind::Delete))
+    );
+    assert_eq!(
+        decode(r#"{"UserID":"u1"}"#),
+        Err(DecodeError::EventType(TypeError::Missing("/type".into())))
+    );
+    let unapplied = Decoder::json_default().with_kinds(kinds(false)).unwrap();
+    assert_eq!(
+        unapplied.decode_record(Some(br#"{"type":"gone","UserID":"u1"}"#)),
+        Ok(Decoded::Skipped(SkipReason::Delete))
+    );
+    // A plain payload has no type to read.
+    let plain = Decoder::new(InputFormat::Plain, "/UserID", "/Nick", "/FaceUrl").unwrap();
+    assert!(plain.with_kinds(kinds(true)).is_err());
+}
+
+#[test]
+fn an_untyped_event_is_of_the_default_kind() {
+    let rule = KindRule {
+        default: EventKind::Delete,
+        apply_deletes: true,
+        ..KindRule::default()
+    };
+    let plain = Decoder::new(InputFormat::Plain, "/UserID", "/Nick", "/FaceUrl")
+        .unwrap()
+        .with_kinds(rule.clone())
+        .unwrap();
+    assert_eq!(
+        plain.decode_record(Some(b"u1\n")),
+        Ok(event("u1", None, EventKind::Delete))
+    );
+    let json = Decoder::json_default().with_kinds(rule).unwrap();
+    assert_eq!(
+        json.decode_record(Some(br#"{"UserID":"u1"}"#)),
+        Ok(event("u1", None, EventKind::Delete))
+    );
 }

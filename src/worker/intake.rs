@@ -204,7 +204,7 @@ impl<'w> Intake<'w> {
     }
 
     /// A record read: into the open window, only marked done when it asks nothing (a change that
-    /// is not a signup), or to the dead-letter topic when it does not decode; held while the
+    /// changes nothing the worker keeps in sync), or to the dead-letter topic when it does not decode; held while the
     /// schema it names is looked up.
     fn take(&mut self, record: Polled) {
         let decoded = self.worker.decoder.decode_record(record.payload.as_deref());
@@ -233,7 +233,12 @@ impl<'w> Intake<'w> {
                 );
                 self.run.tasks.skip(pos, reason);
             }
-            Ok(Decoded::Signup(event)) => {
+            Ok(Decoded::Event(event)) => {
+                self.worker
+                    .metrics
+                    .events_by_kind
+                    .with_label_values(&[event.kind.as_str()])
+                    .inc();
                 let record = InputRecord {
                     pos,
                     event,

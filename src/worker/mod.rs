@@ -4,11 +4,11 @@
 //! - [`start`]: the consumer, the producer and delivery, what the window tasks share, the reader
 //!   task;
 //! - [`intake`]: the intake loop, until shutdown. It reads records, decodes them ([`event`]; a
-//!   change event's row is found by [`envelope`], and a change that is not a signup is only
-//!   marked done), fills the open
-//!   window, closes it when the [`CloseRule`](window::CloseRule) says (full, idle, or its linger)
-//!   and lets closed windows go as tasks ([`tasks`]), at most `--max-windows-in-flight` resolved at
-//!   once. Its flow ([`flow`]): reading; held at `--max-events-in-flight` records read and not yet
+//!   change event's kind and row are found by [`envelope`], a plain event's kind by [`kinds`],
+//!   and a record that asks nothing is only marked done), fills the open window, closes it when
+//!   the [`CloseRule`](window::CloseRule) says (full, idle, its linger, or a deleted account
+//!   coming back) and lets closed windows go as tasks ([`tasks`]), each after the earlier windows
+//!   of its users ([`order`]), at most `--max-windows-in-flight` resolved at once. Its flow ([`flow`]): reading; held at `--max-events-in-flight` records read and not yet
 //!   done, until a window's worth of room is free; paused (every assigned partition) after 5 s
 //!   held or while the systemic gate is closed, the consumer still polled so that it stays in its
 //!   group. Each window task resolves its users and, as soon as a user's outcome is decided, hands
@@ -30,7 +30,9 @@ pub mod envelope;
 pub mod event;
 mod flow;
 mod intake;
+pub mod kinds;
 pub(crate) mod live;
+pub(crate) mod order;
 pub(crate) mod pipeline;
 mod revoke;
 pub mod schemas;
@@ -96,7 +98,7 @@ impl From<DeliveryError> for WorkerError {
 pub struct Worker {
     /// The settings of `run`, validated.
     args: WorkerArgs,
-    /// Payload → SignupEvent or a skip (built here, so a bad pointer fails at start).
+    /// Payload → AccountEvent or a skip (built here, so a bad pointer fails at start).
     decoder: Decoder,
     /// Single or batch import (validated here, so a bad --batch-min fails at start).
     import: ImportPlan,
@@ -231,7 +233,12 @@ impl Worker {
             return None;
         }
         let l = self.client.limiters();
-        let limiters = [l.check.clone(), l.import.clone(), l.multi_import.clone()];
+        let limiters = [
+            l.check.clone(),
+            l.import.clone(),
+            l.multi_import.clone(),
+            l.delete.clone(),
+        ];
         coordinator::hold_until_first_split(&budget, &limiters);
         // Its producer (and admin client) and its reader each take the --kafka-property
         // settings of their kind.

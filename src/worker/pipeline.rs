@@ -1,13 +1,21 @@
-//! The check and import stages: a closed window in, one [`Outcome`] per distinct UserID out.
+//! The check, import and delete stages: a closed window in, one [`Outcome`] per distinct UserID
+//! out. What a window does for a user is its records' net effect ([`super::window::reduce`]):
 //!
-//! - check stage: one `account_check` for the window's distinct UserIDs;
-//! - import stage: the window's `NotImported` UserIDs — and only those, since the vendor's batch
-//!   import overwrites the Nick / FaceUrl of accounts that exist — either in one
-//!   `multiaccount_import` (up to 100 accounts a call, its own 100 calls/s budget) or one
-//!   `account_import` each, as the [`ImportPlan`] decides. Users the batch call lists in
+//! - check stage: one `account_check` for the window's distinct UserIDs to create;
+//! - import stage: the users to create that are `NotImported` — and only those, since the
+//!   vendor's batch import overwrites the Nick / FaceUrl of accounts that exist — and the users
+//!   to update (that overwrite is what an update is), either in one `multiaccount_import` (up to
+//!   100 accounts a call, its own 100 calls/s budget) or one `account_import` each, as the
+//!   [`ImportPlan`] decides; a call with an update in it is always a batch call, since the single
+//!   import leaves an existing account's profile alone. Users the batch call lists in
 //!   `FailAccounts` (it gives no reason) are imported again one by one, so each gets its own
 //!   vendor code in its outcome. Single imports of a window are all in flight at once (bounded by
-//!   a worker-wide semaphore), so that the limiter, not latency, sets the pace.
+//!   a worker-wide semaphore), so that the limiter, not latency, sets the pace;
+//! - delete stage: one `account_delete` for the users to delete (its own 100 calls/s budget),
+//!   beside the other two; a user without an account (70107) is `already_absent`.
+//!
+//! In a dry run ([`Stages::dry_run`]) the check stage asks about every user and nothing else is
+//! called: the outcomes say what would have been done.
 //!
 //! Each outcome is handed on as soon as it is decided (see [`Stages::resolve`]), so a user's
 //! records are delivered without waiting for the rest of the window.
@@ -27,10 +35,10 @@ use std::sync::Arc;
 use futures_util::future::{join, join_all};
 use tokio::sync::Semaphore;
 
-use crate::chat::client::{CheckOutcome, ImportAccount};
+use crate::chat::client::{CheckOutcome, DeleteOutcome, ImportAccount};
 use crate::chat::health::is_availability_error;
 use crate::chat::{Attempted, ChatClient, ChatError, FailureClass, Withdrawal};
-use crate::domain::{failure_class, Outcome, OutcomeStatus, Stage};
+use crate::domain::{failure_class, EventKind, Outcome, OutcomeStatus, Stage};
 use crate::shutdown::Shutdown;
 use crate::systemic::{SystemicGate, Turn};
 use crate::worker::live::LiveRecords;
@@ -78,6 +86,18 @@ impl ImportPlan {
             }
     }
 
+    /// Whether a window's `creates` users to import go in a batch call, beside `updates` users
+    /// to update (which always do: the single import does not overwrite a profile). With
+    /// updates the batch call is made anyway, so the creates join it unless the plan says
+    /// single.
+    pub fn batch_creates(&self, creates: usize, updates: usize) -> bool {
+        match self.api {
+            ImportApi::Single => false,
+            _ if updates > 0 => creates > 0,
+            _ => self.use_batch(creates),
+        }
+    }
+
     /// Checks the settings; the message names the setting.
     pub fn validate(&self) -> Result<(), String> {
         if !(1..=crate::chat::api::MAX_IDS_PER_CALL).contains(&self.batch_min) {
@@ -104,6 +124,8 @@ pub struct Stages {
     pub gate: Arc<SystemicGate>,
     /// Abandons waiting windows on shutdown.
     pub shutdown: Shutdown,
+    /// Only `account_check` is called (`--dry-run`): outcomes say what would have been done.
+    pub dry_run: bool,
 }
 
 /// What resolving a window came to, per distinct UserID (indexed like `window.ids`): its
@@ -137,53 +159,173 @@ impl Stages {
         F: Fn(Vec<(usize, Outcome)>) -> Fut,
         Fut: Future<Output = ()>,
     {
-        let mut outcomes: Resolved = vec![None; window.ids.len()];
-        let checked = self.check(window, live).await;
-        drop(check);
-        let Some((users, checked)) = checked? else {
-            return Some(outcomes);
+        let outcomes: Resolved = vec![None; window.ids.len()];
+        if self.dry_run {
+            let dry = self.dry_run(window, check, live, &decided).await?;
+            return Some(fill(outcomes, dry));
+        }
+        let of_kind = |kind| -> Vec<usize> {
+            (0..window.ids.len())
+                .filter(|&u| window.net[u].kind == kind)
+                .collect()
         };
-        let statuses = match checked.result {
-            Ok(statuses) => statuses,
-            Err(err) => {
-                // The whole call failed for good: every user of it fails at check.
-                let outcome = failed(Stage::Check, &err, checked.attempts);
-                let all: Vec<(usize, Outcome)> =
-                    users.iter().map(|&u| (u, outcome.clone())).collect();
-                decided(all.clone()).await;
-                return Some(fill(outcomes, all));
-            }
-        };
-        let by_check: Vec<(usize, Outcome)> = users
-            .iter()
-            .zip(&statuses)
-            .filter_map(|(&u, s)| checked_outcome(s, checked.attempts).map(|o| (u, o)))
-            .collect();
-        let to_import: Vec<usize> = users
-            .iter()
-            .zip(&statuses)
-            .filter(|(_, s)| **s == CheckOutcome::NotImported)
-            .map(|(&u, _)| u)
-            .collect();
-        outcomes = fill(outcomes, by_check.clone());
-        let by_check = async {
-            if !by_check.is_empty() {
-                decided(by_check).await;
-            }
-        };
-        let imports = self.import(window, live, &to_import, &decided);
-        let ((), imported) = join(by_check, imports).await;
-        Some(fill(outcomes, imported?))
+        let (creates, updates) = (of_kind(EventKind::Create), of_kind(EventKind::Update));
+        let deletes = of_kind(EventKind::Delete);
+        let written = self.create_and_update(window, check, live, (&creates, &updates), &decided);
+        let deleted = self.delete(window, live, &deletes, &decided);
+        let (written, deleted) = join(written, deleted).await;
+        Some(fill(fill(outcomes, written?), deleted?))
     }
 
-    /// The check stage: one `account_check` for the window's users still waiting, made again for
+    /// The users to create (checked, then imported when missing) and to update (imported, which
+    /// overwrites their profile): their outcomes, each handed to `decided` as it is known.
+    async fn create_and_update<F, Fut>(
+        &self,
+        window: &ClosedWindow,
+        check: CheckInFlight,
+        live: &LiveRecords<'_>,
+        (creates, updates): (&[usize], &[usize]),
+        decided: &F,
+    ) -> Option<Vec<(usize, Outcome)>>
+    where
+        F: Fn(Vec<(usize, Outcome)>) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let checked = if creates.is_empty() {
+            None
+        } else {
+            self.check(window, live, creates).await?
+        };
+        drop(check);
+        let (by_check, mut to_import) = match checked {
+            None => (Vec::new(), Vec::new()),
+            Some((users, checked)) => match checked.result {
+                // The whole call failed for good: every user of it fails at check.
+                Err(err) => {
+                    let outcome = failed(Stage::Check, &err, checked.attempts);
+                    (
+                        users.iter().map(|&u| (u, outcome.clone())).collect(),
+                        Vec::new(),
+                    )
+                }
+                Ok(statuses) => {
+                    let by_check = users
+                        .iter()
+                        .zip(&statuses)
+                        .filter_map(|(&u, s)| checked_outcome(s, checked.attempts).map(|o| (u, o)))
+                        .collect();
+                    let missing = users
+                        .iter()
+                        .zip(&statuses)
+                        .filter(|(_, s)| **s == CheckOutcome::NotImported)
+                        .map(|(&u, _)| u)
+                        .collect();
+                    (by_check, missing)
+                }
+            },
+        };
+        to_import.extend_from_slice(updates);
+        let announce = async {
+            if !by_check.is_empty() {
+                decided(by_check.clone()).await;
+            }
+        };
+        let imports = self.import(window, live, &to_import, decided);
+        let ((), imported) = join(announce, imports).await;
+        let mut all = by_check;
+        all.extend(imported?);
+        Some(all)
+    }
+
+    /// A dry run: one `account_check` for every user, and the outcome each would have had.
+    async fn dry_run<F, Fut>(
+        &self,
+        window: &ClosedWindow,
+        check: CheckInFlight,
+        live: &LiveRecords<'_>,
+        decided: &F,
+    ) -> Option<Vec<(usize, Outcome)>>
+    where
+        F: Fn(Vec<(usize, Outcome)>) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let all: Vec<usize> = (0..window.ids.len()).collect();
+        let checked = self.check(window, live, &all).await?;
+        drop(check);
+        let Some((users, checked)) = checked else {
+            return Some(Vec::new());
+        };
+        let outcomes: Vec<(usize, Outcome)> = match checked.result {
+            Err(err) => {
+                let outcome = failed(Stage::Check, &err, checked.attempts);
+                users.iter().map(|&u| (u, outcome.clone())).collect()
+            }
+            Ok(statuses) => users
+                .iter()
+                .zip(&statuses)
+                .map(|(&u, s)| (u, would(window.net[u].kind, s, checked.attempts)))
+                .collect(),
+        };
+        decided(outcomes.clone()).await;
+        Some(outcomes)
+    }
+
+    /// The delete stage: one `account_delete` for the users `deletes` still waiting, made again
+    /// for fewer users when a revocation withdraws it; their outcomes, handed to `decided`.
+    async fn delete<F, Fut>(
+        &self,
+        window: &ClosedWindow,
+        live: &LiveRecords<'_>,
+        deletes: &[usize],
+        decided: &F,
+    ) -> Option<Vec<(usize, Outcome)>>
+    where
+        F: Fn(Vec<(usize, Outcome)>) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let mut users = live.waiting(deletes);
+        let mut spent = 0;
+        let answer = loop {
+            if users.is_empty() {
+                return Some(Vec::new());
+            }
+            let ids: Vec<&str> = users.iter().map(|&u| window.ids[u].as_str()).collect();
+            let w = live.call(&users);
+            let r = self
+                .until_not_systemic(&w, || self.client.account_delete_unless_withdrawn(&ids, &w))
+                .await?;
+            spent += r.attempts;
+            if is_withdrawn(&r) {
+                w.let_go();
+                users = live.waiting(&users);
+                continue;
+            }
+            break r.result;
+        };
+        let outcomes: Vec<(usize, Outcome)> = match answer {
+            Ok(items) => users
+                .iter()
+                .zip(items)
+                .map(|(&u, item)| (u, deleted_outcome(item, spent)))
+                .collect(),
+            Err(err) => {
+                let outcome = failed(Stage::Delete, &err, spent);
+                users.iter().map(|&u| (u, outcome.clone())).collect()
+            }
+        };
+        decided(outcomes.clone()).await;
+        Some(outcomes)
+    }
+
+    /// The check stage: one `account_check` for the users `of` still waiting, made again for
     /// fewer users when a revocation withdraws it. `Some(None)`: every record was let go.
     async fn check(
         &self,
         window: &ClosedWindow,
         live: &LiveRecords<'_>,
+        of: &[usize],
     ) -> Option<Option<(Vec<usize>, Attempted<Vec<CheckOutcome>>)>> {
-        let mut users = live.waiting_users();
+        let mut users = live.waiting(of);
         let mut spent = 0;
         loop {
             if users.is_empty() {
@@ -205,8 +347,9 @@ impl Stages {
         }
     }
 
-    /// The import stage for the users `to_import` (the check's `NotImported`): the outcomes of
-    /// those imported or failed, each handed to `decided` as it is known.
+    /// The import stage for the users `to_import` (the check's `NotImported` creates, and the
+    /// updates): the outcomes of those imported or failed, each handed to `decided` as it is
+    /// known.
     async fn import<F, Fut>(
         &self,
         window: &ClosedWindow,
@@ -218,13 +361,9 @@ impl Stages {
         F: Fn(Vec<(usize, Outcome)>) -> Fut,
         Fut: Future<Output = ()>,
     {
-        // The first record of each UserID supplies Nick / FaceUrl for its import.
-        let mut first_record = vec![usize::MAX; window.ids.len()];
-        for (rec, &id) in window.id_of_record.iter().enumerate().rev() {
-            first_record[id] = rec;
-        }
+        // The record the user's net effect names supplies Nick / FaceUrl.
         let account = |u: usize| {
-            let event = &window.records[first_record[u]].event;
+            let event = &window.records[window.net[u].profile].event;
             ImportAccount {
                 user_id: &event.user_id,
                 nick: event.nick.as_deref(),
@@ -232,7 +371,7 @@ impl Stages {
             }
         };
         // (user, attempts already spent on it by a batch call) to import one by one.
-        let (batched, singles) = self.import_batch(to_import, &account, live).await?;
+        let (batched, singles) = self.import_batch(window, to_import, &account, live).await?;
         if !batched.is_empty() {
             decided(batched.clone()).await;
         }
@@ -245,7 +384,7 @@ impl Stages {
                 };
                 let attempts = spent + imported.attempts;
                 let outcome = match imported.result {
-                    Ok(()) => Outcome::success(OutcomeStatus::Imported, attempts),
+                    Ok(()) => Outcome::success(imported_status(window, u), attempts),
                     Err(err) => failed(Stage::Import, &err, attempts),
                 };
                 decided(vec![(u, outcome.clone())]).await;
@@ -304,22 +443,33 @@ impl Stages {
     }
 
     /// One `multiaccount_import` for the users `to_import` still waiting, when the plan batches
-    /// them: the outcomes of those it imported, and the others (with the attempts spent) for
-    /// single imports — the ones in `FailAccounts`, or all of them when the batch call failed
-    /// for good, so that each failed user gets its own vendor code and reason. Made again for
+    /// them or one of them is an update: the outcomes of those it imported (or updated), and the
+    /// others (with the attempts spent) for single imports — the ones in `FailAccounts`, or the
+    /// creates when the batch call failed for good (its updates then fail with its error), so
+    /// that each failed user gets its own vendor code and reason. Made again for
     /// fewer users when a revocation withdraws it. `None` on shutdown during a systemic fault.
     #[allow(clippy::type_complexity)]
     async fn import_batch<'w>(
         &self,
+        window: &ClosedWindow,
         to_import: &[usize],
         account: &impl Fn(usize) -> ImportAccount<'w>,
         live: &LiveRecords<'_>,
     ) -> Option<(Vec<(usize, Outcome)>, Vec<(usize, u32)>)> {
-        let mut users = live.waiting(to_import);
+        let is_update = |u: &usize| window.net[*u].kind == EventKind::Update;
+        let (updates, creates): (Vec<usize>, Vec<usize>) =
+            live.waiting(to_import).into_iter().partition(is_update);
+        let (mut users, singles) = if self.import.batch_creates(creates.len(), updates.len()) {
+            (live.waiting(to_import), Vec::new())
+        } else {
+            (updates, creates)
+        };
+        // Users the plan imports one by one: no attempt spent on them yet.
+        let singles: Vec<(usize, u32)> = singles.into_iter().map(|u| (u, 0)).collect();
         let mut spent = 0;
         let batch = loop {
-            if !self.import.use_batch(users.len()) {
-                return Some((Vec::new(), users.iter().map(|&u| (u, spent)).collect()));
+            if users.is_empty() {
+                return Some((Vec::new(), singles));
             }
             let accounts: Vec<ImportAccount<'w>> = users.iter().map(|&u| account(u)).collect();
             let w = live.call(&users);
@@ -346,16 +496,26 @@ impl Stages {
         let failed: HashSet<String> = match batch.result {
             Ok(fail_accounts) => fail_accounts.into_iter().collect(),
             Err(err) => {
-                tracing::warn!(users = users.len(), error = %err, "multiaccount_import failed; importing the window's users one by one");
-                return Some((Vec::new(), users.iter().map(|&u| (u, spent)).collect()));
+                tracing::warn!(users = users.len(), error = %err, "multiaccount_import failed; importing the window's users to create one by one");
+                // An update cannot be made one by one (the single import leaves an existing
+                // account's profile alone): it fails with the batch call's error.
+                let (updates, creates): (Vec<usize>, Vec<usize>) =
+                    users.iter().partition(|u| is_update(u));
+                let failed_updates = updates
+                    .into_iter()
+                    .map(|u| (u, failed(Stage::Import, &err, spent)))
+                    .collect();
+                let mut again = singles;
+                again.extend(creates.into_iter().map(|u| (u, spent)));
+                return Some((failed_updates, again));
             }
         };
-        let (mut imported, mut again) = (Vec::new(), Vec::with_capacity(failed.len()));
+        let (mut imported, mut again) = (Vec::new(), singles);
         for &u in &users {
             if failed.contains(account(u).user_id) {
                 again.push((u, spent));
             } else {
-                imported.push((u, Outcome::success(OutcomeStatus::Imported, spent)));
+                imported.push((u, Outcome::success(imported_status(window, u), spent)));
             }
         }
         Some((imported, again))
@@ -455,6 +615,50 @@ fn checked_outcome(status: &CheckOutcome, attempts: u32) -> Option<Outcome> {
     }
 }
 
+/// The status of a user an import call succeeded for: created, or (an update) written.
+fn imported_status(window: &ClosedWindow, u: usize) -> OutcomeStatus {
+    match window.net[u].kind {
+        EventKind::Update => OutcomeStatus::Updated,
+        _ => OutcomeStatus::Imported,
+    }
+}
+
+/// The outcome of one user of an `account_delete` answer.
+fn deleted_outcome(item: DeleteOutcome, attempts: u32) -> Outcome {
+    match item {
+        DeleteOutcome::Deleted => Outcome::success(OutcomeStatus::Deleted, attempts),
+        DeleteOutcome::Absent => Outcome::success(OutcomeStatus::AlreadyAbsent, attempts),
+        DeleteOutcome::Failed { code, info } => Outcome {
+            status: OutcomeStatus::Failed,
+            error_code: code,
+            error_info: format!("account_delete ResultCode {code}: {info}"),
+            attempts,
+            failed_stage: Some(Stage::Delete),
+            failure_class: failure_class::REJECTED,
+        },
+    }
+}
+
+/// A dry run's outcome for a user of `kind` the check answered `status` about: what would have
+/// been done.
+fn would(kind: EventKind, status: &CheckOutcome, attempts: u32) -> Outcome {
+    let exists = match status {
+        CheckOutcome::Imported => true,
+        CheckOutcome::NotImported => false,
+        CheckOutcome::Failed { .. } => {
+            return checked_outcome(status, attempts).expect("a failed check is an outcome")
+        }
+    };
+    let status = match (kind, exists) {
+        (EventKind::Create, true) => OutcomeStatus::AlreadyImported,
+        (EventKind::Create, false) => OutcomeStatus::WouldImport,
+        (EventKind::Update, _) => OutcomeStatus::WouldUpdate,
+        (EventKind::Delete, true) => OutcomeStatus::WouldDelete,
+        (EventKind::Delete, false) => OutcomeStatus::AlreadyAbsent,
+    };
+    Outcome::success(status, attempts)
+}
+
 /// `outcomes` with `decided` filled in.
 fn fill(mut outcomes: Resolved, decided: Vec<(usize, Outcome)>) -> Resolved {
     for (u, outcome) in decided {
@@ -496,5 +700,22 @@ fn failed(stage: Stage, err: &ChatError, attempts: u32) -> Outcome {
         attempts,
         failed_stage: Some(stage),
         failure_class: class,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn updates_always_batch_and_creates_join_them_unless_the_plan_says_single() {
+        let plan = |api| ImportPlan { api, batch_min: 2 };
+        let auto = plan(ImportApi::Auto);
+        assert!(!auto.batch_creates(1, 0), "a lone create goes single");
+        assert!(auto.batch_creates(2, 0));
+        assert!(auto.batch_creates(1, 3), "the batch call is made anyway");
+        assert!(!auto.batch_creates(0, 3), "no creates to batch");
+        assert!(!plan(ImportApi::Single).batch_creates(5, 3));
+        assert!(plan(ImportApi::Batch).batch_creates(1, 0));
     }
 }

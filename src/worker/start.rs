@@ -9,6 +9,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::live::Revocations;
+use super::order::UserOrder;
 use super::pipeline::Stages;
 use super::source::{self, Records};
 use super::tasks::{Shared, Tasks};
@@ -185,12 +186,14 @@ fn shared(worker: &Worker, delivery: Arc<Delivery>, shutdown: &Shutdown) -> Shar
             // abandoned as soon as shutdown begins (offsets uncommitted, replayed later)
             // instead of holding every stop during a fault for the whole --drain-timeout.
             shutdown: shutdown.clone(),
+            dry_run: a.kinds.dry_run,
         },
         delivery,
         window_slots: Arc::new(Semaphore::new(a.max_windows_in_flight)),
         checks: Arc::new(ChecksInFlight::default()),
         metrics: worker.metrics.clone(),
         revocations: Revocations::new(),
+        order: Arc::new(UserOrder::default()),
     }
 }
 

@@ -10,8 +10,9 @@ use tokio::task::JoinSet;
 
 use super::event::DecodeError;
 use super::live::{LiveRecords, Revocations};
+use super::order::{Turn, UserOrder};
 use super::pipeline::Stages;
-use super::window::{CheckInFlight, ChecksInFlight, CloseReason, ClosedWindow};
+use super::window::{CheckInFlight, ChecksInFlight, ClosedWindow};
 use crate::delivery::sink::DeadLetter;
 use crate::delivery::Delivery;
 use crate::domain::{failure_class, Outcome, OutcomeStatus, SkipReason, SourcePos, Stage};
@@ -31,6 +32,8 @@ pub(super) struct Shared {
     pub metrics: Arc<Metrics>,
     /// The revocations in progress: what the windows let go.
     pub revocations: Revocations,
+    /// The windows in flight per user: a user's events take effect in offset order.
+    pub order: Arc<UserOrder>,
 }
 
 /// The tasks the intake loop started: joined at shutdown, within the drain timeout.
@@ -53,12 +56,7 @@ impl Tasks {
     /// Starts the task of a closed window, counted by why it closed.
     pub fn window(&mut self, window: ClosedWindow) {
         let m = &self.shared.metrics;
-        let reason = match window.closed_by {
-            CloseReason::Full => "full",
-            CloseReason::Linger => "linger",
-            CloseReason::Idle => "idle",
-            CloseReason::Flush => "flush",
-        };
+        let reason = window.closed_by.as_str();
         m.windows.with_label_values(&[reason]).inc();
         m.window_size.observe(window.ids.len() as f64);
         tracing::debug!(
@@ -68,8 +66,10 @@ impl Tasks {
             "window closed"
         );
         let (shared, check) = (self.shared.clone(), self.shared.checks.start());
+        // Entered here, in the order windows close: the order of their records.
+        let turn = shared.order.enter(&window);
         self.set
-            .spawn(async move { window_task(&shared, window, check).await });
+            .spawn(async move { window_task(&shared, window, check, turn).await });
     }
 
     /// Starts delivering the dead letter of the record at `pos`, which did not decode.
@@ -117,13 +117,32 @@ impl Tasks {
     }
 }
 
-/// A window's whole life after it closed: wait for a window slot, resolve, deliver. `check`
-/// counts its check as in flight until the check answered. A revocation lets the records of its
-/// partitions go wherever the window waits (see [`super::live`]); a window left with none ends.
-pub(super) async fn window_task(shared: &Shared, window: ClosedWindow, check: CheckInFlight) {
+/// A window's whole life after it closed: wait for its turn (the earlier windows of its users,
+/// see [`super::order`]), then for a window slot, resolve, deliver. `check` counts its check as
+/// in flight until the check answered. A revocation lets the records of its partitions go
+/// wherever the window waits (see [`super::live`]); a window left with none ends, and so does
+/// its turn.
+pub(super) async fn window_task(
+    shared: &Shared,
+    window: ClosedWindow,
+    check: CheckInFlight,
+    mut turn: Turn,
+) {
     let records_of = window.records_by_id();
     let tracker = shared.delivery.committable().tracker_handle();
     let live = LiveRecords::new(&window, &records_of, shared.revocations.watch(), tracker);
+    loop {
+        tokio::select! {
+            biased;
+            () = live.revoked(None) => {
+                live.let_go_revoked();
+                if live.waiting_users().is_empty() {
+                    return;
+                }
+            }
+            () = turn.ready() => break,
+        }
+    }
     let _slot = loop {
         tokio::select! {
             biased;
@@ -174,6 +193,9 @@ async fn process_window(
         records = window.records.len(),
         imported = count(Some(OutcomeStatus::Imported)),
         already_imported = count(Some(OutcomeStatus::AlreadyImported)),
+        updated = count(Some(OutcomeStatus::Updated)),
+        deleted = count(Some(OutcomeStatus::Deleted)),
+        already_absent = count(Some(OutcomeStatus::AlreadyAbsent)),
         failed = count(Some(OutcomeStatus::Failed)),
         let_go = count(None),
         "window resolved"

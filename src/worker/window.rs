@@ -24,9 +24,14 @@
 //! in-flight record bound, a pause) it is not idle: more records are waiting, so the window waits
 //! for them.
 //!
+//! - `order`: a record would bring back an account whose delete the window holds (a delete, then
+//!   a create or update of the same user): the delete is made first, by this window, and the
+//!   record opens the next one (see [`reduce`]).
+//!
 //! A UserID seen twice in one window is checked (and imported) once, but every record keeps its
 //! place: the closed window remembers, for each record, which distinct UserID it maps to, so each
-//! gets its own outcome.
+//! gets its own outcome. A user's records in one window come to their net effect ([`reduce`]):
+//! that is what the window does for the user, and every record of the user gets its outcome.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -37,7 +42,7 @@ use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::domain::InputRecord;
+use crate::domain::{EventKind, InputRecord};
 
 /// A window being filled.
 #[derive(Debug)]
@@ -53,6 +58,8 @@ pub struct Window {
     /// Distinct UserID → its index in first-seen order; turned into `ClosedWindow::ids` when the
     /// window closes (one copy of each distinct UserID, not two).
     index: HashMap<String, usize>,
+    /// What the window does for each distinct UserID (indexed like `index`'s values).
+    net: Vec<NetEffect>,
     /// When the first record arrived; `None` while empty.
     opened_at: Option<Instant>,
     /// When the last record arrived; `None` while empty.
@@ -68,6 +75,8 @@ pub struct ClosedWindow {
     pub id_of_record: Vec<usize>,
     /// Distinct UserIDs, the `account_check` request.
     pub ids: Vec<String>,
+    /// What the window does for each of `ids`: its records' net effect.
+    pub net: Vec<NetEffect>,
     /// When the window opened (its first record arrived).
     pub opened_at: Instant,
     /// Why it closed.
@@ -111,6 +120,43 @@ impl RecordsById {
     }
 }
 
+/// What a window does for one user: the net effect of the user's records in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetEffect {
+    /// Create (check, import if missing), update (import, overwriting the profile) or delete.
+    pub kind: EventKind,
+    /// The record (index into the records) whose Nick / FaceUrl are written: a create's first
+    /// record (a later create of the same user is a replay), an update's last.
+    pub profile: usize,
+}
+
+/// The net effect of `net` followed by a record of `kind` (at `record`), or `None` when the two
+/// do not come to one call: a delete followed by a create or update, which must reach the vendor
+/// as a delete and then an import (the window closes between them, [`CloseReason::Order`]).
+///
+/// - create, create → create (the first record's profile);
+/// - create or update, update → update (the last update's profile);
+/// - update, create → update (the account exists: the create has nothing to add);
+/// - anything, delete → delete.
+pub fn reduce(net: NetEffect, kind: EventKind, record: usize) -> Option<NetEffect> {
+    use EventKind::*;
+    let kind_after = match (net.kind, kind) {
+        (Delete, Create | Update) => return None,
+        (_, Delete) => Delete,
+        (Create, Create) => Create,
+        (_, Update) | (Update, Create) => Update,
+    };
+    let profile = match kind {
+        Update => record,
+        _ if kind_after == net.kind => net.profile,
+        _ => record,
+    };
+    Some(NetEffect {
+        kind: kind_after,
+        profile,
+    })
+}
+
 /// Why a window closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
@@ -122,6 +168,21 @@ pub enum CloseReason {
     Idle,
     /// The worker is draining (shutdown or revocation).
     Flush,
+    /// A record would bring back an account the window deletes ([`reduce`]).
+    Order,
+}
+
+impl CloseReason {
+    /// The `closed_by` label of `account_sync_windows_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Full => "full",
+            CloseReason::Linger => "linger",
+            CloseReason::Idle => "idle",
+            CloseReason::Flush => "flush",
+            CloseReason::Order => "order",
+        }
+    }
 }
 
 impl Window {
@@ -134,26 +195,45 @@ impl Window {
             records: Vec::new(),
             id_of_record: Vec::new(),
             index: HashMap::with_capacity(max_ids),
+            net: Vec::with_capacity(max_ids),
             opened_at: None,
             last_at: None,
         }
     }
 
-    /// Adds a record. Returns the closed window when this record made it full.
+    /// Adds a record. Returns the closed window when this record made it full, or when the
+    /// window had to close before it ([`CloseReason::Order`]; the record then opens the next
+    /// window, which it cannot fill: a window closed by order holds the record's user, so
+    /// `max_ids` is at least 2 there).
     pub fn push(&mut self, record: InputRecord) -> Option<ClosedWindow> {
+        let kind = record.event.kind;
+        let at = self.records.len();
+        let user = match self.index.get(record.event.user_id.as_str()) {
+            Some(&i) => match reduce(self.net[i], kind, at) {
+                Some(net) => {
+                    self.net[i] = net;
+                    Some(i)
+                }
+                None => {
+                    let closed = self.close(CloseReason::Order);
+                    let full = self.push(record);
+                    debug_assert!(full.is_none(), "one record cannot fill a window of 2+");
+                    return Some(closed);
+                }
+            },
+            None => None,
+        };
         let now = Instant::now();
         if self.opened_at.is_none() {
             self.opened_at = Some(now);
         }
         self.last_at = Some(now);
-        let idx = match self.index.get(record.event.user_id.as_str()) {
-            Some(&i) => i,
-            None => {
-                let i = self.index.len();
-                self.index.insert(record.event.user_id.clone(), i);
-                i
-            }
-        };
+        let idx = user.unwrap_or_else(|| {
+            let i = self.index.len();
+            self.index.insert(record.event.user_id.clone(), i);
+            self.net.push(NetEffect { kind, profile: at });
+            i
+        });
         self.id_of_record.push(idx);
         self.records.push(record);
         (self.index.len() >= self.max_ids).then(|| self.close(CloseReason::Full))
@@ -191,12 +271,14 @@ impl Window {
         *self = Window::new(self.max_ids, self.linger);
         let mut taken = Window::new(self.max_ids, self.linger);
         for r in records {
-            // Subsets of a window that was not full are not full: push never closes here.
-            if take(r.pos.partition) {
-                taken.push(r);
+            // Subsets of a window that was not full are not full, and the records of a user
+            // came to one net effect, so they still do: push never closes here.
+            let closed = if take(r.pos.partition) {
+                taken.push(r)
             } else {
-                self.push(r);
-            }
+                self.push(r)
+            };
+            debug_assert!(closed.is_none(), "a subset of an open window closed");
         }
         if !self.is_empty() {
             self.opened_at = opened_at;
@@ -223,6 +305,7 @@ impl Window {
             records: std::mem::take(&mut self.records),
             id_of_record: std::mem::take(&mut self.id_of_record),
             ids,
+            net: std::mem::take(&mut self.net),
             opened_at,
             closed_by,
         }
@@ -363,7 +446,7 @@ impl Drop for CheckInFlight {
 mod tests {
     use super::*;
     use crate::domain::SourcePos;
-    use crate::worker::event::SignupEvent;
+    use crate::worker::event::AccountEvent;
 
     fn rec(user: &str, offset: i64) -> InputRecord {
         InputRecord {
@@ -372,15 +455,67 @@ mod tests {
                 offset,
                 epoch: 1,
             },
-            event: SignupEvent {
+            event: AccountEvent {
                 user_id: user.into(),
                 nick: None,
                 face_url: None,
+                kind: EventKind::Create,
             },
             key: None,
             payload: None,
             timestamp_ms: None,
         }
+    }
+
+    fn kinded(user: &str, offset: i64, kind: EventKind) -> InputRecord {
+        let mut r = rec(user, offset);
+        r.event.kind = kind;
+        r
+    }
+
+    #[test]
+    fn a_user_s_records_come_to_their_net_effect() {
+        use EventKind::*;
+        let net = |kind, profile| NetEffect { kind, profile };
+        for (events, want) in [
+            (&[Create, Create][..], net(Create, 0)),
+            (&[Create, Update][..], net(Update, 1)),
+            (&[Update, Create][..], net(Update, 0)),
+            (&[Update, Update, Create][..], net(Update, 1)),
+            (&[Create, Update, Delete][..], net(Delete, 2)),
+            (&[Delete, Delete][..], net(Delete, 0)),
+        ] {
+            let mut w = Window::new(100, Duration::from_millis(250));
+            for (i, &kind) in events.iter().enumerate() {
+                assert!(w.push(kinded("a", i as i64, kind)).is_none(), "{events:?}");
+            }
+            let closed = w.take(CloseReason::Flush).unwrap();
+            assert_eq!(closed.net, vec![want], "{events:?}");
+            assert_eq!(
+                closed.records.len(),
+                events.len(),
+                "every record keeps its place"
+            );
+        }
+    }
+
+    #[test]
+    fn an_account_that_comes_back_after_its_delete_starts_the_next_window() {
+        let mut w = Window::new(100, Duration::from_millis(250));
+        assert!(w.push(kinded("a", 0, EventKind::Create)).is_none());
+        assert!(w.push(kinded("b", 1, EventKind::Create)).is_none());
+        assert!(w.push(kinded("a", 2, EventKind::Delete)).is_none());
+        let closed = w
+            .push(kinded("a", 3, EventKind::Create))
+            .expect("closed by order");
+        assert_eq!(closed.closed_by, CloseReason::Order);
+        assert_eq!(closed.ids, vec!["a", "b"]);
+        assert_eq!(closed.net[0].kind, EventKind::Delete);
+        assert_eq!(closed.records.len(), 3);
+        let next = w.take(CloseReason::Flush).unwrap();
+        assert_eq!(next.ids, vec!["a"]);
+        assert_eq!(next.net[0].kind, EventKind::Create);
+        assert_eq!(next.records[0].pos.offset, 3);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! lives in its own module so test binaries pull in what they use.
 
 pub mod emulator;
+pub mod events;
 pub mod kafka;
 pub mod monitoring;
 pub mod process;

@@ -169,6 +169,13 @@ Secret. kafka.properties come last, so they win.
 {{- if and .Values.networkPolicy.enabled $sr.url (not .Values.networkPolicy.schemaRegistry.to) }}
 {{- fail "networkPolicy.schemaRegistry.to must name the Schema Registry's peers when networkPolicy.enabled and worker.input.schemaRegistry.url is set" }}
 {{- end }}
+{{- $lc := .Values.worker.lifecycle }}
+{{- if and (or $lc.createTypes $lc.updateTypes $lc.deleteTypes) (not $lc.eventTypePointer) }}
+{{- fail "worker.lifecycle.createTypes / updateTypes / deleteTypes need worker.lifecycle.eventTypePointer" }}
+{{- end }}
+{{- if and $lc.eventTypePointer (eq $in.format "plain") }}
+{{- fail "worker.lifecycle.eventTypePointer needs a structured worker.input.format (the plain format has no fields)" }}
+{{- end }}
 {{- if lt (int .Values.worker.maxEventsInFlight) (int .Values.worker.windowSize) }}
 {{- fail (printf "worker.maxEventsInFlight (%d) must be at least worker.windowSize (%d), or no window could ever fill" (int .Values.worker.maxEventsInFlight) (int .Values.worker.windowSize)) }}
 {{- end }}
@@ -272,6 +279,8 @@ ACCOUNT_SYNC_IMPORT_RATE: {{ .Values.rateBudget.importRate | toString | quote }}
 ACCOUNT_SYNC_IMPORT_BURST: {{ .Values.rateBudget.importBurst | int64 | quote }}
 ACCOUNT_SYNC_BATCH_IMPORT_RATE: {{ .Values.rateBudget.batchImportRate | toString | quote }}
 ACCOUNT_SYNC_BATCH_IMPORT_BURST: {{ .Values.rateBudget.batchImportBurst | int64 | quote }}
+ACCOUNT_SYNC_DELETE_RATE: {{ .Values.rateBudget.deleteRate | toString | quote }}
+ACCOUNT_SYNC_DELETE_BURST: {{ .Values.rateBudget.deleteBurst | int64 | quote }}
 ACCOUNT_SYNC_IMPORT_API: {{ .Values.rateBudget.importApi | quote }}
 ACCOUNT_SYNC_BATCH_MIN: {{ .Values.rateBudget.batchMin | int64 | quote }}
 ACCOUNT_SYNC_WINDOW_SIZE: {{ .Values.worker.windowSize | int64 | quote }}
@@ -297,6 +306,22 @@ ACCOUNT_SYNC_SCHEMA_REGISTRY_TOKEN_FILE: {{ printf "%s/token" (include "account-
 ACCOUNT_SYNC_USER_ID_POINTER: {{ .Values.worker.input.userIdPointer | quote }}
 ACCOUNT_SYNC_NICK_POINTER: {{ .Values.worker.input.nickPointer | quote }}
 ACCOUNT_SYNC_FACE_URL_POINTER: {{ .Values.worker.input.faceUrlPointer | quote }}
+{{- with .Values.worker.lifecycle }}
+{{- if .eventTypePointer }}
+ACCOUNT_SYNC_EVENT_TYPE_POINTER: {{ .eventTypePointer | quote }}
+{{- end }}
+{{- if .createTypes }}
+ACCOUNT_SYNC_CREATE_TYPES: {{ join "," .createTypes | quote }}
+{{- end }}
+{{- if .updateTypes }}
+ACCOUNT_SYNC_UPDATE_TYPES: {{ join "," .updateTypes | quote }}
+{{- end }}
+{{- if .deleteTypes }}
+ACCOUNT_SYNC_DELETE_TYPES: {{ join "," .deleteTypes | quote }}
+{{- end }}
+ACCOUNT_SYNC_APPLY_DELETES: {{ .applyDeletes | toString | quote }}
+ACCOUNT_SYNC_DRY_RUN: {{ .dryRun | toString | quote }}
+{{- end }}
 ACCOUNT_SYNC_LOG_FORMAT: {{ .Values.log.format | quote }}
 ACCOUNT_SYNC_LOG_LEVEL: {{ .Values.log.level | quote }}
 ACCOUNT_SYNC_ADMIN_LISTEN: {{ printf "0.0.0.0:%d" (int .Values.admin.port) | quote }}

@@ -93,6 +93,7 @@ pub(super) async fn hostile_api(
             bad_fraction: 0.0,
             hot: None,
             avro_schema_id: None,
+            kinds: None,
         },
     )
     .await?;

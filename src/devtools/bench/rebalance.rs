@@ -61,6 +61,7 @@ pub(super) async fn rebalance(a: &BenchArgs, f: &mut Figures, sd: &Shutdown) -> 
         bad_fraction: 0.0,
         hot: None,
         avro_schema_id: None,
+        kinds: None,
     };
     demo::produce_load(&brokers, &load).await?;
     let replica = |name: &str| -> Result<(ChildGuard, u16), String> {

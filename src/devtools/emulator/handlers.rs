@@ -26,8 +26,9 @@ use crate::chat::api::{
 };
 use crate::chat::usersig;
 
+use super::accounts::{Existing, ImportRefused, Profile};
 use super::broken;
-use super::state::{ImportRefused, CODE_FREQUENCY_LIMIT};
+use super::state::{CODE_DELETION_DISABLED, CODE_FREQUENCY_LIMIT};
 use super::Shared;
 
 /// Answer of the gateway in front of the service when it fails: nginx's page, as seen in the wild.
@@ -289,7 +290,7 @@ fn account_check(s: &Shared, body: &[u8]) -> Result<String, Reject> {
     check_list_len("CheckItem", req.check_item.len())?;
     let mut failures = 0;
     let result_item: Vec<CheckResultItem> = {
-        let accounts = s.accounts();
+        let mut accounts = s.accounts();
         req.check_item
             .into_iter()
             .map(|item| {
@@ -305,7 +306,7 @@ fn account_check(s: &Shared, body: &[u8]) -> Result<String, Reject> {
                         }
                     }
                     None => {
-                        let status = if accounts.exists(&user_id) {
+                        let status = if accounts.check(&user_id) {
                             AccountStatus::Imported
                         } else {
                             AccountStatus::NotImported
@@ -331,9 +332,10 @@ fn account_check(s: &Shared, body: &[u8]) -> Result<String, Reject> {
 }
 
 /// The account_import rules, in the order `docs/chat-api.md` ("The emulator's own choices") lists
-/// them: UserID, the poison knob, field lengths, sensitive words, then the edition limit (which
-/// only a new account can hit).
-fn import_one(s: &Shared, req: &ImportRequest<'_>) -> Result<(), Reject> {
+/// them: UserID, the poison knob, field lengths, sensitive words, then the rules of the store (an
+/// existing account kept or overwritten; the 3-month rule and the edition limit, which only a new
+/// account can hit).
+fn import_one(s: &Shared, req: &ImportRequest<'_>, existing: Existing) -> Result<(), Reject> {
     if let Some(problem) = user_id_problem(&req.user_id) {
         return Err(reject(70402, format!("invalid parameters: {problem}")));
     }
@@ -354,19 +356,28 @@ fn import_one(s: &Shared, req: &ImportRequest<'_>) -> Result<(), Reject> {
             return Err(reject(40005, "Nick contains sensitive words"));
         }
     }
+    let profile = Profile {
+        nick: req.nick.as_deref().map(str::to_owned),
+        face_url: req.face_url.as_deref().map(str::to_owned),
+    };
     s.accounts()
-        .import(&req.user_id)
-        .map_err(|refused| match refused {
-            ImportRefused::EditionLimit => reject(
-                70398,
-                "account count over the edition's limit: more accounts need the Pro edition",
-            ),
+        .import(&req.user_id, &profile, existing)
+        .map_err(|refused| {
+            let info = match refused {
+                ImportRefused::EditionLimit => {
+                    "account count over the edition's limit: more accounts need the Pro edition"
+                }
+                ImportRefused::DeletedRecently => {
+                    "the account was deleted less than 3 months ago and cannot be imported again yet"
+                }
+            };
+            reject(refused.code(), info)
         })
 }
 
 fn account_import(s: &Shared, body: &[u8]) -> Result<String, Reject> {
     let req: ImportRequest<'static> = parse(body)?;
-    import_one(s, &req)?;
+    import_one(s, &req, Existing::Keep)?;
     Ok(to_json(&PlainResponse {
         status: Status::ok(),
     }))
@@ -398,7 +409,7 @@ fn multiaccount_import(s: &Shared, body: &[u8]) -> Result<String, Reject> {
         if has_profile && s.accounts().exists(&account.user_id) {
             s.counters.profile_overwrite();
         }
-        if let Err(r) = import_one(s, account) {
+        if let Err(r) = import_one(s, account, Existing::Overwrite) {
             s.counters.item_failure(r.code);
             fail_accounts.push(account.user_id.clone().into_owned());
         }
@@ -410,6 +421,12 @@ fn multiaccount_import(s: &Shared, body: &[u8]) -> Result<String, Reject> {
 }
 
 fn account_delete(s: &Shared, body: &[u8]) -> Result<String, Reject> {
+    if !s.deletion_enabled() {
+        return Err(reject(
+            CODE_DELETION_DISABLED,
+            "account deletion is not enabled for this app: only trial apps can delete, or switch it on in the console",
+        ));
+    }
     let req: DeleteRequest<'static> = parse(body)?;
     check_list_len("DeleteItem", req.delete_item.len())?;
     let mut failures = Vec::new();

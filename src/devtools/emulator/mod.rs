@@ -15,6 +15,7 @@
 //! Where the vendor's documentation (`docs/chat-api.md`) is silent, the choice made is documented
 //! where it is made and listed in `docs/chat-api.md`, "The emulator's own choices".
 
+mod accounts;
 mod broken;
 mod faults;
 mod handlers;
@@ -33,12 +34,14 @@ use crate::chat::api::Api;
 use crate::chat::usersig::{self, SecretKey, UserSigError};
 use crate::limiter::Limiter;
 
+pub use accounts::{Profile, UserCall};
 pub use broken::BrokenAnswer;
 pub use faults::Faults;
 pub use state::Stats;
 
+use accounts::{AccountRules, Accounts};
 use faults::{Dice, Hold};
-use state::{Accounts, Counters};
+use state::Counters;
 
 /// Everything the emulator can be told, with defaults that behave like a healthy vendor.
 ///
@@ -83,6 +86,14 @@ pub struct EmulatorConfig {
         default_value_t = 100.0
     )]
     pub multi_import_rate: f64,
+
+    /// account_delete calls per second (vendor: 100); 0 = unlimited.
+    #[arg(
+        long,
+        env = "ACCOUNT_SYNC_EMULATOR_DELETE_RATE",
+        default_value_t = 100.0
+    )]
+    pub delete_rate: f64,
 
     /// Token-bucket capacity of every limited API: how big a burst is tolerated. Default: one
     /// second's worth of calls (the API's rate), which is how a per-second limit reads.
@@ -153,6 +164,23 @@ pub struct EmulatorConfig {
     #[arg(long, env = "ACCOUNT_SYNC_EMULATOR_MAX_ACCOUNTS")]
     pub max_accounts: Option<u64>,
 
+    /// Account deletion switched off for the app (a paid edition that has not switched it on in
+    /// the console): every account_delete is answered 71000 and deletes nothing. Changed at run
+    /// time with `EmulatorHandle::set_deletion_enabled`.
+    #[arg(long, env = "ACCOUNT_SYNC_EMULATOR_DELETION_DISABLED")]
+    pub deletion_disabled: bool,
+
+    /// A paid edition: a UserID deleted during the run cannot be imported again (70399; the
+    /// vendor's 3 months are longer than any run). Trial editions import it again at once.
+    #[arg(long, env = "ACCOUNT_SYNC_EMULATOR_PAID_EDITION")]
+    pub paid_edition: bool,
+
+    /// Keep each account's profile and each user's log of calls (`EmulatorHandle::profile`,
+    /// `user_log`), for tests of order and profiles. Off by default: memory then does not grow
+    /// with the users a benchmark touches.
+    #[arg(long, env = "ACCOUNT_SYNC_EMULATOR_USER_LOG")]
+    pub user_log: bool,
+
     /// A word that makes a Nick containing it (case-sensitive substring) fail with 40005.
     /// Repeatable; the environment variable takes a comma-separated list.
     #[arg(
@@ -176,6 +204,7 @@ impl Default for EmulatorConfig {
             check_rate: 100.0,
             import_rate: 200.0,
             multi_import_rate: 100.0,
+            delete_rate: 100.0,
             rate_burst: None,
             latency_ms: 0,
             latency_jitter_ms: 0,
@@ -187,6 +216,9 @@ impl Default for EmulatorConfig {
             broken_answer: None,
             existing_fraction: 0.0,
             max_accounts: None,
+            deletion_disabled: false,
+            paid_edition: false,
+            user_log: false,
             sensitive_word: Vec::new(),
             seed: None,
         }
@@ -201,6 +233,7 @@ impl EmulatorConfig {
             ("--check-rate", self.check_rate),
             ("--import-rate", self.import_rate),
             ("--multi-import-rate", self.multi_import_rate),
+            ("--delete-rate", self.delete_rate),
         ] {
             if !rate.is_finite() || rate < 0.0 {
                 return Err(format!(
@@ -398,6 +431,24 @@ impl EmulatorHandle {
         self.shared.accounts().exists(user_id)
     }
 
+    /// The account's profile now; `None` when it does not exist. Its fields are known only with
+    /// `user_log` (else, and for an account the run never wrote, they are `None`).
+    pub fn profile(&self, user_id: &str) -> Option<Profile> {
+        self.shared.accounts().profile(user_id)
+    }
+
+    /// What each call did to `user_id`, in the order they were applied (with `user_log`).
+    pub fn user_log(&self, user_id: &str) -> Vec<UserCall> {
+        self.shared.accounts().log(user_id)
+    }
+
+    /// Switches account deletion on or off for the app (off: account_delete answers 71000).
+    pub fn set_deletion_enabled(&self, enabled: bool) {
+        self.shared
+            .deletion_enabled
+            .store(enabled, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Stops accepting, releases held requests, lets in-flight requests finish (at most
     /// [`SHUTDOWN_GRACE`]) and waits for the server task.
     pub async fn shutdown(mut self) {
@@ -428,13 +479,13 @@ fn limiter(rate: f64, burst: Option<u32>) -> Limiter {
     }
 }
 
-/// The limiter slot of an API; account_delete has none (it is not part of the worker's budget).
-fn limiter_slot(api: Api) -> Option<usize> {
+/// The limiter slot of an API.
+fn limiter_slot(api: Api) -> usize {
     match api {
-        Api::AccountCheck => Some(0),
-        Api::AccountImport => Some(1),
-        Api::MultiaccountImport => Some(2),
-        Api::AccountDelete => None,
+        Api::AccountCheck => 0,
+        Api::AccountImport => 1,
+        Api::MultiaccountImport => 2,
+        Api::AccountDelete => 3,
     }
 }
 
@@ -495,8 +546,10 @@ pub(crate) struct Shared {
     faults: RwLock<Faults>,
     /// Holding API requests (a test's knob, not a fault of the vendor's).
     hold: Hold,
-    /// check, import, multiaccount_import; replaced wholesale by `set_rates`.
-    limiters: RwLock<[Limiter; 3]>,
+    /// check, import, multiaccount_import, delete; `set_rates` replaces the first two.
+    limiters: RwLock<[Limiter; 4]>,
+    /// Off: account_delete answers 71000 (`set_deletion_enabled`).
+    deletion_enabled: std::sync::atomic::AtomicBool,
     dice: Dice,
     accounts: Mutex<Accounts>,
     counters: Counters,
@@ -529,9 +582,16 @@ impl Shared {
                 limiter(config.check_rate, config.rate_burst),
                 limiter(config.import_rate, config.rate_burst),
                 limiter(config.multi_import_rate, config.rate_burst),
+                limiter(config.delete_rate, config.rate_burst),
             ]),
+            deletion_enabled: std::sync::atomic::AtomicBool::new(!config.deletion_disabled),
             dice: Dice::new(config.seed),
-            accounts: Mutex::new(Accounts::new(config.existing_fraction, config.max_accounts)),
+            accounts: Mutex::new(Accounts::new(AccountRules {
+                existing_fraction: config.existing_fraction,
+                max_accounts: config.max_accounts,
+                paid_edition: config.paid_edition,
+                user_log: config.user_log,
+            })),
             counters: Counters::default(),
         })
     }
@@ -554,14 +614,14 @@ impl Shared {
             .clone()
     }
 
+    fn deletion_enabled(&self) -> bool {
+        self.deletion_enabled
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Takes a call token for `api`; false = over the limit.
     fn admit(&self, api: Api) -> bool {
-        match limiter_slot(api) {
-            Some(slot) => {
-                self.limiters.read().unwrap_or_else(|e| e.into_inner())[slot].try_acquire()
-            }
-            None => true,
-        }
+        self.limiters.read().unwrap_or_else(|e| e.into_inner())[limiter_slot(api)].try_acquire()
     }
 
     fn stats(&self) -> Stats {

@@ -1,10 +1,9 @@
-//! What the emulated service remembers: the accounts and the counters behind `GET /stats`.
+//! The counters behind `GET /stats` (the accounts are in [`super::accounts`]).
 //!
-//! Accounts live behind one `std::sync::Mutex`, held only for set look-ups (never across an
-//! `.await`). Per-API counters are atomics because every request touches them; the per-code maps
-//! sit behind their own small mutexes because only failures touch them.
+//! Per-API counters are atomics because every request touches them; the per-code maps sit behind
+//! their own small mutexes because only failures touch them.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -12,10 +11,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::chat::api::Api;
 
-use super::is_preexisting;
-
 /// 60007: over the per-API call frequency. Named because the counters single it out.
 pub(crate) const CODE_FREQUENCY_LIMIT: i64 = 60007;
+
+/// 71000: account deletion is not switched on for the app (`account_delete` while
+/// `--deletion-disabled`; older vendor pages: "only trial apps can delete").
+pub(crate) const CODE_DELETION_DISABLED: i64 = 71000;
 
 /// Counters of one emulator run, as served by `GET /stats` and [`super::EmulatorHandle::stats`].
 ///
@@ -162,121 +163,5 @@ impl Counters {
             imported_accounts,
             profile_overwrites: self.profile_overwrites.load(Ordering::Relaxed),
         }
-    }
-}
-
-/// Why an import was refused (the caller maps it to a vendor code).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ImportRefused {
-    /// The edition's account limit is reached (70398).
-    EditionLimit,
-}
-
-/// The account store.
-///
-/// Preexisting accounts are not stored at all: they are a pure function of the UserID
-/// ([`is_preexisting`]), so `existing_fraction` costs no memory however many IDs a benchmark uses.
-/// Deleting one records it in `deleted`.
-#[derive(Debug)]
-pub(crate) struct Accounts {
-    /// Share of all UserIDs that existed before the run.
-    existing_fraction: f64,
-    /// Edition limit on `imported.len()`.
-    max_accounts: Option<u64>,
-    /// Accounts created during this run and not deleted.
-    imported: HashSet<String>,
-    /// Preexisting accounts deleted during this run.
-    deleted: HashSet<String>,
-}
-
-impl Accounts {
-    pub(crate) fn new(existing_fraction: f64, max_accounts: Option<u64>) -> Self {
-        Accounts {
-            existing_fraction,
-            max_accounts,
-            imported: HashSet::new(),
-            deleted: HashSet::new(),
-        }
-    }
-
-    fn preexisting(&self, user_id: &str) -> bool {
-        is_preexisting(user_id, self.existing_fraction) && !self.deleted.contains(user_id)
-    }
-
-    pub(crate) fn exists(&self, user_id: &str) -> bool {
-        self.imported.contains(user_id) || self.preexisting(user_id)
-    }
-
-    /// Idempotent: importing an existing account succeeds without changing anything, as the
-    /// vendor promises. Only a *new* account can hit the edition limit.
-    pub(crate) fn import(&mut self, user_id: &str) -> Result<(), ImportRefused> {
-        if self.exists(user_id) {
-            return Ok(());
-        }
-        if self
-            .max_accounts
-            .is_some_and(|max| self.imported.len() as u64 >= max)
-        {
-            return Err(ImportRefused::EditionLimit);
-        }
-        // A deleted preexisting account that comes back is an import of this run: it stays in
-        // `deleted` and counts in `imported`, which keeps `exists` a simple "or".
-        self.imported.insert(user_id.to_owned());
-        Ok(())
-    }
-
-    /// Removes an account; false when there was none.
-    pub(crate) fn delete(&mut self, user_id: &str) -> bool {
-        if self.imported.remove(user_id) {
-            return true;
-        }
-        if self.preexisting(user_id) {
-            self.deleted.insert(user_id.to_owned());
-            return true;
-        }
-        false
-    }
-
-    pub(crate) fn imported_count(&self) -> u64 {
-        self.imported.len() as u64
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn accounts_model() {
-        // Find one preexisting and one fresh ID at 50 %.
-        let pre = (0..)
-            .map(|i| format!("u{i}"))
-            .find(|u| is_preexisting(u, 0.5))
-            .unwrap();
-        let mut fresh_ids = (0..)
-            .map(|i| format!("u{i}"))
-            .filter(|u| !is_preexisting(u, 0.5));
-        let (fresh, fresh2) = (fresh_ids.next().unwrap(), fresh_ids.next().unwrap());
-        let mut a = Accounts::new(0.5, Some(1));
-        assert!(a.exists(&pre));
-        assert!(!a.exists(&fresh));
-        assert_eq!(a.import(&pre), Ok(()));
-        assert_eq!(
-            a.imported_count(),
-            0,
-            "re-import of a preexisting account creates nothing"
-        );
-        assert_eq!(a.import(&fresh), Ok(()));
-        assert_eq!(a.import(&fresh), Ok(()));
-        assert_eq!(a.imported_count(), 1);
-        assert_eq!(a.import(&fresh2), Err(ImportRefused::EditionLimit));
-        assert!(a.delete(&pre));
-        assert!(!a.exists(&pre));
-        assert!(!a.delete(&pre));
-        assert!(a.delete(&fresh));
-        assert_eq!(a.imported_count(), 0);
-        assert_eq!(a.import(&pre), Ok(()));
-        assert!(a.exists(&pre));
-        assert_eq!(a.imported_count(), 1);
     }
 }

@@ -245,7 +245,7 @@ async fn over_the_rate_limit_is_60007_and_has_no_effect() {
         "REST API call frequency over limit"
     );
     assert!(!h.imported("c"));
-    // Other APIs have their own buckets (check is unlimited here), and delete is never limited.
+    // Other APIs have their own buckets (check is unlimited here).
     assert_eq!(check(&h, &["c"]).await.status.error_code, 0);
     let stats = h.stats();
     assert_eq!(stats.rate_limited["account_import"], 1);
@@ -943,4 +943,84 @@ fn preexisting_share_holds_for_blocks_of_sequential_ids() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn deletion_switched_off_answers_71000_and_deletes_nothing() {
+    let h = start(EmulatorConfig {
+        existing_fraction: 1.0,
+        deletion_disabled: true,
+        delete_rate: 1.0,
+        rate_burst: Some(1),
+        ..config()
+    })
+    .await;
+    let delete = |user: &'static str| {
+        call(
+            &h,
+            Api::AccountDelete,
+            json!({ "DeleteItem": [{ "UserID": user }] }),
+        )
+    };
+    let off = delete("d1").await;
+    assert_eq!(off.code(), 71000);
+    assert!(off.json()["ErrorInfo"]
+        .as_str()
+        .unwrap()
+        .contains("deletion"));
+    assert!(h.imported("d1"), "nothing deleted");
+    h.set_deletion_enabled(true);
+    // The switch came after the bucket's one token was spent: account_delete has its own limit.
+    assert_eq!(delete("d1").await.code(), 60007);
+    assert_eq!(h.stats().rate_limited["account_delete"], 1);
+    assert!(h.imported("d1"));
+    assert_eq!(h.stats().rejected_by_code["71000"], 1);
+}
+
+#[tokio::test]
+async fn profiles_and_each_user_s_calls_are_kept_with_the_user_log() {
+    let h = start(EmulatorConfig {
+        user_log: true,
+        paid_edition: true,
+        ..config()
+    })
+    .await;
+    let multi = |list: Value| call(&h, Api::MultiaccountImport, json!({ "AccountList": list }));
+    assert_eq!(import(&h, json!({ "UserID": "p1", "Nick": "a" })).await, 0);
+    assert_eq!(import(&h, json!({ "UserID": "p1", "Nick": "b" })).await, 0);
+    assert_eq!(h.profile("p1").unwrap().nick.as_deref(), Some("a"));
+    let updated = multi(json!([{ "UserID": "p1", "Nick": "c" }])).await;
+    assert_eq!(updated.code(), 0);
+    assert_eq!(h.profile("p1").unwrap().nick.as_deref(), Some("c"));
+    let deleted = call(
+        &h,
+        Api::AccountDelete,
+        json!({ "DeleteItem": [{ "UserID": "p1" }] }),
+    )
+    .await;
+    assert_eq!(deleted.code(), 0);
+    assert_eq!(h.profile("p1"), None);
+    // A paid edition: the deleted UserID cannot come back (70399), singly or in a batch.
+    assert_eq!(import(&h, json!({ "UserID": "p1" })).await, 70399);
+    let batch = multi(json!([{ "UserID": "p1", "Nick": "d" }])).await;
+    assert_eq!(batch.json()["FailAccounts"], json!(["p1"]));
+    use crate::devtools::emulator::UserCall::*;
+    let nick = |n: &str| Some(n.to_owned());
+    assert_eq!(
+        h.user_log("p1"),
+        vec![
+            Created {
+                nick: nick("a"),
+                face_url: None
+            },
+            Unchanged,
+            Overwritten {
+                nick: nick("c"),
+                face_url: None
+            },
+            Deleted,
+            Refused { code: 70399 },
+            Refused { code: 70399 },
+        ]
+    );
 }

@@ -1,0 +1,59 @@
+//! `account_delete` answers: any body, to a request for 1-8 UserIDs (see
+//! `account_sync_fuzz::request`). An answer is either one outcome per requested UserID, each
+//! what the body's item for it says (0 deleted, 70107 absent, another code failed), or an error
+//! that is the API's or the vendor's.
+
+#![no_main]
+
+use std::collections::HashMap;
+
+use account_sync::chat::answer::{self, DeleteOutcome};
+use account_sync::chat::Api;
+use account_sync_fuzz::{check_answer_error, document, error_code, request};
+use libfuzzer_sys::fuzz_target;
+use serde_json::Value;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((ids, body)) = request(data) else {
+        return;
+    };
+    match answer::delete(&ids, body) {
+        Ok(outcomes) => {
+            assert_eq!(
+                outcomes.len(),
+                ids.len(),
+                "one outcome per requested UserID"
+            );
+            assert_eq!(error_code(body), Some(0), "a result only from a success");
+            // Read independently: the first item for each UserID decides its outcome.
+            let doc: Value = document(body).unwrap();
+            let mut first: HashMap<&str, &Value> = HashMap::new();
+            for item in doc["ResultItem"].as_array().into_iter().flatten() {
+                if let Some(id) = item["UserID"].as_str() {
+                    first.entry(id).or_insert(item);
+                }
+            }
+            for (id, outcome) in ids.iter().zip(&outcomes) {
+                let item = first
+                    .get(id)
+                    .expect("an outcome only for a UserID answered");
+                let code = item.get("ResultCode").map_or(0, |c| c.as_i64().unwrap());
+                match outcome {
+                    DeleteOutcome::Deleted => assert_eq!(code, 0, "{id}"),
+                    DeleteOutcome::Absent => assert_eq!(code, answer::DELETE_ABSENT, "{id}"),
+                    DeleteOutcome::Failed { code: c, info } => {
+                        assert!(*c != 0 && *c != answer::DELETE_ABSENT);
+                        assert_eq!(*c, code);
+                        assert!(info.len() <= 500 + '…'.len_utf8(), "ResultInfo is cut");
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            check_answer_error(&e, Api::AccountDelete);
+            if let account_sync::chat::ChatError::Vendor { code, .. } = e {
+                assert_eq!(error_code(body), Some(code));
+            }
+        }
+    }
+});
