@@ -212,11 +212,12 @@ fn exit_code<E: std::fmt::Display>(result: Result<u8, E>, code: impl FnOnce(&E) 
     }
 }
 
-/// A shutdown signal fired by SIGINT / SIGTERM.
+/// A shutdown signal fired by SIGINT / SIGTERM; the handlers are in place when it returns.
 fn signal_shutdown() -> Shutdown {
     let (shutdown, trigger) = Shutdown::new();
+    let signal = shutdown::os_signal();
     tokio::spawn(async move {
-        shutdown::os_signal().await;
+        signal.await;
         tracing::info!("signal received: shutting down");
         trigger.trigger();
     });
@@ -263,9 +264,11 @@ async fn run(command: Command) -> Result<ExitCode, String> {
                     .set_consumer_group_timings(session, heartbeat)
                     .map_err(|e| format!("mock cluster: consumer group timings: {e}"))?;
             }
+            // Stoppable before anyone can read the address.
+            let stop = signal_shutdown();
             println!("{}", kafka.bootstrap_servers());
             tracing::info!(bootstrap = kafka.bootstrap_servers(), topics = ?args.topics, "embedded Kafka running; Ctrl-C to stop");
-            signal_shutdown().wait().await;
+            stop.wait().await;
             drop(kafka);
             Ok(ExitCode::SUCCESS)
         }
@@ -274,9 +277,11 @@ async fn run(command: Command) -> Result<ExitCode, String> {
             let handle = Emulator::start(args.emulator, args.listen)
                 .await
                 .map_err(|e| e.to_string())?;
+            // Stoppable before anyone can read the address.
+            let stop = signal_shutdown();
             println!("{}", handle.base_url());
             tracing::info!(base_url = %handle.base_url(), "Chat API emulator running; Ctrl-C to stop");
-            signal_shutdown().wait().await;
+            stop.wait().await;
             handle.shutdown().await;
             Ok(ExitCode::SUCCESS)
         }
