@@ -9,9 +9,8 @@ use std::collections::HashSet;
 
 use account_sync::chat::answer;
 use account_sync::chat::{Api, ChatError};
-use account_sync_fuzz::{check_answer_error, document, error_code, request};
+use account_sync_fuzz::{check_answer_error, error_code, fail_accounts, request};
 use libfuzzer_sys::fuzz_target;
-use serde_json::Value;
 
 fuzz_target!(|data: &[u8]| {
     let Some((ids, body)) = request(data) else {
@@ -30,14 +29,8 @@ fuzz_target!(|data: &[u8]| {
                 assert!(ids.contains(&id.as_str()), "{id} was not sent");
             }
             // Read independently: the same set as the body names.
-            let doc: Value = document(body).unwrap();
-            let named: HashSet<&str> = doc
-                .get("FailAccounts")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .map(|v| v.as_str().unwrap())
-                .collect();
+            let accounts = fail_accounts(body).expect("a result from a readable body");
+            let named: HashSet<&str> = accounts.iter().map(|v| v.as_str().unwrap()).collect();
             assert_eq!(unique, named);
         }
         Err(e) => {

@@ -3,7 +3,7 @@
 
 use account_sync::chat::api::{is_valid_user_id, MAX_PROFILE_FIELD_BYTES, MAX_USER_ID_BYTES};
 use account_sync::chat::{Api, ChatError, FailureClass};
-use account_sync::worker::event::{DecodeError, AccountEvent};
+use account_sync::worker::event::{AccountEvent, DecodeError};
 
 /// The UserIDs a request is made of: the ids of the vendor's samples (`docs/chat-api.md`), short
 /// ones, and one of the longest allowed (32 bytes).
@@ -67,6 +67,33 @@ pub fn check_answer_error(err: &ChatError, api: Api) {
 /// in a field nobody reads does not make an answer unreadable.
 pub fn document(body: &[u8]) -> Option<serde_json::Value> {
     serde_json::from_str(&String::from_utf8_lossy(body)).ok()
+}
+
+/// An answer's `ResultItem` read independently of the code under test, each item as `Item` (the
+/// fields a check looks at, as JSON values). Read with serde, field by field like the code under
+/// test reads it, so that a field neither reads is skipped unread: a [`document`] refuses the
+/// whole body for a number no `f64` can hold (`7e402`) in a field of an item nobody reads, which
+/// the code under test rightly accepts. `None` for a body the code under test cannot have read.
+pub fn result_items<Item: serde::de::DeserializeOwned>(body: &[u8]) -> Option<Vec<Item>> {
+    #[derive(serde::Deserialize)]
+    struct Answer<Item> {
+        #[serde(rename = "ResultItem", default = "Vec::new")]
+        items: Vec<Item>,
+    }
+    let text = String::from_utf8_lossy(body);
+    Some(serde_json::from_str::<Answer<Item>>(&text).ok()?.items)
+}
+
+/// An answer's `FailAccounts` read independently, each entry as a JSON value (see
+/// [`result_items`] for why not through a [`document`]).
+pub fn fail_accounts(body: &[u8]) -> Option<Vec<serde_json::Value>> {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        #[serde(rename = "FailAccounts", default)]
+        accounts: Vec<serde_json::Value>,
+    }
+    let text = String::from_utf8_lossy(body);
+    Some(serde_json::from_str::<Answer>(&text).ok()?.accounts)
 }
 
 /// The body's `ErrorCode` (see [`document`]): `Some` only for a JSON object whose `ErrorCode` is
